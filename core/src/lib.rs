@@ -1,0 +1,24 @@
+//! caresync-core: the offline-first heart of the carer app.
+//!
+//! - [`domain`]: care-world types (visits, clock events, reason codes, roles).
+//! - [`visit_document`]: one Automerge document per visit, typed, with the audit the server's
+//!   write rules judge incoming changes by.
+//! - [`store`]: the phone's SQLite store; every carer action works offline.
+//! - [`sqlite`]: the one way a SQLite file is opened and migrated (phone and server).
+//! - [`clock`]: device time and the offset to the server's trusted time.
+
+pub mod clock;
+pub mod domain;
+pub mod sqlite;
+pub mod store;
+pub mod visit_document;
+
+pub use clock::{ClockOffset, DeviceClock, ManualClock, SystemClock};
+pub use domain::*;
+pub use store::{
+    ClockRequest, DeviceIdentity, OutboxEntry, PhoneStore, StoreError, VisitDetail, VisitSummary,
+};
+pub use visit_document::{
+    Amendment, ClockEvent, DocumentError, Note, Schedule, Section, Task, TaskOutcome, Visit, VisitDocument,
+    WriteAudit,
+};

@@ -1,0 +1,204 @@
+//! The one way caresync opens a SQLite file: WAL, foreign keys, a busy timeout, and migrations
+//! stepped by `PRAGMA user_version` inside one immediate transaction.
+//!
+//! A file that cannot be opened (corrupt, not a database, from a newer build) is moved aside,
+//! never deleted: it may hold unsynced clock-ins. The error says where it went.
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One schema step: runs inside the migration transaction.
+pub type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// How hard to push each commit to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: survives a process crash; the last commits may roll back on power loss.
+    Normal,
+    /// `synchronous = FULL`: every commit is on disk when it returns (the phone: a clock-in is evidence).
+    Full,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("database {path} could not be opened ({cause}); it was moved aside to {moved_to}")]
+    MovedAside {
+        path: PathBuf,
+        moved_to: PathBuf,
+        cause: String,
+    },
+    #[error("database {path} could not be opened ({cause}) and could not be moved aside: {io}")]
+    Unusable {
+        path: PathBuf,
+        cause: String,
+        io: String,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this build's {supported}; left untouched"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Open (creating if needed) and migrate. Migration `i` takes the schema from version `i` to `i + 1`.
+pub fn open(path: &Path, migrations: &[Migration], durability: Durability) -> Result<Connection, OpenError> {
+    match try_open(path, migrations, durability) {
+        Ok(conn) => Ok(conn),
+        Err(e @ OpenError::TooNew { .. }) => Err(e),
+        Err(e) => {
+            let cause = e.to_string();
+            if !path.exists() {
+                return Err(e);
+            }
+            let moved_to = aside_path(path);
+            match std::fs::rename(path, &moved_to) {
+                Ok(()) => {
+                    for suffix in ["-wal", "-shm"] {
+                        let side = with_suffix(path, suffix);
+                        if side.exists() {
+                            let _ = std::fs::rename(&side, with_suffix(&moved_to, suffix));
+                        }
+                    }
+                    tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %cause, "database moved aside");
+                    Err(OpenError::MovedAside {
+                        path: path.to_path_buf(),
+                        moved_to,
+                        cause,
+                    })
+                }
+                Err(io) => Err(OpenError::Unusable {
+                    path: path.to_path_buf(),
+                    cause,
+                    io: io.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+fn try_open(path: &Path, migrations: &[Migration], durability: Durability) -> Result<Connection, OpenError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // journal_mode returns a row; reading it also proves the file is a database.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Sqlite(rusqlite::Error::InvalidQuery));
+    }
+    conn.execute_batch(match durability {
+        Durability::Normal => "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        Durability::Full => "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    })?;
+    migrate(&mut conn, path, migrations)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<(), OpenError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = migrations.len() as i64;
+    if version > supported {
+        return Err(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported,
+        });
+    }
+    for (i, step) in migrations.iter().enumerate().skip(version as usize) {
+        step(&tx)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn aside_path(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut candidate = with_suffix(path, &format!(".unreadable-{stamp}"));
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = with_suffix(path, &format!(".unreadable-{stamp}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// The schema as `sqlite_master` describes it, for comparing a migrated database with a fresh one.
+pub fn schema_fingerprint(conn: &Connection) -> rusqlite::Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        tx.execute_batch("CREATE TABLE t (x INTEGER)")
+    }
+
+    #[test]
+    fn garbage_file_is_moved_aside_not_deleted() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("phone.db");
+        std::fs::write(
+            &path,
+            b"this is not a database, but it might be someone's evidence....................",
+        )?;
+        let err = open(&path, &[v1], Durability::Full)
+            .err()
+            .ok_or("opened garbage")?;
+        let OpenError::MovedAside { moved_to, .. } = &err else {
+            return Err(format!("{err}").into());
+        };
+        assert!(moved_to.exists());
+        assert!(err.to_string().contains(&moved_to.display().to_string()));
+        assert!(std::fs::read(moved_to)?.starts_with(b"this is not a database"));
+        // The next open starts afresh.
+        let conn = open(&path, &[v1], Durability::Full)?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn newer_schema_is_left_alone() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("x.db");
+        drop(open(&path, &[v1, v1_noop], Durability::Normal)?);
+        let err = open(&path, &[v1], Durability::Normal)
+            .err()
+            .ok_or("opened newer")?;
+        assert!(matches!(
+            err,
+            OpenError::TooNew {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ));
+        assert!(path.exists());
+        Ok(())
+    }
+
+    fn v1_noop(_: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+use super::*;
+use crate::clock::ManualClock;
+use crate::visit_document::Task;
+
+const T0: Millis = 1_790_000_000_000; // 2026-09-21, a Monday in BST
+
+struct Phone {
+    _dir: tempfile::TempDir,
+    store: PhoneStore,
+    clock: Arc<ManualClock>,
+    carer: PersonId,
+    path: std::path::PathBuf,
+}
+
+fn phone() -> Phone {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("phone.db");
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = PhoneStore::open_with(&path, clock.clone(), chrono_tz::Europe::London).expect("open");
+    let carer = PersonId::new();
+    store
+        .set_identity(&DeviceIdentity {
+            device_id: DeviceId::new(),
+            carer_id: carer,
+            server_url: "http://127.0.0.1:9".into(),
+            token: "t".into(),
+        })
+        .expect("identity");
+    Phone {
+        _dir: dir,
+        store,
+        clock,
+        carer,
+        path,
+    }
+}
+
+fn schedule(carers: Vec<PersonId>, start: Millis) -> Schedule {
+    Schedule {
+        client_id: ClientId::new(),
+        contract_id: ContractId::new(),
+        carers,
+        planned_start: start,
+        planned_end: start + 30 * MINUTE_MS,
+        tasks: vec![Task {
+            id: TaskId::new(),
+            title: "Breakfast".into(),
+        }],
+        status: VisitStatus::Scheduled,
+        cancel_reason: None,
+        chargeable: None,
+    }
+}
+
+fn give(phone: &Phone, sched: &Schedule) -> VisitId {
+    let id = VisitId::new();
+    let mut doc = VisitDocument::create(id, sched, &ActorId::random()).expect("create");
+    phone.store.import_visit(&doc.save()).expect("import")
+}
+
+/// Every table's rows, for "the store is unchanged" checks.
+fn snapshot(p: &Phone) -> Vec<String> {
+    let conn = p.store.lock().expect("lock");
+    let mut out = Vec::new();
+    for table in ["visits", "clock_events", "device", "clock"] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+            .expect("prepare");
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                let mut s = String::new();
+                for i in 0..n {
+                    s.push_str(&format!("{:?}|", r.get_ref(i)?));
+                }
+                Ok(s)
+            })
+            .expect("query");
+        out.extend(rows.map(|r| r.expect("row")));
+    }
+    out
+}
+
+fn assert_unchanged<T: std::fmt::Debug>(
+    p: &Phone,
+    op: impl FnOnce() -> Result<T>,
+    expect: fn(&StoreError) -> bool,
+) {
+    let before = snapshot(p);
+    match op() {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => assert!(expect(&e), "unexpected error: {e}"),
+    }
+    assert_eq!(before, snapshot(p), "the store changed");
+}
+
+#[test]
+fn a_carers_visit_from_upcoming_to_done() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0 + HOUR_MS));
+    assert_eq!(p.store.visit(visit)?.state, CarerVisitState::Upcoming);
+
+    p.store.set_clock_offset(ClockOffset {
+        offset_ms: -4_000,
+        measured_at: T0,
+    })?;
+    p.clock.set(T0 + HOUR_MS + 2 * MINUTE_MS);
+    let loc = Location {
+        lat: 51.45,
+        lon: -2.58,
+        accuracy_m: 12.0,
+    };
+    let ev = p.store.clock_in(
+        visit,
+        &ClockRequest {
+            location: Some(loc),
+            ..ClockRequest::app()
+        },
+    )?;
+    assert_eq!(ev.device_time, T0 + HOUR_MS + 2 * MINUTE_MS);
+    assert_eq!(ev.clock_offset_ms, Some(-4_000));
+    assert_eq!(ev.trusted_time(), T0 + HOUR_MS + 2 * MINUTE_MS - 4_000);
+    assert_eq!(p.store.visit(visit)?.state, CarerVisitState::InProgress);
+
+    let note = p
+        .store
+        .add_note(visit, NoteCategory::Wellbeing, "Cheerful, ate all of breakfast.")?;
+    let task = p.store.visit(visit)?.visit.schedule.tasks[0].id;
+    p.store.record_task_outcome(visit, task, TaskResult::Done, None)?;
+    p.clock.advance(28 * MINUTE_MS);
+    p.store.clock_out(visit, &ClockRequest::app())?;
+
+    let detail = p.store.visit(visit)?;
+    assert_eq!(detail.state, CarerVisitState::Done);
+    assert_eq!(detail.visit.events.len(), 2);
+    assert_eq!(detail.visit.notes, vec![note]);
+    assert_eq!(
+        detail.visit.latest_outcome(task).map(|o| o.result),
+        Some(TaskResult::Done)
+    );
+    // Four local changes, none acknowledged by a server.
+    assert_eq!(detail.pending_changes, 4);
+    assert_eq!(
+        p.store.outbox()?,
+        vec![OutboxEntry {
+            visit_id: visit,
+            pending_changes: 4
+        }]
+    );
+    assert_eq!(p.store.pending_count()?, 4);
+    Ok(())
+}
+
+#[test]
+fn the_days_list_uses_the_local_day() -> Result<()> {
+    let p = phone();
+    // 2026-10-25 is the night the UK clocks go back: 00:30 BST is 23:30 UTC the day before.
+    let day = NaiveDate::from_ymd_opt(2026, 10, 25).ok_or(StoreError::NotEnrolled)?;
+    let (from, to) = local_day_bounds(chrono_tz::Europe::London, day);
+    assert_eq!(to - from, 25 * HOUR_MS);
+    let half_past_midnight = from + 30 * MINUTE_MS;
+    let on_day = give(&p, &schedule(vec![p.carer], half_past_midnight));
+    let _before = give(&p, &schedule(vec![p.carer], from - MINUTE_MS));
+    let late_evening = give(&p, &schedule(vec![p.carer], to - MINUTE_MS));
+    let _after = give(&p, &schedule(vec![p.carer], to));
+    let listed: Vec<VisitId> = p.store.visits_on(day)?.into_iter().map(|v| v.visit_id).collect();
+    assert_eq!(listed, vec![on_day, late_evening]);
+    Ok(())
+}
+
+#[test]
+fn bad_clocks_are_refused_and_change_nothing() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0));
+    assert_unchanged(
+        &p,
+        || p.store.clock_out(visit, &ClockRequest::app()),
+        |e| matches!(e, StoreError::NotClockedIn(_)),
+    );
+    assert_unchanged(
+        &p,
+        || {
+            p.store.clock_in(
+                visit,
+                &ClockRequest {
+                    method: ClockMethod::Manual,
+                    ..ClockRequest::app()
+                },
+            )
+        },
+        |e| matches!(e, StoreError::ManualNeedsReason),
+    );
+    assert_unchanged(
+        &p,
+        || {
+            p.store.clock_in(
+                visit,
+                &ClockRequest {
+                    location: Some(Location {
+                        lat: 91.0,
+                        lon: 0.0,
+                        accuracy_m: 1.0,
+                    }),
+                    ..ClockRequest::app()
+                },
+            )
+        },
+        |e| matches!(e, StoreError::InvalidLocation),
+    );
+    assert_unchanged(
+        &p,
+        || p.store.clock_in(VisitId::new(), &ClockRequest::app()),
+        |e| matches!(e, StoreError::UnknownVisit(_)),
+    );
+
+    p.store
+        .clock_in(visit, &ClockRequest::manual(ReasonCode::PhoneUnavailable))?;
+    assert_unchanged(
+        &p,
+        || p.store.clock_in(visit, &ClockRequest::app()),
+        |e| matches!(e, StoreError::AlreadyClockedIn(_)),
+    );
+    p.store.clock_out(visit, &ClockRequest::app())?;
+    assert_unchanged(
+        &p,
+        || p.store.clock_out(visit, &ClockRequest::app()),
+        |e| matches!(e, StoreError::AlreadyClockedOut(_)),
+    );
+
+    let someone_elses = give(&p, &schedule(vec![PersonId::new()], T0));
+    assert_unchanged(
+        &p,
+        || p.store.clock_in(someone_elses, &ClockRequest::app()),
+        |e| matches!(e, StoreError::NotAssigned(_)),
+    );
+    assert_unchanged(
+        &p,
+        || p.store.add_note(someone_elses, NoteCategory::General, "hi"),
+        |e| matches!(e, StoreError::NotAssigned(_)),
+    );
+
+    let mut cancelled = schedule(vec![p.carer], T0);
+    cancelled.status = VisitStatus::Cancelled;
+    cancelled.cancel_reason = Some("in hospital".into());
+    let cancelled = give(&p, &cancelled);
+    assert_unchanged(
+        &p,
+        || p.store.clock_in(cancelled, &ClockRequest::app()),
+        |e| matches!(e, StoreError::VisitCancelled(_)),
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_notes_and_outcomes_are_refused() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0));
+    assert_unchanged(
+        &p,
+        || p.store.add_note(visit, NoteCategory::General, "  \n "),
+        |e| matches!(e, StoreError::EmptyNote),
+    );
+    let long = "x".repeat(MAX_NOTE_CHARS + 1);
+    assert_unchanged(
+        &p,
+        || p.store.add_note(visit, NoteCategory::General, &long),
+        |e| matches!(e, StoreError::NoteTooLong(10_001)),
+    );
+    // Exactly at the limit is fine, and counts characters, not bytes.
+    p.store
+        .add_note(visit, NoteCategory::General, &"é".repeat(MAX_NOTE_CHARS))?;
+    assert_unchanged(
+        &p,
+        || {
+            p.store
+                .record_task_outcome(visit, TaskId::new(), TaskResult::Done, None)
+        },
+        |e| matches!(e, StoreError::UnknownTask { .. }),
+    );
+    assert_unchanged(
+        &p,
+        || p.store.add_note(VisitId::new(), NoteCategory::General, "hi"),
+        |e| matches!(e, StoreError::UnknownVisit(_)),
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unenrolled_phone_cannot_write() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|_| StoreError::NotEnrolled)?;
+    let store = PhoneStore::open(&dir.path().join("p.db"))?;
+    let id = VisitId::new();
+    let mut doc = VisitDocument::create(id, &schedule(vec![PersonId::new()], T0), &ActorId::random())
+        .map_err(|source| StoreError::Document { visit: id, source })?;
+    // Import needs no identity for reading, but sync_visit does; writes surely do.
+    assert!(matches!(
+        store.import_visit(&doc.save()),
+        Err(StoreError::NotEnrolled)
+    ));
+    assert!(matches!(
+        store.clock_in(id, &ClockRequest::app()),
+        Err(StoreError::NotEnrolled | StoreError::UnknownVisit(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_blob_is_an_error_not_a_panic() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0));
+    p.store.lock()?.execute(
+        "UPDATE visits SET doc = x'00010203' WHERE visit_id = ?1",
+        [visit.to_string()],
+    )?;
+    assert_unchanged(
+        &p,
+        || p.store.clock_in(visit, &ClockRequest::app()),
+        |e| matches!(e, StoreError::Document { .. }),
+    );
+    assert!(matches!(p.store.visit(visit), Err(StoreError::Document { .. })));
+    Ok(())
+}
+
+#[test]
+fn offsets_older_than_a_day_are_not_used() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0 + 2 * DAY_MS));
+    p.store.set_clock_offset(ClockOffset {
+        offset_ms: 30_000,
+        measured_at: T0,
+    })?;
+    p.clock.set(T0 + DAY_MS + 1);
+    let ev = p.store.clock_in(visit, &ClockRequest::app())?;
+    assert_eq!(ev.clock_offset_ms, None);
+    Ok(())
+}
+
+#[test]
+fn retention_never_purges_unsynced_visits() -> Result<()> {
+    let p = phone();
+    let old_synced = give(&p, &schedule(vec![p.carer], T0 - 10 * DAY_MS));
+    let old_unsynced = give(&p, &schedule(vec![p.carer], T0 - 10 * DAY_MS));
+    let recent = give(&p, &schedule(vec![p.carer], T0 - DAY_MS));
+    p.store.clock_in(old_unsynced, &ClockRequest::app())?;
+    assert_eq!(p.store.purge_older_than(7 * DAY_MS)?, 1);
+    let mut left = p.store.visit_ids()?;
+    left.sort();
+    let mut expect = vec![old_unsynced, recent];
+    expect.sort();
+    assert_eq!(left, expect);
+    assert!(matches!(
+        p.store.visit(old_synced),
+        Err(StoreError::UnknownVisit(_))
+    ));
+    // The clock event rows went with the purged visit only.
+    assert_eq!(p.store.verify_derived_rows()?, Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn reopening_keeps_everything() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0));
+    p.store.clock_in(visit, &ClockRequest::app())?;
+    let path = p.path.clone();
+    let Phone { _dir, store, .. } = p;
+    drop(store);
+    let again = PhoneStore::open(&path)?;
+    assert_eq!(again.visit(visit)?.visit.events.len(), 1);
+    assert_eq!(again.pending_count()?, 1);
+    Ok(())
+}
