@@ -5,12 +5,17 @@
 //!   write rules judge incoming changes by.
 //! - [`store`]: the phone's SQLite store; every carer action works offline.
 //! - [`sqlite`]: the one way a SQLite file is opened and migrated (phone and server).
+//! - [`protocol`], [`sync_client`], [`http_transport`]: the sync protocol's wire types, the
+//!   transport-agnostic client, and its HTTP transport.
 //! - [`clock`]: device time and the offset to the server's trusted time.
 
 pub mod clock;
 pub mod domain;
+pub mod http_transport;
+pub mod protocol;
 pub mod sqlite;
 pub mod store;
+pub mod sync_client;
 pub mod visit_document;
 
 pub use clock::{ClockOffset, DeviceClock, ManualClock, SystemClock};
@@ -22,3 +27,4 @@ pub use visit_document::{
     Amendment, ClockEvent, DocumentError, Note, Schedule, Section, Task, TaskOutcome, Visit, VisitDocument,
     WriteAudit,
 };
+pub use sync_client::{SyncClient, SyncError, SyncSummary, Transport, TransportError};

@@ -166,6 +166,7 @@ fn schema_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE visits ADD COLUMN pending_changes INTEGER NOT NULL DEFAULT 0;
          ALTER TABLE visits ADD COLUMN sync_state BLOB;
+         ALTER TABLE visits ADD COLUMN heads TEXT NOT NULL DEFAULT '';
          CREATE INDEX visits_pending ON visits (pending_changes) WHERE pending_changes > 0;
          CREATE TABLE sync_meta (
              id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -569,13 +570,53 @@ impl PhoneStore {
         Ok(out)
     }
 
-    /// For the sync client: run `f` over the visit's document (empty if the phone has none yet)
-    /// and its sync state, then persist both and the derived rows in one transaction.
-    pub(crate) fn sync_visit<T>(
+    /// For the sync client: the sync state persisted with the server (shared heads only).
+    pub(crate) fn persisted_sync_state(&self, visit_id: VisitId) -> Result<Option<SyncState>> {
+        let conn = self.lock()?;
+        load_sync_state(&conn, visit_id)
+    }
+
+    /// For the sync client: the next message for one visit (an empty replica if the phone has none).
+    pub(crate) fn generate_message(
         &self,
         visit_id: VisitId,
-        f: impl FnOnce(&mut VisitDocument, &mut SyncState) -> Result<T>,
-    ) -> Result<T> {
+        state: &mut SyncState,
+    ) -> Result<Option<automerge::sync::Message>> {
+        let conn = self.lock()?;
+        let mut doc = match load_doc(&conn, visit_id) {
+            Ok((doc, _)) => doc,
+            Err(StoreError::UnknownVisit(_)) => VisitDocument::empty(),
+            Err(e) => return Err(e),
+        };
+        drop(conn);
+        use automerge::sync::SyncDoc;
+        let message = doc.automerge().sync().generate_sync_message(state);
+        Ok(message)
+    }
+
+    /// For the sync client: apply the server's message to the *current* document (so a clock-in
+    /// made while the request was in flight is kept) and persist document, rows and sync state.
+    pub(crate) fn receive_message(
+        &self,
+        visit_id: VisitId,
+        state: &mut SyncState,
+        message: automerge::sync::Message,
+    ) -> Result<()> {
+        self.merge_into(visit_id, |doc| {
+            use automerge::sync::SyncDoc;
+            doc.automerge()
+                .sync()
+                .receive_sync_message(state, message)
+                .map_err(|e| StoreError::Document { visit: visit_id, source: e.into() })?;
+            Ok(Some(state.clone()))
+        })
+    }
+
+    fn merge_into(
+        &self,
+        visit_id: VisitId,
+        f: impl FnOnce(&mut VisitDocument) -> Result<Option<SyncState>>,
+    ) -> Result<()> {
         let now = self.clock.now();
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -587,21 +628,48 @@ impl PhoneStore {
         };
         let had_doc = existing.is_some();
         let mut doc = existing.unwrap_or_else(VisitDocument::empty).with_actor(&actor);
-        let mut state = load_sync_state(&tx, visit_id)?.unwrap_or_default();
-        let out = f(&mut doc, &mut state)?;
+        let state = match f(&mut doc)? {
+            Some(s) => Some(s),
+            None => load_sync_state(&tx, visit_id)?,
+        };
+        // A replica still missing changes it depends on may not be readable yet; keep waiting.
         if had_doc || doc.read().is_ok() {
-            save_visit(
-                &tx,
-                visit_id,
-                &mut doc,
-                &actor,
-                Some(me.carer_id),
-                Some(&state),
-                now,
-            )?;
+            save_visit(&tx, visit_id, &mut doc, &actor, Some(me.carer_id), state.as_ref(), now)?;
         }
         tx.commit()?;
-        Ok(out)
+        Ok(())
+    }
+
+    /// Heads of each visit the phone holds, as stored with its rows.
+    pub(crate) fn visit_heads(&self) -> Result<std::collections::HashMap<VisitId, String>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT visit_id, heads FROM visits")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|row| {
+            let (id, heads) = row?;
+            Ok((parse_id(&id)?, heads))
+        })
+        .collect()
+    }
+
+    /// Drop visits the server no longer lists for this carer (reassigned, cancelled out of the
+    /// window) — only those with nothing unsynced. A phone keeps only what its carer needs.
+    pub(crate) fn remove_out_of_scope(&self, keep: &std::collections::HashSet<VisitId>) -> Result<usize> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare_cached("SELECT visit_id FROM visits WHERE pending_changes = 0")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut removed = 0;
+        for id in ids {
+            if !keep.contains(&parse_id::<VisitId>(&id)?) {
+                removed += tx.execute("DELETE FROM visits WHERE visit_id = ?1", [&id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// Store a document received outside sync (tests, seeding). Merges with any local copy.
@@ -614,11 +682,9 @@ impl PhoneStore {
             visit: VisitId(uuid::Uuid::nil()),
             source,
         })?;
-        self.sync_visit(visit_id, |doc, _| {
-            doc.merge(&mut incoming).map_err(|source| StoreError::Document {
-                visit: visit_id,
-                source,
-            })
+        self.merge_into(visit_id, |doc| {
+            doc.merge(&mut incoming).map_err(|source| StoreError::Document { visit: visit_id, source })?;
+            Ok(None)
         })?;
         Ok(visit_id)
     }
@@ -634,6 +700,13 @@ impl PhoneStore {
         .optional()?
         .ok_or(StoreError::UnknownVisit(visit_id))
     }
+}
+
+/// Heads as sorted hex joined by commas: comparable with the server's manifest without loading documents.
+pub(crate) fn heads_text(heads: &[automerge::ChangeHash]) -> String {
+    let mut hex: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+    hex.sort();
+    hex.join(",")
 }
 
 fn parse_id<T: std::str::FromStr>(s: &str) -> Result<T> {
@@ -754,14 +827,16 @@ fn save_visit(
         .filter(|c| c.actor_id() == actor)
         .count() as u32;
     let my_state = carer.map_or(CarerVisitState::Upcoming, |c| visit.carer_state(c));
+    let heads = heads_text(&doc.heads());
     let bytes = doc.save();
     let id = visit_id.to_string();
     tx.execute(
         "INSERT INTO visits (visit_id, doc, client_id, contract_id, planned_start, planned_end, status, my_state,
-                             updated_at, pending_changes, sync_state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                             updated_at, pending_changes, sync_state, heads)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (visit_id) DO UPDATE SET doc = ?2, client_id = ?3, contract_id = ?4, planned_start = ?5,
-             planned_end = ?6, status = ?7, my_state = ?8, updated_at = ?9, pending_changes = ?10, sync_state = ?11",
+             planned_end = ?6, status = ?7, my_state = ?8, updated_at = ?9, pending_changes = ?10, sync_state = ?11,
+             heads = ?12",
         params![
             id,
             bytes,
@@ -774,6 +849,7 @@ fn save_visit(
             now,
             pending,
             state.map(|s| s.encode()),
+            heads,
         ],
     )?;
     tx.execute("DELETE FROM clock_events WHERE visit_id = ?1", [&id])?;

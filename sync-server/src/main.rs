@@ -1,1 +1,111 @@
-fn main() {}
+//! `caresync-server serve` runs the sync server; `bootstrap` creates the first office account.
+
+use caresync_core::domain::Role;
+use caresync_server::services::people;
+use caresync_server::store::sqlite::SqliteStore;
+use caresync_server::store::ServerStore;
+use caresync_server::{router, AppState};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "caresync-server", version, about = "caresync sync server and office API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve phones and the office.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+        #[arg(long, env = "CARESYNC_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Directory holding the embedded database.
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+    },
+    /// Create the first office account and print its API token (shown once).
+    Bootstrap {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "Office")]
+        name: String,
+    },
+}
+
+fn open_store(data_dir: &Path) -> Result<Arc<dyn ServerStore>, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir.join("caresync.db")).map_err(|e| e.to_string())?;
+    Ok(Arc::new(store))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CARESYNC_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { listen, data_dir } => serve(listen, &data_dir),
+        Command::Bootstrap { data_dir, name } => bootstrap(&data_dir, &name),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("caresync-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
+    let store = open_store(data_dir)?;
+    let (person, token) = people::create_person(store.as_ref(), name, Role::Office, None, caresync_core::clock::system_now())
+        .map_err(|e| e.to_string())?;
+    println!("office person: {}", person.id);
+    println!("office token: {}", token.unwrap_or_default());
+    Ok(())
+}
+
+fn serve(listen: SocketAddr, data_dir: &Path) -> Result<(), String> {
+    let store = open_store(data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // Tests and scripts read this line to find the port.
+        println!("listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
+        axum::serve(listener, router(AppState::new(store)))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,212 @@
+//! The phone's side of sync: transport-agnostic rounds of batched Automerge sync messages.
+//!
+//! A session starts from the sync state persisted per visit (the heads both sides share), sends
+//! messages for visits with unacknowledged local changes or with news in the server's manifest,
+//! applies the server's replies to the *current* documents, and stops when nothing is left to say.
+
+use crate::clock::ClockOffset;
+use crate::domain::*;
+use crate::protocol::*;
+use crate::store::{heads_text, DeviceIdentity, PhoneStore, StoreError};
+use automerge::sync::{Message, State as SyncState};
+use automerge::ChangeHash;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Rounds per session before giving up (the common case is one or two).
+pub const MAX_ROUNDS: usize = 8;
+
+/// Carries request bytes to the server and brings back its answer. HTTP ships with the core
+/// ([`crate::http_transport::HttpTransport`]); tests may use anything that reaches a real server.
+pub trait Transport: Send + Sync {
+    /// POST `body` to `path` with an optional bearer token; the answer's body on success.
+    fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>, TransportError>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The server could not be reached: the phone is offline. Nothing was lost; try later.
+    #[error("server unreachable: {0}")]
+    Offline(String),
+    /// 401: the token is unknown, expired or revoked.
+    #[error("not authorised: {}", .0.message)]
+    Unauthorized(Problem),
+    /// 403: authenticated, but not allowed.
+    #[error("forbidden: {}", .0.message)]
+    Forbidden(Problem),
+    /// Any other refusal, with the server's problem body.
+    #[error("server refused ({status}): {}", .problem.message)]
+    Rejected { status: u16, problem: Problem },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server answered with something that is not a sync response: {0}")]
+    BadResponse(String),
+    #[error("server speaks protocol {found}; this phone speaks {PROTOCOL_VERSION}")]
+    ProtocolMismatch { found: u32 },
+}
+
+/// What one session did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    pub rounds: u32,
+    /// Visit messages sent and received (counted per message).
+    pub messages_sent: u32,
+    pub messages_received: u32,
+    /// Distinct visits that sent or received anything.
+    pub visits_sent: u32,
+    pub visits_received: u32,
+    pub errors: Vec<VisitError>,
+    pub server_time: Option<Millis>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Visits dropped from the phone because the server no longer lists them for this carer.
+    pub visits_removed: u32,
+    /// Unacknowledged local changes left after the session.
+    pub pending_after: u32,
+}
+
+/// Enrol this phone with a one-time code from the office; stores the identity and clock offset.
+pub fn enrol(
+    store: &PhoneStore,
+    transport: &dyn Transport,
+    server_url: &str,
+    code: &str,
+    device_name: &str,
+) -> Result<DeviceIdentity, SyncError> {
+    let sent_at = store.device_now();
+    let body = to_cbor(&EnrolRequest { code: code.trim().to_string(), device_name: device_name.to_string() });
+    let answer = transport.post(ENROL_PATH, None, body)?;
+    let resp: EnrolResponse = from_cbor(&answer).map_err(|e| SyncError::BadResponse(e.to_string()))?;
+    let identity = DeviceIdentity {
+        device_id: resp.device_id,
+        carer_id: resp.carer_id,
+        server_url: server_url.to_string(),
+        token: resp.token,
+    };
+    store.set_identity(&identity)?;
+    store.set_clock_offset(ClockOffset::measure(sent_at, store.device_now(), resp.server_time))?;
+    Ok(identity)
+}
+
+/// The sync client for one phone store. `sync_now` is blocking (run it on a background thread);
+/// concurrent calls are serialised, and the UI may keep writing to the store meanwhile.
+pub struct SyncClient {
+    store: Arc<PhoneStore>,
+    transport: Arc<dyn Transport>,
+    session: Mutex<()>,
+}
+
+impl SyncClient {
+    pub fn new(store: Arc<PhoneStore>, transport: Arc<dyn Transport>) -> Self {
+        Self { store, transport, session: Mutex::new(()) }
+    }
+
+    pub fn store(&self) -> &Arc<PhoneStore> {
+        &self.store
+    }
+
+    pub fn sync_now(&self) -> Result<SyncSummary, SyncError> {
+        let _one_at_a_time = self.session.lock().map_err(|_| StoreError::Poisoned)?;
+        let identity = self.store.identity()?.ok_or(StoreError::NotEnrolled)?;
+        let mut summary = SyncSummary::default();
+        let mut states: HashMap<VisitId, SyncState> = HashMap::new();
+        let mut refused: HashSet<VisitId> = HashSet::new();
+        let (mut sent, mut received) = (BTreeSet::new(), BTreeSet::new());
+        let mut to_send: BTreeSet<VisitId> = self.store.outbox()?.into_iter().map(|e| e.visit_id).collect();
+        let mut manifest_seen = None;
+
+        for round in 0..MAX_ROUNDS {
+            let mut batch = Vec::new();
+            for &visit_id in &to_send {
+                if refused.contains(&visit_id) || batch.len() >= MAX_VISITS_PER_REQUEST {
+                    continue;
+                }
+                let state = match states.get_mut(&visit_id) {
+                    Some(s) => s,
+                    None => {
+                        let s = self.store.persisted_sync_state(visit_id)?.unwrap_or_default();
+                        states.entry(visit_id).or_insert(s)
+                    }
+                };
+                if let Some(msg) = self.store.generate_message(visit_id, state)? {
+                    batch.push(VisitMessage { visit_id, message: msg.encode() });
+                }
+            }
+            // The first round always goes out: it fetches the server's time and manifest.
+            if batch.is_empty() && round > 0 {
+                break;
+            }
+            let deferred: BTreeSet<VisitId> =
+                to_send.iter().copied().filter(|v| !batch.iter().any(|m| m.visit_id == *v)).collect();
+            summary.messages_sent += batch.len() as u32;
+            sent.extend(batch.iter().map(|m| m.visit_id));
+            let request = SyncRequest { protocol: PROTOCOL_VERSION, device_time: self.store.device_now(), visits: batch };
+            let body = to_cbor(&request);
+            summary.bytes_up += body.len() as u64;
+            let sent_at = self.store.device_now();
+            let answer = self.transport.post(SYNC_PATH, Some(&identity.token), body)?;
+            let received_at = self.store.device_now();
+            summary.bytes_down += answer.len() as u64;
+            summary.rounds += 1;
+            let response: SyncResponse = from_cbor(&answer).map_err(|e| SyncError::BadResponse(e.to_string()))?;
+            if response.protocol != PROTOCOL_VERSION {
+                return Err(SyncError::ProtocolMismatch { found: response.protocol });
+            }
+            self.store.set_clock_offset(ClockOffset::measure(sent_at, received_at, response.server_time))?;
+            summary.server_time = Some(response.server_time);
+
+            let mut next: BTreeSet<VisitId> = deferred.into_iter().filter(|v| !refused.contains(v)).collect();
+            for error in response.errors {
+                refused.insert(error.visit_id);
+                next.remove(&error.visit_id);
+                summary.errors.push(error);
+            }
+            for reply in response.visits {
+                let message = Message::decode(&reply.message).map_err(|e| SyncError::BadResponse(e.to_string()))?;
+                let state = states.entry(reply.visit_id).or_default();
+                self.store.receive_message(reply.visit_id, state, message)?;
+                summary.messages_received += 1;
+                received.insert(reply.visit_id);
+                // Answer only if there is more than an acknowledgement to say (changes or needs).
+                if let Some(peek) = self.store.generate_message(reply.visit_id, &mut state.clone())? {
+                    if !peek.changes.is_empty() || !peek.need.is_empty() {
+                        next.insert(reply.visit_id);
+                    }
+                }
+            }
+            let local_heads = self.store.visit_heads()?;
+            for entry in &response.manifest {
+                let server_heads = manifest_heads(&entry.heads);
+                let up_to_date = local_heads.get(&entry.visit_id) == Some(&server_heads);
+                let in_flight = states.contains_key(&entry.visit_id);
+                if !up_to_date && !in_flight && !refused.contains(&entry.visit_id) {
+                    next.insert(entry.visit_id);
+                }
+            }
+            manifest_seen = Some(response.manifest.iter().map(|e| e.visit_id).collect::<HashSet<_>>());
+            to_send = next;
+        }
+
+        if let Some(scope) = manifest_seen {
+            summary.visits_removed = self.store.remove_out_of_scope(&scope)? as u32;
+            if summary.errors.is_empty() {
+                self.store.set_last_sync_at(self.store.device_now())?;
+            }
+        }
+        summary.visits_sent = sent.len() as u32;
+        summary.visits_received = received.len() as u32;
+        summary.pending_after = self.store.pending_count()?;
+        Ok(summary)
+    }
+}
+
+fn manifest_heads(heads: &[[u8; 32]]) -> String {
+    let hashes: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    heads_text(&hashes)
+}

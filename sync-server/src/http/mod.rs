@@ -1,0 +1,130 @@
+//! HTTP: routes, shared state, and the problem body every error answers with.
+
+mod office;
+mod ops;
+mod sync;
+
+use crate::services::visits::{VisitService, VisitServiceError};
+use crate::store::{Principal, ServerStore, StoreError};
+use crate::telemetry::Telemetry;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use caresync_core::domain::*;
+use caresync_core::protocol::{Problem, ENROL_PATH, MAX_REQUEST_BYTES, SYNC_PATH};
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ServerStore>,
+    pub visits: Arc<VisitService>,
+    pub telemetry: Arc<Telemetry>,
+    /// A device's scope: visits planned from this far back...
+    pub scope_back_ms: Millis,
+    /// ...to this far ahead.
+    pub scope_ahead_ms: Millis,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn ServerStore>) -> Self {
+        Self {
+            visits: Arc::new(VisitService::new(store.clone(), 10_000)),
+            store,
+            telemetry: Arc::new(Telemetry::default()),
+            scope_back_ms: 7 * DAY_MS,
+            scope_ahead_ms: 14 * DAY_MS,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(SYNC_PATH, post(sync::sync))
+        .route(ENROL_PATH, post(sync::enrol))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .merge(office::routes())
+        // One byte over the limit is enough to tell "too large" from "exactly at the limit".
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
+        .with_state(state)
+}
+
+/// An error answer: an HTTP status and a problem body with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub problem: Problem,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, problem: Problem { code: code.into(), message: message.into() } }
+    }
+    pub fn unauthorized(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        // The detail goes to the log (never note text: errors carry ids and causes only).
+        tracing::error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.problem)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<VisitServiceError> for ApiError {
+    fn from(e: VisitServiceError) -> Self {
+        match e {
+            VisitServiceError::UnknownVisit(id) => ApiError::not_found(format!("no visit {id}")),
+            VisitServiceError::AlreadyExists(id) => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", format!("visit {id} already exists"))
+            }
+            VisitServiceError::Invalid(m) => ApiError::bad_request("invalid", m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller, from `Authorization: Bearer <token>`; 401 if missing, unknown or revoked.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    crate::services::people::authenticate(state.store.as_ref(), token)?
+        .ok_or_else(|| ApiError::unauthorized("unknown, expired or revoked token"))
+}
+
+/// Run blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+pub fn now() -> Millis {
+    caresync_core::clock::system_now()
+}

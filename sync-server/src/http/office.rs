@@ -1,0 +1,332 @@
+//! The office and supervisor API (JSON under /api/v1): people, enrolment, devices, visits.
+
+use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use crate::services::people;
+use crate::store::{Device, EventRow, Person, Principal};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use caresync_core::domain::*;
+use caresync_core::visit_document::{Schedule, Task, Visit};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/people", post(create_person).get(list_people))
+        .route("/api/v1/people/{id}/enrolment-codes", post(issue_code))
+        .route("/api/v1/devices", get(list_devices))
+        .route("/api/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/api/v1/visits", post(create_visits))
+        .route("/api/v1/visits/{id}", get(get_visit))
+        .route("/api/v1/visits/{id}/reschedule", post(reschedule))
+        .route("/api/v1/visits/{id}/reassign", post(reassign))
+        .route("/api/v1/visits/{id}/cancel", post(cancel))
+}
+
+fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
+    if who.device_id.is_some() || !roles.contains(&who.person.role) {
+        return Err(ApiError::forbidden(&format!(
+            "this needs one of: {}",
+            roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+const OFFICE: &[Role] = &[Role::Office];
+const OFFICE_OR_SUPERVISOR: &[Role] = &[Role::Office, Role::Supervisor];
+
+fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {
+    s.parse().map_err(|_| ApiError::bad_request("invalid_id", format!("{s:?} is not a valid id")))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(b)| b).map_err(|e| ApiError::new(e.status(), "malformed_request", e.body_text()))
+}
+
+fn millis(t: DateTime<Utc>) -> Millis {
+    t.timestamp_millis()
+}
+
+#[derive(Deserialize)]
+pub struct NewPerson {
+    name: String,
+    role: Role,
+    team_id: Option<TeamId>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedPerson {
+    person: Person,
+    /// The API token for office and supervisors, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+async fn create_person(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewPerson>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedPerson>)> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let p = json_body(body)?;
+        if p.name.trim().is_empty() || p.name.len() > 200 {
+            return Err(ApiError::bad_request("invalid", "a name has 1 to 200 characters"));
+        }
+        let (person, token) = people::create_person(st.store.as_ref(), &p.name, p.role, p.team_id, now())?;
+        Ok((StatusCode::CREATED, Json(CreatedPerson { person, token })))
+    })
+    .await
+}
+
+async fn list_people(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Person>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
+        Ok(Json(st.store.people()?))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+pub struct EnrolmentCode {
+    code: String,
+    expires_at: DateTime<Utc>,
+}
+
+async fn issue_code(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<EnrolmentCode>)> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let person_id: PersonId = parse_id(&id)?;
+        let person = st.store.person(person_id)?.ok_or_else(|| ApiError::not_found(format!("no person {id}")))?;
+        if person.role != Role::Carer {
+            return Err(ApiError::bad_request("invalid", "devices are enrolled for carers"));
+        }
+        let issued = people::issue_enrolment_code(st.store.as_ref(), person_id, now())?;
+        let expires_at = DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default();
+        Ok((StatusCode::CREATED, Json(EnrolmentCode { code: issued.code, expires_at })))
+    })
+    .await
+}
+
+async fn list_devices(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Device>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        Ok(Json(st.store.devices()?))
+    })
+    .await
+}
+
+async fn revoke_device(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let device: DeviceId = parse_id(&id)?;
+        if !st.store.revoke_device(device, now())? {
+            return Err(ApiError::not_found(format!("no device {id}")));
+        }
+        tracing::info!(%device, "device revoked");
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NewVisit {
+    visit_id: Option<VisitId>,
+    client_id: ClientId,
+    contract_id: ContractId,
+    carers: Vec<PersonId>,
+    planned_start: DateTime<Utc>,
+    planned_end: DateTime<Utc>,
+    #[serde(default)]
+    tasks: Vec<String>,
+}
+
+#[derive(Deserialize)]
+pub struct NewVisits {
+    visits: Vec<NewVisit>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedVisits {
+    visit_ids: Vec<VisitId>,
+}
+
+/// Most visits in one bulk create.
+const MAX_BULK_VISITS: usize = 5_000;
+
+async fn create_visits(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewVisits>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedVisits>)> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let new = json_body(body)?;
+        if new.visits.len() > MAX_BULK_VISITS {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_visits", format!("at most {MAX_BULK_VISITS} visits per request")));
+        }
+        // Check everything first so a bad entry creates nothing.
+        for (i, v) in new.visits.iter().enumerate() {
+            for carer in &v.carers {
+                match st.store.person(*carer)? {
+                    Some(p) if p.role == Role::Carer => {}
+                    _ => return Err(ApiError::bad_request("invalid", format!("visit {i}: {carer} is not a carer"))),
+                }
+            }
+            if v.planned_end <= v.planned_start {
+                return Err(ApiError::bad_request("invalid", format!("visit {i}: planned end must be after planned start")));
+            }
+        }
+        let at = now();
+        let mut ids = Vec::with_capacity(new.visits.len());
+        for v in new.visits {
+            let id = v.visit_id.unwrap_or_default();
+            let schedule = Schedule {
+                client_id: v.client_id,
+                contract_id: v.contract_id,
+                carers: v.carers,
+                planned_start: millis(v.planned_start),
+                planned_end: millis(v.planned_end),
+                tasks: v.tasks.into_iter().map(|title| Task { id: TaskId::new(), title }).collect(),
+                status: VisitStatus::Scheduled,
+                cancel_reason: None,
+                chargeable: None,
+            };
+            st.visits.create(id, &schedule, at)?;
+            ids.push(id);
+        }
+        Ok((StatusCode::CREATED, Json(CreatedVisits { visit_ids: ids })))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+pub struct VisitView {
+    visit: Visit,
+    /// Clock events as the server received them, with trusted and received times and flags.
+    events: Vec<EventRow>,
+}
+
+async fn get_visit(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<VisitView>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
+        let visit_id: VisitId = parse_id(&id)?;
+        let visit = st.visits.read(visit_id)?;
+        let events = st.store.events_for_visit(visit_id)?;
+        Ok(Json(VisitView { visit, events }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct Reschedule {
+    planned_start: DateTime<Utc>,
+    planned_end: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+pub struct Reassign {
+    carers: Vec<PersonId>,
+}
+
+#[derive(Deserialize)]
+pub struct Cancel {
+    reason: String,
+    chargeable: bool,
+}
+
+/// Apply an office edit to the schedule and answer with the visit as it now stands.
+fn edit_schedule(st: &AppState, id: &str, change: impl FnOnce(&mut Schedule) -> ApiResult<()>) -> ApiResult<Json<Visit>> {
+    let visit_id: VisitId = parse_id(id)?;
+    let mut outcome = Ok(());
+    let visit = st.visits.edit(visit_id, now(), |doc, current| {
+        let mut schedule = current.schedule.clone();
+        if let Err(e) = change(&mut schedule) {
+            outcome = Err(e);
+            return Err(crate::services::visits::VisitServiceError::Invalid("rejected".into()));
+        }
+        doc.update_schedule(&schedule)
+            .map(|_| ())
+            .map_err(|source| crate::services::visits::VisitServiceError::Document { visit: visit_id, source })
+    });
+    outcome?;
+    Ok(Json(visit?))
+}
+
+async fn reschedule(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Reschedule>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Visit>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let r = json_body(body)?;
+        if r.planned_end <= r.planned_start {
+            return Err(ApiError::bad_request("invalid", "planned end must be after planned start"));
+        }
+        edit_schedule(&st, &id, |s| {
+            s.planned_start = millis(r.planned_start);
+            s.planned_end = millis(r.planned_end);
+            Ok(())
+        })
+    })
+    .await
+}
+
+async fn reassign(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Reassign>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Visit>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let r = json_body(body)?;
+        if r.carers.is_empty() || r.carers.len() > 2 || (r.carers.len() == 2 && r.carers[0] == r.carers[1]) {
+            return Err(ApiError::bad_request("invalid", "a visit has one carer, or two different carers for a double-up"));
+        }
+        for carer in &r.carers {
+            if !matches!(st.store.person(*carer)?, Some(p) if p.role == Role::Carer) {
+                return Err(ApiError::bad_request("invalid", format!("{carer} is not a carer")));
+            }
+        }
+        edit_schedule(&st, &id, |s| {
+            s.carers = r.carers;
+            Ok(())
+        })
+    })
+    .await
+}
+
+async fn cancel(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Cancel>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Visit>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let c = json_body(body)?;
+        if c.reason.trim().is_empty() || c.reason.len() > 500 {
+            return Err(ApiError::bad_request("invalid", "a cancellation needs a reason of 1 to 500 characters"));
+        }
+        edit_schedule(&st, &id, |s| {
+            if s.is_cancelled() {
+                return Err(ApiError::new(StatusCode::CONFLICT, "already_cancelled", "the visit is already cancelled"));
+            }
+            s.status = VisitStatus::Cancelled;
+            s.cancel_reason = Some(c.reason);
+            s.chargeable = Some(c.chargeable);
+            Ok(())
+        })
+    })
+    .await
+}

@@ -1,0 +1,128 @@
+//! The phone endpoints: enrolment and batched sync (CBOR).
+
+use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use crate::services::people;
+use crate::services::visits::Ingested;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use caresync_core::protocol::*;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+fn cbor(body: Vec<u8>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, CBOR)], body).into_response()
+}
+
+fn body_or_413(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "payload_too_large", format!("request body refused: {e}")))?;
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {MAX_REQUEST_BYTES} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
+pub async fn enrol(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+    let body = body_or_413(body)?;
+    let req: EnrolRequest = from_cbor(&body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
+    blocking(move || {
+        let at = now();
+        let enrolled = people::enrol_device(state.store.as_ref(), &req.code, &req.device_name, at)?
+            .ok_or_else(|| ApiError::unauthorized("unknown, used or expired enrolment code"))?;
+        tracing::info!(device = %enrolled.device_id, carer = %enrolled.carer_id, "device enrolled");
+        Ok(cbor(to_cbor(&EnrolResponse {
+            device_id: enrolled.device_id,
+            carer_id: enrolled.carer_id,
+            token: enrolled.token,
+            server_time: now(),
+        })))
+    })
+    .await
+}
+
+pub async fn sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let telemetry = state.telemetry.clone();
+    let result = async {
+        let body = body_or_413(body)?;
+        blocking(move || answer(&state, &headers, &body)).await
+    }
+    .await;
+    match &result {
+        Ok(_) => {
+            telemetry.sync_requests.fetch_add(1, Relaxed);
+            telemetry.observe_sync(started.elapsed().as_secs_f64());
+        }
+        Err(_) => {
+            telemetry.requests_rejected.fetch_add(1, Relaxed);
+        }
+    }
+    result
+}
+
+fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let who = authenticate(state, headers)?;
+    let device = who.device_id.ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
+    if who.person.role != caresync_core::Role::Carer {
+        return Err(ApiError::forbidden("only carers' devices sync"));
+    }
+    let req: SyncRequest = from_cbor(body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
+    if req.protocol != PROTOCOL_VERSION {
+        return Err(ApiError::bad_request(
+            "unsupported_protocol",
+            format!("protocol {} is not supported; this server speaks {PROTOCOL_VERSION}", req.protocol),
+        ));
+    }
+    if req.visits.len() > MAX_VISITS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_visits",
+            format!("{} visits in one request; at most {MAX_VISITS_PER_REQUEST}", req.visits.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = req.visits.iter().find(|m| !seen.insert(m.visit_id)) {
+        return Err(ApiError::bad_request("duplicate_visit", format!("visit {} appears twice", dup.visit_id)));
+    }
+    let t = &state.telemetry;
+    let at = now();
+    let mut response = SyncResponse { protocol: PROTOCOL_VERSION, server_time: at, visits: vec![], errors: vec![], manifest: vec![] };
+    for m in &req.visits {
+        t.sync_visit_messages.fetch_add(1, Relaxed);
+        match state.visits.ingest(&who, m.visit_id, &m.message, at)? {
+            Ingested::Accepted { reply, new_changes } => {
+                t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
+                if let Some(message) = reply {
+                    response.visits.push(VisitMessage { visit_id: m.visit_id, message });
+                }
+            }
+            Ingested::Refused(error) => {
+                t.messages_refused.fetch_add(1, Relaxed);
+                tracing::warn!(visit = %error.visit_id, device = %device, code = %error.code, "visit message refused");
+                response.errors.push(error);
+            }
+        }
+    }
+    for row in state.store.visits_for_carer(who.person.id, at - state.scope_back_ms, at + state.scope_ahead_ms)? {
+        let heads = row
+            .heads
+            .iter()
+            .filter_map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+            .collect();
+        response.manifest.push(ManifestEntry { visit_id: row.visit_id, heads });
+    }
+    state.store.device_synced(device, at)?;
+    response.server_time = now();
+    Ok(cbor(to_cbor(&response)))
+}

@@ -1,0 +1,5 @@
+//! The server's logic, between the HTTP handlers and the store.
+
+pub mod people;
+pub mod rules;
+pub mod visits;

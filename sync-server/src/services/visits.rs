@@ -1,0 +1,348 @@
+//! Visit documents on the server: a bounded cache over the store, the one commit path every
+//! change goes through (phones' sync messages and the office's edits), and the write rules.
+
+use crate::services::rules::{judge_device_changes, Judgement};
+use crate::store::{Chunk, EventRow, Principal, ServerStore, StoreError, VisitCommit, VisitRow};
+use automerge::sync::{Message, State as SyncState, SyncDoc};
+use automerge::ActorId;
+use caresync_core::domain::*;
+use caresync_core::protocol::{VisitError, MAX_MESSAGE_BYTES};
+use caresync_core::visit_document::{DocumentError, Visit, VisitDocument};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Compact a visit's chunks into one snapshot once it has this many.
+const COMPACT_AFTER_CHUNKS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VisitServiceError {
+    #[error("no visit {0}")]
+    UnknownVisit(VisitId),
+    #[error("visit {0} already exists")]
+    AlreadyExists(VisitId),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("visit {visit}: {source}")]
+    Document { visit: VisitId, source: DocumentError },
+    #[error("a lock was poisoned")]
+    Poisoned,
+}
+
+type Result<T, E = VisitServiceError> = std::result::Result<T, E>;
+
+/// The outcome of one visit's message in a sync request.
+pub enum Ingested {
+    Accepted { reply: Option<Vec<u8>>, new_changes: usize },
+    Refused(VisitError),
+}
+
+struct Cached {
+    doc: VisitDocument,
+    chunk_hashes: Vec<String>,
+}
+
+type Entry = Arc<Mutex<Option<Cached>>>;
+
+/// A bounded map of recently used visit documents. Each entry has its own lock, so two phones
+/// syncing the same visit are serialised while different visits proceed in parallel.
+struct DocCache {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<VisitId, (Entry, u64)>,
+}
+
+impl DocCache {
+    fn entry(&mut self, visit: VisitId) -> Entry {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((entry, used)) = self.entries.get_mut(&visit) {
+            *used = tick;
+            return entry.clone();
+        }
+        if self.entries.len() >= self.capacity {
+            // Evict the least recently used entry that nobody is holding.
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, (e, _))| Arc::strong_count(e) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| *id);
+            if let Some(id) = victim {
+                self.entries.remove(&id);
+            }
+        }
+        let entry: Entry = Arc::new(Mutex::new(None));
+        self.entries.insert(visit, (entry.clone(), tick));
+        entry
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+pub struct VisitService {
+    store: Arc<dyn ServerStore>,
+    cache: Mutex<DocCache>,
+    /// This process's Automerge actor for the office's and supervisors' edits.
+    actor: ActorId,
+}
+
+fn chunk_of(bytes: Vec<u8>) -> Chunk {
+    Chunk { hash: hex::encode(Sha256::digest(&bytes)), bytes }
+}
+
+impl VisitService {
+    pub fn new(store: Arc<dyn ServerStore>, cache_capacity: usize) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(DocCache { capacity: cache_capacity.max(1), tick: 0, entries: HashMap::new() }),
+            actor: ActorId::random(),
+        }
+    }
+
+    pub fn cached_documents(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn entry(&self, visit: VisitId) -> Result<Entry> {
+        Ok(self.cache.lock().map_err(|_| VisitServiceError::Poisoned)?.entry(visit))
+    }
+
+    /// Run `f` on the visit's document under its lock, loading it from the store if needed.
+    fn with_doc<T>(&self, visit: VisitId, f: impl FnOnce(&mut Cached) -> Result<T>) -> Result<T> {
+        let entry = self.entry(visit)?;
+        let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
+        if guard.is_none() {
+            let chunks = self.store.visit_chunks(visit)?;
+            if chunks.is_empty() {
+                return Err(VisitServiceError::UnknownVisit(visit));
+            }
+            let mut all = Vec::with_capacity(chunks.iter().map(|c| c.bytes.len()).sum());
+            for c in &chunks {
+                all.extend_from_slice(&c.bytes);
+            }
+            let doc = VisitDocument::load(&all).map_err(|source| VisitServiceError::Document { visit, source })?;
+            *guard = Some(Cached { doc, chunk_hashes: chunks.into_iter().map(|c| c.hash).collect() });
+        }
+        let cached = guard.as_mut().ok_or(VisitServiceError::Poisoned)?;
+        f(cached)
+    }
+
+    pub fn read(&self, visit: VisitId) -> Result<Visit> {
+        self.with_doc(visit, |c| c.doc.read().map_err(|source| VisitServiceError::Document { visit, source }))
+    }
+
+    pub fn heads(&self, visit: VisitId) -> Result<Vec<String>> {
+        self.with_doc(visit, |c| Ok(c.doc.heads().iter().map(|h| h.to_string()).collect()))
+    }
+
+    /// The office creates a visit document.
+    pub fn create(&self, visit: VisitId, schedule: &caresync_core::Schedule, now: Millis) -> Result<VisitRow> {
+        validate_schedule(schedule)?;
+        let entry = self.entry(visit)?;
+        let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
+        if guard.is_some() || !self.store.visit_chunks(visit)?.is_empty() {
+            return Err(VisitServiceError::AlreadyExists(visit));
+        }
+        let mut doc = VisitDocument::create(visit, schedule, &self.actor)
+            .map_err(|source| VisitServiceError::Document { visit, source })?;
+        let chunk = chunk_of(doc.save());
+        let row = project(visit, &mut doc, now)?;
+        self.store.commit_visit(&VisitCommit { visit: row.clone(), chunk: Some(chunk.clone()), new_events: vec![], sync_state: None })?;
+        *guard = Some(Cached { doc, chunk_hashes: vec![chunk.hash] });
+        Ok(row)
+    }
+
+    /// An office or supervisor edit: `edit` changes a copy; if it succeeds the copy is committed.
+    pub fn edit(
+        &self,
+        visit: VisitId,
+        now: Millis,
+        edit: impl FnOnce(&mut VisitDocument, &Visit) -> Result<()>,
+    ) -> Result<Visit> {
+        let actor = self.actor.clone();
+        self.with_doc(visit, |cached| {
+            let before = cached.doc.heads();
+            let mut copy = cached.doc.fork().with_actor(&actor);
+            let current = copy.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+            edit(&mut copy, &current)?;
+            let after = copy.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+            self.commit(visit, cached, copy, &before, now, None, &[], &[])?;
+            Ok(after)
+        })
+    }
+
+    /// A phone's sync message for one visit: judged on a copy, persisted only if every change
+    /// is allowed, answered with the server's own message.
+    pub fn ingest(&self, who: &Principal, visit: VisitId, message: &[u8], now: Millis) -> Result<Ingested> {
+        let refuse = |code: &str, message: String| Ok(Ingested::Refused(VisitError { visit_id: visit, code: code.into(), message }));
+        let Some(device) = who.device_id else {
+            return refuse("not_a_device", "only enrolled devices sync".into());
+        };
+        if message.len() > MAX_MESSAGE_BYTES {
+            return refuse("message_too_large", format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()));
+        }
+        let Ok(message) = Message::decode(message) else {
+            return refuse("malformed_message", "not an Automerge sync message".into());
+        };
+        let carer = who.person.id;
+        let result = self.with_doc(visit, |cached| {
+            let current = cached.doc.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+            let assigned_now = current.schedule.carers.contains(&carer);
+            if !assigned_now && !self.store.was_ever_assigned(visit, carer)? {
+                return Ok(Ingested::Refused(VisitError {
+                    visit_id: visit,
+                    code: "not_assigned".into(),
+                    message: "this visit is not assigned to this carer".into(),
+                }));
+            }
+            let mut state = match self.store.sync_state(device, visit)? {
+                Some(bytes) => SyncState::decode(&bytes).unwrap_or_default(),
+                None => SyncState::new(),
+            };
+            let before = cached.doc.heads();
+            let mut copy = cached.doc.fork();
+            if let Err(e) = copy.automerge().sync().receive_sync_message(&mut state, message) {
+                return Ok(Ingested::Refused(VisitError {
+                    visit_id: visit,
+                    code: "malformed_message".into(),
+                    message: format!("changes could not be applied: {e}"),
+                }));
+            }
+            let audit = copy.audit_since(&before).map_err(|source| VisitServiceError::Document { visit, source })?;
+            let mut flagged = Vec::new();
+            if !audit.change_hashes.is_empty() {
+                match judge_device_changes(who, device, &audit, &mut copy)? {
+                    Judgement::Allowed { reassigned_events } => flagged = reassigned_events,
+                    Judgement::Refused { code, reason } => {
+                        return Ok(Ingested::Refused(VisitError { visit_id: visit, code: code.into(), message: reason }));
+                    }
+                }
+            }
+            let reply = copy.automerge().sync().generate_sync_message(&mut state).map(Message::encode);
+            let new_changes = audit.change_hashes.len();
+            self.commit(visit, cached, copy, &before, now, Some((device, state.encode())), &audit.new_events, &flagged)?;
+            Ok(Ingested::Accepted { reply, new_changes })
+        });
+        match result {
+            Err(VisitServiceError::UnknownVisit(_)) => refuse("unknown_visit", "no such visit".into()),
+            other => other,
+        }
+    }
+
+    /// The one commit path: new chunk + projection + sync state in one store transaction, then
+    /// the cache takes the copy. Compacts when chunks pile up.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        visit: VisitId,
+        cached: &mut Cached,
+        mut copy: VisitDocument,
+        before: &[automerge::ChangeHash],
+        now: Millis,
+        sync_state: Option<(DeviceId, Vec<u8>)>,
+        new_events: &[caresync_core::ClockEvent],
+        reassigned: &[EventId],
+    ) -> Result<()> {
+        let after = copy.heads();
+        let chunk = (after != before).then(|| chunk_of(copy.automerge().save_after(before)));
+        let row = project(visit, &mut copy, now)?;
+        let events: Vec<EventRow> = new_events
+            .iter()
+            .map(|e| event_row(visit, e, now, reassigned.contains(&e.id)))
+            .collect();
+        self.store.commit_visit(&VisitCommit { visit: row, chunk: chunk.clone(), new_events: events, sync_state })?;
+        cached.doc = copy;
+        if let Some(chunk) = chunk {
+            if !cached.chunk_hashes.contains(&chunk.hash) {
+                cached.chunk_hashes.push(chunk.hash);
+            }
+        }
+        if cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS {
+            let snapshot = chunk_of(cached.doc.save());
+            self.store.compact_visit(visit, &cached.chunk_hashes, &snapshot)?;
+            cached.chunk_hashes = vec![snapshot.hash];
+        }
+        Ok(())
+    }
+}
+
+fn validate_schedule(s: &caresync_core::Schedule) -> Result<()> {
+    if s.planned_end <= s.planned_start {
+        return Err(VisitServiceError::Invalid("planned end must be after planned start".into()));
+    }
+    if s.carers.is_empty() || s.carers.len() > 2 {
+        return Err(VisitServiceError::Invalid("a visit has one carer, or two for a double-up".into()));
+    }
+    if s.carers.len() == 2 && s.carers[0] == s.carers[1] {
+        return Err(VisitServiceError::Invalid("a double-up needs two different carers".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn project(visit: VisitId, doc: &mut VisitDocument, now: Millis) -> Result<VisitRow> {
+    let v = doc.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+    Ok(VisitRow {
+        visit_id: visit,
+        client_id: v.schedule.client_id,
+        contract_id: v.schedule.contract_id,
+        carers: v.schedule.carers.clone(),
+        planned_start: v.schedule.planned_start,
+        planned_end: v.schedule.planned_end,
+        status: v.schedule.status,
+        chargeable: v.schedule.chargeable,
+        heads: doc.heads().iter().map(|h| h.to_string()).collect(),
+        updated_at: now,
+    })
+}
+
+/// Flags shown with every event whose time cannot be fully trusted (brief, section 4).
+pub fn time_trust_flags(e: &caresync_core::ClockEvent, received_at: Millis) -> Vec<&'static str> {
+    const TWO_MINUTES: Millis = 2 * MINUTE_MS;
+    let mut flags = Vec::new();
+    match (e.clock_offset_ms, e.offset_measured_at) {
+        (Some(offset), Some(measured)) if e.device_time - measured <= DAY_MS => {
+            if offset.abs() > TWO_MINUTES {
+                flags.push("clock_skew");
+            }
+        }
+        (Some(offset), _) => {
+            flags.push("unverified_time");
+            if offset.abs() > TWO_MINUTES {
+                flags.push("clock_skew");
+            }
+        }
+        (None, _) => flags.push("unverified_time"),
+    }
+    if e.trusted_time() - received_at > TWO_MINUTES {
+        flags.push("future_time");
+    }
+    flags
+}
+
+fn event_row(visit: VisitId, e: &caresync_core::ClockEvent, received_at: Millis, reassigned: bool) -> EventRow {
+    let mut flags = time_trust_flags(e, received_at);
+    if reassigned {
+        flags.push("reassigned_before_sync");
+    }
+    EventRow {
+        event_id: e.id,
+        visit_id: visit,
+        carer_id: e.carer_id,
+        device_id: e.device_id,
+        kind: e.kind,
+        device_time: e.device_time,
+        clock_offset_ms: e.clock_offset_ms,
+        offset_measured_at: e.offset_measured_at,
+        trusted_time: e.trusted_time(),
+        received_at,
+        method: e.method,
+        reason: e.reason,
+        location: e.location,
+        flags: flags.join(","),
+    }
+}

@@ -1,0 +1,153 @@
+//! The server's storage, behind one trait so an embedded SQLite and a PostgreSQL implementation
+//! can both run the same conformance tests.
+//!
+//! Documents are kept as append-only change chunks keyed by the hash of their bytes (so replaying
+//! a chunk is harmless), compacted now and then into a snapshot that replaces exactly the chunks
+//! it merged. Methods are blocking; handlers call them on tokio's blocking pool.
+
+pub mod sqlite;
+
+use caresync_core::domain::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Open(#[from] caresync_core::sqlite::OpenError),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store's lock was poisoned")]
+    Poisoned,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: PersonId,
+    pub name: String,
+    pub role: Role,
+    pub team_id: Option<TeamId>,
+    pub active: bool,
+}
+
+/// Who is calling, resolved from a bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub person: Person,
+    /// Set when the token belongs to an enrolled phone rather than a person's API token.
+    pub device_id: Option<DeviceId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub person_id: PersonId,
+    pub name: String,
+    pub enrolled_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub last_sync_at: Option<Millis>,
+}
+
+/// One stored piece of a visit document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// sha256 of `bytes`, hex.
+    pub hash: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A clock event as the server projects it for reports (append-only: never updated once stored,
+/// so `received_at` is when the server first saw it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub event_id: EventId,
+    pub visit_id: VisitId,
+    pub carer_id: PersonId,
+    pub device_id: DeviceId,
+    pub kind: ClockKind,
+    pub device_time: Millis,
+    pub clock_offset_ms: Option<i64>,
+    pub offset_measured_at: Option<Millis>,
+    pub trusted_time: Millis,
+    pub received_at: Millis,
+    pub method: ClockMethod,
+    pub reason: Option<ReasonCode>,
+    pub location: Option<Location>,
+    /// Comma-separated flags: time trust, `reassigned_before_sync`.
+    pub flags: String,
+}
+
+/// The rows derived from a visit document, rewritten with every accepted change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisitRow {
+    pub visit_id: VisitId,
+    pub client_id: ClientId,
+    pub contract_id: ContractId,
+    pub carers: Vec<PersonId>,
+    pub planned_start: Millis,
+    pub planned_end: Millis,
+    pub status: VisitStatus,
+    pub chargeable: Option<bool>,
+    /// Automerge heads, hex.
+    pub heads: Vec<String>,
+    pub updated_at: Millis,
+}
+
+/// Everything one accepted change to a visit writes, in one transaction.
+#[derive(Clone, Debug)]
+pub struct VisitCommit {
+    pub visit: VisitRow,
+    /// New change bytes (absent when a message carried nothing new).
+    pub chunk: Option<Chunk>,
+    /// New clock events (inserted if not already present).
+    pub new_events: Vec<EventRow>,
+    /// The calling device's sync state for this visit.
+    pub sync_state: Option<(DeviceId, Vec<u8>)>,
+}
+
+pub trait ServerStore: Send + Sync + 'static {
+    // ---- people, devices, tokens -----------------------------------------------------------
+    fn create_person(&self, person: &Person) -> Result<()>;
+    fn person(&self, id: PersonId) -> Result<Option<Person>>;
+    fn people(&self) -> Result<Vec<Person>>;
+    /// A person's API token (office and supervisors use these; phones use device tokens).
+    fn add_api_token(&self, person: PersonId, token_hash: &str, created_at: Millis) -> Result<()>;
+    fn add_enrolment_code(&self, person: PersonId, code_hash: &str, expires_at: Millis) -> Result<()>;
+    /// Atomically use a one-time code and enrol a device with its token. `None` if the code is
+    /// unknown, used or expired.
+    fn redeem_enrolment_code(
+        &self,
+        code_hash: &str,
+        now: Millis,
+        device: DeviceId,
+        device_name: &str,
+        token_hash: &str,
+    ) -> Result<Option<PersonId>>;
+    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>>;
+    /// Returns false if no such device.
+    fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool>;
+    fn devices(&self) -> Result<Vec<Device>>;
+    fn device_synced(&self, device: DeviceId, at: Millis) -> Result<()>;
+
+    // ---- visit documents ------------------------------------------------------------------
+    /// All chunks of a visit, oldest first; empty if the visit does not exist.
+    fn visit_chunks(&self, visit: VisitId) -> Result<Vec<Chunk>>;
+    fn commit_visit(&self, commit: &VisitCommit) -> Result<()>;
+    /// Replace exactly the `merged` chunks with one snapshot; chunks written meanwhile stay.
+    fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()>;
+    fn sync_state(&self, device: DeviceId, visit: VisitId) -> Result<Option<Vec<u8>>>;
+
+    // ---- projections ----------------------------------------------------------------------
+    fn visit_row(&self, visit: VisitId) -> Result<Option<VisitRow>>;
+    /// Visits a carer is assigned to now, planned to start in `[from, to)`.
+    fn visits_for_carer(&self, carer: PersonId, from: Millis, to: Millis) -> Result<Vec<VisitRow>>;
+    /// Whether the carer was ever assigned to the visit (offline clock-ins survive reassignment).
+    fn was_ever_assigned(&self, visit: VisitId, carer: PersonId) -> Result<bool>;
+    fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>>;
+    fn count_events(&self) -> Result<u64>;
+}

@@ -1,0 +1,481 @@
+//! The embedded default: one SQLite file in the data directory.
+
+use super::*;
+use caresync_core::sqlite::{self, Durability, Migration};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+
+const MIGRATIONS: &[Migration] = &[schema_v1];
+
+fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE people (
+             person_id TEXT PRIMARY KEY,
+             name TEXT NOT NULL,
+             role TEXT NOT NULL CHECK (role IN ('carer', 'supervisor', 'office')),
+             team_id TEXT,
+             active INTEGER NOT NULL DEFAULT 1
+         );
+         CREATE TABLE api_tokens (
+             token_hash TEXT PRIMARY KEY,
+             person_id TEXT NOT NULL REFERENCES people (person_id),
+             created_at INTEGER NOT NULL,
+             revoked_at INTEGER
+         );
+         CREATE TABLE enrolment_codes (
+             code_hash TEXT PRIMARY KEY,
+             person_id TEXT NOT NULL REFERENCES people (person_id),
+             expires_at INTEGER NOT NULL,
+             used_at INTEGER
+         );
+         CREATE TABLE devices (
+             device_id TEXT PRIMARY KEY,
+             person_id TEXT NOT NULL REFERENCES people (person_id),
+             name TEXT NOT NULL,
+             token_hash TEXT NOT NULL UNIQUE,
+             enrolled_at INTEGER NOT NULL,
+             revoked_at INTEGER,
+             last_sync_at INTEGER
+         );
+         CREATE TABLE doc_chunks (
+             visit_id TEXT NOT NULL,
+             chunk_hash TEXT NOT NULL,
+             bytes BLOB NOT NULL,
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             UNIQUE (visit_id, chunk_hash)
+         );
+         CREATE INDEX doc_chunks_by_visit ON doc_chunks (visit_id, seq);
+         CREATE TABLE sync_states (
+             device_id TEXT NOT NULL,
+             visit_id TEXT NOT NULL,
+             state BLOB NOT NULL,
+             PRIMARY KEY (device_id, visit_id)
+         );
+         CREATE TABLE visits (
+             visit_id TEXT PRIMARY KEY,
+             client_id TEXT NOT NULL,
+             contract_id TEXT NOT NULL,
+             carers TEXT NOT NULL,
+             planned_start INTEGER NOT NULL,
+             planned_end INTEGER NOT NULL,
+             status TEXT NOT NULL,
+             chargeable INTEGER,
+             heads TEXT NOT NULL,
+             updated_at INTEGER NOT NULL
+         );
+         CREATE INDEX visits_by_start ON visits (planned_start);
+         CREATE TABLE assignments (
+             visit_id TEXT NOT NULL REFERENCES visits (visit_id),
+             carer_id TEXT NOT NULL,
+             current INTEGER NOT NULL,
+             PRIMARY KEY (visit_id, carer_id)
+         );
+         CREATE INDEX assignments_by_carer ON assignments (carer_id, current);
+         CREATE TABLE clock_events (
+             event_id TEXT PRIMARY KEY,
+             visit_id TEXT NOT NULL REFERENCES visits (visit_id),
+             carer_id TEXT NOT NULL,
+             device_id TEXT NOT NULL,
+             kind TEXT NOT NULL,
+             device_time INTEGER NOT NULL,
+             clock_offset_ms INTEGER,
+             offset_measured_at INTEGER,
+             trusted_time INTEGER NOT NULL,
+             received_at INTEGER NOT NULL,
+             method TEXT NOT NULL,
+             reason TEXT,
+             lat REAL,
+             lon REAL,
+             accuracy_m REAL,
+             flags TEXT NOT NULL DEFAULT ''
+         );
+         CREATE INDEX clock_events_by_visit ON clock_events (visit_id);",
+    )
+}
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = sqlite::open(path, MIGRATIONS, Durability::Normal)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn parse<T: FromStr>(s: &str) -> rusqlite::Result<T> {
+    s.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad value {s:?}").into())
+    })
+}
+
+fn person_from(r: &Row<'_>) -> rusqlite::Result<Person> {
+    Ok(Person {
+        id: parse(&r.get::<_, String>(0)?)?,
+        name: r.get(1)?,
+        role: parse(&r.get::<_, String>(2)?)?,
+        team_id: r.get::<_, Option<String>>(3)?.map(|t| parse(&t)).transpose()?,
+        active: r.get(4)?,
+    })
+}
+
+fn visit_from(r: &Row<'_>) -> rusqlite::Result<VisitRow> {
+    let carers: String = r.get(3)?;
+    let heads: String = r.get(8)?;
+    Ok(VisitRow {
+        visit_id: parse(&r.get::<_, String>(0)?)?,
+        client_id: parse(&r.get::<_, String>(1)?)?,
+        contract_id: parse(&r.get::<_, String>(2)?)?,
+        carers: carers.split(',').filter(|s| !s.is_empty()).map(parse).collect::<rusqlite::Result<_>>()?,
+        planned_start: r.get(4)?,
+        planned_end: r.get(5)?,
+        status: parse(&r.get::<_, String>(6)?)?,
+        chargeable: r.get(7)?,
+        heads: heads.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        updated_at: r.get(9)?,
+    })
+}
+
+const VISIT_COLS: &str =
+    "v.visit_id, v.client_id, v.contract_id, v.carers, v.planned_start, v.planned_end, v.status, v.chargeable, v.heads, v.updated_at";
+
+fn event_from(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    let lat: Option<f64> = r.get(12)?;
+    let lon: Option<f64> = r.get(13)?;
+    let acc: Option<f64> = r.get(14)?;
+    Ok(EventRow {
+        event_id: parse(&r.get::<_, String>(0)?)?,
+        visit_id: parse(&r.get::<_, String>(1)?)?,
+        carer_id: parse(&r.get::<_, String>(2)?)?,
+        device_id: parse(&r.get::<_, String>(3)?)?,
+        kind: parse(&r.get::<_, String>(4)?)?,
+        device_time: r.get(5)?,
+        clock_offset_ms: r.get(6)?,
+        offset_measured_at: r.get(7)?,
+        trusted_time: r.get(8)?,
+        received_at: r.get(9)?,
+        method: parse(&r.get::<_, String>(10)?)?,
+        reason: r.get::<_, Option<String>>(11)?.map(|s| parse(&s)).transpose()?,
+        location: match (lat, lon, acc) {
+            (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
+            _ => None,
+        },
+        flags: r.get(15)?,
+    })
+}
+
+const EVENT_COLS: &str = "event_id, visit_id, carer_id, device_id, kind, device_time, clock_offset_ms, \
+     offset_measured_at, trusted_time, received_at, method, reason, lat, lon, accuracy_m, flags";
+
+impl ServerStore for SqliteStore {
+    fn create_person(&self, p: &Person) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO people (person_id, name, role, team_id, active) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (person_id) DO UPDATE SET name = ?2, role = ?3, team_id = ?4, active = ?5",
+                params![p.id.to_string(), p.name, p.role.as_str(), p.team_id.map(|t| t.to_string()), p.active],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn person(&self, id: PersonId) -> Result<Option<Person>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT person_id, name, role, team_id, active FROM people WHERE person_id = ?1",
+                [id.to_string()],
+                person_from,
+            )
+            .optional()?)
+    }
+
+    fn people(&self) -> Result<Vec<Person>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT person_id, name, role, team_id, active FROM people ORDER BY name, person_id")?;
+        let rows = stmt.query_map([], person_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_api_token(&self, person: PersonId, token_hash: &str, created_at: Millis) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO api_tokens (token_hash, person_id, created_at) VALUES (?1, ?2, ?3)",
+                params![token_hash, person.to_string(), created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn add_enrolment_code(&self, person: PersonId, code_hash: &str, expires_at: Millis) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO enrolment_codes (code_hash, person_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![code_hash, person.to_string(), expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn redeem_enrolment_code(
+        &self,
+        code_hash: &str,
+        now: Millis,
+        device: DeviceId,
+        device_name: &str,
+        token_hash: &str,
+    ) -> Result<Option<PersonId>> {
+        self.write(|tx| {
+            let person: Option<String> = tx
+                .query_row(
+                    "UPDATE enrolment_codes SET used_at = ?2
+                     WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2 RETURNING person_id",
+                    params![code_hash, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(person) = person else { return Ok(None) };
+            tx.execute(
+                "INSERT INTO devices (device_id, person_id, name, token_hash, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![device.to_string(), person, device_name, token_hash, now],
+            )?;
+            Ok(Some(parse(&person)?))
+        })
+    }
+
+    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>> {
+        let conn = self.lock()?;
+        let device: Option<(String, Person)> = conn
+            .query_row(
+                "SELECT d.device_id, p.person_id, p.name, p.role, p.team_id, p.active
+                 FROM devices d JOIN people p ON p.person_id = d.person_id
+                 WHERE d.token_hash = ?1 AND d.revoked_at IS NULL",
+                [token_hash],
+                |r| {
+                    let person = Person {
+                        id: parse(&r.get::<_, String>(1)?)?,
+                        name: r.get(2)?,
+                        role: parse(&r.get::<_, String>(3)?)?,
+                        team_id: r.get::<_, Option<String>>(4)?.map(|t| parse(&t)).transpose()?,
+                        active: r.get(5)?,
+                    };
+                    Ok((r.get(0)?, person))
+                },
+            )
+            .optional()?;
+        if let Some((device, person)) = device {
+            return Ok(Some(Principal { person, device_id: Some(parse(&device)?) }));
+        }
+        let person = conn
+            .query_row(
+                "SELECT p.person_id, p.name, p.role, p.team_id, p.active
+                 FROM api_tokens t JOIN people p ON p.person_id = t.person_id
+                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL",
+                [token_hash],
+                person_from,
+            )
+            .optional()?;
+        Ok(person.map(|person| Principal { person, device_id: None }))
+    }
+
+    fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE device_id = ?1",
+                params![device.to_string(), at],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn devices(&self) -> Result<Vec<Device>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT device_id, person_id, name, enrolled_at, revoked_at, last_sync_at FROM devices ORDER BY enrolled_at",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Device {
+                id: parse(&r.get::<_, String>(0)?)?,
+                person_id: parse(&r.get::<_, String>(1)?)?,
+                name: r.get(2)?,
+                enrolled_at: r.get(3)?,
+                revoked_at: r.get(4)?,
+                last_sync_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn device_synced(&self, device: DeviceId, at: Millis) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1", params![device.to_string(), at])?;
+            Ok(())
+        })
+    }
+
+    fn visit_chunks(&self, visit: VisitId) -> Result<Vec<Chunk>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT chunk_hash, bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([visit.to_string()], |r| Ok(Chunk { hash: r.get(0)?, bytes: r.get(1)? }))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
+        self.write(|tx| {
+            let v = &c.visit;
+            let id = v.visit_id.to_string();
+            if let Some(chunk) = &c.chunk {
+                tx.execute(
+                    "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
+                    params![id, chunk.hash, chunk.bytes],
+                )?;
+            }
+            let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
+            tx.execute(
+                "INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
+                                     chargeable, heads, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (visit_id) DO UPDATE SET client_id = ?2, contract_id = ?3, carers = ?4, planned_start = ?5,
+                     planned_end = ?6, status = ?7, chargeable = ?8, heads = ?9, updated_at = ?10",
+                params![
+                    id,
+                    v.client_id.to_string(),
+                    v.contract_id.to_string(),
+                    carers.join(","),
+                    v.planned_start,
+                    v.planned_end,
+                    v.status.as_str(),
+                    v.chargeable,
+                    v.heads.join(","),
+                    v.updated_at
+                ],
+            )?;
+            tx.execute("UPDATE assignments SET current = 0 WHERE visit_id = ?1", [&id])?;
+            for carer in &carers {
+                tx.execute(
+                    "INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
+                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1",
+                    params![id, carer],
+                )?;
+            }
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO clock_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT (event_id) DO NOTHING"
+            ))?;
+            for e in &c.new_events {
+                insert.execute(params![
+                    e.event_id.to_string(),
+                    e.visit_id.to_string(),
+                    e.carer_id.to_string(),
+                    e.device_id.to_string(),
+                    e.kind.as_str(),
+                    e.device_time,
+                    e.clock_offset_ms,
+                    e.offset_measured_at,
+                    e.trusted_time,
+                    e.received_at,
+                    e.method.as_str(),
+                    e.reason.map(|r| r.as_str()),
+                    e.location.map(|l| l.lat),
+                    e.location.map(|l| l.lon),
+                    e.location.map(|l| l.accuracy_m),
+                    e.flags,
+                ])?;
+            }
+            if let Some((device, state)) = &c.sync_state {
+                tx.execute(
+                    "INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3",
+                    params![device.to_string(), id, state],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
+        self.write(|tx| {
+            let id = visit.to_string();
+            tx.execute(
+                "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
+                params![id, snapshot.hash, snapshot.bytes],
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM doc_chunks WHERE visit_id = ?1 AND chunk_hash = ?2")?;
+            for hash in merged.iter().filter(|h| **h != snapshot.hash) {
+                delete.execute(params![id, hash])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn sync_state(&self, device: DeviceId, visit: VisitId) -> Result<Option<Vec<u8>>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT state FROM sync_states WHERE device_id = ?1 AND visit_id = ?2",
+                params![device.to_string(), visit.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn visit_row(&self, visit: VisitId) -> Result<Option<VisitRow>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(&format!("SELECT {VISIT_COLS} FROM visits v WHERE v.visit_id = ?1"), [visit.to_string()], visit_from)
+            .optional()?)
+    }
+
+    fn visits_for_carer(&self, carer: PersonId, from: Millis, to: Millis) -> Result<Vec<VisitRow>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {VISIT_COLS} FROM assignments a JOIN visits v ON v.visit_id = a.visit_id
+             WHERE a.carer_id = ?1 AND a.current = 1 AND v.planned_start >= ?2 AND v.planned_start < ?3
+             ORDER BY v.planned_start"
+        ))?;
+        let rows = stmt.query_map(params![carer.to_string(), from, to], visit_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn was_ever_assigned(&self, visit: VisitId, carer: PersonId) -> Result<bool> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM assignments WHERE visit_id = ?1 AND carer_id = ?2",
+                params![visit.to_string(), carer.to_string()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {EVENT_COLS} FROM clock_events WHERE visit_id = ?1 ORDER BY trusted_time, event_id"))?;
+        let rows = stmt.query_map([visit.to_string()], event_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn count_events(&self) -> Result<u64> {
+        let conn = self.lock()?;
+        Ok(conn.query_row("SELECT COUNT(*) FROM clock_events", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
