@@ -23,18 +23,27 @@ impl HttpTransport {
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .build();
-        Self { base_url: base_url.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config) }
+        Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            agent: ureq::Agent::new_with_config(config),
+        }
     }
 }
 
 impl Transport for HttpTransport {
     fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         let url = format!("{}{}", self.base_url, path);
-        let mut request = self.agent.post(&url).header("content-type", CBOR).header("accept", CBOR);
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("content-type", CBOR)
+            .header("accept", CBOR);
         if let Some(token) = token {
             request = request.header("authorization", &format!("Bearer {token}"));
         }
-        let mut response = request.send(&body[..]).map_err(|e| TransportError::Offline(e.to_string()))?;
+        let mut response = request
+            .send(&body[..])
+            .map_err(|e| TransportError::Offline(e.to_string()))?;
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()
@@ -47,7 +56,10 @@ impl Transport for HttpTransport {
         }
         let problem = from_cbor::<Problem>(&bytes)
             .or_else(|_| serde_json::from_slice::<Problem>(&bytes))
-            .unwrap_or_else(|_| Problem { code: "http_error".into(), message: String::from_utf8_lossy(&bytes).into() });
+            .unwrap_or_else(|_| Problem {
+                code: "http_error".into(),
+                message: String::from_utf8_lossy(&bytes).into(),
+            });
         Err(match status {
             401 => TransportError::Unauthorized(problem),
             403 => TransportError::Forbidden(problem),

@@ -23,8 +23,8 @@ pub use domain::*;
 pub use store::{
     ClockRequest, DeviceIdentity, OutboxEntry, PhoneStore, StoreError, VisitDetail, VisitSummary,
 };
+pub use sync_client::{SyncClient, SyncError, SyncSummary, Transport, TransportError};
 pub use visit_document::{
     Amendment, ClockEvent, DocumentError, Note, Schedule, Section, Task, TaskOutcome, Visit, VisitDocument,
     WriteAudit,
 };
-pub use sync_client::{SyncClient, SyncError, SyncSummary, Transport, TransportError};

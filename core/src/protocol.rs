@@ -144,7 +144,10 @@ mod tests {
         let req = SyncRequest {
             protocol: PROTOCOL_VERSION,
             device_time: 5,
-            visits: vec![VisitMessage { visit_id: VisitId::new(), message: vec![1; 100] }],
+            visits: vec![VisitMessage {
+                visit_id: VisitId::new(),
+                message: vec![1; 100],
+            }],
         };
         let bytes = to_cbor(&req);
         // 100 bytes of payload as a byte string, not 100 one-byte integers plus headers.

@@ -607,7 +607,10 @@ impl PhoneStore {
             doc.automerge()
                 .sync()
                 .receive_sync_message(state, message)
-                .map_err(|e| StoreError::Document { visit: visit_id, source: e.into() })?;
+                .map_err(|e| StoreError::Document {
+                    visit: visit_id,
+                    source: e.into(),
+                })?;
             Ok(Some(state.clone()))
         })
     }
@@ -634,7 +637,15 @@ impl PhoneStore {
         };
         // A replica still missing changes it depends on may not be readable yet; keep waiting.
         if had_doc || doc.read().is_ok() {
-            save_visit(&tx, visit_id, &mut doc, &actor, Some(me.carer_id), state.as_ref(), now)?;
+            save_visit(
+                &tx,
+                visit_id,
+                &mut doc,
+                &actor,
+                Some(me.carer_id),
+                state.as_ref(),
+                now,
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -683,7 +694,10 @@ impl PhoneStore {
             source,
         })?;
         self.merge_into(visit_id, |doc| {
-            doc.merge(&mut incoming).map_err(|source| StoreError::Document { visit: visit_id, source })?;
+            doc.merge(&mut incoming).map_err(|source| StoreError::Document {
+                visit: visit_id,
+                source,
+            })?;
             Ok(None)
         })?;
         Ok(visit_id)

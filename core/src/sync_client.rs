@@ -80,7 +80,10 @@ pub fn enrol(
     device_name: &str,
 ) -> Result<DeviceIdentity, SyncError> {
     let sent_at = store.device_now();
-    let body = to_cbor(&EnrolRequest { code: code.trim().to_string(), device_name: device_name.to_string() });
+    let body = to_cbor(&EnrolRequest {
+        code: code.trim().to_string(),
+        device_name: device_name.to_string(),
+    });
     let answer = transport.post(ENROL_PATH, None, body)?;
     let resp: EnrolResponse = from_cbor(&answer).map_err(|e| SyncError::BadResponse(e.to_string()))?;
     let identity = DeviceIdentity {
@@ -90,7 +93,11 @@ pub fn enrol(
         token: resp.token,
     };
     store.set_identity(&identity)?;
-    store.set_clock_offset(ClockOffset::measure(sent_at, store.device_now(), resp.server_time))?;
+    store.set_clock_offset(ClockOffset::measure(
+        sent_at,
+        store.device_now(),
+        resp.server_time,
+    ))?;
     Ok(identity)
 }
 
@@ -104,7 +111,11 @@ pub struct SyncClient {
 
 impl SyncClient {
     pub fn new(store: Arc<PhoneStore>, transport: Arc<dyn Transport>) -> Self {
-        Self { store, transport, session: Mutex::new(()) }
+        Self {
+            store,
+            transport,
+            session: Mutex::new(()),
+        }
     }
 
     pub fn store(&self) -> &Arc<PhoneStore> {
@@ -135,18 +146,28 @@ impl SyncClient {
                     }
                 };
                 if let Some(msg) = self.store.generate_message(visit_id, state)? {
-                    batch.push(VisitMessage { visit_id, message: msg.encode() });
+                    batch.push(VisitMessage {
+                        visit_id,
+                        message: msg.encode(),
+                    });
                 }
             }
             // The first round always goes out: it fetches the server's time and manifest.
             if batch.is_empty() && round > 0 {
                 break;
             }
-            let deferred: BTreeSet<VisitId> =
-                to_send.iter().copied().filter(|v| !batch.iter().any(|m| m.visit_id == *v)).collect();
+            let deferred: BTreeSet<VisitId> = to_send
+                .iter()
+                .copied()
+                .filter(|v| !batch.iter().any(|m| m.visit_id == *v))
+                .collect();
             summary.messages_sent += batch.len() as u32;
             sent.extend(batch.iter().map(|m| m.visit_id));
-            let request = SyncRequest { protocol: PROTOCOL_VERSION, device_time: self.store.device_now(), visits: batch };
+            let request = SyncRequest {
+                protocol: PROTOCOL_VERSION,
+                device_time: self.store.device_now(),
+                visits: batch,
+            };
             let body = to_cbor(&request);
             summary.bytes_up += body.len() as u64;
             let sent_at = self.store.device_now();
@@ -154,11 +175,15 @@ impl SyncClient {
             let received_at = self.store.device_now();
             summary.bytes_down += answer.len() as u64;
             summary.rounds += 1;
-            let response: SyncResponse = from_cbor(&answer).map_err(|e| SyncError::BadResponse(e.to_string()))?;
+            let response: SyncResponse =
+                from_cbor(&answer).map_err(|e| SyncError::BadResponse(e.to_string()))?;
             if response.protocol != PROTOCOL_VERSION {
-                return Err(SyncError::ProtocolMismatch { found: response.protocol });
+                return Err(SyncError::ProtocolMismatch {
+                    found: response.protocol,
+                });
             }
-            self.store.set_clock_offset(ClockOffset::measure(sent_at, received_at, response.server_time))?;
+            self.store
+                .set_clock_offset(ClockOffset::measure(sent_at, received_at, response.server_time))?;
             summary.server_time = Some(response.server_time);
 
             let mut next: BTreeSet<VisitId> = deferred.into_iter().filter(|v| !refused.contains(v)).collect();
@@ -168,7 +193,8 @@ impl SyncClient {
                 summary.errors.push(error);
             }
             for reply in response.visits {
-                let message = Message::decode(&reply.message).map_err(|e| SyncError::BadResponse(e.to_string()))?;
+                let message =
+                    Message::decode(&reply.message).map_err(|e| SyncError::BadResponse(e.to_string()))?;
                 let state = states.entry(reply.visit_id).or_default();
                 self.store.receive_message(reply.visit_id, state, message)?;
                 summary.messages_received += 1;
@@ -189,7 +215,13 @@ impl SyncClient {
                     next.insert(entry.visit_id);
                 }
             }
-            manifest_seen = Some(response.manifest.iter().map(|e| e.visit_id).collect::<HashSet<_>>());
+            manifest_seen = Some(
+                response
+                    .manifest
+                    .iter()
+                    .map(|e| e.visit_id)
+                    .collect::<HashSet<_>>(),
+            );
             to_send = next;
         }
 

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "caresync-server", version, about = "caresync sync server and office API")]
+#[command(
+    name = "caresync-server",
+    version,
+    about = "caresync sync server and office API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,8 +71,14 @@ fn main() -> ExitCode {
 
 fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
     let store = open_store(data_dir)?;
-    let (person, token) = people::create_person(store.as_ref(), name, Role::Office, None, caresync_core::clock::system_now())
-        .map_err(|e| e.to_string())?;
+    let (person, token) = people::create_person(
+        store.as_ref(),
+        name,
+        Role::Office,
+        None,
+        caresync_core::clock::system_now(),
+    )
+    .map_err(|e| e.to_string())?;
     println!("office person: {}", person.id);
     println!("office token: {}", token.unwrap_or_default());
     Ok(())
@@ -76,9 +86,14 @@ fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
 
 fn serve(listen: SocketAddr, data_dir: &Path) -> Result<(), String> {
     let store = open_store(data_dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         // Tests and scripts read this line to find the port.
         println!("listening on http://{addr}");

@@ -32,22 +32,62 @@ impl Telemetry {
     pub fn render(&self, cached_documents: usize) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         };
-        counter(&mut out, "caresync_sync_requests_total", "Sync requests answered.", &self.sync_requests);
-        counter(&mut out, "caresync_sync_visit_messages_total", "Visit messages received in sync requests.", &self.sync_visit_messages);
-        counter(&mut out, "caresync_changes_accepted_total", "Automerge changes accepted from phones.", &self.changes_accepted);
-        counter(&mut out, "caresync_visit_messages_refused_total", "Visit messages refused by the write rules or as malformed.", &self.messages_refused);
-        counter(&mut out, "caresync_requests_rejected_total", "Requests rejected whole (auth, size, protocol).", &self.requests_rejected);
+        counter(
+            &mut out,
+            "caresync_sync_requests_total",
+            "Sync requests answered.",
+            &self.sync_requests,
+        );
+        counter(
+            &mut out,
+            "caresync_sync_visit_messages_total",
+            "Visit messages received in sync requests.",
+            &self.sync_visit_messages,
+        );
+        counter(
+            &mut out,
+            "caresync_changes_accepted_total",
+            "Automerge changes accepted from phones.",
+            &self.changes_accepted,
+        );
+        counter(
+            &mut out,
+            "caresync_visit_messages_refused_total",
+            "Visit messages refused by the write rules or as malformed.",
+            &self.messages_refused,
+        );
+        counter(
+            &mut out,
+            "caresync_requests_rejected_total",
+            "Requests rejected whole (auth, size, protocol).",
+            &self.requests_rejected,
+        );
         let _ = writeln!(out, "# HELP caresync_cached_documents Visit documents held in memory.\n# TYPE caresync_cached_documents gauge\ncaresync_cached_documents {cached_documents}");
         let name = "caresync_sync_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to answer a sync request.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer a sync request.\n# TYPE {name} histogram"
+        );
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.latency_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
         }
         let count = self.latency_count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.latency_sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.latency_sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
         out
     }

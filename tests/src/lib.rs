@@ -1,1 +1,418 @@
+//! Harness for end-to-end journeys: a real `caresync-server` process on an ephemeral loopback
+//! port with its own data directory, the office driving its JSON API over HTTP, and phones built
+//! on the real core store and sync client.
 
+use caresync_core::clock::{DeviceClock, SystemClock};
+use caresync_core::domain::*;
+use caresync_core::http_transport::HttpTransport;
+use caresync_core::protocol::*;
+use caresync_core::sync_client::{self, SyncClient, Transport, TransportError};
+use caresync_core::{PhoneStore, SyncError, SyncSummary, VisitDocument};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The server binary, built once per test run if `cargo build --workspace --bins` has not been run.
+pub fn server_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test binary> -> target/<profile>/caresync-server
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let bin = profile_dir.join("caresync-server");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        assert!(bin.exists(), "no server binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A running server process. Dropped: killed.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    /// Start on `listen` (e.g. `127.0.0.1:0`) with the data directory given.
+    pub fn start(data_dir: &Path, listen: &str) -> TestResult<Self> {
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .env("CARESYNC_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("unexpected first line {line:?}"))?;
+        let addr = url.trim_start_matches("http://").to_string();
+        Ok(Self {
+            child: Some(child),
+            url: url.to_string(),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Restart on the same address and data directory (the phones keep their URL).
+    pub fn restart(&mut self) -> TestResult {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::start(&self.data_dir.clone(), &self.addr.clone()) {
+                Ok(fresh) => {
+                    *self = fresh;
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart retry: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> TestResult<std::process::ExitStatus> {
+        let mut c = self.child.take().ok_or("not running")?;
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
+        Ok(c.wait()?)
+    }
+
+    /// Run `caresync-server bootstrap` on this data directory; returns the office token.
+    pub fn bootstrap(data_dir: &Path) -> TestResult<String> {
+        let out = Command::new(server_binary())
+            .args(["bootstrap", "--data-dir"])
+            .arg(data_dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("bootstrap failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let token = text
+            .lines()
+            .find_map(|l| l.strip_prefix("office token: "))
+            .ok_or("no token printed")?;
+        Ok(token.trim().to_string())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh server with a bootstrapped office.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub server: ServerProcess,
+    pub office: Office,
+}
+
+impl World {
+    pub fn start() -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("server");
+        let token = ServerProcess::bootstrap(&data)?;
+        let server = ServerProcess::start(&data, "127.0.0.1:0")?;
+        let office = Office::new(&server.url, &token);
+        Ok(Self { dir, server, office })
+    }
+
+    /// A carer with an enrolled phone.
+    pub fn carer_with_phone(&self, name: &str) -> TestResult<Phone> {
+        let carer = self.office.create_person(name, "carer")?;
+        let code = self.office.enrolment_code(carer)?;
+        Phone::enrol(self.dir.path(), &self.server.url, &code, Arc::new(SystemClock))
+    }
+}
+
+/// Plain HTTP for the office API and for hand-made requests.
+pub fn http() -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// POST raw bytes; returns status and body.
+pub fn post_raw(url: &str, path: &str, token: Option<&str>, body: &[u8]) -> TestResult<(u16, Vec<u8>)> {
+    let mut req = http().post(&format!("{url}{path}")).header("content-type", CBOR);
+    if let Some(t) = token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.send(body)?;
+    let status = resp.status().as_u16();
+    let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+    Ok((status, bytes))
+}
+
+pub struct Office {
+    pub url: String,
+    pub token: String,
+}
+
+impl Office {
+    pub fn new(url: &str, token: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> TestResult<(u16, Value)> {
+        call_as(&self.url, &self.token, method, path, body)
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> TestResult<Value> {
+        let (status, v) = self.call(method, path, body)?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path}: {status} {v}").into());
+        }
+        Ok(v)
+    }
+
+    pub fn create_person(&self, name: &str, role: &str) -> TestResult<PersonId> {
+        let v = self.ok(
+            "POST",
+            "/api/v1/people",
+            Some(json!({"name": name, "role": role})),
+        )?;
+        Ok(v["person"]["id"].as_str().ok_or("no id")?.parse()?)
+    }
+
+    pub fn enrolment_code(&self, person: PersonId) -> TestResult<String> {
+        let v = self.ok("POST", &format!("/api/v1/people/{person}/enrolment-codes"), None)?;
+        Ok(v["code"].as_str().ok_or("no code")?.to_string())
+    }
+
+    /// Create a visit for `carers` starting `start_in` from now, lasting 30 minutes.
+    pub fn create_visit(&self, carers: &[PersonId], start: Millis) -> TestResult<VisitId> {
+        let v = self.ok(
+            "POST",
+            "/api/v1/visits",
+            Some(json!({"visits": [{
+                "client_id": ClientId::new(),
+                "contract_id": ContractId::new(),
+                "carers": carers,
+                "planned_start": rfc3339(start),
+                "planned_end": rfc3339(start + 30 * MINUTE_MS),
+                "tasks": ["Medication prompt", "Breakfast"],
+            }]})),
+        )?;
+        Ok(v["visit_ids"][0].as_str().ok_or("no visit id")?.parse()?)
+    }
+
+    pub fn visit(&self, id: VisitId) -> TestResult<Value> {
+        self.ok("GET", &format!("/api/v1/visits/{id}"), None)
+    }
+
+    pub fn reschedule(&self, id: VisitId, start: Millis, end: Millis) -> TestResult<Value> {
+        self.ok(
+            "POST",
+            &format!("/api/v1/visits/{id}/reschedule"),
+            Some(json!({"planned_start": rfc3339(start), "planned_end": rfc3339(end)})),
+        )
+    }
+
+    pub fn reassign(&self, id: VisitId, carers: &[PersonId]) -> TestResult<Value> {
+        self.ok(
+            "POST",
+            &format!("/api/v1/visits/{id}/reassign"),
+            Some(json!({ "carers": carers })),
+        )
+    }
+
+    pub fn revoke(&self, device: DeviceId) -> TestResult<()> {
+        self.ok("POST", &format!("/api/v1/devices/{device}/revoke"), None)
+            .map(|_| ())
+    }
+}
+
+pub fn call_as(
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> TestResult<(u16, Value)> {
+    let agent = http();
+    let full = format!("{url}{path}");
+    let auth = format!("Bearer {token}");
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(&full).header("authorization", &auth).call()?,
+        (_, Some(b)) => agent.post(&full).header("authorization", &auth).send_json(b)?,
+        (_, None) => agent.post(&full).header("authorization", &auth).send_empty()?,
+    };
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string()?;
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, v))
+}
+
+pub fn rfc3339(t: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(t)
+        .unwrap_or_default()
+        .to_rfc3339()
+}
+
+pub fn now() -> Millis {
+    caresync_core::clock::system_now()
+}
+
+/// A transport that records every request body and can be switched off (no signal).
+pub struct RecordingTransport {
+    inner: HttpTransport,
+    pub sent: Mutex<Vec<Vec<u8>>>,
+    pub offline: std::sync::atomic::AtomicBool,
+}
+
+impl Transport for RecordingTransport {
+    fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        if self.offline.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(TransportError::Offline("no signal (test)".into()));
+        }
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(body.clone());
+        }
+        self.inner.post(path, token, body)
+    }
+}
+
+/// A carer's phone: a real store in its own directory and the real sync client.
+pub struct Phone {
+    pub store: Arc<PhoneStore>,
+    pub client: SyncClient,
+    pub transport: Arc<RecordingTransport>,
+    pub carer: PersonId,
+    pub device: DeviceId,
+    pub token: String,
+    pub path: PathBuf,
+}
+
+impl Phone {
+    pub fn enrol(dir: &Path, url: &str, code: &str, clock: Arc<dyn DeviceClock>) -> TestResult<Self> {
+        let path = dir.join(format!("phone-{}.db", uuid::Uuid::new_v4()));
+        let store = Arc::new(PhoneStore::open_with(&path, clock, chrono_tz_london())?);
+        let transport = Arc::new(RecordingTransport {
+            inner: HttpTransport::new(url),
+            sent: Mutex::new(vec![]),
+            offline: false.into(),
+        });
+        let id = sync_client::enrol(&store, transport.as_ref(), url, code, "test phone")?;
+        let client = SyncClient::new(store.clone(), transport.clone());
+        Ok(Self {
+            store,
+            client,
+            transport,
+            carer: id.carer_id,
+            device: id.device_id,
+            token: id.token,
+            path,
+        })
+    }
+
+    pub fn sync(&self) -> Result<SyncSummary, SyncError> {
+        self.client.sync_now()
+    }
+
+    pub fn set_offline(&self, offline: bool) {
+        self.transport
+            .offline
+            .store(offline, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sorted hex heads of the phone's copy of a visit.
+    pub fn heads(&self, visit: VisitId) -> TestResult<Vec<String>> {
+        let mut doc = VisitDocument::load(&self.store.visit_bytes(visit)?)?;
+        let mut heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
+        heads.sort();
+        Ok(heads)
+    }
+}
+
+pub fn chrono_tz_london() -> chrono_tz::Tz {
+    chrono_tz::Europe::London
+}
+
+/// Push a hand-made document (a forger's) for one visit through the sync endpoint with a fresh
+/// sync state, the way a tampered phone would. Returns the last response.
+pub fn push_document(
+    url: &str,
+    token: &str,
+    visit: VisitId,
+    doc: &mut automerge::AutoCommit,
+) -> TestResult<SyncResponse> {
+    use automerge::sync::{Message, State, SyncDoc};
+    let mut state = State::new();
+    let mut last = None;
+    for _ in 0..6 {
+        let Some(msg) = doc.sync().generate_sync_message(&mut state) else {
+            break;
+        };
+        let req = SyncRequest {
+            protocol: PROTOCOL_VERSION,
+            device_time: now(),
+            visits: vec![VisitMessage {
+                visit_id: visit,
+                message: msg.encode(),
+            }],
+        };
+        let (status, body) = post_raw(url, SYNC_PATH, Some(token), &to_cbor(&req))?;
+        if status != 200 {
+            return Err(format!("sync answered {status}: {}", String::from_utf8_lossy(&body)).into());
+        }
+        let resp: SyncResponse = from_cbor(&body)?;
+        let mut done = !resp.errors.is_empty();
+        for m in &resp.visits {
+            doc.sync()
+                .receive_sync_message(&mut state, Message::decode(&m.message)?)?;
+        }
+        if resp.visits.is_empty() {
+            done = true;
+        }
+        last = Some(resp);
+        if done {
+            break;
+        }
+    }
+    last.ok_or_else(|| "nothing was sent".into())
+}

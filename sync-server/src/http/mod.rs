@@ -61,7 +61,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, problem: Problem { code: code.into(), message: message.into() } }
+        Self {
+            status,
+            problem: Problem {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
     }
     pub fn unauthorized(message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -78,7 +84,11 @@ impl ApiError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         // The detail goes to the log (never note text: errors carry ids and causes only).
         tracing::error!(error = %e, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
@@ -98,9 +108,11 @@ impl From<VisitServiceError> for ApiError {
     fn from(e: VisitServiceError) -> Self {
         match e {
             VisitServiceError::UnknownVisit(id) => ApiError::not_found(format!("no visit {id}")),
-            VisitServiceError::AlreadyExists(id) => {
-                ApiError::new(StatusCode::CONFLICT, "already_exists", format!("visit {id} already exists"))
-            }
+            VisitServiceError::AlreadyExists(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("visit {id} already exists"),
+            ),
             VisitServiceError::Invalid(m) => ApiError::bad_request("invalid", m),
             other => ApiError::internal(other),
         }

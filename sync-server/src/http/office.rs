@@ -39,11 +39,15 @@ const OFFICE: &[Role] = &[Role::Office];
 const OFFICE_OR_SUPERVISOR: &[Role] = &[Role::Office, Role::Supervisor];
 
 fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {
-    s.parse().map_err(|_| ApiError::bad_request("invalid_id", format!("{s:?} is not a valid id")))
+    s.parse()
+        .map_err(|_| ApiError::bad_request("invalid_id", format!("{s:?} is not a valid id")))
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(b)| b).map_err(|e| ApiError::new(e.status(), "malformed_request", e.body_text()))
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<T> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::new(e.status(), "malformed_request", e.body_text()))
 }
 
 fn millis(t: DateTime<Utc>) -> Millis {
@@ -104,13 +108,25 @@ async fn issue_code(
     blocking(move || {
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let person_id: PersonId = parse_id(&id)?;
-        let person = st.store.person(person_id)?.ok_or_else(|| ApiError::not_found(format!("no person {id}")))?;
+        let person = st
+            .store
+            .person(person_id)?
+            .ok_or_else(|| ApiError::not_found(format!("no person {id}")))?;
         if person.role != Role::Carer {
-            return Err(ApiError::bad_request("invalid", "devices are enrolled for carers"));
+            return Err(ApiError::bad_request(
+                "invalid",
+                "devices are enrolled for carers",
+            ));
         }
         let issued = people::issue_enrolment_code(st.store.as_ref(), person_id, now())?;
         let expires_at = DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default();
-        Ok((StatusCode::CREATED, Json(EnrolmentCode { code: issued.code, expires_at })))
+        Ok((
+            StatusCode::CREATED,
+            Json(EnrolmentCode {
+                code: issued.code,
+                expires_at,
+            }),
+        ))
     })
     .await
 }
@@ -123,7 +139,11 @@ async fn list_devices(State(st): State<AppState>, headers: HeaderMap) -> ApiResu
     .await
 }
 
-async fn revoke_device(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_device(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     blocking(move || {
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let device: DeviceId = parse_id(&id)?;
@@ -170,18 +190,30 @@ async fn create_visits(
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let new = json_body(body)?;
         if new.visits.len() > MAX_BULK_VISITS {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_visits", format!("at most {MAX_BULK_VISITS} visits per request")));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_visits",
+                format!("at most {MAX_BULK_VISITS} visits per request"),
+            ));
         }
         // Check everything first so a bad entry creates nothing.
         for (i, v) in new.visits.iter().enumerate() {
             for carer in &v.carers {
                 match st.store.person(*carer)? {
                     Some(p) if p.role == Role::Carer => {}
-                    _ => return Err(ApiError::bad_request("invalid", format!("visit {i}: {carer} is not a carer"))),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid",
+                            format!("visit {i}: {carer} is not a carer"),
+                        ))
+                    }
                 }
             }
             if v.planned_end <= v.planned_start {
-                return Err(ApiError::bad_request("invalid", format!("visit {i}: planned end must be after planned start")));
+                return Err(ApiError::bad_request(
+                    "invalid",
+                    format!("visit {i}: planned end must be after planned start"),
+                ));
             }
         }
         let at = now();
@@ -194,7 +226,14 @@ async fn create_visits(
                 carers: v.carers,
                 planned_start: millis(v.planned_start),
                 planned_end: millis(v.planned_end),
-                tasks: v.tasks.into_iter().map(|title| Task { id: TaskId::new(), title }).collect(),
+                tasks: v
+                    .tasks
+                    .into_iter()
+                    .map(|title| Task {
+                        id: TaskId::new(),
+                        title,
+                    })
+                    .collect(),
                 status: VisitStatus::Scheduled,
                 cancel_reason: None,
                 chargeable: None,
@@ -212,15 +251,23 @@ pub struct VisitView {
     visit: Visit,
     /// Clock events as the server received them, with trusted and received times and flags.
     events: Vec<EventRow>,
+    /// The document's Automerge heads (hex), to compare replicas.
+    heads: Vec<String>,
 }
 
-async fn get_visit(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<VisitView>> {
+async fn get_visit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<VisitView>> {
     blocking(move || {
         require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         let visit = st.visits.read(visit_id)?;
         let events = st.store.events_for_visit(visit_id)?;
-        Ok(Json(VisitView { visit, events }))
+        let mut heads = st.visits.heads(visit_id)?;
+        heads.sort();
+        Ok(Json(VisitView { visit, events, heads }))
     })
     .await
 }
@@ -243,18 +290,27 @@ pub struct Cancel {
 }
 
 /// Apply an office edit to the schedule and answer with the visit as it now stands.
-fn edit_schedule(st: &AppState, id: &str, change: impl FnOnce(&mut Schedule) -> ApiResult<()>) -> ApiResult<Json<Visit>> {
+fn edit_schedule(
+    st: &AppState,
+    id: &str,
+    change: impl FnOnce(&mut Schedule) -> ApiResult<()>,
+) -> ApiResult<Json<Visit>> {
     let visit_id: VisitId = parse_id(id)?;
     let mut outcome = Ok(());
     let visit = st.visits.edit(visit_id, now(), |doc, current| {
         let mut schedule = current.schedule.clone();
         if let Err(e) = change(&mut schedule) {
             outcome = Err(e);
-            return Err(crate::services::visits::VisitServiceError::Invalid("rejected".into()));
+            return Err(crate::services::visits::VisitServiceError::Invalid(
+                "rejected".into(),
+            ));
         }
-        doc.update_schedule(&schedule)
-            .map(|_| ())
-            .map_err(|source| crate::services::visits::VisitServiceError::Document { visit: visit_id, source })
+        doc.update_schedule(&schedule).map(|_| ()).map_err(|source| {
+            crate::services::visits::VisitServiceError::Document {
+                visit: visit_id,
+                source,
+            }
+        })
     });
     outcome?;
     Ok(Json(visit?))
@@ -270,7 +326,10 @@ async fn reschedule(
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let r = json_body(body)?;
         if r.planned_end <= r.planned_start {
-            return Err(ApiError::bad_request("invalid", "planned end must be after planned start"));
+            return Err(ApiError::bad_request(
+                "invalid",
+                "planned end must be after planned start",
+            ));
         }
         edit_schedule(&st, &id, |s| {
             s.planned_start = millis(r.planned_start);
@@ -291,11 +350,17 @@ async fn reassign(
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let r = json_body(body)?;
         if r.carers.is_empty() || r.carers.len() > 2 || (r.carers.len() == 2 && r.carers[0] == r.carers[1]) {
-            return Err(ApiError::bad_request("invalid", "a visit has one carer, or two different carers for a double-up"));
+            return Err(ApiError::bad_request(
+                "invalid",
+                "a visit has one carer, or two different carers for a double-up",
+            ));
         }
         for carer in &r.carers {
             if !matches!(st.store.person(*carer)?, Some(p) if p.role == Role::Carer) {
-                return Err(ApiError::bad_request("invalid", format!("{carer} is not a carer")));
+                return Err(ApiError::bad_request(
+                    "invalid",
+                    format!("{carer} is not a carer"),
+                ));
             }
         }
         edit_schedule(&st, &id, |s| {
@@ -316,11 +381,18 @@ async fn cancel(
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let c = json_body(body)?;
         if c.reason.trim().is_empty() || c.reason.len() > 500 {
-            return Err(ApiError::bad_request("invalid", "a cancellation needs a reason of 1 to 500 characters"));
+            return Err(ApiError::bad_request(
+                "invalid",
+                "a cancellation needs a reason of 1 to 500 characters",
+            ));
         }
         edit_schedule(&st, &id, |s| {
             if s.is_cancelled() {
-                return Err(ApiError::new(StatusCode::CONFLICT, "already_cancelled", "the visit is already cancelled"));
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "already_cancelled",
+                    "the visit is already cancelled",
+                ));
             }
             s.status = VisitStatus::Cancelled;
             s.cancel_reason = Some(c.reason);

@@ -18,7 +18,13 @@ fn cbor(body: Vec<u8>) -> Response {
 }
 
 fn body_or_413(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    let body = body.map_err(|e| ApiError::new(e.status(), "payload_too_large", format!("request body refused: {e}")))?;
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "payload_too_large",
+            format!("request body refused: {e}"),
+        )
+    })?;
     if body.len() > MAX_REQUEST_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -29,9 +35,13 @@ fn body_or_413(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     Ok(body)
 }
 
-pub async fn enrol(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+pub async fn enrol(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     let body = body_or_413(body)?;
-    let req: EnrolRequest = from_cbor(&body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
+    let req: EnrolRequest =
+        from_cbor(&body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
     blocking(move || {
         let at = now();
         let enrolled = people::enrol_device(state.store.as_ref(), &req.code, &req.device_name, at)?
@@ -73,38 +83,59 @@ pub async fn sync(
 
 fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
     let who = authenticate(state, headers)?;
-    let device = who.device_id.ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
+    let device = who
+        .device_id
+        .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
     if who.person.role != caresync_core::Role::Carer {
         return Err(ApiError::forbidden("only carers' devices sync"));
     }
-    let req: SyncRequest = from_cbor(body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
+    let req: SyncRequest =
+        from_cbor(body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
     if req.protocol != PROTOCOL_VERSION {
         return Err(ApiError::bad_request(
             "unsupported_protocol",
-            format!("protocol {} is not supported; this server speaks {PROTOCOL_VERSION}", req.protocol),
+            format!(
+                "protocol {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                req.protocol
+            ),
         ));
     }
     if req.visits.len() > MAX_VISITS_PER_REQUEST {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_visits",
-            format!("{} visits in one request; at most {MAX_VISITS_PER_REQUEST}", req.visits.len()),
+            format!(
+                "{} visits in one request; at most {MAX_VISITS_PER_REQUEST}",
+                req.visits.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
     if let Some(dup) = req.visits.iter().find(|m| !seen.insert(m.visit_id)) {
-        return Err(ApiError::bad_request("duplicate_visit", format!("visit {} appears twice", dup.visit_id)));
+        return Err(ApiError::bad_request(
+            "duplicate_visit",
+            format!("visit {} appears twice", dup.visit_id),
+        ));
     }
     let t = &state.telemetry;
     let at = now();
-    let mut response = SyncResponse { protocol: PROTOCOL_VERSION, server_time: at, visits: vec![], errors: vec![], manifest: vec![] };
+    let mut response = SyncResponse {
+        protocol: PROTOCOL_VERSION,
+        server_time: at,
+        visits: vec![],
+        errors: vec![],
+        manifest: vec![],
+    };
     for m in &req.visits {
         t.sync_visit_messages.fetch_add(1, Relaxed);
         match state.visits.ingest(&who, m.visit_id, &m.message, at)? {
             Ingested::Accepted { reply, new_changes } => {
                 t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
                 if let Some(message) = reply {
-                    response.visits.push(VisitMessage { visit_id: m.visit_id, message });
+                    response.visits.push(VisitMessage {
+                        visit_id: m.visit_id,
+                        message,
+                    });
                 }
             }
             Ingested::Refused(error) => {
@@ -114,13 +145,20 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
             }
         }
     }
-    for row in state.store.visits_for_carer(who.person.id, at - state.scope_back_ms, at + state.scope_ahead_ms)? {
+    for row in
+        state
+            .store
+            .visits_for_carer(who.person.id, at - state.scope_back_ms, at + state.scope_ahead_ms)?
+    {
         let heads = row
             .heads
             .iter()
             .filter_map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
             .collect();
-        response.manifest.push(ManifestEntry { visit_id: row.visit_id, heads });
+        response.manifest.push(ManifestEntry {
+            visit_id: row.visit_id,
+            heads,
+        });
     }
     state.store.device_synced(device, at)?;
     response.server_time = now();

@@ -10,12 +10,20 @@ use super::visits::VisitServiceError;
 pub enum Judgement {
     /// Accepted; these events came from a carer who was assigned when they wrote them but has
     /// been reassigned since: kept, and flagged for the supervisor.
-    Allowed { reassigned_events: Vec<EventId> },
-    Refused { code: &'static str, reason: String },
+    Allowed {
+        reassigned_events: Vec<EventId>,
+    },
+    Refused {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 fn refused(code: &'static str, reason: impl Into<String>) -> Result<Judgement, VisitServiceError> {
-    Ok(Judgement::Refused { code, reason: reason.into() })
+    Ok(Judgement::Refused {
+        code,
+        reason: reason.into(),
+    })
 }
 
 /// Judge the changes a carer's enrolled phone sent. `copy` already holds them.
@@ -34,12 +42,18 @@ pub fn judge_device_changes(
     }
     for section in &audit.touched {
         if !matches!(section, Section::Events | Section::Notes | Section::TaskOutcomes) {
-            return refused("forbidden_change", format!("a carer's phone may not write {}", section_name(*section)));
+            return refused(
+                "forbidden_change",
+                format!("a carer's phone may not write {}", section_name(*section)),
+            );
         }
     }
     for e in &audit.new_events {
         if e.carer_id != me || e.device_id != device {
-            return refused("forbidden_change", "a clock event must be in the name of this carer and device");
+            return refused(
+                "forbidden_change",
+                "a clock event must be in the name of this carer and device",
+            );
         }
         if e.method == ClockMethod::Manual && e.reason.is_none() {
             return refused("invalid_entry", "a manual clock needs a reason code");
@@ -54,17 +68,28 @@ pub fn judge_device_changes(
         }
         let chars = n.text.chars().count();
         if n.text.trim().is_empty() || chars > MAX_NOTE_CHARS {
-            return refused("invalid_entry", format!("a note must have 1 to {MAX_NOTE_CHARS} characters"));
+            return refused(
+                "invalid_entry",
+                format!("a note must have 1 to {MAX_NOTE_CHARS} characters"),
+            );
         }
     }
     for o in &audit.new_task_outcomes {
         if o.carer_id != me {
-            return refused("forbidden_change", "a task outcome must be in the name of this carer");
+            return refused(
+                "forbidden_change",
+                "a task outcome must be in the name of this carer",
+            );
         }
     }
-    let visit = copy.read().map_err(|source| VisitServiceError::Document { visit: VisitId(uuid::Uuid::nil()), source })?;
+    let visit = copy.read().map_err(|source| VisitServiceError::Document {
+        visit: VisitId(uuid::Uuid::nil()),
+        source,
+    })?;
     if visit.schedule.carers.contains(&me) {
-        return Ok(Judgement::Allowed { reassigned_events: vec![] });
+        return Ok(Judgement::Allowed {
+            reassigned_events: vec![],
+        });
     }
     // Reassigned since? Each change must have been written while this carer was assigned, as
     // shown by the schedule at the change's own dependencies.
@@ -72,12 +97,20 @@ pub fn judge_device_changes(
         let deps = copy.change_deps(hash).unwrap_or_default();
         let schedule = copy
             .schedule_at(&deps)
-            .map_err(|source| VisitServiceError::Document { visit: visit.visit_id, source })?;
+            .map_err(|source| VisitServiceError::Document {
+                visit: visit.visit_id,
+                source,
+            })?;
         if !schedule.is_some_and(|s| s.carers.contains(&me)) {
-            return refused("not_assigned", "this visit was not assigned to this carer when the change was written");
+            return refused(
+                "not_assigned",
+                "this visit was not assigned to this carer when the change was written",
+            );
         }
     }
-    Ok(Judgement::Allowed { reassigned_events: audit.new_events.iter().map(|e| e.id).collect() })
+    Ok(Judgement::Allowed {
+        reassigned_events: audit.new_events.iter().map(|e| e.id).collect(),
+    })
 }
 
 fn section_name(s: Section) -> &'static str {

@@ -35,7 +35,10 @@ type Result<T, E = VisitServiceError> = std::result::Result<T, E>;
 
 /// The outcome of one visit's message in a sync request.
 pub enum Ingested {
-    Accepted { reply: Option<Vec<u8>>, new_changes: usize },
+    Accepted {
+        reply: Option<Vec<u8>>,
+        new_changes: usize,
+    },
     Refused(VisitError),
 }
 
@@ -92,14 +95,21 @@ pub struct VisitService {
 }
 
 fn chunk_of(bytes: Vec<u8>) -> Chunk {
-    Chunk { hash: hex::encode(Sha256::digest(&bytes)), bytes }
+    Chunk {
+        hash: hex::encode(Sha256::digest(&bytes)),
+        bytes,
+    }
 }
 
 impl VisitService {
     pub fn new(store: Arc<dyn ServerStore>, cache_capacity: usize) -> Self {
         Self {
             store,
-            cache: Mutex::new(DocCache { capacity: cache_capacity.max(1), tick: 0, entries: HashMap::new() }),
+            cache: Mutex::new(DocCache {
+                capacity: cache_capacity.max(1),
+                tick: 0,
+                entries: HashMap::new(),
+            }),
             actor: ActorId::random(),
         }
     }
@@ -109,7 +119,11 @@ impl VisitService {
     }
 
     fn entry(&self, visit: VisitId) -> Result<Entry> {
-        Ok(self.cache.lock().map_err(|_| VisitServiceError::Poisoned)?.entry(visit))
+        Ok(self
+            .cache
+            .lock()
+            .map_err(|_| VisitServiceError::Poisoned)?
+            .entry(visit))
     }
 
     /// Run `f` on the visit's document under its lock, loading it from the store if needed.
@@ -125,23 +139,38 @@ impl VisitService {
             for c in &chunks {
                 all.extend_from_slice(&c.bytes);
             }
-            let doc = VisitDocument::load(&all).map_err(|source| VisitServiceError::Document { visit, source })?;
-            *guard = Some(Cached { doc, chunk_hashes: chunks.into_iter().map(|c| c.hash).collect() });
+            let doc =
+                VisitDocument::load(&all).map_err(|source| VisitServiceError::Document { visit, source })?;
+            *guard = Some(Cached {
+                doc,
+                chunk_hashes: chunks.into_iter().map(|c| c.hash).collect(),
+            });
         }
         let cached = guard.as_mut().ok_or(VisitServiceError::Poisoned)?;
         f(cached)
     }
 
     pub fn read(&self, visit: VisitId) -> Result<Visit> {
-        self.with_doc(visit, |c| c.doc.read().map_err(|source| VisitServiceError::Document { visit, source }))
+        self.with_doc(visit, |c| {
+            c.doc
+                .read()
+                .map_err(|source| VisitServiceError::Document { visit, source })
+        })
     }
 
     pub fn heads(&self, visit: VisitId) -> Result<Vec<String>> {
-        self.with_doc(visit, |c| Ok(c.doc.heads().iter().map(|h| h.to_string()).collect()))
+        self.with_doc(visit, |c| {
+            Ok(c.doc.heads().iter().map(|h| h.to_string()).collect())
+        })
     }
 
     /// The office creates a visit document.
-    pub fn create(&self, visit: VisitId, schedule: &caresync_core::Schedule, now: Millis) -> Result<VisitRow> {
+    pub fn create(
+        &self,
+        visit: VisitId,
+        schedule: &caresync_core::Schedule,
+        now: Millis,
+    ) -> Result<VisitRow> {
         validate_schedule(schedule)?;
         let entry = self.entry(visit)?;
         let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
@@ -152,8 +181,16 @@ impl VisitService {
             .map_err(|source| VisitServiceError::Document { visit, source })?;
         let chunk = chunk_of(doc.save());
         let row = project(visit, &mut doc, now)?;
-        self.store.commit_visit(&VisitCommit { visit: row.clone(), chunk: Some(chunk.clone()), new_events: vec![], sync_state: None })?;
-        *guard = Some(Cached { doc, chunk_hashes: vec![chunk.hash] });
+        self.store.commit_visit(&VisitCommit {
+            visit: row.clone(),
+            chunk: Some(chunk.clone()),
+            new_events: vec![],
+            sync_state: None,
+        })?;
+        *guard = Some(Cached {
+            doc,
+            chunk_hashes: vec![chunk.hash],
+        });
         Ok(row)
     }
 
@@ -168,9 +205,13 @@ impl VisitService {
         self.with_doc(visit, |cached| {
             let before = cached.doc.heads();
             let mut copy = cached.doc.fork().with_actor(&actor);
-            let current = copy.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+            let current = copy
+                .read()
+                .map_err(|source| VisitServiceError::Document { visit, source })?;
             edit(&mut copy, &current)?;
-            let after = copy.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+            let after = copy
+                .read()
+                .map_err(|source| VisitServiceError::Document { visit, source })?;
             self.commit(visit, cached, copy, &before, now, None, &[], &[])?;
             Ok(after)
         })
@@ -179,19 +220,31 @@ impl VisitService {
     /// A phone's sync message for one visit: judged on a copy, persisted only if every change
     /// is allowed, answered with the server's own message.
     pub fn ingest(&self, who: &Principal, visit: VisitId, message: &[u8], now: Millis) -> Result<Ingested> {
-        let refuse = |code: &str, message: String| Ok(Ingested::Refused(VisitError { visit_id: visit, code: code.into(), message }));
+        let refuse = |code: &str, message: String| {
+            Ok(Ingested::Refused(VisitError {
+                visit_id: visit,
+                code: code.into(),
+                message,
+            }))
+        };
         let Some(device) = who.device_id else {
             return refuse("not_a_device", "only enrolled devices sync".into());
         };
         if message.len() > MAX_MESSAGE_BYTES {
-            return refuse("message_too_large", format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()));
+            return refuse(
+                "message_too_large",
+                format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()),
+            );
         }
         let Ok(message) = Message::decode(message) else {
             return refuse("malformed_message", "not an Automerge sync message".into());
         };
         let carer = who.person.id;
         let result = self.with_doc(visit, |cached| {
-            let current = cached.doc.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+            let current = cached
+                .doc
+                .read()
+                .map_err(|source| VisitServiceError::Document { visit, source })?;
             let assigned_now = current.schedule.carers.contains(&carer);
             if !assigned_now && !self.store.was_ever_assigned(visit, carer)? {
                 return Ok(Ingested::Refused(VisitError {
@@ -213,19 +266,38 @@ impl VisitService {
                     message: format!("changes could not be applied: {e}"),
                 }));
             }
-            let audit = copy.audit_since(&before).map_err(|source| VisitServiceError::Document { visit, source })?;
+            let audit = copy
+                .audit_since(&before)
+                .map_err(|source| VisitServiceError::Document { visit, source })?;
             let mut flagged = Vec::new();
             if !audit.change_hashes.is_empty() {
                 match judge_device_changes(who, device, &audit, &mut copy)? {
                     Judgement::Allowed { reassigned_events } => flagged = reassigned_events,
                     Judgement::Refused { code, reason } => {
-                        return Ok(Ingested::Refused(VisitError { visit_id: visit, code: code.into(), message: reason }));
+                        return Ok(Ingested::Refused(VisitError {
+                            visit_id: visit,
+                            code: code.into(),
+                            message: reason,
+                        }));
                     }
                 }
             }
-            let reply = copy.automerge().sync().generate_sync_message(&mut state).map(Message::encode);
+            let reply = copy
+                .automerge()
+                .sync()
+                .generate_sync_message(&mut state)
+                .map(Message::encode);
             let new_changes = audit.change_hashes.len();
-            self.commit(visit, cached, copy, &before, now, Some((device, state.encode())), &audit.new_events, &flagged)?;
+            self.commit(
+                visit,
+                cached,
+                copy,
+                &before,
+                now,
+                Some((device, state.encode())),
+                &audit.new_events,
+                &flagged,
+            )?;
             Ok(Ingested::Accepted { reply, new_changes })
         });
         match result {
@@ -255,7 +327,12 @@ impl VisitService {
             .iter()
             .map(|e| event_row(visit, e, now, reassigned.contains(&e.id)))
             .collect();
-        self.store.commit_visit(&VisitCommit { visit: row, chunk: chunk.clone(), new_events: events, sync_state })?;
+        self.store.commit_visit(&VisitCommit {
+            visit: row,
+            chunk: chunk.clone(),
+            new_events: events,
+            sync_state,
+        })?;
         cached.doc = copy;
         if let Some(chunk) = chunk {
             if !cached.chunk_hashes.contains(&chunk.hash) {
@@ -273,19 +350,27 @@ impl VisitService {
 
 fn validate_schedule(s: &caresync_core::Schedule) -> Result<()> {
     if s.planned_end <= s.planned_start {
-        return Err(VisitServiceError::Invalid("planned end must be after planned start".into()));
+        return Err(VisitServiceError::Invalid(
+            "planned end must be after planned start".into(),
+        ));
     }
     if s.carers.is_empty() || s.carers.len() > 2 {
-        return Err(VisitServiceError::Invalid("a visit has one carer, or two for a double-up".into()));
+        return Err(VisitServiceError::Invalid(
+            "a visit has one carer, or two for a double-up".into(),
+        ));
     }
     if s.carers.len() == 2 && s.carers[0] == s.carers[1] {
-        return Err(VisitServiceError::Invalid("a double-up needs two different carers".into()));
+        return Err(VisitServiceError::Invalid(
+            "a double-up needs two different carers".into(),
+        ));
     }
     Ok(())
 }
 
 pub(crate) fn project(visit: VisitId, doc: &mut VisitDocument, now: Millis) -> Result<VisitRow> {
-    let v = doc.read().map_err(|source| VisitServiceError::Document { visit, source })?;
+    let v = doc
+        .read()
+        .map_err(|source| VisitServiceError::Document { visit, source })?;
     Ok(VisitRow {
         visit_id: visit,
         client_id: v.schedule.client_id,
@@ -324,7 +409,12 @@ pub fn time_trust_flags(e: &caresync_core::ClockEvent, received_at: Millis) -> V
     flags
 }
 
-fn event_row(visit: VisitId, e: &caresync_core::ClockEvent, received_at: Millis, reassigned: bool) -> EventRow {
+fn event_row(
+    visit: VisitId,
+    e: &caresync_core::ClockEvent,
+    received_at: Millis,
+    reassigned: bool,
+) -> EventRow {
     let mut flags = time_trust_flags(e, received_at);
     if reassigned {
         flags.push("reassigned_before_sync");

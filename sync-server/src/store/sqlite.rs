@@ -102,7 +102,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = sqlite::open(path, MIGRATIONS, Durability::Normal)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
@@ -120,7 +122,11 @@ impl SqliteStore {
 
 fn parse<T: FromStr>(s: &str) -> rusqlite::Result<T> {
     s.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad value {s:?}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad value {s:?}").into(),
+        )
     })
 }
 
@@ -141,12 +147,20 @@ fn visit_from(r: &Row<'_>) -> rusqlite::Result<VisitRow> {
         visit_id: parse(&r.get::<_, String>(0)?)?,
         client_id: parse(&r.get::<_, String>(1)?)?,
         contract_id: parse(&r.get::<_, String>(2)?)?,
-        carers: carers.split(',').filter(|s| !s.is_empty()).map(parse).collect::<rusqlite::Result<_>>()?,
+        carers: carers
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(parse)
+            .collect::<rusqlite::Result<_>>()?,
         planned_start: r.get(4)?,
         planned_end: r.get(5)?,
         status: parse(&r.get::<_, String>(6)?)?,
         chargeable: r.get(7)?,
-        heads: heads.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        heads: heads
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         updated_at: r.get(9)?,
     })
 }
@@ -188,7 +202,13 @@ impl ServerStore for SqliteStore {
             tx.execute(
                 "INSERT INTO people (person_id, name, role, team_id, active) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (person_id) DO UPDATE SET name = ?2, role = ?3, team_id = ?4, active = ?5",
-                params![p.id.to_string(), p.name, p.role.as_str(), p.team_id.map(|t| t.to_string()), p.active],
+                params![
+                    p.id.to_string(),
+                    p.name,
+                    p.role.as_str(),
+                    p.team_id.map(|t| t.to_string()),
+                    p.active
+                ],
             )?;
             Ok(())
         })
@@ -207,7 +227,9 @@ impl ServerStore for SqliteStore {
 
     fn people(&self) -> Result<Vec<Person>> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached("SELECT person_id, name, role, team_id, active FROM people ORDER BY name, person_id")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT person_id, name, role, team_id, active FROM people ORDER BY name, person_id",
+        )?;
         let rows = stmt.query_map([], person_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -279,7 +301,10 @@ impl ServerStore for SqliteStore {
             )
             .optional()?;
         if let Some((device, person)) = device {
-            return Ok(Some(Principal { person, device_id: Some(parse(&device)?) }));
+            return Ok(Some(Principal {
+                person,
+                device_id: Some(parse(&device)?),
+            }));
         }
         let person = conn
             .query_row(
@@ -290,7 +315,10 @@ impl ServerStore for SqliteStore {
                 person_from,
             )
             .optional()?;
-        Ok(person.map(|person| Principal { person, device_id: None }))
+        Ok(person.map(|person| Principal {
+            person,
+            device_id: None,
+        }))
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
@@ -323,15 +351,24 @@ impl ServerStore for SqliteStore {
 
     fn device_synced(&self, device: DeviceId, at: Millis) -> Result<()> {
         self.write(|tx| {
-            tx.execute("UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1", params![device.to_string(), at])?;
+            tx.execute(
+                "UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1",
+                params![device.to_string(), at],
+            )?;
             Ok(())
         })
     }
 
     fn visit_chunks(&self, visit: VisitId) -> Result<Vec<Chunk>> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached("SELECT chunk_hash, bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
-        let rows = stmt.query_map([visit.to_string()], |r| Ok(Chunk { hash: r.get(0)?, bytes: r.get(1)? }))?;
+        let mut stmt =
+            conn.prepare_cached("SELECT chunk_hash, bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([visit.to_string()], |r| {
+            Ok(Chunk {
+                hash: r.get(0)?,
+                bytes: r.get(1)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -417,7 +454,8 @@ impl ServerStore for SqliteStore {
                  ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
                 params![id, snapshot.hash, snapshot.bytes],
             )?;
-            let mut delete = tx.prepare_cached("DELETE FROM doc_chunks WHERE visit_id = ?1 AND chunk_hash = ?2")?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM doc_chunks WHERE visit_id = ?1 AND chunk_hash = ?2")?;
             for hash in merged.iter().filter(|h| **h != snapshot.hash) {
                 delete.execute(params![id, hash])?;
             }
@@ -439,7 +477,11 @@ impl ServerStore for SqliteStore {
     fn visit_row(&self, visit: VisitId) -> Result<Option<VisitRow>> {
         let conn = self.lock()?;
         Ok(conn
-            .query_row(&format!("SELECT {VISIT_COLS} FROM visits v WHERE v.visit_id = ?1"), [visit.to_string()], visit_from)
+            .query_row(
+                &format!("SELECT {VISIT_COLS} FROM visits v WHERE v.visit_id = ?1"),
+                [visit.to_string()],
+                visit_from,
+            )
             .optional()?)
     }
 
@@ -468,8 +510,9 @@ impl ServerStore for SqliteStore {
 
     fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>> {
         let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached(&format!("SELECT {EVENT_COLS} FROM clock_events WHERE visit_id = ?1 ORDER BY trusted_time, event_id"))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLS} FROM clock_events WHERE visit_id = ?1 ORDER BY trusted_time, event_id"
+        ))?;
         let rows = stmt.query_map([visit.to_string()], event_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

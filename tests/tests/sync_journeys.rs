@@ -1,0 +1,445 @@
+//! Phones, the office and a real server process: convergence, forgery, replay, bad input.
+
+use caresync_core::domain::*;
+use caresync_core::protocol::*;
+use caresync_core::visit_document::VisitDocument;
+use caresync_core::ClockRequest;
+use caresync_tests::*;
+use serde_json::Value;
+
+fn event_count(world: &World, visit: VisitId) -> TestResult<usize> {
+    Ok(world.office.visit(visit)?["events"]
+        .as_array()
+        .ok_or("no events")?
+        .len())
+}
+
+fn server_heads(world: &World, visit: VisitId) -> TestResult<Vec<String>> {
+    let v = world.office.visit(visit)?;
+    Ok(serde_json::from_value(v["heads"].clone())?)
+}
+
+#[test]
+fn two_offline_phones_and_the_office_converge() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let start = now() + HOUR_MS;
+    let ann_visit = world.office.create_visit(&[ann.carer], start)?;
+    let bob_visit = world.office.create_visit(&[bob.carer], start)?;
+    let double_up = world
+        .office
+        .create_visit(&[ann.carer, bob.carer], start + 2 * HOUR_MS)?;
+
+    let first = ann.sync()?;
+    assert_eq!(first.visits_received, 2, "{first:?}");
+    assert!(first.rounds <= 2, "first sync took {} rounds", first.rounds);
+    bob.sync()?;
+    assert_eq!(ann.store.visit_ids()?.len(), 2);
+
+    // Offline: both carers work, the office reschedules the shared visit and Ann's.
+    ann.set_offline(true);
+    bob.set_offline(true);
+    ann.store.clock_in(double_up, &ClockRequest::app())?;
+    ann.store
+        .add_note(double_up, NoteCategory::Wellbeing, "Mrs K was in good spirits")?;
+    bob.store.clock_in(double_up, &ClockRequest::app())?;
+    bob.store
+        .add_note(double_up, NoteCategory::Medication, "Evening tablets taken")?;
+    ann.store.clock_in(ann_visit, &ClockRequest::app())?;
+    world.office.reschedule(
+        double_up,
+        start + 3 * HOUR_MS,
+        start + 3 * HOUR_MS + 45 * MINUTE_MS,
+    )?;
+    world
+        .office
+        .reschedule(ann_visit, start + 10 * MINUTE_MS, start + 40 * MINUTE_MS)?;
+    assert!(ann.sync().is_err(), "an offline phone cannot sync");
+    assert_eq!(ann.store.pending_count()?, 3);
+
+    ann.set_offline(false);
+    bob.set_offline(false);
+    let a = ann.sync()?;
+    assert!(a.errors.is_empty(), "{:?}", a.errors);
+    assert_eq!(a.pending_after, 0);
+    bob.sync()?;
+    ann.sync()?; // picks up Bob's changes to the double-up
+
+    for visit in [double_up, ann_visit] {
+        assert_eq!(
+            ann.heads(visit)?,
+            server_heads(&world, visit)?,
+            "ann vs server on {visit}"
+        );
+    }
+    assert_eq!(bob.heads(double_up)?, server_heads(&world, double_up)?);
+    assert_eq!(bob.heads(bob_visit)?, server_heads(&world, bob_visit)?);
+
+    let server_view = world.office.visit(double_up)?;
+    let on_ann = ann.store.visit(double_up)?.visit;
+    let on_bob = bob.store.visit(double_up)?.visit;
+    assert_eq!(on_ann, on_bob);
+    assert_eq!(serde_json::to_value(&on_ann)?, server_view["visit"]);
+    assert_eq!(on_ann.events.len(), 2);
+    assert_eq!(on_ann.notes.len(), 2);
+    assert_eq!(
+        on_ann.schedule.planned_start,
+        start + 3 * HOUR_MS,
+        "the office's reschedule survived"
+    );
+    assert_eq!(server_view["events"].as_array().map(Vec::len), Some(2));
+    Ok(())
+}
+
+#[test]
+fn a_forged_change_is_refused_whole_and_the_rest_of_the_batch_syncs() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let start = now() + HOUR_MS;
+    let v1 = world.office.create_visit(&[ann.carer], start)?;
+    let v2 = world.office.create_visit(&[ann.carer], start + HOUR_MS)?;
+    let bobs = world.office.create_visit(&[bob.carer], start)?;
+    ann.sync()?;
+    bob.sync()?;
+    let before_v1 = server_heads(&world, v1)?;
+
+    // Ann's phone is tampered with: it rewrites the schedule of v1 ...
+    let mut forged = VisitDocument::load(&ann.store.visit_bytes(v1)?)?;
+    let mut schedule = forged.read()?.schedule;
+    schedule.planned_start -= 2 * HOUR_MS;
+    forged.update_schedule(&schedule)?;
+    ann.store.import_visit(&forged.save())?;
+    // ... and does honest work on v2 in the same sync.
+    let honest = ann.store.clock_in(v2, &ClockRequest::app())?;
+    let summary = ann.sync()?;
+    let errors: Vec<(VisitId, &str)> = summary
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(errors, vec![(v1, "forbidden_change")]);
+    assert_eq!(
+        server_heads(&world, v1)?,
+        before_v1,
+        "nothing of the forged change persisted"
+    );
+    let v2_events = world.office.visit(v2)?["events"].clone();
+    assert_eq!(v2_events[0]["event_id"], Value::String(honest.id.to_string()));
+
+    // Writing to another carer's visit: Ann's token, Bob's visit, a clock event in Ann's name.
+    let mut theirs = VisitDocument::load(&bob.store.visit_bytes(bobs)?)?;
+    let before_bobs = server_heads(&world, bobs)?;
+    theirs.append_event(&caresync_core::ClockEvent {
+        id: EventId::new(),
+        kind: ClockKind::ClockIn,
+        carer_id: ann.carer,
+        device_id: ann.device,
+        device_time: now(),
+        clock_offset_ms: Some(0),
+        offset_measured_at: Some(now()),
+        method: ClockMethod::App,
+        reason: None,
+        location: None,
+        tag_id: None,
+    })?;
+    let resp = push_document(&world.server.url, &ann.token, bobs, theirs.automerge())?;
+    assert_eq!(
+        resp.errors.first().map(|e| e.code.as_str()),
+        Some("not_assigned"),
+        "{resp:?}"
+    );
+    assert_eq!(server_heads(&world, bobs)?, before_bobs);
+    assert_eq!(event_count(&world, bobs)?, 0);
+
+    // A clock event in someone else's name on one's own visit is refused too.
+    let mut impostor = VisitDocument::load(&ann.store.visit_bytes(v2)?)?;
+    let mut ev = honest.clone();
+    ev.id = EventId::new();
+    ev.kind = ClockKind::ClockOut;
+    ev.carer_id = bob.carer;
+    impostor.append_event(&ev)?;
+    let resp = push_document(&world.server.url, &ann.token, v2, impostor.automerge())?;
+    assert_eq!(
+        resp.errors.first().map(|e| e.code.as_str()),
+        Some("forbidden_change"),
+        "{resp:?}"
+    );
+    assert_eq!(event_count(&world, v2)?, 1);
+    Ok(())
+}
+
+#[test]
+fn replaying_a_captured_sync_request_duplicates_nothing() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    ann.sync()?;
+    ann.store.clock_in(visit, &ClockRequest::app())?;
+    let mark = ann.transport.sent.lock().map_err(|_| "poisoned")?.len();
+    ann.sync()?;
+    let captured: Vec<Vec<u8>> = ann.transport.sent.lock().map_err(|_| "poisoned")?[mark..].to_vec();
+    assert!(!captured.is_empty());
+    let heads = server_heads(&world, visit)?;
+    for _ in 0..3 {
+        for body in &captured {
+            let (status, _) = post_raw(&world.server.url, SYNC_PATH, Some(&ann.token), body)?;
+            assert_eq!(status, 200);
+        }
+    }
+    assert_eq!(event_count(&world, visit)?, 1);
+    assert_eq!(server_heads(&world, visit)?, heads);
+    // And the phone, syncing again, still agrees.
+    ann.sync()?;
+    assert_eq!(ann.heads(visit)?, heads);
+    assert_eq!(ann.store.visit(visit)?.visit.events.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_carer_reassigned_while_offline_keeps_their_clock_in_flagged() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    ann.sync()?;
+    ann.set_offline(true);
+    let ev = ann.store.clock_in(visit, &ClockRequest::app())?;
+    world.office.reassign(visit, &[bob.carer])?;
+    ann.set_offline(false);
+    let summary = ann.sync()?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let events = world.office.visit(visit)?["events"].clone();
+    assert_eq!(events[0]["event_id"], Value::String(ev.id.to_string()));
+    assert!(
+        events[0]["flags"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reassigned_before_sync"),
+        "{events}"
+    );
+    // Acknowledged and no longer Ann's: it leaves her phone.
+    assert_eq!(summary.pending_after, 0);
+    assert!(
+        ann.store.visit_ids()?.is_empty(),
+        "the reassigned visit should leave Ann's phone"
+    );
+    // A fresh change by Ann after she saw the reassignment would be refused (she has no copy now).
+    Ok(())
+}
+
+#[test]
+fn a_wrong_phone_clock_is_corrected_and_flagged() -> TestResult {
+    let world = World::start()?;
+    let carer = world.office.create_person("Cat", "carer")?;
+    let code = world.office.enrolment_code(carer)?;
+    // The phone's clock is 10 minutes slow.
+    let skewed = std::sync::Arc::new(caresync_core::clock::SkewedClock {
+        skew_ms: -10 * MINUTE_MS,
+    });
+    let phone = Phone::enrol(world.dir.path(), &world.server.url, &code, skewed)?;
+    let visit = world.office.create_visit(&[phone.carer], now())?;
+    phone.sync()?;
+    let tapped = now();
+    phone.store.clock_in(visit, &ClockRequest::app())?;
+    phone.sync()?;
+    let ev = world.office.visit(visit)?["events"][0].clone();
+    let trusted = ev["trusted_time"].as_i64().ok_or("no trusted time")?;
+    assert!(
+        (trusted - tapped).abs() < 5_000,
+        "trusted {trusted} vs real {tapped}"
+    );
+    let device_time = ev["device_time"].as_i64().ok_or("no device time")?;
+    assert!((tapped - device_time - 10 * MINUTE_MS).abs() < 5_000);
+    assert_eq!(ev["flags"], Value::String("clock_skew".into()));
+    Ok(())
+}
+
+#[test]
+fn bad_requests_get_their_error_and_change_nothing() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    ann.sync()?;
+    ann.store.clock_in(visit, &ClockRequest::app())?;
+    ann.sync()?;
+    let url = world.server.url.clone();
+    let heads = server_heads(&world, visit)?;
+    let unchanged = |what: &str| -> TestResult {
+        assert_eq!(server_heads(&world, visit)?, heads, "{what} changed the document");
+        assert_eq!(event_count(&world, visit)?, 1, "{what} changed the events");
+        Ok(())
+    };
+    let code_of = |body: &[u8]| -> String {
+        serde_json::from_slice::<Problem>(body)
+            .map(|p| p.code)
+            .unwrap_or_else(|_| String::from_utf8_lossy(body).into())
+    };
+    let request = |protocol: u32, visits: Vec<VisitMessage>| {
+        to_cbor(&SyncRequest {
+            protocol,
+            device_time: now(),
+            visits,
+        })
+    };
+
+    let (s, b) = post_raw(&url, SYNC_PATH, Some(&ann.token), b"\xff\x00 definitely not cbor")?;
+    assert_eq!((s, code_of(&b).as_str()), (400, "malformed_request"));
+    unchanged("garbage")?;
+
+    let (s, b) = post_raw(&url, SYNC_PATH, Some(&ann.token), &request(99, vec![]))?;
+    assert_eq!((s, code_of(&b).as_str()), (400, "unsupported_protocol"));
+
+    let (s, b) = post_raw(
+        &url,
+        SYNC_PATH,
+        Some(&ann.token),
+        &vec![0u8; MAX_REQUEST_BYTES + 10],
+    )?;
+    assert_eq!((s, code_of(&b).as_str()), (413, "payload_too_large"));
+
+    let many: Vec<VisitMessage> = (0..=MAX_VISITS_PER_REQUEST)
+        .map(|_| VisitMessage {
+            visit_id: VisitId::new(),
+            message: vec![0x42],
+        })
+        .collect();
+    let (s, b) = post_raw(
+        &url,
+        SYNC_PATH,
+        Some(&ann.token),
+        &request(PROTOCOL_VERSION, many),
+    )?;
+    assert_eq!((s, code_of(&b).as_str()), (413, "too_many_visits"));
+
+    // A truncated message for a real visit and a message for an unknown visit, in one batch.
+    let mut doc = VisitDocument::load(&ann.store.visit_bytes(visit)?)?;
+    ann.store
+        .add_note(visit, NoteCategory::General, "not to be sent whole")?;
+    let mut with_note = VisitDocument::load(&ann.store.visit_bytes(visit)?)?;
+    let change = with_note.automerge().save_after(&doc.heads());
+    let mut state = automerge::sync::State::new();
+    use automerge::sync::SyncDoc;
+    let full = with_note
+        .automerge()
+        .sync()
+        .generate_sync_message(&mut state)
+        .ok_or("no message")?
+        .encode();
+    let truncated = full[..full.len() / 2].to_vec();
+    assert!(!change.is_empty());
+    let unknown = VisitId::new();
+    let (s, b) = post_raw(
+        &url,
+        SYNC_PATH,
+        Some(&ann.token),
+        &request(
+            PROTOCOL_VERSION,
+            vec![
+                VisitMessage {
+                    visit_id: visit,
+                    message: truncated,
+                },
+                VisitMessage {
+                    visit_id: unknown,
+                    message: full.clone(),
+                },
+            ],
+        ),
+    )?;
+    assert_eq!(s, 200);
+    let resp: SyncResponse = from_cbor(&b)?;
+    let mut codes: Vec<(VisitId, String)> =
+        resp.errors.iter().map(|e| (e.visit_id, e.code.clone())).collect();
+    codes.sort();
+    let mut expect = vec![
+        (visit, "malformed_message".to_string()),
+        (unknown, "unknown_visit".to_string()),
+    ];
+    expect.sort();
+    assert_eq!(codes, expect);
+    unchanged("truncated and unknown")?;
+
+    // Tokens: missing, unknown, and (after revocation) revoked.
+    let (s, _) = post_raw(&url, SYNC_PATH, None, &request(PROTOCOL_VERSION, vec![]))?;
+    assert_eq!(s, 401);
+    let (s, _) = post_raw(
+        &url,
+        SYNC_PATH,
+        Some("not-a-token"),
+        &request(PROTOCOL_VERSION, vec![]),
+    )?;
+    assert_eq!(s, 401);
+    let (s, b) = post_raw(
+        &url,
+        SYNC_PATH,
+        Some(&world.office.token),
+        &request(PROTOCOL_VERSION, vec![]),
+    )?;
+    assert_eq!(
+        (s, code_of(&b).as_str()),
+        (403, "forbidden"),
+        "the office's token is not a device"
+    );
+    // A carer's device token cannot use the office API (403: known, but not allowed).
+    let (s, _) = call_as(&url, &ann.token, "GET", "/api/v1/people", None)?;
+    assert_eq!(s, 403);
+    world.office.revoke(ann.device)?;
+    let err = ann.sync().err().ok_or("a revoked phone synced")?;
+    assert!(
+        matches!(
+            err,
+            caresync_core::SyncError::Transport(caresync_core::TransportError::Unauthorized(_))
+        ),
+        "{err}"
+    );
+    unchanged("revoked phone")?;
+    // The phone still holds its unsent note: nothing is lost on the phone either.
+    assert_eq!(ann.store.pending_count()?, 1);
+
+    // An enrolment code works once.
+    let carer = world.office.create_person("Dee", "carer")?;
+    let code = world.office.enrolment_code(carer)?;
+    Phone::enrol(
+        world.dir.path(),
+        &url,
+        &code,
+        std::sync::Arc::new(caresync_core::SystemClock),
+    )?;
+    let again = Phone::enrol(
+        world.dir.path(),
+        &url,
+        &code,
+        std::sync::Arc::new(caresync_core::SystemClock),
+    );
+    assert!(again.is_err(), "an enrolment code worked twice");
+    Ok(())
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_health_and_metrics_answer() -> TestResult {
+    let mut world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    ann.sync()?;
+    ann.store.clock_in(visit, &ClockRequest::app())?;
+    ann.sync()?;
+    let mut resp = http().get(&format!("{}/healthz", world.server.url)).call()?;
+    assert_eq!(resp.status().as_u16(), 200);
+    let metrics = http()
+        .get(&format!("{}/metrics", world.server.url))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let accepted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("caresync_changes_accepted_total "))
+        .ok_or("no accepted counter")?;
+    assert_eq!(accepted.trim(), "1");
+    assert!(metrics.contains("caresync_sync_duration_seconds_count"));
+    let _ = resp.body_mut().read_to_string();
+    let status = world.server.terminate()?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
