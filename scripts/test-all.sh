@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every test caresync has: Rust unit and end-to-end tests (real server processes, real phone
+# stores), then the bindings' tests from Python and Kotlin when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --workspace --bins
+cargo test --workspace
+if [ -x tests/ffi/run.sh ]; then
+  tests/ffi/run.sh
+fi
