@@ -192,6 +192,31 @@ impl Visit {
     }
 }
 
+/// Who made a schedule change, when, and what kind it was; kept in the change's message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeLabel {
+    pub author_id: PersonId,
+    pub at: Millis,
+    /// `created`, `rescheduled`, `reassigned`, `cancelled`, ...
+    pub what: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleChange {
+    pub label: ChangeLabel,
+    pub schedule: Schedule,
+}
+
+fn commit_options(label: Option<&ChangeLabel>) -> automerge::transaction::CommitOptions {
+    let mut options = automerge::transaction::CommitOptions::default();
+    if let Some(label) = label {
+        if let Ok(message) = serde_json::to_string(label) {
+            options = options.with_message(message).with_time(label.at);
+        }
+    }
+    options
+}
+
 /// The document's sections, each with one kind of writer (brief, section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -266,6 +291,25 @@ impl std::fmt::Debug for VisitDocument {
 impl VisitDocument {
     /// The office creates a visit: every section exists from the first change.
     pub fn create(visit_id: VisitId, schedule: &Schedule, actor: &ActorId) -> Result<Self, DocumentError> {
+        Self::create_labelled(visit_id, schedule, actor, None)
+    }
+
+    /// Create, recording who did it and when in the change itself (for the visit's timeline).
+    pub fn create_by(
+        visit_id: VisitId,
+        schedule: &Schedule,
+        actor: &ActorId,
+        label: &ChangeLabel,
+    ) -> Result<Self, DocumentError> {
+        Self::create_labelled(visit_id, schedule, actor, Some(label))
+    }
+
+    fn create_labelled(
+        visit_id: VisitId,
+        schedule: &Schedule,
+        actor: &ActorId,
+        label: Option<&ChangeLabel>,
+    ) -> Result<Self, DocumentError> {
         let mut doc = AutoCommit::new().with_actor(actor.clone());
         doc.put(ROOT, "schema_version", SCHEMA_VERSION)?;
         doc.put(ROOT, "visit_id", visit_id.to_string())?;
@@ -274,7 +318,7 @@ impl VisitDocument {
         for section in Section::LISTS {
             doc.put_object(ROOT, section.key(), ObjType::List)?;
         }
-        doc.commit();
+        doc.commit_with(commit_options(label));
         let this = Self { doc };
         this.read()?;
         Ok(this)
@@ -379,6 +423,23 @@ impl VisitDocument {
     /// Office edit of the schedule: only keys whose value differs are written, so concurrent
     /// edits of different fields (a reschedule and a reassignment) both survive.
     pub fn update_schedule(&mut self, schedule: &Schedule) -> Result<Option<ChangeHash>, DocumentError> {
+        self.update_schedule_labelled(schedule, None)
+    }
+
+    /// A schedule edit that records who made it, when and what kind it was (for the timeline).
+    pub fn update_schedule_by(
+        &mut self,
+        schedule: &Schedule,
+        label: &ChangeLabel,
+    ) -> Result<Option<ChangeHash>, DocumentError> {
+        self.update_schedule_labelled(schedule, Some(label))
+    }
+
+    fn update_schedule_labelled(
+        &mut self,
+        schedule: &Schedule,
+        label: Option<&ChangeLabel>,
+    ) -> Result<Option<ChangeHash>, DocumentError> {
         let current = self.read()?.schedule;
         let sched = self.section(Section::Schedule)?;
         let (old, new) = (to_json(&current)?, to_json(schedule)?);
@@ -393,7 +454,32 @@ impl VisitDocument {
         for key in old.keys().filter(|k| !new.contains_key(*k)) {
             self.doc.delete(&sched, key.as_str())?;
         }
-        Ok(self.doc.commit())
+        if self.doc.pending_ops() == 0 {
+            return Ok(None);
+        }
+        Ok(self.doc.commit_with(commit_options(label)))
+    }
+
+    /// Every labelled schedule change (creation, reschedule, reassignment, cancellation), in the
+    /// order they were made, with the schedule as it stood right after each.
+    pub fn schedule_history(&mut self) -> Result<Vec<ScheduleChange>, DocumentError> {
+        let labelled: Vec<(ChangeHash, ChangeLabel)> = self
+            .doc
+            .get_changes(&[])
+            .iter()
+            .filter_map(|c| {
+                let label = serde_json::from_str::<ChangeLabel>(c.message()?).ok()?;
+                Some((c.hash(), label))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(labelled.len());
+        for (hash, label) in labelled {
+            if let Some(schedule) = self.schedule_at(&[hash])? {
+                out.push(ScheduleChange { label, schedule });
+            }
+        }
+        out.sort_by_key(|c| c.label.at);
+        Ok(out)
     }
 
     fn append<T: Serialize>(&mut self, section: Section, entry: &T) -> Result<ChangeHash, DocumentError> {

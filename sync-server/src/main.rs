@@ -86,12 +86,21 @@ fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
 
 fn serve(listen: SocketAddr, data_dir: &Path) -> Result<(), String> {
     let store = open_store(data_dir)?;
-    let has_office = store.people().map_err(|e| e.to_string())?.iter().any(|p| p.role == Role::Office);
+    let has_office = store
+        .people()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|p| p.role == Role::Office);
     if !has_office {
         // A fresh data directory: the main job must work with no other set-up.
-        let (person, token) =
-            people::create_person(store.as_ref(), "Office", Role::Office, None, caresync_core::clock::system_now())
-                .map_err(|e| e.to_string())?;
+        let (person, token) = people::create_person(
+            store.as_ref(),
+            "Office",
+            Role::Office,
+            None,
+            caresync_core::clock::system_now(),
+        )
+        .map_err(|e| e.to_string())?;
         eprintln!("first start: created office account {}", person.id);
         eprintln!("office token (shown once): {}", token.unwrap_or_default());
     }

@@ -2,6 +2,7 @@
 
 mod office;
 mod ops;
+mod reference;
 mod sync;
 
 use crate::services::visits::{VisitService, VisitServiceError};
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .merge(office::routes())
+        .merge(reference::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         .with_state(state)

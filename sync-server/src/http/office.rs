@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
-use caresync_core::visit_document::{Schedule, Task, Visit};
+use caresync_core::visit_document::{ChangeLabel, Schedule, Task, Visit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/visits/{id}/cancel", post(cancel))
 }
 
-fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
+pub(super) fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
     if who.device_id.is_some() || !roles.contains(&who.person.role) {
         return Err(ApiError::forbidden(&format!(
             "this needs one of: {}",
@@ -35,15 +35,15 @@ fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
     Ok(())
 }
 
-const OFFICE: &[Role] = &[Role::Office];
-const OFFICE_OR_SUPERVISOR: &[Role] = &[Role::Office, Role::Supervisor];
+pub(super) const OFFICE: &[Role] = &[Role::Office];
+pub(super) const OFFICE_OR_SUPERVISOR: &[Role] = &[Role::Office, Role::Supervisor];
 
-fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {
+pub(super) fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {
     s.parse()
         .map_err(|_| ApiError::bad_request("invalid_id", format!("{s:?} is not a valid id")))
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<T> {
     body.map(|Json(b)| b)
@@ -187,7 +187,8 @@ async fn create_visits(
     body: Result<Json<NewVisits>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedVisits>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
         let new = json_body(body)?;
         if new.visits.len() > MAX_BULK_VISITS {
             return Err(ApiError::new(
@@ -238,7 +239,7 @@ async fn create_visits(
                 cancel_reason: None,
                 chargeable: None,
             };
-            st.visits.create(id, &schedule, at)?;
+            st.visits.create(id, &schedule, who.person.id, at)?;
             ids.push(id);
         }
         Ok((StatusCode::CREATED, Json(CreatedVisits { visit_ids: ids })))
@@ -292,12 +293,20 @@ pub struct Cancel {
 /// Apply an office edit to the schedule and answer with the visit as it now stands.
 fn edit_schedule(
     st: &AppState,
+    who: &Principal,
     id: &str,
+    what: &str,
     change: impl FnOnce(&mut Schedule) -> ApiResult<()>,
 ) -> ApiResult<Json<Visit>> {
     let visit_id: VisitId = parse_id(id)?;
     let mut outcome = Ok(());
-    let visit = st.visits.edit(visit_id, now(), |doc, current| {
+    let at = now();
+    let label = ChangeLabel {
+        author_id: who.person.id,
+        at,
+        what: what.into(),
+    };
+    let visit = st.visits.edit(visit_id, at, |doc, current| {
         let mut schedule = current.schedule.clone();
         if let Err(e) = change(&mut schedule) {
             outcome = Err(e);
@@ -305,12 +314,12 @@ fn edit_schedule(
                 "rejected".into(),
             ));
         }
-        doc.update_schedule(&schedule).map(|_| ()).map_err(|source| {
-            crate::services::visits::VisitServiceError::Document {
+        doc.update_schedule_by(&schedule, &label)
+            .map(|_| ())
+            .map_err(|source| crate::services::visits::VisitServiceError::Document {
                 visit: visit_id,
                 source,
-            }
-        })
+            })
     });
     outcome?;
     Ok(Json(visit?))
@@ -323,7 +332,8 @@ async fn reschedule(
     body: Result<Json<Reschedule>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
         let r = json_body(body)?;
         if r.planned_end <= r.planned_start {
             return Err(ApiError::bad_request(
@@ -331,7 +341,7 @@ async fn reschedule(
                 "planned end must be after planned start",
             ));
         }
-        edit_schedule(&st, &id, |s| {
+        edit_schedule(&st, &who, &id, "rescheduled", |s| {
             s.planned_start = millis(r.planned_start);
             s.planned_end = millis(r.planned_end);
             Ok(())
@@ -347,7 +357,8 @@ async fn reassign(
     body: Result<Json<Reassign>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
         let r = json_body(body)?;
         if r.carers.is_empty() || r.carers.len() > 2 || (r.carers.len() == 2 && r.carers[0] == r.carers[1]) {
             return Err(ApiError::bad_request(
@@ -363,7 +374,7 @@ async fn reassign(
                 ));
             }
         }
-        edit_schedule(&st, &id, |s| {
+        edit_schedule(&st, &who, &id, "reassigned", |s| {
             s.carers = r.carers;
             Ok(())
         })
@@ -378,7 +389,8 @@ async fn cancel(
     body: Result<Json<Cancel>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
         let c = json_body(body)?;
         if c.reason.trim().is_empty() || c.reason.len() > 500 {
             return Err(ApiError::bad_request(
@@ -386,7 +398,7 @@ async fn cancel(
                 "a cancellation needs a reason of 1 to 500 characters",
             ));
         }
-        edit_schedule(&st, &id, |s| {
+        edit_schedule(&st, &who, &id, "cancelled", |s| {
             if s.is_cancelled() {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

@@ -2,12 +2,14 @@
 //! change goes through (phones' sync messages and the office's edits), and the write rules.
 
 use crate::services::rules::{judge_device_changes, Judgement};
-use crate::store::{Chunk, EventRow, Principal, ServerStore, StoreError, VisitCommit, VisitRow};
+use crate::store::{
+    AmendmentRow, Chunk, EventRow, Principal, ServerStore, StoreError, VisitCommit, VisitRow,
+};
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
 use caresync_core::domain::*;
 use caresync_core::protocol::{VisitError, MAX_MESSAGE_BYTES};
-use caresync_core::visit_document::{DocumentError, Visit, VisitDocument};
+use caresync_core::visit_document::{ChangeLabel, DocumentError, ScheduleChange, Visit, VisitDocument};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,6 +89,16 @@ impl DocCache {
     }
 }
 
+/// What a commit writes besides the document and its visit row.
+#[derive(Default)]
+struct CommitExtras {
+    sync_state: Option<(DeviceId, Vec<u8>)>,
+    new_events: Vec<caresync_core::ClockEvent>,
+    /// Events accepted from a carer reassigned since writing them.
+    reassigned: Vec<EventId>,
+    new_amendments: Vec<AmendmentRow>,
+}
+
 pub struct VisitService {
     store: Arc<dyn ServerStore>,
     cache: Mutex<DocCache>,
@@ -158,6 +170,14 @@ impl VisitService {
         })
     }
 
+    pub fn schedule_history(&self, visit: VisitId) -> Result<Vec<ScheduleChange>> {
+        self.with_doc(visit, |c| {
+            c.doc
+                .schedule_history()
+                .map_err(|source| VisitServiceError::Document { visit, source })
+        })
+    }
+
     pub fn heads(&self, visit: VisitId) -> Result<Vec<String>> {
         self.with_doc(visit, |c| {
             Ok(c.doc.heads().iter().map(|h| h.to_string()).collect())
@@ -169,6 +189,7 @@ impl VisitService {
         &self,
         visit: VisitId,
         schedule: &caresync_core::Schedule,
+        author: PersonId,
         now: Millis,
     ) -> Result<VisitRow> {
         validate_schedule(schedule)?;
@@ -177,7 +198,12 @@ impl VisitService {
         if guard.is_some() || !self.store.visit_chunks(visit)?.is_empty() {
             return Err(VisitServiceError::AlreadyExists(visit));
         }
-        let mut doc = VisitDocument::create(visit, schedule, &self.actor)
+        let label = ChangeLabel {
+            author_id: author,
+            at: now,
+            what: "created".into(),
+        };
+        let mut doc = VisitDocument::create_by(visit, schedule, &self.actor, &label)
             .map_err(|source| VisitServiceError::Document { visit, source })?;
         let chunk = chunk_of(doc.save());
         let row = project(visit, &mut doc, now)?;
@@ -185,6 +211,7 @@ impl VisitService {
             visit: row.clone(),
             chunk: Some(chunk.clone()),
             new_events: vec![],
+            new_amendments: vec![],
             sync_state: None,
         })?;
         *guard = Some(Cached {
@@ -212,7 +239,18 @@ impl VisitService {
             let after = copy
                 .read()
                 .map_err(|source| VisitServiceError::Document { visit, source })?;
-            self.commit(visit, cached, copy, &before, now, None, &[], &[])?;
+            let new_amendments = copy_amendments(visit, &mut copy, &before)?;
+            self.commit(
+                visit,
+                cached,
+                copy,
+                &before,
+                now,
+                CommitExtras {
+                    new_amendments,
+                    ..Default::default()
+                },
+            )?;
             Ok(after)
         })
     }
@@ -288,16 +326,13 @@ impl VisitService {
                 .generate_sync_message(&mut state)
                 .map(Message::encode);
             let new_changes = audit.change_hashes.len();
-            self.commit(
-                visit,
-                cached,
-                copy,
-                &before,
-                now,
-                Some((device, state.encode())),
-                &audit.new_events,
-                &flagged,
-            )?;
+            let extras = CommitExtras {
+                sync_state: Some((device, state.encode())),
+                new_events: audit.new_events,
+                reassigned: flagged,
+                new_amendments: vec![],
+            };
+            self.commit(visit, cached, copy, &before, now, extras)?;
             Ok(Ingested::Accepted { reply, new_changes })
         });
         match result {
@@ -308,7 +343,6 @@ impl VisitService {
 
     /// The one commit path: new chunk + projection + sync state in one store transaction, then
     /// the cache takes the copy. Compacts when chunks pile up.
-    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         visit: VisitId,
@@ -316,22 +350,22 @@ impl VisitService {
         mut copy: VisitDocument,
         before: &[automerge::ChangeHash],
         now: Millis,
-        sync_state: Option<(DeviceId, Vec<u8>)>,
-        new_events: &[caresync_core::ClockEvent],
-        reassigned: &[EventId],
+        extras: CommitExtras,
     ) -> Result<()> {
         let after = copy.heads();
         let chunk = (after != before).then(|| chunk_of(copy.automerge().save_after(before)));
         let row = project(visit, &mut copy, now)?;
-        let events: Vec<EventRow> = new_events
+        let events: Vec<EventRow> = extras
+            .new_events
             .iter()
-            .map(|e| event_row(visit, e, now, reassigned.contains(&e.id)))
+            .map(|e| event_row(visit, e, now, extras.reassigned.contains(&e.id)))
             .collect();
         self.store.commit_visit(&VisitCommit {
             visit: row,
             chunk: chunk.clone(),
             new_events: events,
-            sync_state,
+            new_amendments: extras.new_amendments,
+            sync_state: extras.sync_state,
         })?;
         cached.doc = copy;
         if let Some(chunk) = chunk {
@@ -346,6 +380,31 @@ impl VisitService {
         }
         Ok(())
     }
+}
+
+/// Amendments added since `before`, as rows (only office and supervisors write them, through `edit`).
+fn copy_amendments(
+    visit: VisitId,
+    copy: &mut VisitDocument,
+    before: &[automerge::ChangeHash],
+) -> Result<Vec<AmendmentRow>> {
+    let audit = copy
+        .audit_since(before)
+        .map_err(|source| VisitServiceError::Document { visit, source })?;
+    Ok(audit
+        .new_amendments
+        .iter()
+        .map(|a| AmendmentRow {
+            amendment_id: a.id,
+            visit_id: visit,
+            author_id: a.author_id,
+            carer_id: a.carer_id,
+            time: a.time,
+            corrected_time: a.corrected_time,
+            reason: a.reason,
+            written_at: a.written_at,
+        })
+        .collect())
 }
 
 fn validate_schedule(s: &caresync_core::Schedule) -> Result<()> {

@@ -98,6 +98,47 @@ pub struct VisitRow {
     pub updated_at: Millis,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub id: TeamId,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Client {
+    pub id: ClientId,
+    pub name: String,
+    /// Where the client lives, for "location verified".
+    pub location: Option<Location>,
+    /// QR/NFC tags in the client's home.
+    #[serde(default)]
+    pub tag_ids: Vec<String>,
+}
+
+/// A contract with a commissioner; its rules (thresholds, KPI targets, billing) are stored as the
+/// JSON of `caresync_core::metrics::ContractRules`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contract {
+    pub id: ContractId,
+    pub name: String,
+    pub commissioner: String,
+    pub model: CommissioningModel,
+    pub rules: serde_json::Value,
+}
+
+/// An amendment of an actual time, projected for reports (append-only, like the document's list).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AmendmentRow {
+    pub amendment_id: AmendmentId,
+    pub visit_id: VisitId,
+    pub author_id: PersonId,
+    pub carer_id: PersonId,
+    pub time: AmendedTime,
+    pub corrected_time: Millis,
+    pub reason: ReasonCode,
+    pub written_at: Millis,
+}
+
 /// Everything one accepted change to a visit writes, in one transaction.
 #[derive(Clone, Debug)]
 pub struct VisitCommit {
@@ -106,6 +147,8 @@ pub struct VisitCommit {
     pub chunk: Option<Chunk>,
     /// New clock events (inserted if not already present).
     pub new_events: Vec<EventRow>,
+    /// New amendments (inserted if not already present).
+    pub new_amendments: Vec<AmendmentRow>,
     /// The calling device's sync state for this visit.
     pub sync_state: Option<(DeviceId, Vec<u8>)>,
 }
@@ -150,4 +193,22 @@ pub trait ServerStore: Send + Sync + 'static {
     fn was_ever_assigned(&self, visit: VisitId, carer: PersonId) -> Result<bool>;
     fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>>;
     fn count_events(&self) -> Result<u64>;
+
+    // ---- reference data ---------------------------------------------------------------------
+    fn create_team(&self, team: &Team) -> Result<()>;
+    fn teams(&self) -> Result<Vec<Team>>;
+    fn upsert_client(&self, client: &Client) -> Result<()>;
+    fn client(&self, id: ClientId) -> Result<Option<Client>>;
+    fn clients(&self) -> Result<Vec<Client>>;
+    fn upsert_contract(&self, contract: &Contract) -> Result<()>;
+    fn contract(&self, id: ContractId) -> Result<Option<Contract>>;
+    fn contracts(&self) -> Result<Vec<Contract>>;
+
+    // ---- report queries over projections ------------------------------------------------------
+    /// Visits planned to start in `[from, to)`.
+    fn visits_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<VisitRow>>;
+    /// Clock events of the visits planned to start in `[from, to)`.
+    fn events_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<EventRow>>;
+    /// Amendments of the visits planned to start in `[from, to)`.
+    fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>>;
 }

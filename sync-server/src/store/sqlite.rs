@@ -91,7 +91,37 @@ fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              accuracy_m REAL,
              flags TEXT NOT NULL DEFAULT ''
          );
-         CREATE INDEX clock_events_by_visit ON clock_events (visit_id);",
+         CREATE INDEX clock_events_by_visit ON clock_events (visit_id);
+         CREATE TABLE amendments (
+             amendment_id TEXT PRIMARY KEY,
+             visit_id TEXT NOT NULL REFERENCES visits (visit_id),
+             author_id TEXT NOT NULL,
+             carer_id TEXT NOT NULL,
+             time TEXT NOT NULL,
+             corrected_time INTEGER NOT NULL,
+             reason TEXT NOT NULL,
+             written_at INTEGER NOT NULL
+         );
+         CREATE INDEX amendments_by_visit ON amendments (visit_id);
+         CREATE TABLE teams (
+             team_id TEXT PRIMARY KEY,
+             name TEXT NOT NULL
+         );
+         CREATE TABLE clients (
+             client_id TEXT PRIMARY KEY,
+             name TEXT NOT NULL,
+             lat REAL,
+             lon REAL,
+             accuracy_m REAL,
+             tag_ids TEXT NOT NULL DEFAULT ''
+         );
+         CREATE TABLE contracts (
+             contract_id TEXT PRIMARY KEY,
+             name TEXT NOT NULL,
+             commissioner TEXT NOT NULL,
+             model TEXT NOT NULL CHECK (model IN ('spot', 'framework')),
+             rules TEXT NOT NULL
+         );",
     )
 }
 
@@ -190,6 +220,45 @@ fn event_from(r: &Row<'_>) -> rusqlite::Result<EventRow> {
             _ => None,
         },
         flags: r.get(15)?,
+    })
+}
+
+const CLIENT_COLS: &str = "client_id, name, lat, lon, accuracy_m, tag_ids";
+
+fn client_from(r: &Row<'_>) -> rusqlite::Result<Client> {
+    let (lat, lon, acc): (Option<f64>, Option<f64>, Option<f64>) = (r.get(2)?, r.get(3)?, r.get(4)?);
+    let tags: String = r.get(5)?;
+    Ok(Client {
+        id: parse(&r.get::<_, String>(0)?)?,
+        name: r.get(1)?,
+        location: match (lat, lon, acc) {
+            (Some(lat), Some(lon), acc) => Some(Location {
+                lat,
+                lon,
+                accuracy_m: acc.unwrap_or(0.0),
+            }),
+            _ => None,
+        },
+        tag_ids: tags
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+const CONTRACT_COLS: &str = "contract_id, name, commissioner, model, rules";
+
+fn contract_from(r: &Row<'_>) -> rusqlite::Result<Contract> {
+    let rules: String = r.get(4)?;
+    Ok(Contract {
+        id: parse(&r.get::<_, String>(0)?)?,
+        name: r.get(1)?,
+        commissioner: r.get(2)?,
+        model: parse(&r.get::<_, String>(3)?)?,
+        rules: serde_json::from_str(&rules).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
@@ -435,6 +504,22 @@ impl ServerStore for SqliteStore {
                     e.flags,
                 ])?;
             }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (amendment_id) DO NOTHING",
+            )?;
+            for a in &c.new_amendments {
+                insert.execute(params![
+                    a.amendment_id.to_string(),
+                    a.visit_id.to_string(),
+                    a.author_id.to_string(),
+                    a.carer_id.to_string(),
+                    a.time.as_str(),
+                    a.corrected_time,
+                    a.reason.as_str(),
+                    a.written_at
+                ])?;
+            }
             if let Some((device, state)) = &c.sync_state {
                 tx.execute(
                     "INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
@@ -520,5 +605,142 @@ impl ServerStore for SqliteStore {
     fn count_events(&self) -> Result<u64> {
         let conn = self.lock()?;
         Ok(conn.query_row("SELECT COUNT(*) FROM clock_events", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn create_team(&self, team: &Team) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO teams (team_id, name) VALUES (?1, ?2) ON CONFLICT (team_id) DO UPDATE SET name = ?2",
+                params![team.id.to_string(), team.name],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn teams(&self) -> Result<Vec<Team>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT team_id, name FROM teams ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Team {
+                id: parse(&r.get::<_, String>(0)?)?,
+                name: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn upsert_client(&self, c: &Client) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO clients (client_id, name, lat, lon, accuracy_m, tag_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (client_id) DO UPDATE SET name = ?2, lat = ?3, lon = ?4, accuracy_m = ?5, tag_ids = ?6",
+                params![
+                    c.id.to_string(),
+                    c.name,
+                    c.location.map(|l| l.lat),
+                    c.location.map(|l| l.lon),
+                    c.location.map(|l| l.accuracy_m),
+                    c.tag_ids.join(",")
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn client(&self, id: ClientId) -> Result<Option<Client>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                [id.to_string()],
+                client_from,
+            )
+            .optional()?)
+    }
+
+    fn clients(&self) -> Result<Vec<Client>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CLIENT_COLS} FROM clients ORDER BY name, client_id"
+        ))?;
+        let rows = stmt.query_map([], client_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn upsert_contract(&self, c: &Contract) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO contracts (contract_id, name, commissioner, model, rules) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (contract_id) DO UPDATE SET name = ?2, commissioner = ?3, model = ?4, rules = ?5",
+                params![c.id.to_string(), c.name, c.commissioner, c.model.as_str(), c.rules.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn contract(&self, id: ContractId) -> Result<Option<Contract>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {CONTRACT_COLS} FROM contracts WHERE contract_id = ?1"),
+                [id.to_string()],
+                contract_from,
+            )
+            .optional()?)
+    }
+
+    fn contracts(&self) -> Result<Vec<Contract>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"
+        ))?;
+        let rows = stmt.query_map([], contract_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn visits_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<VisitRow>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {VISIT_COLS} FROM visits v WHERE v.planned_start >= ?1 AND v.planned_start < ?2 ORDER BY v.planned_start"
+        ))?;
+        let rows = stmt.query_map(params![from, to], visit_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn events_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<EventRow>> {
+        let conn = self.lock()?;
+        let cols: Vec<String> = EVENT_COLS
+            .split(", ")
+            .map(|c| format!("e.{}", c.trim()))
+            .collect();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM clock_events e JOIN visits v ON v.visit_id = e.visit_id
+             WHERE v.planned_start >= ?1 AND v.planned_start < ?2",
+            cols.join(", ")
+        ))?;
+        let rows = stmt.query_map(params![from, to], event_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.amendment_id, a.visit_id, a.author_id, a.carer_id, a.time, a.corrected_time, a.reason, a.written_at
+             FROM amendments a JOIN visits v ON v.visit_id = a.visit_id
+             WHERE v.planned_start >= ?1 AND v.planned_start < ?2",
+        )?;
+        let rows = stmt.query_map(params![from, to], |r| {
+            Ok(AmendmentRow {
+                amendment_id: parse(&r.get::<_, String>(0)?)?,
+                visit_id: parse(&r.get::<_, String>(1)?)?,
+                author_id: parse(&r.get::<_, String>(2)?)?,
+                carer_id: parse(&r.get::<_, String>(3)?)?,
+                time: parse(&r.get::<_, String>(4)?)?,
+                corrected_time: r.get(5)?,
+                reason: parse(&r.get::<_, String>(6)?)?,
+                written_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
