@@ -5,6 +5,7 @@
 //! (a trait with an embedded SQLite implementation).
 
 pub mod auth;
+pub mod demo;
 pub mod http;
 pub mod services;
 pub mod store;

@@ -32,6 +32,9 @@ enum Command {
         /// Directory holding the embedded database.
         #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
         data_dir: PathBuf,
+        /// Seed a demo provider and play two weeks of visits through simulated phones.
+        #[arg(long)]
+        demo: bool,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen, data_dir } => serve(listen, &data_dir),
+        Command::Serve { listen, data_dir, demo } => serve(listen, &data_dir, demo),
         Command::Bootstrap { data_dir, name } => bootstrap(&data_dir, &name),
     };
     match result {
@@ -84,7 +87,7 @@ fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(listen: SocketAddr, data_dir: &Path) -> Result<(), String> {
+fn serve(listen: SocketAddr, data_dir: &Path, demo: bool) -> Result<(), String> {
     let store = open_store(data_dir)?;
     let has_office = store
         .people()
@@ -116,7 +119,14 @@ fn serve(listen: SocketAddr, data_dir: &Path) -> Result<(), String> {
         // Tests and scripts read this line to find the port.
         println!("listening on http://{addr}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
-        axum::serve(listener, router(AppState::new(store)))
+        let mut state = AppState::new(store);
+        if demo {
+            // The demo plays two weeks back; let phones see all of it.
+            state.scope_back_ms = (caresync_server::demo::DEMO_DAYS + 1) * caresync_core::domain::DAY_MS;
+            let (st, url, dir) = (state.clone(), format!("http://{addr}"), data_dir.join("demo-phones"));
+            std::thread::spawn(move || run_demo(&st, &url, &dir));
+        }
+        axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
@@ -141,4 +151,51 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
+    let now = caresync_core::clock::system_now();
+    match state.store.visits_planned_between(now - 30 * caresync_core::domain::DAY_MS, now + caresync_core::domain::DAY_MS) {
+        Ok(v) if !v.is_empty() => {
+            println!("demo: this data directory already holds visits; serving them as they are");
+            return;
+        }
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return;
+        }
+        Ok(_) => {}
+    }
+    println!("demo: seeding a provider and playing two weeks through simulated phones...");
+    let started = std::time::Instant::now();
+    match caresync_server::demo::run(state, url, phones_dir) {
+        Ok(summary) => {
+            println!(
+                "demo: {} visits, {} clock events from {} phones, played in {:.1} s",
+                summary.visits,
+                summary.clock_events,
+                summary.phones,
+                started.elapsed().as_secs_f64()
+            );
+            println!("\noffice token: {}", summary.office_token);
+            for (name, token) in &summary.supervisor_tokens {
+                println!("{name} token: {token}");
+            }
+            let from = summary.first_day;
+            let to = from + chrono::Duration::days(caresync_server::demo::DEMO_DAYS);
+            println!("\nTry (with -H 'Authorization: Bearer <office token>'):");
+            println!("  {url}/api/openapi.json");
+            println!("  {url}/api/v1/reports/punctuality?from={from}&to={to}&group_by=model&period=week");
+            println!("  {url}/api/v1/reports/punctuality.csv?from={from}&to={to}&group_by=contract&period=week");
+            println!("  {url}/api/v1/reports/kpi?from={from}&to={to}");
+            println!("  {url}/api/v1/reports/reconciliation?from={from}&to={to}");
+            println!("  {url}/api/v1/reports/continuity?from={from}&to={to}");
+            println!("  {url}/api/v1/alerts");
+            match caresync_server::services::reports::demo_table(state, from, to) {
+                Ok(table) => println!("\n{table}"),
+                Err(e) => eprintln!("demo: report failed: {e}"),
+            }
+        }
+        Err(e) => eprintln!("demo failed: {e}"),
+    }
 }

@@ -3,6 +3,7 @@
 mod office;
 mod ops;
 mod reference;
+mod supervision;
 mod sync;
 
 use crate::services::visits::{VisitService, VisitServiceError};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub scope_back_ms: Millis,
     /// ...to this far ahead.
     pub scope_ahead_ms: Millis,
+    /// The agency's time zone: days, weeks and months of reports and timelines.
+    pub tz: chrono_tz::Tz,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             telemetry: Arc::new(Telemetry::default()),
             scope_back_ms: 7 * DAY_MS,
             scope_ahead_ms: 14 * DAY_MS,
+            tz: chrono_tz::Europe::London,
         }
     }
 }
@@ -49,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(office::routes())
         .merge(reference::routes())
+        .merge(supervision::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         .with_state(state)

@@ -46,7 +46,7 @@ pub async fn enrol(
         let at = now();
         let enrolled = people::enrol_device(state.store.as_ref(), &req.code, &req.device_name, at)?
             .ok_or_else(|| ApiError::unauthorized("unknown, used or expired enrolment code"))?;
-        tracing::info!(device = %enrolled.device_id, carer = %enrolled.carer_id, "device enrolled");
+        tracing::debug!(device = %enrolled.device_id, carer = %enrolled.carer_id, "device enrolled");
         Ok(cbor(to_cbor(&EnrolResponse {
             device_id: enrolled.device_id,
             carer_id: enrolled.carer_id,

@@ -7,3 +7,8 @@ pub fn parse_rules(value: serde_json::Value) -> Result<serde_json::Value, String
     }
     Ok(value)
 }
+
+/// The demo's closing table: spot against framework, week by week.
+pub fn demo_table(_state: &crate::http::AppState, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<String, String> {
+    Ok(format!("(punctuality table for {from}..{to} pending the report service)"))
+}

@@ -1,0 +1,246 @@
+//! What supervisors (and the office) do: amend actual times, add notes, read timelines.
+//! A supervisor sees and acts on visits with at least one carer in their team.
+
+use super::office::{json_body, parse_id, require, OFFICE_OR_SUPERVISOR};
+use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use crate::services::visits::VisitServiceError;
+use crate::store::{EventRow, Principal};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use caresync_core::domain::*;
+use caresync_core::visit_document::{Amendment, Note, Visit};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/visits/{id}/amendments", post(amend))
+        .route("/api/v1/visits/{id}/notes", post(add_note))
+        .route("/api/v1/visits/{id}/timeline", get(visit_timeline))
+        .route("/api/v1/carers/{id}/timeline", get(carer_timeline))
+}
+
+/// Office sees everything; a supervisor only visits with a carer from their team.
+pub(super) fn may_see_carers(st: &AppState, who: &Principal, carers: &[PersonId]) -> ApiResult<bool> {
+    if who.person.role == Role::Office {
+        return Ok(true);
+    }
+    let Some(team) = who.person.team_id else { return Ok(false) };
+    for c in carers {
+        if st.store.person(*c)?.is_some_and(|p| p.team_id == Some(team)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn visit_in_scope(st: &AppState, who: &Principal, visit: VisitId) -> ApiResult<Visit> {
+    let v = st.visits.read(visit)?;
+    if !may_see_carers(st, who, &v.schedule.carers)? {
+        return Err(ApiError::forbidden("this visit is outside your team"));
+    }
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+pub struct NewAmendment {
+    carer_id: PersonId,
+    time: AmendedTime,
+    corrected_time: DateTime<Utc>,
+    reason: ReasonCode,
+    comment: Option<String>,
+}
+
+async fn amend(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<NewAmendment>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Amendment>)> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let visit_id: VisitId = parse_id(&id)?;
+        let a = json_body(body)?;
+        let current = visit_in_scope(&st, &who, visit_id)?;
+        if !current.schedule.carers.contains(&a.carer_id) && current.events_of(a.carer_id).next().is_none() {
+            return Err(ApiError::bad_request("invalid", "that carer is not on this visit"));
+        }
+        if a.comment.as_ref().is_some_and(|c| c.chars().count() > MAX_NOTE_CHARS) {
+            return Err(ApiError::bad_request("invalid", "comment too long"));
+        }
+        let at = now();
+        let amendment = Amendment {
+            id: AmendmentId::new(),
+            author_id: who.person.id,
+            author_role: who.person.role,
+            carer_id: a.carer_id,
+            time: a.time,
+            corrected_time: a.corrected_time.timestamp_millis(),
+            reason: a.reason,
+            comment: a.comment.filter(|c| !c.trim().is_empty()),
+            written_at: at,
+        };
+        st.visits.edit(visit_id, at, |doc, _| {
+            doc.append_amendment(&amendment)
+                .map(|_| ())
+                .map_err(|source| VisitServiceError::Document { visit: visit_id, source })
+        })?;
+        Ok((StatusCode::CREATED, Json(amendment)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NewNote {
+    category: NoteCategory,
+    text: String,
+}
+
+async fn add_note(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<NewNote>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Note>)> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let visit_id: VisitId = parse_id(&id)?;
+        let n = json_body(body)?;
+        let chars = n.text.chars().count();
+        if n.text.trim().is_empty() || chars > MAX_NOTE_CHARS {
+            return Err(ApiError::bad_request("invalid", format!("a note has 1 to {MAX_NOTE_CHARS} characters")));
+        }
+        visit_in_scope(&st, &who, visit_id)?;
+        let at = now();
+        let note = Note {
+            id: NoteId::new(),
+            author_id: who.person.id,
+            author_role: who.person.role,
+            written_at: at,
+            category: n.category,
+            text: n.text,
+        };
+        st.visits.edit(visit_id, at, |doc, _| {
+            doc.append_note(&note).map(|_| ()).map_err(|source| VisitServiceError::Document { visit: visit_id, source })
+        })?;
+        Ok((StatusCode::CREATED, Json(note)))
+    })
+    .await
+}
+
+/// One line of a visit's timeline.
+#[derive(Serialize, Debug)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimelineEntry {
+    Schedule { at: Millis, by: PersonId, what: String, schedule: caresync_core::Schedule },
+    Clock { at: Millis, event: EventRow },
+    Note { at: Millis, note: Note },
+    TaskOutcome { at: Millis, outcome: caresync_core::TaskOutcome },
+    Amendment { at: Millis, amendment: Amendment },
+}
+
+impl TimelineEntry {
+    fn at(&self) -> Millis {
+        match self {
+            TimelineEntry::Schedule { at, .. }
+            | TimelineEntry::Clock { at, .. }
+            | TimelineEntry::Note { at, .. }
+            | TimelineEntry::TaskOutcome { at, .. }
+            | TimelineEntry::Amendment { at, .. } => *at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct VisitTimeline {
+    visit_id: VisitId,
+    schedule: caresync_core::Schedule,
+    entries: Vec<TimelineEntry>,
+}
+
+fn timeline_of(st: &AppState, visit: &Visit) -> ApiResult<VisitTimeline> {
+    let id = visit.visit_id;
+    let mut entries = Vec::new();
+    for change in st.visits.schedule_history(id)? {
+        entries.push(TimelineEntry::Schedule {
+            at: change.label.at,
+            by: change.label.author_id,
+            what: change.label.what,
+            schedule: change.schedule,
+        });
+    }
+    // Clock events from the projection: it carries received time and flags.
+    for event in st.store.events_for_visit(id)? {
+        entries.push(TimelineEntry::Clock { at: event.trusted_time, event });
+    }
+    for note in &visit.notes {
+        entries.push(TimelineEntry::Note { at: note.written_at, note: note.clone() });
+    }
+    for outcome in &visit.task_outcomes {
+        entries.push(TimelineEntry::TaskOutcome { at: outcome.recorded_at, outcome: outcome.clone() });
+    }
+    for amendment in &visit.amendments {
+        entries.push(TimelineEntry::Amendment { at: amendment.written_at, amendment: amendment.clone() });
+    }
+    entries.sort_by_key(TimelineEntry::at);
+    Ok(VisitTimeline { visit_id: id, schedule: visit.schedule.clone(), entries })
+}
+
+async fn visit_timeline(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<VisitTimeline>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let visit = visit_in_scope(&st, &who, parse_id(&id)?)?;
+        Ok(Json(timeline_of(&st, &visit)?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct DayQuery {
+    /// Local date in the agency's time zone, `YYYY-MM-DD`.
+    date: NaiveDate,
+}
+
+#[derive(Serialize)]
+pub struct CarerDay {
+    carer_id: PersonId,
+    date: NaiveDate,
+    visits: Vec<VisitTimeline>,
+}
+
+async fn carer_timeline(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<DayQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<CarerDay>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let carer: PersonId = parse_id(&id)?;
+        let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        st.store.person(carer)?.ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;
+        if !may_see_carers(&st, &who, &[carer])? {
+            return Err(ApiError::forbidden("this carer is outside your team"));
+        }
+        let (from, to) = caresync_core::store::local_day_bounds(st.tz, q.date);
+        let mut visits = Vec::new();
+        for row in st.store.visits_planned_between(from, to)? {
+            if row.carers.contains(&carer) {
+                visits.push(timeline_of(&st, &st.visits.read(row.visit_id)?)?);
+            }
+        }
+        Ok(Json(CarerDay { carer_id: carer, date: q.date, visits }))
+    })
+    .await
+}
