@@ -21,17 +21,36 @@ const REPLICAS: usize = 4;
 #[derive(Clone, Debug)]
 enum Op {
     /// A carer's device records a clock event.
-    Clock { carer_a: bool, kind: ClockKind, minute: i64 },
+    Clock {
+        carer_a: bool,
+        kind: ClockKind,
+        minute: i64,
+    },
     /// A carer (replica 1 or 2) or the supervisor (3) writes a note.
-    Note { replica: usize, category: NoteCategory, text: String },
-    Outcome { carer_a: bool, task: usize, result: TaskResult },
+    Note {
+        replica: usize,
+        category: NoteCategory,
+        text: String,
+    },
+    Outcome {
+        carer_a: bool,
+        task: usize,
+        result: TaskResult,
+    },
     /// The office moves the visit.
-    Reschedule { minutes: i64 },
+    Reschedule {
+        minutes: i64,
+    },
     /// The office adds a task to the visit.
     AddTask,
-    Cancel { chargeable: bool },
+    Cancel {
+        chargeable: bool,
+    },
     /// `to` receives everything `from` has.
-    Merge { from: usize, to: usize },
+    Merge {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -106,7 +125,11 @@ fn apply(f: &mut Fixture, op: &Op, written: &mut Written) -> Result<(), Document
     let carer_replica = |a: bool| if a { CARER_A } else { CARER_B };
     let carer_index = |a: bool| usize::from(!a);
     match op {
-        Op::Clock { carer_a, kind, minute } => {
+        Op::Clock {
+            carer_a,
+            kind,
+            minute,
+        } => {
             let i = carer_index(*carer_a);
             let event = ClockEvent {
                 id: EventId::new(),
@@ -149,7 +172,11 @@ fn apply(f: &mut Fixture, op: &Op, written: &mut Written) -> Result<(), Document
             f.replicas[*replica].append_note(&note)?;
             written.notes.push(note.id);
         }
-        Op::Outcome { carer_a, task, result } => {
+        Op::Outcome {
+            carer_a,
+            task,
+            result,
+        } => {
             let replica = &mut f.replicas[carer_replica(*carer_a)];
             // The carer records against the tasks their replica knows of.
             let tasks = replica.read()?.schedule.tasks;

@@ -188,7 +188,10 @@ fn check_after_crash(db: &Path, acked: &BTreeSet<Ack>) -> TestResult {
             }
             Ack::Outcome(v, id) => {
                 let outcomes = store.visit(*v)?.visit.task_outcomes;
-                assert!(outcomes.iter().any(|o| o.id == *id), "acknowledged outcome {id} lost");
+                assert!(
+                    outcomes.iter().any(|o| o.id == *id),
+                    "acknowledged outcome {id} lost"
+                );
             }
         }
     }
@@ -197,12 +200,18 @@ fn check_after_crash(db: &Path, acked: &BTreeSet<Ack>) -> TestResult {
     let conn = rusqlite::Connection::open(db)?;
     let rows: i64 = conn.query_row("SELECT COUNT(*) FROM clock_events", [], |r| r.get(0))?;
     let acked_events = acked.iter().filter(|a| matches!(a, Ack::Event(..))).count() as i64;
-    assert!(rows >= acked_events, "{rows} event rows < {acked_events} acknowledged");
+    assert!(
+        rows >= acked_events,
+        "{rows} event rows < {acked_events} acknowledged"
+    );
     // Nothing acknowledged is reported as synced: every clocked visit is still in the outbox.
     let outbox: BTreeSet<VisitId> = store.outbox()?.into_iter().map(|e| e.visit_id).collect();
     for ack in acked {
         if let Ack::Event(v, _) = ack {
-            assert!(outbox.contains(v), "visit {v} has unsynced events but is not in the outbox");
+            assert!(
+                outbox.contains(v),
+                "visit {v} has unsynced events but is not in the outbox"
+            );
         }
     }
     Ok(())
@@ -229,7 +238,10 @@ fn acknowledged_operations_survive_sigkill() -> TestResult {
             acks,
             killed_while_running,
         } = run_and_kill(&db, &mut rng)?;
-        assert!(killed_while_running, "round {round}: the child exited before it was killed");
+        assert!(
+            killed_while_running,
+            "round {round}: the child exited before it was killed"
+        );
         assert!(!acks.is_empty(), "round {round}: nothing acknowledged");
         acked.extend(acks);
         check_after_crash(&db, &acked)?;
