@@ -125,15 +125,18 @@ struct Round {
     acks: Vec<Ack>,
     /// Whether the child was still working when the kill landed (it always should be).
     killed_while_running: bool,
+    /// What the child wrote to stderr, to explain a child that failed instead of being killed.
+    child_stderr: String,
 }
 
 /// Start a child, let it work for a random while after its first acknowledgement, SIGKILL it.
 fn run_and_kill(db: &Path, rng: &mut Rng) -> Result<Round, Box<dyn std::error::Error>> {
+    let stderr_path = db.with_extension("child-stderr");
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, db)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path)?)
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no child stdout")?;
     // Read on a thread so a full pipe never stalls the child, and so the parent sees the first ack.
@@ -158,10 +161,16 @@ fn run_and_kill(db: &Path, rng: &mut Rng) -> Result<Round, Box<dyn std::error::E
     child.kill()?; // SIGKILL on Unix: no destructors, no SQLite cleanup.
     child.wait()?;
     let acks = reader.join().map_err(|_| "reader thread panicked")?;
-    first.map_err(|_| "the child acknowledged nothing within 20 s")?;
+    let child_stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    if first.is_err() {
+        return Err(
+            format!("the child acknowledged nothing within 20 s; its stderr:\n{child_stderr}").into(),
+        );
+    }
     Ok(Round {
         acks,
         killed_while_running,
+        child_stderr,
     })
 }
 
@@ -174,6 +183,34 @@ fn check_after_crash(db: &Path, acked: &BTreeSet<Ack>) -> TestResult {
     }
     let store = PhoneStore::open(db)?;
     assert_eq!(store.verify_derived_rows()?, Vec::<String>::new());
+    // verify_derived_rows looks at event rows only; the visit rows must agree with their documents too.
+    let conn = rusqlite::Connection::open(db)?;
+    let mut stmt =
+        conn.prepare("SELECT visit_id, planned_start, planned_end, status, my_state FROM visits")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, start, end, status, my_state) = row?;
+        let detail = store.visit(id.parse()?)?;
+        let schedule = &detail.visit.schedule;
+        assert_eq!(
+            (start, end, status.as_str(), my_state.as_str()),
+            (
+                schedule.planned_start,
+                schedule.planned_end,
+                schedule.status.as_str(),
+                detail.state.as_str()
+            ),
+            "visit {id}: row and document disagree"
+        );
+    }
     let on_phone: BTreeSet<VisitId> = store.visit_ids()?.into_iter().collect();
     for ack in acked {
         match ack {
@@ -197,7 +234,6 @@ fn check_after_crash(db: &Path, acked: &BTreeSet<Ack>) -> TestResult {
     }
     // The derived rows hold at least every acknowledged clock event (more when a kill landed
     // between a commit and its acknowledgement).
-    let conn = rusqlite::Connection::open(db)?;
     let rows: i64 = conn.query_row("SELECT COUNT(*) FROM clock_events", [], |r| r.get(0))?;
     let acked_events = acked.iter().filter(|a| matches!(a, Ack::Event(..))).count() as i64;
     assert!(
@@ -237,10 +273,11 @@ fn acknowledged_operations_survive_sigkill() -> TestResult {
         let Round {
             acks,
             killed_while_running,
+            child_stderr,
         } = run_and_kill(&db, &mut rng)?;
         assert!(
             killed_while_running,
-            "round {round}: the child exited before it was killed"
+            "round {round}: the child exited before it was killed; its stderr:\n{child_stderr}"
         );
         assert!(!acks.is_empty(), "round {round}: nothing acknowledged");
         acked.extend(acks);
