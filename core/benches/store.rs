@@ -1,5 +1,6 @@
-//! Phone-core figures for docs/performance.md: a durable clock-in, opening a store holding
-//! 10,000 visits, listing one day of it, and the size of a typical visit document.
+//! Phone-core figures for docs/performance.md: a durable clock-in, a note on a visit with a long
+//! history, opening a store holding 10,000 visits, listing one day of it, and the size of a typical
+//! visit document.
 //!
 //! Run: `cargo bench -p caresync-core --bench store -- --warm-up-time 1 --measurement-time 5`
 
@@ -128,6 +129,52 @@ fn clock_in(c: &mut Criterion) {
     });
 }
 
+/// Every write loads, reads and saves the whole document, so its cost grows with the visit's
+/// history: a note on a visit that already holds 50 notes.
+fn note_on_long_visit(c: &mut Criterion) {
+    const PRIOR_NOTES: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, carer) = enrolled_store(&dir.path().join("phone.db"));
+    let long_visit = || {
+        let mut doc =
+            VisitDocument::create(VisitId::new(), &schedule(carer, T0), &ActorId::random()).expect("create");
+        for i in 0..PRIOR_NOTES {
+            doc.append_note(&Note {
+                id: NoteId::new(),
+                author_id: carer,
+                author_role: Role::Carer,
+                written_at: T0 + i as i64 * MINUTE_MS,
+                category: NoteCategory::General,
+                text: format!("Handover note {i}: settled, drinks left within reach, door locked."),
+            })
+            .expect("note");
+        }
+        doc
+    };
+    eprintln!(
+        "visit document with {PRIOR_NOTES} notes: {} bytes saved",
+        long_visit().save().len()
+    );
+    let mut group = c.benchmark_group("phone");
+    group.sample_size(30);
+    group.bench_function("add_note_visit_with_50_notes", |b| {
+        b.iter_batched(
+            || store.import_visit(&long_visit().save()).expect("import"),
+            |visit| {
+                store
+                    .add_note(
+                        visit,
+                        NoteCategory::Wellbeing,
+                        "Tired today, stayed in bed longer.",
+                    )
+                    .expect("note")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn ten_thousand_visits(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("phone.db");
@@ -182,5 +229,11 @@ fn document_size(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, clock_in, ten_thousand_visits, document_size);
+criterion_group!(
+    benches,
+    clock_in,
+    note_on_long_visit,
+    ten_thousand_visits,
+    document_size
+);
 criterion_main!(benches);
