@@ -1,8 +1,9 @@
 //! The one way caresync opens a SQLite file: WAL, foreign keys, a busy timeout, and migrations
 //! stepped by `PRAGMA user_version` inside one immediate transaction.
 //!
-//! A file that cannot be opened (corrupt, not a database, from a newer build) is moved aside,
-//! never deleted: it may hold unsynced clock-ins. The error says where it went.
+//! A file SQLite reports as corrupt or not a database is moved aside, never deleted: it may hold
+//! unsynced clock-ins. The error says where it went. Any other failure (a lock held too long, a
+//! full disk, a file from a newer build) leaves the file where it is.
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ pub enum OpenError {
 pub fn open(path: &Path, migrations: &[Migration], durability: Durability) -> Result<Connection, OpenError> {
     match try_open(path, migrations, durability) {
         Ok(conn) => Ok(conn),
-        Err(e @ OpenError::TooNew { .. }) => Err(e),
+        Err(e) if !says_file_is_unreadable(&e) => Err(e),
         Err(e) => {
             let cause = e.to_string();
             if !path.exists() {
@@ -80,6 +81,17 @@ pub fn open(path: &Path, migrations: &[Migration], durability: Durability) -> Re
             }
         }
     }
+}
+
+/// Only a file SQLite itself calls corrupt or not a database is moved aside. A busy lock, a full
+/// disk or an I/O error says nothing about the file, and moving a live database away would hide
+/// every unsynced clock-in in it behind a fresh, empty one.
+fn says_file_is_unreadable(e: &OpenError) -> bool {
+    matches!(
+        e,
+        OpenError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 fn try_open(path: &Path, migrations: &[Migration], durability: Durability) -> Result<Connection, OpenError> {
@@ -195,6 +207,53 @@ mod tests {
             }
         ));
         assert!(path.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn a_busy_database_is_an_error_and_stays_where_it_is() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("phone.db");
+        let mut holder = open(&path, &[v1], Durability::Full)?;
+        holder.execute("INSERT INTO t (x) VALUES (1)", [])?;
+        // Another connection (a sync worker, say) holds the write lock past the busy timeout.
+        let tx = holder.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let err = open(&path, &[v1], Durability::Full)
+            .err()
+            .ok_or("opened while locked")?;
+        assert!(
+            matches!(&err, OpenError::Sqlite(_)),
+            "a healthy database was treated as unreadable: {err}"
+        );
+        tx.rollback()?;
+        // Still the same file, holding its row, and no copy was made.
+        let rows: i64 =
+            open(&path, &[v1], Durability::Full)?.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
+        assert_eq!(rows, 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("unreadable"))
+            .collect();
+        assert_eq!(names, Vec::<String>::new());
+        Ok(())
+    }
+
+    #[test]
+    fn a_corrupt_database_is_moved_aside() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("phone.db");
+        drop(open(&path, &[v1], Durability::Full)?);
+        // Keep the 100-byte header (a database by its magic) and wreck the schema page behind it.
+        let mut bytes = std::fs::read(&path)?;
+        for b in bytes.iter_mut().skip(100).take(3_000) {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes)?;
+        let err = open(&path, &[v1], Durability::Full)
+            .err()
+            .ok_or("opened a corrupt file")?;
+        assert!(matches!(err, OpenError::MovedAside { .. }), "{err}");
         Ok(())
     }
 

@@ -34,8 +34,15 @@ pub enum DocumentError {
     Malformed(String),
     #[error("visit document has schema version {found}; this build reads up to {SCHEMA_VERSION}")]
     UnknownSchema { found: u64 },
+    /// Boxed: an `AutomergeError` is large, and every store result carries this type.
     #[error("visit document could not be decoded: {0}")]
-    Automerge(#[from] automerge::AutomergeError),
+    Automerge(Box<automerge::AutomergeError>),
+}
+
+impl From<automerge::AutomergeError> for DocumentError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        DocumentError::Automerge(Box::new(e))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
