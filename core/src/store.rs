@@ -264,7 +264,6 @@ impl PhoneStore {
     }
 
     // Written by the sync client, which lands in a separate change.
-    #[allow(dead_code)]
     pub(crate) fn set_last_sync_at(&self, at: Millis) -> Result<()> {
         let conn = self.lock()?;
         conn.execute(
