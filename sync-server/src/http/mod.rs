@@ -3,6 +3,7 @@
 mod office;
 mod ops;
 mod reference;
+mod reports;
 mod supervision;
 mod sync;
 
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(office::routes())
         .merge(reference::routes())
         .merge(supervision::routes())
+        .merge(reports::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         .with_state(state)
