@@ -5,10 +5,12 @@
 //!   write rules judge incoming changes by.
 //! - [`store`]: the phone's SQLite store; every carer action works offline.
 //! - [`sqlite`]: the one way a SQLite file is opened and migrated (phone and server).
+//! - [`metrics`]: the metric definitions (punctuality, billing, reconciliation) with thresholds as data.
 //! - [`clock`]: device time and the offset to the server's trusted time.
 
 pub mod clock;
 pub mod domain;
+pub mod metrics;
 pub mod sqlite;
 pub mod store;
 pub mod visit_document;
