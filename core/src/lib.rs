@@ -7,12 +7,14 @@
 //! - [`sqlite`]: the one way a SQLite file is opened and migrated (phone and server).
 //! - [`protocol`], [`sync_client`], [`http_transport`]: the sync protocol's wire types, the
 //!   transport-agnostic client, and its HTTP transport.
+//! - [`metrics`]: the metric definitions (punctuality, billing, reconciliation) with thresholds as data.
 //! - [`clock`]: device time and the offset to the server's trusted time.
 
 pub mod clock;
 pub mod domain;
 pub mod http_transport;
 pub mod protocol;
+pub mod metrics;
 pub mod sqlite;
 pub mod store;
 pub mod sync_client;

@@ -1,0 +1,37 @@
+//! The metric definitions of brief section 5, in one place, with every threshold as data.
+//!
+//! Pure functions over [`Visit`](crate::visit_document::Visit)s: no SQL, no I/O, no clock. The
+//! server reads visits, contracts and teams from its store, then calls:
+//!
+//! 1. [`visit_outcome`] per visit (with the contract's [`ContractRules`] and the report's "now");
+//! 2. [`PunctualityReport::build`] over the outcomes, grouped and by period;
+//! 3. [`weekly_reconciliation`] and [`continuity`] for the spot-purchasing weekly figures.
+//!
+//! `docs/metrics.md` states each definition exactly as implemented here.
+
+pub mod billing;
+mod csv;
+pub mod periods;
+pub mod reconciliation;
+pub mod report;
+pub mod rules;
+pub mod time_trust;
+pub mod visit_outcome;
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use billing::{billable_minutes, round_to_unit, Billable};
+pub use periods::{local_date, AgencyTimeZone, Period, PeriodKind, UnknownTimeZone};
+pub use reconciliation::{
+    continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, ContinuityRow, ReconciliationRow,
+};
+pub use report::{
+    ContractInfo, CountUnit, GroupBy, KpiRow, KpiStatus, PunctualityReport, ReportContext, ReportQuery,
+    ReportRow,
+};
+pub use rules::{BillingBasis, BillingRule, ContractRules, KpiTargets, Rounding, RulesError, TimeTrustRules};
+pub use time_trust::{event_trust, time_trust_flags, EventTrust, TimeTrustFlags};
+pub use visit_outcome::{
+    visit_outcome, Attendance, CarerOutcome, Figures, Punctuality, VisitInputs, VisitOutcome,
+};
