@@ -184,14 +184,59 @@ pub fn post_raw(url: &str, path: &str, token: Option<&str>, body: &[u8]) -> Test
 pub struct Office {
     pub url: String,
     pub token: String,
+    /// A client and a spot contract for visits whose client and contract don't matter.
+    default_refs: OnceLock<(ClientId, ContractId)>,
 }
 
 impl Office {
     pub fn new(url: &str, token: &str) -> Self {
-        Self {
-            url: url.to_string(),
-            token: token.to_string(),
+        Self { url: url.to_string(), token: token.to_string(), default_refs: OnceLock::new() }
+    }
+
+    pub fn create_client(&self, name: &str, location: Option<Location>) -> TestResult<ClientId> {
+        let v = self.ok("POST", "/api/v1/clients", Some(json!({"name": name, "location": location})))?;
+        Ok(v["id"].as_str().ok_or("no id")?.parse()?)
+    }
+
+    pub fn create_contract(&self, name: &str, model: &str, rules: Value) -> TestResult<ContractId> {
+        let v = self.ok(
+            "POST",
+            "/api/v1/contracts",
+            Some(json!({"name": name, "commissioner": "Testshire Council", "model": model, "rules": rules})),
+        )?;
+        Ok(v["id"].as_str().ok_or("no id")?.parse()?)
+    }
+
+    fn default_refs(&self) -> TestResult<(ClientId, ContractId)> {
+        if let Some(refs) = self.default_refs.get() {
+            return Ok(*refs);
         }
+        let refs = (self.create_client("Test client", None)?, self.create_contract("Test spot", "spot", json!({}))?);
+        Ok(*self.default_refs.get_or_init(|| refs))
+    }
+
+    /// Create a visit for a given client and contract, `minutes` long.
+    pub fn create_visit_for(
+        &self,
+        client: ClientId,
+        contract: ContractId,
+        carers: &[PersonId],
+        start: Millis,
+        minutes: i64,
+    ) -> TestResult<VisitId> {
+        let v = self.ok(
+            "POST",
+            "/api/v1/visits",
+            Some(json!({"visits": [{
+                "client_id": client,
+                "contract_id": contract,
+                "carers": carers,
+                "planned_start": rfc3339(start),
+                "planned_end": rfc3339(start + minutes * MINUTE_MS),
+                "tasks": ["Medication prompt", "Breakfast"],
+            }]})),
+        )?;
+        Ok(v["visit_ids"][0].as_str().ok_or("no visit id")?.parse()?)
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> TestResult<(u16, Value)> {
@@ -220,21 +265,10 @@ impl Office {
         Ok(v["code"].as_str().ok_or("no code")?.to_string())
     }
 
-    /// Create a visit for `carers` starting `start_in` from now, lasting 30 minutes.
+    /// Create a 30-minute visit for `carers` starting at `start`.
     pub fn create_visit(&self, carers: &[PersonId], start: Millis) -> TestResult<VisitId> {
-        let v = self.ok(
-            "POST",
-            "/api/v1/visits",
-            Some(json!({"visits": [{
-                "client_id": ClientId::new(),
-                "contract_id": ContractId::new(),
-                "carers": carers,
-                "planned_start": rfc3339(start),
-                "planned_end": rfc3339(start + 30 * MINUTE_MS),
-                "tasks": ["Medication prompt", "Breakfast"],
-            }]})),
-        )?;
-        Ok(v["visit_ids"][0].as_str().ok_or("no visit id")?.parse()?)
+        let (client, contract) = self.default_refs()?;
+        self.create_visit_for(client, contract, carers, start, 30)
     }
 
     pub fn visit(&self, id: VisitId) -> TestResult<Value> {

@@ -444,28 +444,18 @@ pub(crate) fn project(visit: VisitId, doc: &mut VisitDocument, now: Millis) -> R
     })
 }
 
-/// Flags shown with every event whose time cannot be fully trusted (brief, section 4).
+/// The time-trust flags stored with an event row at receipt (brief, section 4), by the one
+/// definition in `caresync_core::metrics`; reports re-derive them under each contract's rules.
 pub fn time_trust_flags(e: &caresync_core::ClockEvent, received_at: Millis) -> Vec<&'static str> {
-    const TWO_MINUTES: Millis = 2 * MINUTE_MS;
-    let mut flags = Vec::new();
-    match (e.clock_offset_ms, e.offset_measured_at) {
-        (Some(offset), Some(measured)) if e.device_time - measured <= DAY_MS => {
-            if offset.abs() > TWO_MINUTES {
-                flags.push("clock_skew");
-            }
-        }
-        (Some(offset), _) => {
-            flags.push("unverified_time");
-            if offset.abs() > TWO_MINUTES {
-                flags.push("clock_skew");
-            }
-        }
-        (None, _) => flags.push("unverified_time"),
-    }
-    if e.trusted_time() - received_at > TWO_MINUTES {
-        flags.push("future_time");
-    }
-    flags
+    let flags = caresync_core::metrics::time_trust_flags(e, Some(received_at), &Default::default());
+    [
+        (flags.unverified_time, "unverified_time"),
+        (flags.clock_skew, "clock_skew"),
+        (flags.future_time, "future_time"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
 }
 
 fn event_row(
