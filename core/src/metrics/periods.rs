@@ -74,7 +74,9 @@ impl Period {
         let day = local_date(at, tz);
         let start = match kind {
             PeriodKind::Day => day,
-            PeriodKind::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+            PeriodKind::Week => day
+                .checked_sub_signed(Duration::days(i64::from(day.weekday().num_days_from_monday())))
+                .unwrap_or(day),
             PeriodKind::Month => day.with_day(1).unwrap_or(day),
         };
         Period { kind, start }

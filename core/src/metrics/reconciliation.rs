@@ -99,9 +99,9 @@ pub fn weekly_reconciliation(outcomes: &[VisitOutcome], tz: AgencyTimeZone) -> V
             .or_insert_with(|| (week, Sums::default()));
         s.visits += 1;
         s.cancelled += u64::from(o.is_cancelled());
-        s.authorised_ms += o.authorised_ms;
-        s.delivered_ms += o.delivered_ms;
-        s.billable_minutes += o.billable_minutes;
+        s.authorised_ms = s.authorised_ms.saturating_add(o.authorised_ms);
+        s.delivered_ms = s.delivered_ms.saturating_add(o.delivered_ms);
+        s.billable_minutes = s.billable_minutes.saturating_add(o.billable_minutes);
     }
     weeks
         .into_iter()
@@ -118,8 +118,8 @@ pub fn weekly_reconciliation(outcomes: &[VisitOutcome], tz: AgencyTimeZone) -> V
                 authorised_minutes: authorised,
                 delivered_minutes: delivered,
                 billable_minutes: s.billable_minutes,
-                delivered_minus_authorised: delivered - authorised,
-                billable_minus_authorised: s.billable_minutes - authorised,
+                delivered_minus_authorised: delivered.saturating_sub(authorised),
+                billable_minus_authorised: s.billable_minutes.saturating_sub(authorised),
             }
         })
         .collect()

@@ -568,6 +568,59 @@ mod tests {
     }
 
     #[test]
+    fn flags_location_and_live_states_reach_the_rows() {
+        let ctx = context(framework(5.0, 1.0));
+        let p = utc(2026, 6, 10, 9, 0);
+        // "Now" is 09:20: P + 20 min.
+        let now = p + 20 * MINUTE_MS;
+        // Double-up: A clocks in at P with a skewed phone (offset −3 min) 300 m from home; B never
+        // arrives. A visit planned at 09:10 is pending until 09:25; one planned at 08:50 has been
+        // overdue since 09:05 and is not missed until 09:50.
+        let mut double = visit(vec![carer_a(), carer_b()], p, 30);
+        let mut e = clock_in(carer_a(), p);
+        e.device_time = p + 3 * MINUTE_MS;
+        e.clock_offset_ms = Some(-3 * MINUTE_MS);
+        e.offset_measured_at = Some(p);
+        e.location = Some(north_of_home(300.0));
+        double.events.push(e);
+        let pending = visit_at(p + 10 * MINUTE_MS, None);
+        let overdue = visit_at(p - 10 * MINUTE_MS, None);
+        let inputs = VisitInputs {
+            client_location: Some(client_home()),
+            received_at: HashMap::new(),
+        };
+        let outcomes: Vec<_> = [double, pending, overdue]
+            .iter()
+            .map(|v| ctx.outcome(v, &inputs, now))
+            .collect();
+        let all = PunctualityReport::build(&outcomes, &ctx, month_query(GroupBy::All));
+        let r = &all.rows[0];
+        assert_eq!(
+            (r.scheduled, r.attended, r.pending, r.overdue, r.missed),
+            (3, 1, 1, 1, 0)
+        );
+        // Pending and overdue are in neither rate's denominator: missed 0 ÷ (1 + 0).
+        assert_eq!(r.missed_pct, Some(0.0));
+        assert_eq!(
+            (r.partially_attended, r.location_checked, r.location_verified),
+            (1, 1, 0)
+        );
+        assert_eq!(r.location_verified_pct, Some(0.0));
+        assert_eq!(
+            (r.flagged_events, r.clock_skew_events, r.unverified_time_events),
+            (1, 1, 0)
+        );
+        // No clock-out yet: not ECM compliant.
+        assert_eq!(r.electronic_pct, Some(0.0));
+        let carers = PunctualityReport::build(&outcomes, &ctx, month_query(GroupBy::Carer));
+        let b = carers.rows.iter().find(|r| r.group == carer_b().to_string());
+        // B's part of the double-up: P + 20 min > P + 15, unattended: overdue for B, no events.
+        assert_eq!(b.map(|r| (r.overdue, r.flagged_events)), Some((1, 0)));
+        let a = carers.rows.iter().find(|r| r.group == carer_a().to_string());
+        assert_eq!(a.map(|r| (r.attended, r.flagged_events)), Some((1, 1)));
+    }
+
+    #[test]
     fn day_rows_follow_local_days_across_the_clock_change() {
         let ctx = context(framework(5.0, 1.0));
         // 00:30 BST on 2026-10-25 (23:30 UTC on the 24th) and 09:00 GMT on the 25th: one local day.

@@ -190,7 +190,7 @@ pub fn visit_outcome(
         .map(|e| event_trust(e, inputs.received_at.get(&e.id).copied(), &rules.time_trust))
         .collect();
 
-    let planned_ms = s.duration_ms().max(0);
+    let planned_ms = s.planned_end.saturating_sub(s.planned_start).max(0);
     let chargeable = cancelled && s.chargeable == Some(true);
     let billable = match figures.attendance {
         Attendance::Cancelled if chargeable => Billable::CancelledChargeable { planned_ms },
@@ -313,7 +313,7 @@ impl Judge<'_> {
         f.start_offset_ms = Some(offset);
         f.punctuality = Some(if offset > r.late_after_ms() {
             Punctuality::Late
-        } else if -offset > r.early_before_ms() {
+        } else if offset.saturating_neg() > r.early_before_ms() {
             Punctuality::Early
         } else {
             Punctuality::OnTime
@@ -636,6 +636,33 @@ mod tests {
         assert!(flags.unverified_time && flags.future_time && !flags.clock_skew);
         // No offset: trusted time is the device time, 08:10 − 1.5 s.
         assert_eq!(o.figures.clock_in, Some(P + 10 * MINUTE_MS - 1500));
+    }
+
+    #[test]
+    fn absurd_times_never_panic() {
+        use crate::metrics::{weekly_reconciliation, AgencyTimeZone, Period, PeriodKind};
+        for (start, event_at, now) in [
+            (Millis::MAX - 1, Millis::MIN, Millis::MAX),
+            (Millis::MIN, Millis::MAX, Millis::MIN),
+            (0, Millis::MIN, Millis::MAX),
+        ] {
+            let mut v = visit(vec![carer_a()], 0, 30);
+            v.schedule.planned_start = start;
+            v.schedule.planned_end = start.wrapping_add(1);
+            v.events.push(clock_in(carer_a(), 0));
+            v.events[0].device_time = event_at;
+            v.events[0].clock_offset_ms = Some(Millis::MAX);
+            v.events[0].offset_measured_at = Some(Millis::MIN);
+            v.events.push(clock_out(carer_a(), 0));
+            v.events[1].device_time = Millis::MIN;
+            let mut rules = rules();
+            rules.billing.rounding = crate::metrics::Rounding::Up;
+            let o = visit_outcome(&v, &rules, &at_home(), now);
+            let _ = weekly_reconciliation(&[o.clone(), o], AgencyTimeZone::default());
+            for kind in [PeriodKind::Day, PeriodKind::Week, PeriodKind::Month] {
+                let _ = Period::containing(kind, start, AgencyTimeZone::default()).label();
+            }
+        }
     }
 
     #[test]
