@@ -13,8 +13,8 @@
 pub mod clock;
 pub mod domain;
 pub mod http_transport;
-pub mod protocol;
 pub mod metrics;
+pub mod protocol;
 pub mod sqlite;
 pub mod store;
 pub mod sync_client;

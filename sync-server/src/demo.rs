@@ -53,7 +53,10 @@ impl DemoPhone {
     fn set_time(&self, at: Millis) -> Result<(), String> {
         self.clock.set(at + self.skew_ms);
         self.store
-            .set_clock_offset(ClockOffset { offset_ms: -self.skew_ms, measured_at: at + self.skew_ms - HOUR_MS })
+            .set_clock_offset(ClockOffset {
+                offset_ms: -self.skew_ms,
+                measured_at: at + self.skew_ms - HOUR_MS,
+            })
             .map_err(|e| e.to_string())
     }
 
@@ -80,12 +83,24 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
     let office_token = office_token.unwrap_or_default();
 
     let team_names = ["North team", "Riverside team", "Hillside team"];
-    let teams: Vec<Team> = team_names.iter().map(|n| Team { id: TeamId::new(), name: n.to_string() }).collect();
+    let teams: Vec<Team> = team_names
+        .iter()
+        .map(|n| Team {
+            id: TeamId::new(),
+            name: n.to_string(),
+        })
+        .collect();
     let mut supervisor_tokens = Vec::new();
     for team in &teams {
         store.create_team(team).map_err(|e| err(&e))?;
-        let (sup, token) = people::create_person(store, &format!("Supervisor, {}", team.name), Role::Supervisor, Some(team.id), now)
-            .map_err(|e| err(&e))?;
+        let (sup, token) = people::create_person(
+            store,
+            &format!("Supervisor, {}", team.name),
+            Role::Supervisor,
+            Some(team.id),
+            now,
+        )
+        .map_err(|e| err(&e))?;
         supervisor_tokens.push((sup.name, token.unwrap_or_default()));
     }
 
@@ -124,7 +139,7 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
     for i in 0..60 {
         let team = i % teams.len();
         let contract = match i % 5 {
-            0 | 1 | 2 => framework.id,
+            0..=2 => framework.id,
             3 => council_spot.id,
             _ => icb_spot.id,
         };
@@ -147,15 +162,27 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
     let mut phones: Vec<DemoPhone> = Vec::new();
     for i in 0..20 {
         let team = i % teams.len();
-        let (carer, _) = people::create_person(store, &format!("Carer {:02}", i + 1), Role::Carer, Some(teams[team].id), now)
-            .map_err(|e| err(&e))?;
+        let (carer, _) = people::create_person(
+            store,
+            &format!("Carer {:02}", i + 1),
+            Role::Carer,
+            Some(teams[team].id),
+            now,
+        )
+        .map_err(|e| err(&e))?;
         let code = people::issue_enrolment_code(store, carer.id, now).map_err(|e| err(&e))?;
         let clock = Arc::new(ManualClock::new(now));
         let path = phones_dir.join(format!("phone-{:02}-{}.db", i + 1, carer.id));
         let phone_store = Arc::new(PhoneStore::open_with(&path, clock.clone(), tz).map_err(|e| err(&e))?);
         let transport = Arc::new(HttpTransport::new(url));
-        sync_client::enrol(&phone_store, transport.as_ref(), url, &code.code, &format!("Carer {:02}'s phone", i + 1))
-            .map_err(|e| err(&e))?;
+        sync_client::enrol(
+            &phone_store,
+            transport.as_ref(),
+            url,
+            &code.code,
+            &format!("Carer {:02}'s phone", i + 1),
+        )
+        .map_err(|e| err(&e))?;
         phones.push(DemoPhone {
             carer: carer.id,
             team,
@@ -166,11 +193,23 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
             offline_all_day: i % 6 == 1,
         });
     }
-    let by_team: Vec<Vec<usize>> =
-        (0..teams.len()).map(|t| phones.iter().enumerate().filter(|(_, p)| p.team == t).map(|(i, _)| i).collect()).collect();
+    let by_team: Vec<Vec<usize>> = (0..teams.len())
+        .map(|t| {
+            phones
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.team == t)
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
 
     // Two weeks of calls: morning, lunch and evening; double-ups for every tenth client.
-    let today = chrono::Utc.timestamp_millis_opt(now).single().map(|t| t.with_timezone(&tz).date_naive()).unwrap_or_default();
+    let today = chrono::Utc
+        .timestamp_millis_opt(now)
+        .single()
+        .map(|t| t.with_timezone(&tz).date_naive())
+        .unwrap_or_default();
     let first_day = today - Duration::days(DEMO_DAYS - 1);
     let slots = [(8, 0, 45), (12, 30, 30), (18, 0, 30)];
     let mut planned: Vec<(VisitId, Schedule, usize)> = Vec::new();
@@ -179,12 +218,18 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         for (ci, (client, team, contract)) in clients.iter().enumerate() {
             let calls = 1 + ci % 3;
             for &(h, m, minutes) in slots.iter().take(calls) {
-                let Some(start) = local_time(tz, day, h, m) else { continue };
+                let Some(start) = local_time(tz, day, h, m) else {
+                    continue;
+                };
                 let team_phones = &by_team[*team];
                 // Continuity: a client's regular carer, with a second on weekends.
                 let regular = team_phones[ci % team_phones.len()];
                 let cover = team_phones[(ci + 1) % team_phones.len()];
-                let lead = if day.weekday().number_from_monday() >= 6 { cover } else { regular };
+                let lead = if day.weekday().number_from_monday() >= 6 {
+                    cover
+                } else {
+                    regular
+                };
                 let mut carers = vec![phones[lead].carer];
                 if ci % 10 == 0 {
                     let other = if lead == regular { cover } else { regular };
@@ -197,8 +242,14 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
                     planned_start: start,
                     planned_end: start + minutes * MINUTE_MS,
                     tasks: vec![
-                        Task { id: TaskId::new(), title: "Personal care".into() },
-                        Task { id: TaskId::new(), title: "Medication prompt".into() },
+                        Task {
+                            id: TaskId::new(),
+                            title: "Personal care".into(),
+                        },
+                        Task {
+                            id: TaskId::new(),
+                            title: "Medication prompt".into(),
+                        },
                     ],
                     status: VisitStatus::Scheduled,
                     cancel_reason: None,
@@ -209,13 +260,20 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         }
     }
     for (id, schedule, _) in &planned {
-        state.visits.create(*id, schedule, office.id, now).map_err(|e| err(&e))?;
+        state
+            .visits
+            .create(*id, schedule, office.id, now)
+            .map_err(|e| err(&e))?;
     }
     // A few cancellations (a hospital stay), half of them chargeable at short notice.
     let mut cancelled = std::collections::HashSet::new();
     for (n, (id, _, _)) in planned.iter().enumerate().filter(|(n, _)| n % 97 == 5) {
         cancelled.insert(*id);
-        let label = caresync_core::visit_document::ChangeLabel { author_id: office.id, at: now, what: "cancelled".into() };
+        let label = caresync_core::visit_document::ChangeLabel {
+            author_id: office.id,
+            at: now,
+            what: "cancelled".into(),
+        };
         state
             .visits
             .edit(*id, now, |doc, current| {
@@ -242,7 +300,10 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         let second_week = d >= 7;
         let (day_start, day_end) = caresync_core::store::local_day_bounds(tz, day);
         let mut todays: HashMap<usize, Vec<&(VisitId, Schedule, usize)>> = HashMap::new();
-        for v in planned.iter().filter(|(_, s, _)| s.planned_start >= day_start && s.planned_start < day_end) {
+        for v in planned
+            .iter()
+            .filter(|(_, s, _)| s.planned_start >= day_start && s.planned_start < day_end)
+        {
             for carer in &v.1.carers {
                 if let Some(pi) = phones.iter().position(|p| p.carer == *carer) {
                     todays.entry(pi).or_default().push(v);
@@ -278,19 +339,46 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
                 } else {
                     (ClockMethod::Gps, None)
                 };
-                let location = clients.iter().find(|(c, _, _)| c.id == schedule.client_id).and_then(|(c, _, _)| c.location);
-                let req = ClockRequest { method, location, reason, tag_id: None };
+                let location = clients
+                    .iter()
+                    .find(|(c, _, _)| c.id == schedule.client_id)
+                    .and_then(|(c, _, _)| c.location);
+                let req = ClockRequest {
+                    method,
+                    location,
+                    reason,
+                    tag_id: None,
+                };
                 phone.set_time(arrive)?;
                 phone.store.clock_in(*visit_id, &req).map_err(|e| err(&e))?;
                 if schedule.carers[0] == phone.carer {
-                    let text = if sick { "Ran late: covering for a colleague off sick" } else { "Settled and comfortable" };
-                    phone.store.add_note(*visit_id, NoteCategory::General, text).map_err(|e| err(&e))?;
+                    let text = if sick {
+                        "Ran late: covering for a colleague off sick"
+                    } else {
+                        "Settled and comfortable"
+                    };
+                    phone
+                        .store
+                        .add_note(*visit_id, NoteCategory::General, text)
+                        .map_err(|e| err(&e))?;
                     for task in &schedule.tasks {
-                        phone.store.record_task_outcome(*visit_id, task.id, TaskResult::Done, None).map_err(|e| err(&e))?;
+                        phone
+                            .store
+                            .record_task_outcome(*visit_id, task.id, TaskResult::Done, None)
+                            .map_err(|e| err(&e))?;
                     }
                 }
                 phone.set_time(arrive + stay)?;
-                phone.store.clock_out(*visit_id, &ClockRequest { method: ClockMethod::Gps, ..req }).map_err(|e| err(&e))?;
+                phone
+                    .store
+                    .clock_out(
+                        *visit_id,
+                        &ClockRequest {
+                            method: ClockMethod::Gps,
+                            ..req
+                        },
+                    )
+                    .map_err(|e| err(&e))?;
                 clock_events += 2;
                 if !phone.offline_all_day {
                     phone.sync()?;
@@ -317,5 +405,7 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
 }
 
 fn local_time(tz: chrono_tz::Tz, day: NaiveDate, h: u32, m: u32) -> Option<Millis> {
-    tz.from_local_datetime(&day.and_hms_opt(h, m, 0)?).earliest().map(|t| t.timestamp_millis())
+    tz.from_local_datetime(&day.and_hms_opt(h, m, 0)?)
+        .earliest()
+        .map(|t| t.timestamp_millis())
 }

@@ -60,7 +60,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen, data_dir, demo } => serve(listen, &data_dir, demo),
+        Command::Serve {
+            listen,
+            data_dir,
+            demo,
+        } => serve(listen, &data_dir, demo),
         Command::Bootstrap { data_dir, name } => bootstrap(&data_dir, &name),
     };
     match result {
@@ -123,7 +127,11 @@ fn serve(listen: SocketAddr, data_dir: &Path, demo: bool) -> Result<(), String> 
         if demo {
             // The demo plays two weeks back; let phones see all of it.
             state.scope_back_ms = (caresync_server::demo::DEMO_DAYS + 1) * caresync_core::domain::DAY_MS;
-            let (st, url, dir) = (state.clone(), format!("http://{addr}"), data_dir.join("demo-phones"));
+            let (st, url, dir) = (
+                state.clone(),
+                format!("http://{addr}"),
+                data_dir.join("demo-phones"),
+            );
             std::thread::spawn(move || run_demo(&st, &url, &dir));
         }
         axum::serve(listener, router(state))
@@ -155,7 +163,10 @@ async fn shutdown_signal() {
 
 fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
     let now = caresync_core::clock::system_now();
-    match state.store.visits_planned_between(now - 30 * caresync_core::domain::DAY_MS, now + caresync_core::domain::DAY_MS) {
+    match state.store.visits_planned_between(
+        now - 30 * caresync_core::domain::DAY_MS,
+        now + caresync_core::domain::DAY_MS,
+    ) {
         Ok(v) if !v.is_empty() => {
             println!("demo: this data directory already holds visits; serving them as they are");
             return;
@@ -186,7 +197,9 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
             println!("\nTry (with -H 'Authorization: Bearer <office token>'):");
             println!("  {url}/api/openapi.json");
             println!("  {url}/api/v1/reports/punctuality?from={from}&to={to}&group_by=model&period=week");
-            println!("  {url}/api/v1/reports/punctuality.csv?from={from}&to={to}&group_by=contract&period=week");
+            println!(
+                "  {url}/api/v1/reports/punctuality.csv?from={from}&to={to}&group_by=contract&period=week"
+            );
             println!("  {url}/api/v1/reports/kpi?from={from}&to={to}");
             println!("  {url}/api/v1/reports/reconciliation?from={from}&to={to}");
             println!("  {url}/api/v1/reports/continuity?from={from}&to={to}");

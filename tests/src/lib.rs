@@ -190,11 +190,19 @@ pub struct Office {
 
 impl Office {
     pub fn new(url: &str, token: &str) -> Self {
-        Self { url: url.to_string(), token: token.to_string(), default_refs: OnceLock::new() }
+        Self {
+            url: url.to_string(),
+            token: token.to_string(),
+            default_refs: OnceLock::new(),
+        }
     }
 
     pub fn create_client(&self, name: &str, location: Option<Location>) -> TestResult<ClientId> {
-        let v = self.ok("POST", "/api/v1/clients", Some(json!({"name": name, "location": location})))?;
+        let v = self.ok(
+            "POST",
+            "/api/v1/clients",
+            Some(json!({"name": name, "location": location})),
+        )?;
         Ok(v["id"].as_str().ok_or("no id")?.parse()?)
     }
 
@@ -211,7 +219,10 @@ impl Office {
         if let Some(refs) = self.default_refs.get() {
             return Ok(*refs);
         }
-        let refs = (self.create_client("Test client", None)?, self.create_contract("Test spot", "spot", json!({}))?);
+        let refs = (
+            self.create_client("Test client", None)?,
+            self.create_contract("Test spot", "spot", json!({}))?,
+        );
         Ok(*self.default_refs.get_or_init(|| refs))
     }
 

@@ -211,10 +211,16 @@ async fn create_visits(
                 }
             }
             if st.store.client(v.client_id)?.is_none() {
-                return Err(ApiError::bad_request("unknown_client", format!("visit {i}: no client {}", v.client_id)));
+                return Err(ApiError::bad_request(
+                    "unknown_client",
+                    format!("visit {i}: no client {}", v.client_id),
+                ));
             }
             if st.store.contract(v.contract_id)?.is_none() {
-                return Err(ApiError::bad_request("unknown_contract", format!("visit {i}: no contract {}", v.contract_id)));
+                return Err(ApiError::bad_request(
+                    "unknown_contract",
+                    format!("visit {i}: no contract {}", v.contract_id),
+                ));
             }
             if v.planned_end <= v.planned_start {
                 return Err(ApiError::bad_request(

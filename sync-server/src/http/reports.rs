@@ -10,21 +10,45 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use caresync_core::domain::*;
-use caresync_core::metrics::{continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, AgencyTimeZone, GroupBy, PeriodKind};
+use caresync_core::metrics::{
+    continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, AgencyTimeZone, GroupBy,
+    PeriodKind,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use std::collections::HashSet;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/reports/punctuality", get(|s, h, q| punctuality(s, h, q, Format::Json)))
-        .route("/api/v1/reports/punctuality.csv", get(|s, h, q| punctuality(s, h, q, Format::Csv)))
+        .route(
+            "/api/v1/reports/punctuality",
+            get(|s, h, q| punctuality(s, h, q, Format::Json)),
+        )
+        .route(
+            "/api/v1/reports/punctuality.csv",
+            get(|s, h, q| punctuality(s, h, q, Format::Csv)),
+        )
         .route("/api/v1/reports/kpi", get(|s, h, q| kpi(s, h, q, Format::Json)))
-        .route("/api/v1/reports/kpi.csv", get(|s, h, q| kpi(s, h, q, Format::Csv)))
-        .route("/api/v1/reports/reconciliation", get(|s, h, q| reconciliation(s, h, q, Format::Json)))
-        .route("/api/v1/reports/reconciliation.csv", get(|s, h, q| reconciliation(s, h, q, Format::Csv)))
-        .route("/api/v1/reports/continuity", get(|s, h, q| continuity_report(s, h, q, Format::Json)))
-        .route("/api/v1/reports/continuity.csv", get(|s, h, q| continuity_report(s, h, q, Format::Csv)))
+        .route(
+            "/api/v1/reports/kpi.csv",
+            get(|s, h, q| kpi(s, h, q, Format::Csv)),
+        )
+        .route(
+            "/api/v1/reports/reconciliation",
+            get(|s, h, q| reconciliation(s, h, q, Format::Json)),
+        )
+        .route(
+            "/api/v1/reports/reconciliation.csv",
+            get(|s, h, q| reconciliation(s, h, q, Format::Csv)),
+        )
+        .route(
+            "/api/v1/reports/continuity",
+            get(|s, h, q| continuity_report(s, h, q, Format::Json)),
+        )
+        .route(
+            "/api/v1/reports/continuity.csv",
+            get(|s, h, q| continuity_report(s, h, q, Format::Csv)),
+        )
         .route("/api/v1/alerts", get(alerts))
 }
 
@@ -61,19 +85,33 @@ type Params = Result<Query<ReportParams>, QueryRejection>;
 fn judged(st: &AppState, headers: &HeaderMap, params: Params) -> ApiResult<(reports::Judged, ReportParams)> {
     require(&authenticate(st, headers)?, OFFICE)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let (from, to) = reports::day_range(st, p.from, p.to).map_err(|e| ApiError::bad_request("invalid_query", e))?;
+    let (from, to) =
+        reports::day_range(st, p.from, p.to).map_err(|e| ApiError::bad_request("invalid_query", e))?;
     let as_of = p.as_of.map_or_else(now, |t| t.timestamp_millis());
     Ok((reports::judge(st, from, to, as_of)?, p))
 }
 
-fn respond<T: serde::Serialize>(format: Format, json: &T, csv: impl FnOnce() -> Result<String, serde_json::Error>) -> ApiResult<Response> {
+fn respond<T: serde::Serialize>(
+    format: Format,
+    json: &T,
+    csv: impl FnOnce() -> Result<String, serde_json::Error>,
+) -> ApiResult<Response> {
     Ok(match format {
         Format::Json => Json(json).into_response(),
-        Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv().map_err(ApiError::internal)?).into_response(),
+        Format::Csv => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            csv().map_err(ApiError::internal)?,
+        )
+            .into_response(),
     })
 }
 
-async fn punctuality(State(st): State<AppState>, headers: HeaderMap, params: Params, format: Format) -> ApiResult<Response> {
+async fn punctuality(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+    format: Format,
+) -> ApiResult<Response> {
     blocking(move || {
         let (judged, p) = judged(&st, &headers, params)?;
         let report = reports::punctuality(&judged, p.group_by, p.period, st.tz);
@@ -82,7 +120,12 @@ async fn punctuality(State(st): State<AppState>, headers: HeaderMap, params: Par
     .await
 }
 
-async fn kpi(State(st): State<AppState>, headers: HeaderMap, params: Params, format: Format) -> ApiResult<Response> {
+async fn kpi(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+    format: Format,
+) -> ApiResult<Response> {
     blocking(move || {
         let (judged, _) = judged(&st, &headers, params)?;
         let report = reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, st.tz);
@@ -91,7 +134,12 @@ async fn kpi(State(st): State<AppState>, headers: HeaderMap, params: Params, for
     .await
 }
 
-async fn reconciliation(State(st): State<AppState>, headers: HeaderMap, params: Params, format: Format) -> ApiResult<Response> {
+async fn reconciliation(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+    format: Format,
+) -> ApiResult<Response> {
     blocking(move || {
         let (judged, _) = judged(&st, &headers, params)?;
         let rows = weekly_reconciliation(&judged.outcomes, AgencyTimeZone(st.tz));
@@ -100,7 +148,12 @@ async fn reconciliation(State(st): State<AppState>, headers: HeaderMap, params: 
     .await
 }
 
-async fn continuity_report(State(st): State<AppState>, headers: HeaderMap, params: Params, format: Format) -> ApiResult<Response> {
+async fn continuity_report(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+    format: Format,
+) -> ApiResult<Response> {
     blocking(move || {
         let (judged, _) = judged(&st, &headers, params)?;
         let rows = continuity(&judged.outcomes, AgencyTimeZone(st.tz));
@@ -118,7 +171,14 @@ async fn alerts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Jso
             None
         } else {
             let team = who.person.team_id;
-            Some(st.store.people()?.into_iter().filter(|p| team.is_some() && p.team_id == team).map(|p| p.id).collect())
+            Some(
+                st.store
+                    .people()?
+                    .into_iter()
+                    .filter(|p| team.is_some() && p.team_id == team)
+                    .map(|p| p.id)
+                    .collect(),
+            )
         };
         Ok(Json(reports::alerts(&st, now(), scope.as_ref())?))
     })

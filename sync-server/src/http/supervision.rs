@@ -28,7 +28,9 @@ pub(super) fn may_see_carers(st: &AppState, who: &Principal, carers: &[PersonId]
     if who.person.role == Role::Office {
         return Ok(true);
     }
-    let Some(team) = who.person.team_id else { return Ok(false) };
+    let Some(team) = who.person.team_id else {
+        return Ok(false);
+    };
     for c in carers {
         if st.store.person(*c)?.is_some_and(|p| p.team_id == Some(team)) {
             return Ok(true);
@@ -67,9 +69,15 @@ async fn amend(
         let a = json_body(body)?;
         let current = visit_in_scope(&st, &who, visit_id)?;
         if !current.schedule.carers.contains(&a.carer_id) && current.events_of(a.carer_id).next().is_none() {
-            return Err(ApiError::bad_request("invalid", "that carer is not on this visit"));
+            return Err(ApiError::bad_request(
+                "invalid",
+                "that carer is not on this visit",
+            ));
         }
-        if a.comment.as_ref().is_some_and(|c| c.chars().count() > MAX_NOTE_CHARS) {
+        if a.comment
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > MAX_NOTE_CHARS)
+        {
             return Err(ApiError::bad_request("invalid", "comment too long"));
         }
         let at = now();
@@ -87,7 +95,10 @@ async fn amend(
         st.visits.edit(visit_id, at, |doc, _| {
             doc.append_amendment(&amendment)
                 .map(|_| ())
-                .map_err(|source| VisitServiceError::Document { visit: visit_id, source })
+                .map_err(|source| VisitServiceError::Document {
+                    visit: visit_id,
+                    source,
+                })
         })?;
         Ok((StatusCode::CREATED, Json(amendment)))
     })
@@ -113,7 +124,10 @@ async fn add_note(
         let n = json_body(body)?;
         let chars = n.text.chars().count();
         if n.text.trim().is_empty() || chars > MAX_NOTE_CHARS {
-            return Err(ApiError::bad_request("invalid", format!("a note has 1 to {MAX_NOTE_CHARS} characters")));
+            return Err(ApiError::bad_request(
+                "invalid",
+                format!("a note has 1 to {MAX_NOTE_CHARS} characters"),
+            ));
         }
         visit_in_scope(&st, &who, visit_id)?;
         let at = now();
@@ -126,7 +140,12 @@ async fn add_note(
             text: n.text,
         };
         st.visits.edit(visit_id, at, |doc, _| {
-            doc.append_note(&note).map(|_| ()).map_err(|source| VisitServiceError::Document { visit: visit_id, source })
+            doc.append_note(&note)
+                .map(|_| ())
+                .map_err(|source| VisitServiceError::Document {
+                    visit: visit_id,
+                    source,
+                })
         })?;
         Ok((StatusCode::CREATED, Json(note)))
     })
@@ -137,11 +156,28 @@ async fn add_note(
 #[derive(Serialize, Debug)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TimelineEntry {
-    Schedule { at: Millis, by: PersonId, what: String, schedule: caresync_core::Schedule },
-    Clock { at: Millis, event: EventRow },
-    Note { at: Millis, note: Note },
-    TaskOutcome { at: Millis, outcome: caresync_core::TaskOutcome },
-    Amendment { at: Millis, amendment: Amendment },
+    Schedule {
+        at: Millis,
+        by: PersonId,
+        what: String,
+        schedule: caresync_core::Schedule,
+    },
+    Clock {
+        at: Millis,
+        event: EventRow,
+    },
+    Note {
+        at: Millis,
+        note: Note,
+    },
+    TaskOutcome {
+        at: Millis,
+        outcome: caresync_core::TaskOutcome,
+    },
+    Amendment {
+        at: Millis,
+        amendment: Amendment,
+    },
 }
 
 impl TimelineEntry {
@@ -176,19 +212,35 @@ fn timeline_of(st: &AppState, visit: &Visit) -> ApiResult<VisitTimeline> {
     }
     // Clock events from the projection: it carries received time and flags.
     for event in st.store.events_for_visit(id)? {
-        entries.push(TimelineEntry::Clock { at: event.trusted_time, event });
+        entries.push(TimelineEntry::Clock {
+            at: event.trusted_time,
+            event,
+        });
     }
     for note in &visit.notes {
-        entries.push(TimelineEntry::Note { at: note.written_at, note: note.clone() });
+        entries.push(TimelineEntry::Note {
+            at: note.written_at,
+            note: note.clone(),
+        });
     }
     for outcome in &visit.task_outcomes {
-        entries.push(TimelineEntry::TaskOutcome { at: outcome.recorded_at, outcome: outcome.clone() });
+        entries.push(TimelineEntry::TaskOutcome {
+            at: outcome.recorded_at,
+            outcome: outcome.clone(),
+        });
     }
     for amendment in &visit.amendments {
-        entries.push(TimelineEntry::Amendment { at: amendment.written_at, amendment: amendment.clone() });
+        entries.push(TimelineEntry::Amendment {
+            at: amendment.written_at,
+            amendment: amendment.clone(),
+        });
     }
     entries.sort_by_key(TimelineEntry::at);
-    Ok(VisitTimeline { visit_id: id, schedule: visit.schedule.clone(), entries })
+    Ok(VisitTimeline {
+        visit_id: id,
+        schedule: visit.schedule.clone(),
+        entries,
+    })
 }
 
 async fn visit_timeline(
@@ -229,7 +281,9 @@ async fn carer_timeline(
         require(&who, OFFICE_OR_SUPERVISOR)?;
         let carer: PersonId = parse_id(&id)?;
         let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-        st.store.person(carer)?.ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;
+        st.store
+            .person(carer)?
+            .ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;
         if !may_see_carers(&st, &who, &[carer])? {
             return Err(ApiError::forbidden("this carer is outside your team"));
         }
@@ -240,7 +294,11 @@ async fn carer_timeline(
                 visits.push(timeline_of(&st, &st.visits.read(row.visit_id)?)?);
             }
         }
-        Ok(Json(CarerDay { carer_id: carer, date: q.date, visits }))
+        Ok(Json(CarerDay {
+            carer_id: carer,
+            date: q.date,
+            visits,
+        }))
     })
     .await
 }

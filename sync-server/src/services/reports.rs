@@ -60,8 +60,11 @@ pub fn judge(state: &AppState, from: Millis, to: Millis, as_of: Millis) -> Resul
         }
     }
     let context = context(state)?;
-    let locations: HashMap<ClientId, Location> =
-        store.clients()?.into_iter().filter_map(|c| c.location.map(|l| (c.id, l))).collect();
+    let locations: HashMap<ClientId, Location> = store
+        .clients()?
+        .into_iter()
+        .filter_map(|c| c.location.map(|l| (c.id, l)))
+        .collect();
     let outcomes = rows
         .into_iter()
         .map(|row| {
@@ -88,9 +91,21 @@ pub fn context(state: &AppState) -> Result<ReportContext, StoreError> {
             tracing::error!(contract = %c.id, error = %e, "stored contract rules unreadable; using defaults");
             ContractRules::default()
         });
-        contracts.insert(c.id, ContractInfo { contract_id: c.id, commissioner: c.commissioner, model: c.model, rules });
+        contracts.insert(
+            c.id,
+            ContractInfo {
+                contract_id: c.id,
+                commissioner: c.commissioner,
+                model: c.model,
+                rules,
+            },
+        );
     }
-    let teams = store.people()?.into_iter().filter_map(|p| p.team_id.map(|t| (p.id, t))).collect();
+    let teams = store
+        .people()?
+        .into_iter()
+        .filter_map(|p| p.team_id.map(|t| (p.id, t)))
+        .collect();
     Ok(ReportContext { contracts, teams })
 }
 
@@ -145,11 +160,20 @@ fn visit_from_rows(row: VisitRow, events: Vec<EventRow>, amendments: Vec<Amendme
     }
 }
 
-pub fn punctuality(judged: &Judged, group_by: GroupBy, period: PeriodKind, tz: chrono_tz::Tz) -> PunctualityReport {
+pub fn punctuality(
+    judged: &Judged,
+    group_by: GroupBy,
+    period: PeriodKind,
+    tz: chrono_tz::Tz,
+) -> PunctualityReport {
     PunctualityReport::build(
         &judged.outcomes,
         &judged.context,
-        ReportQuery { group_by, period, time_zone: AgencyTimeZone(tz) },
+        ReportQuery {
+            group_by,
+            period,
+            time_zone: AgencyTimeZone(tz),
+        },
     )
 }
 
@@ -170,7 +194,11 @@ pub struct Alert {
 
 /// Alerts now, for visits planned in the last 24 hours and up to now, limited to `carers` when
 /// given (a supervisor's team).
-pub fn alerts(state: &AppState, now: Millis, carers: Option<&HashSet<PersonId>>) -> Result<Vec<Alert>, StoreError> {
+pub fn alerts(
+    state: &AppState,
+    now: Millis,
+    carers: Option<&HashSet<PersonId>>,
+) -> Result<Vec<Alert>, StoreError> {
     let judged = judge(state, now - DAY_MS, now + 1, now)?;
     let mut last_sync: HashMap<PersonId, Millis> = HashMap::new();
     for d in state.store.devices()? {
@@ -181,13 +209,20 @@ pub fn alerts(state: &AppState, now: Millis, carers: Option<&HashSet<PersonId>>)
     }
     let mut out = Vec::new();
     for o in &judged.outcomes {
-        let assigned: Vec<PersonId> = o.carers.iter().filter(|c| c.assigned).map(|c| c.carer_id).collect();
+        let assigned: Vec<PersonId> = o
+            .carers
+            .iter()
+            .filter(|c| c.assigned)
+            .map(|c| c.carer_id)
+            .collect();
         if let Some(scope) = carers {
             if !assigned.iter().any(|c| scope.contains(c)) {
                 continue;
             }
         }
-        let silent = assigned.iter().all(|c| last_sync.get(c).is_none_or(|at| *at < o.planned_start));
+        let silent = assigned
+            .iter()
+            .all(|c| last_sync.get(c).is_none_or(|at| *at < o.planned_start));
         let mut push = |kind: &'static str, silent: bool| {
             out.push(Alert {
                 visit_id: o.visit_id,
@@ -225,7 +260,10 @@ pub fn demo_table(state: &AppState, from: NaiveDate, to: NaiveDate) -> Result<St
     let report = punctuality(&judged, GroupBy::CommissioningModel, PeriodKind::Week, state.tz);
     let pct = |p: Option<f64>| p.map_or("-".to_string(), |v| format!("{v:.1}%"));
     let mut out = String::new();
-    let _ = writeln!(out, "Punctuality, spot against framework, week by week (as of now)");
+    let _ = writeln!(
+        out,
+        "Punctuality, spot against framework, week by week (as of now)"
+    );
     let _ = writeln!(
         out,
         "{:<10} {:<10} {:>7} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}",
@@ -254,13 +292,27 @@ pub fn demo_table(state: &AppState, from: NaiveDate, to: NaiveDate) -> Result<St
         .into_iter()
         .map(|c| (c.id.to_string(), c.name))
         .collect();
-    let _ = writeln!(out, "\nFramework KPI (max late % / max missed %), by week so the trend shows early:");
+    let _ = writeln!(
+        out,
+        "\nFramework KPI (max late % / max missed %), by week so the trend shows early:"
+    );
     for r in &by_week.rows {
-        let Some(info) = r.group.parse::<ContractId>().ok().and_then(|id| judged.context.contracts.get(&id)) else {
+        let Some(info) = r
+            .group
+            .parse::<ContractId>()
+            .ok()
+            .and_then(|id| judged.context.contracts.get(&id))
+        else {
             continue;
         };
         let Some(kpi) = info.rules.kpi else { continue };
-        let status = |v: Option<f64>, max: f64| if v.is_some_and(|v| v > max) { "BREACH" } else { "ok" };
+        let status = |v: Option<f64>, max: f64| {
+            if v.is_some_and(|v| v > max) {
+                "BREACH"
+            } else {
+                "ok"
+            }
+        };
         let _ = writeln!(
             out,
             "{:<10} {:<36} late {:>6} (max {:.1}%) {:<6}  missed {:>6} (max {:.1}%) {}",
