@@ -196,7 +196,7 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
             let to = from + chrono::Duration::days(caresync_server::demo::DEMO_DAYS);
             println!("\nTry (with -H 'Authorization: Bearer <office token>'):");
             println!("  {url}/api/openapi.json");
-            println!("  {url}/api/v1/reports/punctuality?from={from}&to={to}&group_by=model&period=week");
+            println!("  {url}/api/v1/reports/punctuality?from={from}&to={to}&group_by=commissioning_model&period=week");
             println!(
                 "  {url}/api/v1/reports/punctuality.csv?from={from}&to={to}&group_by=contract&period=week"
             );
