@@ -21,21 +21,25 @@ pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>
 pub fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // target/<profile>/deps/<test binary> -> target/<profile>/caresync-server
+        // Tests run from target/<profile>/deps/; binaries (the load generator) from target/<profile>/.
         let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf();
+        let dir = exe.parent().expect("exe dir").to_path_buf();
+        let from_tests = dir.ends_with("deps");
+        let profile_dir = if from_tests { dir.parent().expect("target dir").to_path_buf() } else { dir };
         let bin = profile_dir.join("caresync-server");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--workspace", "--bins", "--quiet"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-        assert!(bin.exists(), "no server binary at {}", bin.display());
+        if from_tests {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--workspace", "--bins", "--quiet"])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build --workspace --bins failed");
+        }
+        assert!(
+            bin.exists(),
+            "no server binary at {} (build it: cargo build --release --workspace --bins)",
+            bin.display()
+        );
         bin
     })
     .clone()
@@ -92,6 +96,10 @@ impl ServerProcess {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
