@@ -32,6 +32,10 @@ pub struct SyncRequest {
     /// The phone's wall clock when it sent this (diagnostics; never trusted).
     pub device_time: Millis,
     pub visits: Vec<VisitMessage>,
+    /// [`manifest_digest`] of the visits the phone holds, leaving out those in `visits`. When the
+    /// server's own digest agrees, it answers with only the entries of the visits in `visits`.
+    #[serde(default)]
+    pub manifest_digest: Option<String>,
 }
 
 /// Why the server refused one visit's message. The rest of the batch is unaffected.
@@ -59,8 +63,24 @@ pub struct SyncResponse {
     pub server_time: Millis,
     pub visits: Vec<VisitMessage>,
     pub errors: Vec<VisitError>,
-    /// Every visit in this device's scope (its carer's assigned visits in the window).
+    /// Every visit in this device's scope (its carer's assigned visits in the window), or, when
+    /// `manifest_complete` is false, only the visits the request carried messages for.
     pub manifest: Vec<ManifestEntry>,
+    #[serde(default)]
+    pub manifest_complete: bool,
+}
+
+/// A digest of (visit id, heads) pairs: sha256 over `id:heads\n` lines sorted by id, where heads
+/// are the lowercase hex change hashes, sorted and joined by commas.
+pub fn manifest_digest<'a>(entries: impl IntoIterator<Item = (VisitId, &'a str)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<(VisitId, &str)> = entries.into_iter().collect();
+    lines.sort();
+    let mut hasher = Sha256::new();
+    for (id, heads) in lines {
+        hasher.update(format!("{id}:{heads}\n").as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,10 +168,11 @@ mod tests {
                 visit_id: VisitId::new(),
                 message: vec![1; 100],
             }],
+            manifest_digest: None,
         };
         let bytes = to_cbor(&req);
         // 100 bytes of payload as a byte string, not 100 one-byte integers plus headers.
-        assert!(bytes.len() < 180, "{}", bytes.len());
+        assert!(bytes.len() < 200, "{}", bytes.len());
         assert_eq!(from_cbor::<SyncRequest>(&bytes)?, req);
         assert!(from_cbor::<SyncRequest>(&bytes[..bytes.len() - 3]).is_err());
         Ok(())

@@ -141,7 +141,7 @@ impl SyncClient {
                 let state = match states.get_mut(&visit_id) {
                     Some(s) => s,
                     None => {
-                        let s = self.store.persisted_sync_state(visit_id)?.unwrap_or_default();
+                        let s = primed(self.store.persisted_sync_state(visit_id)?.unwrap_or_default());
                         states.entry(visit_id).or_insert(s)
                     }
                 };
@@ -163,10 +163,21 @@ impl SyncClient {
                 .collect();
             summary.messages_sent += batch.len() as u32;
             sent.extend(batch.iter().map(|m| m.visit_id));
+            // What the phone knows of every visit it is not sending: if the server agrees, it
+            // leaves them out of the manifest.
+            let local_heads = self.store.visit_heads()?;
+            let in_batch: HashSet<VisitId> = batch.iter().map(|m| m.visit_id).collect();
+            let digest = manifest_digest(
+                local_heads
+                    .iter()
+                    .filter(|(id, _)| !in_batch.contains(id))
+                    .map(|(id, h)| (*id, h.as_str())),
+            );
             let request = SyncRequest {
                 protocol: PROTOCOL_VERSION,
                 device_time: self.store.device_now(),
                 visits: batch,
+                manifest_digest: Some(digest),
             };
             let body = to_cbor(&request);
             summary.bytes_up += body.len() as u64;
@@ -215,27 +226,43 @@ impl SyncClient {
                     next.insert(entry.visit_id);
                 }
             }
-            manifest_seen = Some(
-                response
-                    .manifest
-                    .iter()
-                    .map(|e| e.visit_id)
-                    .collect::<HashSet<_>>(),
-            );
+            if response.manifest_complete {
+                manifest_seen = Some(
+                    response
+                        .manifest
+                        .iter()
+                        .map(|e| e.visit_id)
+                        .collect::<HashSet<_>>(),
+                );
+            }
             to_send = next;
         }
 
         if let Some(scope) = manifest_seen {
             summary.visits_removed = self.store.remove_out_of_scope(&scope)? as u32;
-            if summary.errors.is_empty() {
-                self.store.set_last_sync_at(self.store.device_now())?;
-            }
+        }
+        if summary.rounds > 0 && summary.errors.is_empty() {
+            self.store.set_last_sync_at(self.store.device_now())?;
         }
         summary.visits_sent = sent.len() as u32;
         summary.visits_received = received.len() as u32;
         summary.pending_after = self.store.pending_count()?;
         Ok(summary)
     }
+}
+
+/// A session's starting state. Automerge's opening message only advertises heads, so changes
+/// would wait for a second round trip; but the server certainly holds the heads both sides last
+/// shared, so tell the state so and the first message carries every change since then.
+fn primed(mut state: SyncState) -> SyncState {
+    let shared = state.shared_heads.clone();
+    state.their_heads = Some(shared.clone());
+    state.their_need = Some(vec![]);
+    state.their_have = Some(vec![automerge::sync::Have {
+        last_sync: shared,
+        bloom: Default::default(),
+    }]);
+    state
 }
 
 fn manifest_heads(heads: &[[u8; 32]]) -> String {

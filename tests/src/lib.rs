@@ -25,7 +25,11 @@ pub fn server_binary() -> PathBuf {
         let exe = std::env::current_exe().expect("current exe");
         let dir = exe.parent().expect("exe dir").to_path_buf();
         let from_tests = dir.ends_with("deps");
-        let profile_dir = if from_tests { dir.parent().expect("target dir").to_path_buf() } else { dir };
+        let profile_dir = if from_tests {
+            dir.parent().expect("target dir").to_path_buf()
+        } else {
+            dir
+        };
         let bin = profile_dir.join("caresync-server");
         if from_tests {
             let status = Command::new(env!("CARGO"))
@@ -448,6 +452,7 @@ pub fn push_document(
                 visit_id: visit,
                 message: msg.encode(),
             }],
+            manifest_digest: None,
         };
         let (status, body) = post_raw(url, SYNC_PATH, Some(token), &to_cbor(&req))?;
         if status != 200 {

@@ -178,7 +178,8 @@ fn replaying_a_captured_sync_request_duplicates_nothing() -> TestResult {
     ann.sync()?;
     ann.store.clock_in(visit, &ClockRequest::app())?;
     let mark = ann.transport.sent.lock().map_err(|_| "poisoned")?.len();
-    ann.sync()?;
+    let steady = ann.sync()?;
+    assert_eq!(steady.rounds, 1, "a clock-in syncs in one round trip: {steady:?}");
     let captured: Vec<Vec<u8>> = ann.transport.sent.lock().map_err(|_| "poisoned")?[mark..].to_vec();
     assert!(!captured.is_empty());
     let heads = server_heads(&world, visit)?;
@@ -281,6 +282,7 @@ fn bad_requests_get_their_error_and_change_nothing() -> TestResult {
             protocol,
             device_time: now(),
             visits,
+            manifest_digest: None,
         })
     };
 

@@ -31,7 +31,14 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { phones: 100, visits: 4, seconds: 15, threads: 16, mode: "both".into(), rate: 0.0 };
+    let mut a = Args {
+        phones: 100,
+        visits: 4,
+        seconds: 15,
+        threads: 16,
+        mode: "both".into(),
+        rate: 0.0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -102,8 +109,16 @@ impl Figures {
             self.percentile(0.95),
             self.percentile(0.99)
         );
-        println!("  bytes per clock event      up {:.0}  down {:.0}  total {:.0}", per_event(self.bytes_up), per_event(self.bytes_down), per_event(self.bytes_up + self.bytes_down));
-        println!("  server peak RSS            {:.1} MiB", self.server_peak_rss_kib as f64 / 1024.0);
+        println!(
+            "  bytes per clock event      up {:.0}  down {:.0}  total {:.0}",
+            per_event(self.bytes_up),
+            per_event(self.bytes_down),
+            per_event(self.bytes_up + self.bytes_down)
+        );
+        println!(
+            "  server peak RSS            {:.1} MiB",
+            self.server_peak_rss_kib as f64 / 1024.0
+        );
         println!(
             "  server CPU time            {:.1} s ({:.2} cores busy)",
             self.server_cpu_s,
@@ -137,7 +152,11 @@ fn whole_document_message(bytes: &[u8]) -> Result<Vec<u8>, String> {
     state.their_heads = Some(vec![]);
     state.their_need = Some(vec![]);
     state.their_have = Some(vec![Have::default()]);
-    let msg = doc.automerge().sync().generate_sync_message(&mut state).ok_or("nothing to send")?;
+    let msg = doc
+        .automerge()
+        .sync()
+        .generate_sync_message(&mut state)
+        .ok_or("nothing to send")?;
     Ok(msg.encode())
 }
 
@@ -147,7 +166,11 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
     let client = office.create_client("Load client", None)?;
     let contract = office.create_contract("Load contract", "spot", json!({}))?;
     // Phones' stores on tmpfs where there is one: the phones' fsyncs are not what is measured.
-    let phone_dir = if std::path::Path::new("/dev/shm").is_dir() { tempfile::tempdir_in("/dev/shm")? } else { tempfile::tempdir()? };
+    let phone_dir = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm")?
+    } else {
+        tempfile::tempdir()?
+    };
     let start = now() - 30 * MINUTE_MS;
     eprintln!("setting up {} phones with {} visits each...", a.phones, a.visits);
     let mut phones = Vec::with_capacity(a.phones);
@@ -165,23 +188,44 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
         if status != 201 {
             return Err(format!("creating visits: {status} {body}").into());
         }
-        let phone = Phone::enrol(phone_dir.path(), &world.server.url, &code, Arc::new(caresync_core::SystemClock))?;
+        let phone = Phone::enrol(
+            phone_dir.path(),
+            &world.server.url,
+            &code,
+            Arc::new(caresync_core::SystemClock),
+        )?;
         phone.sync()?;
-        phones.push(Mutex::new(LoadPhone { phone, step: AtomicU64::new(0) }));
+        phones.push(Mutex::new(LoadPhone {
+            phone,
+            step: AtomicU64::new(0),
+        }));
     }
     let server_pid = world.server.pid().ok_or("server not running")?;
     let (_, cpu_before) = process_usage(server_pid);
-    eprintln!("running for {} s ({} mode)...", a.seconds, if whole { "whole-document baseline" } else { "delta" });
+    eprintln!(
+        "running for {} s ({} mode)...",
+        a.seconds,
+        if whole { "whole-document baseline" } else { "delta" }
+    );
 
     let phones = Arc::new(phones);
     let stop = Arc::new(AtomicBool::new(false));
     let clock_events = Arc::new(AtomicU64::new(0));
     let next_phone = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let per_action = if a.rate > 0.0 { Some(Duration::from_secs_f64(a.threads as f64 / a.rate)) } else { None };
+    let per_action = if a.rate > 0.0 {
+        Some(Duration::from_secs_f64(a.threads as f64 / a.rate))
+    } else {
+        None
+    };
     let mut workers = Vec::new();
     for _ in 0..a.threads {
-        let (phones, stop, clock_events, next_phone) = (phones.clone(), stop.clone(), clock_events.clone(), next_phone.clone());
+        let (phones, stop, clock_events, next_phone) = (
+            phones.clone(),
+            stop.clone(),
+            clock_events.clone(),
+            next_phone.clone(),
+        );
         let url = world.server.url.clone();
         workers.push(std::thread::spawn(move || -> Figures {
             let mut f = Figures::default();
@@ -189,15 +233,21 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
                 let t0 = Instant::now();
                 let i = next_phone.fetch_add(1, Relaxed) as usize % phones.len();
                 let Ok(phone) = phones[i].try_lock() else { continue };
-                let Ok(ids) = phone.store.visit_ids() else { continue };
+                let Ok(ids) = phone.store.visit_ids() else {
+                    continue;
+                };
                 // The next thing this carer does: clock in to the next visit, or note and clock
                 // out of the one in progress (the phone's own state says which).
                 let step = phone.step.fetch_add(1, Relaxed) as usize;
-                let Some(id) = ids.get((step / 2) % ids.len().max(1)) else { continue };
+                let Some(id) = ids.get((step / 2) % ids.len().max(1)) else {
+                    continue;
+                };
                 let clocked = if step % 2 == 0 {
                     phone.store.clock_in(*id, &ClockRequest::app()).is_ok()
                 } else {
-                    let _ = phone.store.add_note(*id, NoteCategory::General, "All well, tea made.");
+                    let _ = phone
+                        .store
+                        .add_note(*id, NoteCategory::General, "All well, tea made.");
                     phone.store.clock_out(*id, &ClockRequest::app()).is_ok()
                 };
                 if !clocked {
@@ -205,7 +255,11 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
                     continue;
                 }
                 let sync_started = Instant::now();
-                let ok = if whole { whole_sync(&url, &phone, &ids, &mut f) } else { delta_sync(&phone.client, &mut f) };
+                let ok = if whole {
+                    whole_sync(&url, &phone, &ids, &mut f)
+                } else {
+                    delta_sync(&phone.client, &mut f)
+                };
                 f.latencies_ms.push(sync_started.elapsed().as_secs_f64() * 1e3);
                 f.syncs += 1;
                 if ok {
@@ -269,11 +323,23 @@ fn delta_sync(client: &SyncClient, f: &mut Figures) -> bool {
 fn whole_sync(url: &str, phone: &Phone, ids: &[VisitId], f: &mut Figures) -> bool {
     let mut visits = Vec::new();
     for id in ids {
-        let Ok(bytes) = phone.store.visit_bytes(*id) else { return false };
-        let Ok(message) = whole_document_message(&bytes) else { return false };
-        visits.push(VisitMessage { visit_id: *id, message });
+        let Ok(bytes) = phone.store.visit_bytes(*id) else {
+            return false;
+        };
+        let Ok(message) = whole_document_message(&bytes) else {
+            return false;
+        };
+        visits.push(VisitMessage {
+            visit_id: *id,
+            message,
+        });
     }
-    let body = to_cbor(&SyncRequest { protocol: PROTOCOL_VERSION, device_time: now(), visits });
+    let body = to_cbor(&SyncRequest {
+        protocol: PROTOCOL_VERSION,
+        device_time: now(),
+        visits,
+        manifest_digest: None,
+    });
     f.bytes_up += body.len() as u64;
     match post_raw(url, SYNC_PATH, Some(&phone.token), &body) {
         Ok((200, answer)) => {
@@ -299,7 +365,11 @@ fn main() -> std::process::ExitCode {
         a.visits,
         a.threads,
         a.seconds,
-        if a.rate > 0.0 { format!("{} actions/s", a.rate) } else { "unlimited".into() }
+        if a.rate > 0.0 {
+            format!("{} actions/s", a.rate)
+        } else {
+            "unlimited".into()
+        }
     );
     let mut results = Vec::new();
     for (mode, whole) in [("delta", false), ("whole", true)] {
@@ -308,7 +378,11 @@ fn main() -> std::process::ExitCode {
         }
         match run(&a, whole) {
             Ok(f) => {
-                f.print(if whole { "baseline: whole documents every sync" } else { "caresync delta sync" });
+                f.print(if whole {
+                    "baseline: whole documents every sync"
+                } else {
+                    "caresync delta sync"
+                });
                 results.push((whole, f));
             }
             Err(e) => {
@@ -323,8 +397,14 @@ fn main() -> std::process::ExitCode {
         println!("== ratio (baseline / delta) ==");
         println!("  bytes per clock event      {:.1}x", bytes(w) / bytes(d));
         println!("  clock events per second    {:.2}x", rate(w) / rate(d));
-        println!("  p99 sync latency           {:.2}x", w.percentile(0.99) / d.percentile(0.99));
-        println!("  server CPU per clock event {:.2}x", (w.server_cpu_s / w.clock_events.max(1) as f64) / (d.server_cpu_s / d.clock_events.max(1) as f64));
+        println!(
+            "  p99 sync latency           {:.2}x",
+            w.percentile(0.99) / d.percentile(0.99)
+        );
+        println!(
+            "  server CPU per clock event {:.2}x",
+            (w.server_cpu_s / w.clock_events.max(1) as f64) / (d.server_cpu_s / d.clock_events.max(1) as f64)
+        );
     }
     std::process::ExitCode::SUCCESS
 }
