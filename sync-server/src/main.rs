@@ -66,7 +66,8 @@ enum Command {
 /// the tokio runtime: the blocking PostgreSQL client runs its own.
 fn open_store(data_dir: &Path, database: Option<&str>) -> Result<Arc<dyn ServerStore>, String> {
     if let Some(url) = database {
-        let store = PostgresStore::open(url).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+        let store =
+            PostgresStore::open(url).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
         return Ok(Arc::new(store));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -111,8 +112,10 @@ fn copy_to_postgres(data_dir: &Path, database: &str) -> Result<(), String> {
         return Err(format!("no embedded store at {}", path.display()));
     }
     let from = SqliteStore::open(&path).map_err(|e| e.to_string())?;
-    let to = PostgresStore::open(database).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
-    let report = copy_sqlite_to_postgres(&from, &to).map_err(|e| format!("copy failed, nothing written: {e}"))?;
+    let to =
+        PostgresStore::open(database).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+    let report =
+        copy_sqlite_to_postgres(&from, &to).map_err(|e| format!("copy failed, nothing written: {e}"))?;
     for (table, rows) in report {
         println!("{table}: {rows} rows");
     }

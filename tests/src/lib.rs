@@ -62,7 +62,8 @@ impl ServerProcess {
     /// Start storing in PostgreSQL at `database` when given (`--database`).
     pub fn start_with(data_dir: &Path, listen: &str, database: Option<&str>) -> TestResult<Self> {
         let mut cmd = Command::new(server_binary());
-        cmd.args(["serve", "--listen", listen, "--data-dir"]).arg(data_dir);
+        cmd.args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir);
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
@@ -93,7 +94,11 @@ impl ServerProcess {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match Self::start_with(&self.data_dir.clone(), &self.addr.clone(), self.database.clone().as_deref()) {
+            match Self::start_with(
+                &self.data_dir.clone(),
+                &self.addr.clone(),
+                self.database.clone().as_deref(),
+            ) {
                 Ok(fresh) => {
                     *self = fresh;
                     return Ok(());
@@ -157,7 +162,11 @@ pub fn copy_to_postgres(data_dir: &Path, database: &str) -> TestResult<String> {
         .args(["--database", database])
         .output()?;
     if !out.status.success() {
-        return Err(format!("copy-to-postgres failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!(
+            "copy-to-postgres failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
     }
     Ok(String::from_utf8(out.stdout)?)
 }

@@ -200,8 +200,10 @@ fn play(d: &Deployment, dir: &Path, p0: Millis) -> TestResult<Outcome> {
     bob.clock_out(late, at(1) + 50 * MINUTE_MS)?;
     ann.clock_in(double, at(2) + 2 * MINUTE_MS)?;
     bob.clock_in(double, at(2) + 25 * MINUTE_MS)?;
-    ann.store.add_note(double, NoteCategory::Wellbeing, "Mrs K in good spirits")?;
-    bob.store.add_note(double, NoteCategory::Medication, "Tablets taken")?;
+    ann.store
+        .add_note(double, NoteCategory::Wellbeing, "Mrs K in good spirits")?;
+    bob.store
+        .add_note(double, NoteCategory::Medication, "Tablets taken")?;
     bob.clock_in(short, at(4))?;
     bob.clock_out(short, at(4) + 10 * MINUTE_MS)?;
 

@@ -18,7 +18,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("compaction removes only the merged chunks", compaction),
     ("sync state upserts", sync_state),
     ("visit rows and assignment history", visit_rows_and_assignments),
-    ("events are inserted once, keeping the first received_at", events_insert_once),
+    (
+        "events are inserted once, keeping the first received_at",
+        events_insert_once,
+    ),
     ("amendments", amendments),
     ("report queries", report_queries),
     ("reference data", reference_data),
@@ -153,11 +156,17 @@ fn people(store: &dyn ServerStore) {
 fn tokens_and_revocation(store: &dyn ServerStore) {
     let office = person(store, "Office", Role::Office);
     store.add_api_token(office.id, "tok-office", 1).expect("token");
-    let p = store.principal_for_token("tok-office").expect("lookup").expect("known");
+    let p = store
+        .principal_for_token("tok-office")
+        .expect("lookup")
+        .expect("known");
     assert_eq!(p.person, office);
     assert_eq!(p.device_id, None);
     assert!(store.principal_for_token("nope").expect("lookup").is_none());
-    assert!(store.add_api_token(office.id, "tok-office", 2).is_err(), "token hashes are unique");
+    assert!(
+        store.add_api_token(office.id, "tok-office", 2).is_err(),
+        "token hashes are unique"
+    );
 
     let carer = person(store, "Cat", Role::Carer);
     store.add_enrolment_code(carer.id, "code", 1_000).expect("code");
@@ -166,7 +175,10 @@ fn tokens_and_revocation(store: &dyn ServerStore) {
         .redeem_enrolment_code("code", 10, device, "Cat's phone", "tok-device")
         .expect("redeem")
         .expect("valid");
-    let p = store.principal_for_token("tok-device").expect("lookup").expect("known");
+    let p = store
+        .principal_for_token("tok-device")
+        .expect("lookup")
+        .expect("known");
     assert_eq!((p.person.id, p.device_id), (carer.id, Some(device)));
     store.device_synced(device, 50).expect("synced");
     let devices = store.devices().expect("devices");
@@ -178,7 +190,11 @@ fn tokens_and_revocation(store: &dyn ServerStore) {
     assert!(store.revoke_device(device, 200).expect("revoke again"));
     assert!(!store.revoke_device(DeviceId::new(), 100).expect("unknown"));
     assert!(store.principal_for_token("tok-device").expect("lookup").is_none());
-    assert_eq!(store.devices().expect("devices")[0].revoked_at, Some(100), "first revocation kept");
+    assert_eq!(
+        store.devices().expect("devices")[0].revoked_at,
+        Some(100),
+        "first revocation kept"
+    );
 }
 
 fn enrolment(store: &dyn ServerStore) {
@@ -227,7 +243,11 @@ fn chunks_idempotent(store: &dyn ServerStore) {
             .expect("commit");
     }
     let chunks = store.visit_chunks(visit).expect("chunks");
-    assert_eq!(chunks, vec![chunk(b"one"), chunk(b"two")], "oldest first, no duplicate");
+    assert_eq!(
+        chunks,
+        vec![chunk(b"one"), chunk(b"two")],
+        "oldest first, no duplicate"
+    );
     assert_eq!(
         store.visit_chunk_hashes(visit).expect("hashes"),
         vec![chunk(b"one").hash, chunk(b"two").hash]
@@ -253,15 +273,22 @@ fn compaction(store: &dyn ServerStore) {
             ..commit(row.clone())
         })
         .expect("commit");
-    store.compact_visit(visit, &merged, &chunk(b"snapshot")).expect("compact");
+    store
+        .compact_visit(visit, &merged, &chunk(b"snapshot"))
+        .expect("compact");
     let hashes = store.visit_chunk_hashes(visit).expect("hashes");
     assert_eq!(hashes.len(), 2);
     assert!(hashes.contains(&chunk(b"snapshot").hash));
     assert!(hashes.contains(&chunk(b"late").hash));
     // Compacting again with a list that names the snapshot itself keeps the snapshot.
     let all = store.visit_chunk_hashes(visit).expect("hashes");
-    store.compact_visit(visit, &all, &chunk(b"snapshot")).expect("compact");
-    assert_eq!(store.visit_chunks(visit).expect("chunks"), vec![chunk(b"snapshot")]);
+    store
+        .compact_visit(visit, &all, &chunk(b"snapshot"))
+        .expect("compact");
+    assert_eq!(
+        store.visit_chunks(visit).expect("chunks"),
+        vec![chunk(b"snapshot")]
+    );
 }
 
 fn sync_state(store: &dyn ServerStore) {
@@ -295,10 +322,22 @@ fn visit_rows_and_assignments(store: &dyn ServerStore) {
     store.commit_visit(&commit(row.clone())).expect("commit");
     assert_eq!(store.visit_row(visit).expect("row"), Some(row.clone()));
     let ids = |v: Vec<VisitRow>| v.into_iter().map(|r| r.visit_id).collect::<Vec<_>>();
-    assert_eq!(ids(store.visits_for_carer(c, 0, 100_000).expect("c")), vec![visit]);
-    assert!(store.visits_for_carer(b, 0, 100_000).expect("b").is_empty(), "no longer assigned");
-    assert!(store.visits_for_carer(a, 50_001, 100_000).expect("a").is_empty(), "window [from, to)");
-    assert_eq!(ids(store.visits_for_carer(a, 50_000, 50_001).expect("a")), vec![visit]);
+    assert_eq!(
+        ids(store.visits_for_carer(c, 0, 100_000).expect("c")),
+        vec![visit]
+    );
+    assert!(
+        store.visits_for_carer(b, 0, 100_000).expect("b").is_empty(),
+        "no longer assigned"
+    );
+    assert!(
+        store.visits_for_carer(a, 50_001, 100_000).expect("a").is_empty(),
+        "window [from, to)"
+    );
+    assert_eq!(
+        ids(store.visits_for_carer(a, 50_000, 50_001).expect("a")),
+        vec![visit]
+    );
     assert!(store.was_ever_assigned(visit, b).expect("b"), "history kept");
     assert!(store.was_ever_assigned(visit, c).expect("c"));
     assert!(!store.was_ever_assigned(visit, PersonId::new()).expect("stranger"));
@@ -358,7 +397,10 @@ fn amendments(store: &dyn ServerStore) {
             })
             .expect("commit");
     }
-    assert_eq!(store.amendments_planned_between(0, 20_000).expect("amendments"), vec![a]);
+    assert_eq!(
+        store.amendments_planned_between(0, 20_000).expect("amendments"),
+        vec![a]
+    );
 }
 
 fn report_queries(store: &dyn ServerStore) {
@@ -381,10 +423,16 @@ fn report_queries(store: &dyn ServerStore) {
         .expect("commit");
     let rows = store.visits_planned_between(100_000, 200_000).expect("visits");
     assert_eq!(rows.iter().map(|r| r.visit_id).collect::<Vec<_>>(), vec![inside]);
-    assert_eq!(store.events_planned_between(100_000, 200_000).expect("events"), vec![e1]);
+    assert_eq!(
+        store.events_planned_between(100_000, 200_000).expect("events"),
+        vec![e1]
+    );
     assert_eq!(store.visits_planned_between(0, 300_000).expect("visits").len(), 2);
     assert_eq!(store.events_planned_between(0, 300_000).expect("events").len(), 2);
-    assert!(store.amendments_planned_between(0, 300_000).expect("amendments").is_empty());
+    assert!(store
+        .amendments_planned_between(0, 300_000)
+        .expect("amendments")
+        .is_empty());
 }
 
 fn reference_data(store: &dyn ServerStore) {
@@ -427,7 +475,10 @@ fn reference_data(store: &dyn ServerStore) {
         rules: serde_json::json!({ "late_after_min": 10, "kpi": { "max_late_pct": 5.0 } }),
     };
     store.upsert_contract(&contract).expect("contract");
-    assert_eq!(store.contract(contract.id).expect("contract"), Some(contract.clone()));
+    assert_eq!(
+        store.contract(contract.id).expect("contract"),
+        Some(contract.clone())
+    );
     contract.model = CommissioningModel::Spot;
     store.upsert_contract(&contract).expect("update");
     assert_eq!(store.contracts().expect("contracts"), vec![contract]);

@@ -32,7 +32,13 @@ use Col::*;
 const TABLES: &[Table] = &[
     Table {
         name: "people",
-        columns: &[("person_id", Text), ("name", Text), ("role", Text), ("team_id", Text), ("active", Bool)],
+        columns: &[
+            ("person_id", Text),
+            ("name", Text),
+            ("role", Text),
+            ("team_id", Text),
+            ("active", Bool),
+        ],
         key: &["person_id"],
         append_only: false,
         order_by: "person_id",
@@ -73,14 +79,24 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "api_tokens",
-        columns: &[("token_hash", Text), ("person_id", Text), ("created_at", Int), ("revoked_at", Int)],
+        columns: &[
+            ("token_hash", Text),
+            ("person_id", Text),
+            ("created_at", Int),
+            ("revoked_at", Int),
+        ],
         key: &["token_hash"],
         append_only: false,
         order_by: "token_hash",
     },
     Table {
         name: "enrolment_codes",
-        columns: &[("code_hash", Text), ("person_id", Text), ("expires_at", Int), ("used_at", Int)],
+        columns: &[
+            ("code_hash", Text),
+            ("person_id", Text),
+            ("expires_at", Int),
+            ("used_at", Int),
+        ],
         key: &["code_hash"],
         append_only: false,
         order_by: "code_hash",

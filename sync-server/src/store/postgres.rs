@@ -233,7 +233,8 @@ impl PostgresStore {
 }
 
 fn parse<T: FromStr>(s: &str) -> Result<T> {
-    s.parse().map_err(|_| StoreError::Corrupt(format!("bad value {s:?}")))
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad value {s:?}")))
 }
 
 fn parse_opt<T: FromStr>(s: Option<String>) -> Result<Option<T>> {
@@ -328,7 +329,8 @@ fn contract_from(r: &Row) -> Result<Contract> {
         name: r.get(1),
         commissioner: r.get(2),
         model: parse(r.get(3))?,
-        rules: serde_json::from_str(&rules).map_err(|e| StoreError::Corrupt(format!("contract rules: {e}")))?,
+        rules: serde_json::from_str(&rules)
+            .map_err(|e| StoreError::Corrupt(format!("contract rules: {e}")))?,
     })
 }
 
@@ -680,7 +682,10 @@ impl ServerStore for PostgresStore {
     }
 
     fn count_events(&self) -> Result<u64> {
-        let n: i64 = self.conn()?.query_one("SELECT COUNT(*) FROM clock_events", &[])?.get(0);
+        let n: i64 = self
+            .conn()?
+            .query_one("SELECT COUNT(*) FROM clock_events", &[])?
+            .get(0);
         Ok(n as u64)
     }
 
@@ -693,7 +698,9 @@ impl ServerStore for PostgresStore {
     }
 
     fn teams(&self) -> Result<Vec<Team>> {
-        let r = self.conn()?.query("SELECT team_id, name FROM teams ORDER BY name", &[])?;
+        let r = self
+            .conn()?
+            .query("SELECT team_id, name FROM teams ORDER BY name", &[])?;
         rows(r, |r| {
             Ok(Team {
                 id: parse(r.get(0))?,
