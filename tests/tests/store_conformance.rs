@@ -14,6 +14,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("people", people),
     ("api tokens and revocation", tokens_and_revocation),
     ("enrolment codes are used once and expire", enrolment),
+    (
+        "a code redeemed by many at once enrols one device",
+        concurrent_redemption,
+    ),
     ("chunks are idempotent by hash", chunks_idempotent),
     ("compaction removes only the merged chunks", compaction),
     ("sync state upserts", sync_state),
@@ -53,6 +57,9 @@ fn postgres_store_conforms() {
         let store = PostgresStore::open(&cluster.create_database()).expect("open postgres");
         Box::new(store)
     });
+    // A pool of one connection: concurrent callers wait their turn instead of failing.
+    let small = PostgresStore::open_with_pool_size(&cluster.create_database(), 1).expect("open");
+    concurrent_redemption(&small);
     // Opening an already-migrated database again is harmless.
     let url = cluster.create_database();
     PostgresStore::open(&url).expect("first open");
@@ -227,6 +234,28 @@ fn enrolment(store: &dyn ServerStore) {
             .expect("redeem"),
         None
     );
+    assert_eq!(store.devices().expect("devices").len(), 1);
+}
+
+fn concurrent_redemption(store: &dyn ServerStore) {
+    let carer = person(store, "Eve", Role::Carer);
+    store.add_enrolment_code(carer.id, "shared", 1_000).expect("code");
+    let winners = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    store
+                        .redeem_enrolment_code("shared", 10, DeviceId::new(), "p", &format!("tok-{i}"))
+                        .expect("redeem")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("thread"))
+            .count()
+    });
+    assert_eq!(winners, 1);
     assert_eq!(store.devices().expect("devices").len(), 1);
 }
 

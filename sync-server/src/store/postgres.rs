@@ -5,7 +5,7 @@
 use super::*;
 use ::postgres::{Client as PgClient, NoTls, Row, Transaction};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
 const MIGRATIONS: &[&str] = &[SCHEMA_V1];
@@ -124,13 +124,25 @@ CREATE TABLE contracts (
 );
 ";
 
-/// A handful of blocking connections, opened on demand and reused.
+/// A bounded pool of blocking connections, opened on demand and reused. The bound keeps a busy
+/// instance (tokio's blocking pool has hundreds of threads) within PostgreSQL's `max_connections`:
+/// callers beyond it wait for a connection to come back.
 pub struct PostgresStore {
     url: String,
-    idle: Mutex<Vec<PgClient>>,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    max_open: usize,
 }
 
-/// A connection borrowed from the pool; returned on drop unless it broke.
+struct Pool {
+    idle: Vec<PgClient>,
+    open: usize,
+}
+
+/// Connections per instance unless `open_with_pool_size` says otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// A connection borrowed from the pool; returned on drop, or forgotten if it broke.
 struct Conn<'a> {
     store: &'a PostgresStore,
     client: Option<PgClient>,
@@ -152,41 +164,68 @@ impl std::ops::DerefMut for Conn<'_> {
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if !client.is_closed() {
-                if let Ok(mut idle) = self.store.idle.lock() {
-                    if idle.len() < MAX_IDLE {
-                        idle.push(client);
-                    }
-                }
-            }
+            self.store.give_back(Some(client));
         }
     }
 }
-
-const MAX_IDLE: usize = 8;
 
 impl PostgresStore {
     /// Connect and bring the schema up to date. Must not be called from inside a tokio runtime's
     /// async context (the blocking client runs its own).
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_with_pool_size(url, DEFAULT_POOL_SIZE)
+    }
+
+    pub fn open_with_pool_size(url: &str, max_open: usize) -> Result<Self> {
         let store = Self {
             url: url.to_string(),
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            returned: Condvar::new(),
+            max_open: max_open.max(1),
         };
         store.migrate()?;
         Ok(store)
     }
 
     fn conn(&self) -> Result<Conn<'_>> {
-        let pooled = self.idle.lock().map_err(|_| StoreError::Poisoned)?.pop();
-        let client = match pooled {
-            Some(c) => c,
-            None => PgClient::connect(&self.url, NoTls)?,
-        };
-        Ok(Conn {
-            store: self,
-            client: Some(client),
-        })
+        let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
+        loop {
+            if let Some(client) = pool.idle.pop() {
+                return Ok(Conn {
+                    store: self,
+                    client: Some(client),
+                });
+            }
+            if pool.open < self.max_open {
+                pool.open += 1;
+                drop(pool);
+                return match PgClient::connect(&self.url, NoTls) {
+                    Ok(client) => Ok(Conn {
+                        store: self,
+                        client: Some(client),
+                    }),
+                    Err(e) => {
+                        self.give_back(None);
+                        Err(e.into())
+                    }
+                };
+            }
+            pool = self.returned.wait(pool).map_err(|_| StoreError::Poisoned)?;
+        }
+    }
+
+    /// A connection comes back (or, if broken or never made, its slot does).
+    fn give_back(&self, client: Option<PgClient>) {
+        if let Ok(mut pool) = self.pool.lock() {
+            match client {
+                Some(c) if !c.is_closed() => pool.idle.push(c),
+                _ => pool.open = pool.open.saturating_sub(1),
+            }
+        }
+        self.returned.notify_one();
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
