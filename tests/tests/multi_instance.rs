@@ -107,9 +107,20 @@ impl Deployment {
     }
 }
 
+#[derive(Debug)]
+struct Visits(Vec<VisitId>);
+
+impl PartialEq for Visits {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// What a run of the scenario produced, comparable across deployments.
 #[derive(Debug, PartialEq)]
 struct Outcome {
+    /// Not compared across deployments (ids differ); for looking visits up afterwards.
+    visits: Visits,
     events_per_visit: Vec<usize>,
     notes_per_visit: Vec<usize>,
     report_counts: Vec<Vec<(String, i64)>>,
@@ -269,6 +280,7 @@ fn play(d: &Deployment, dir: &Path, p0: Millis) -> TestResult<Outcome> {
         assert_eq!(r, &reports[0], "servers disagree on the report");
     }
     Ok(Outcome {
+        visits: Visits(visits.to_vec()),
         events_per_visit,
         notes_per_visit,
         report_counts: reports.swap_remove(0),
@@ -335,6 +347,10 @@ fn copy_to_postgres_moves_a_populated_store_and_the_report_is_unchanged() -> Tes
     let office = single.office(0);
     let before = punctuality(&office, p0)?;
     let people_before = office.call("GET", "/api/v1/people", None)?.1;
+    let mut visits_before = vec![];
+    for v in &before_outcome.visits.0 {
+        visits_before.push(office.visit(*v)?);
+    }
     server.terminate()?;
 
     let url = cluster.create_database();
@@ -350,6 +366,10 @@ fn copy_to_postgres_moves_a_populated_store_and_the_report_is_unchanged() -> Tes
     assert_eq!(after["rows"], before["rows"]);
     assert_eq!(counts(&after), before_outcome.report_counts);
     assert_eq!(office.call("GET", "/api/v1/people", None)?.1, people_before);
+    // The documents moved whole: every visit reads the same, heads, events and notes included.
+    for (v, before) in before_outcome.visits.0.iter().zip(&visits_before) {
+        assert_eq!(&office.visit(*v)?, before, "visit {v}");
+    }
     let (status, devices) = office.call("GET", "/api/v1/devices", None)?;
     assert_eq!(status, 200);
     assert_eq!(devices.as_array().map(Vec::len), Some(2));
