@@ -1,7 +1,10 @@
-//! `caresync-server serve` runs the sync server; `bootstrap` creates the first office account.
+//! `caresync-server serve` runs the sync server; `bootstrap` creates the first office account;
+//! `copy-to-postgres` moves an embedded store into PostgreSQL.
 
 use caresync_core::domain::Role;
 use caresync_server::services::people;
+use caresync_server::store::copy::copy_sqlite_to_postgres;
+use caresync_server::store::postgres::PostgresStore;
 use caresync_server::store::sqlite::SqliteStore;
 use caresync_server::store::ServerStore;
 use caresync_server::{router, AppState};
@@ -32,6 +35,10 @@ enum Command {
         /// Directory holding the embedded database.
         #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
         data_dir: PathBuf,
+        /// A PostgreSQL URL (postgres://user@host:port/db) to store in instead of the embedded
+        /// database; several instances may share one.
+        #[arg(long, env = "CARESYNC_DATABASE")]
+        database: Option<String>,
         /// Seed a demo provider and play two weeks of visits through simulated phones.
         #[arg(long)]
         demo: bool,
@@ -40,12 +47,29 @@ enum Command {
     Bootstrap {
         #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
         data_dir: PathBuf,
+        #[arg(long, env = "CARESYNC_DATABASE")]
+        database: Option<String>,
         #[arg(long, default_value = "Office")]
         name: String,
     },
+    /// Copy the embedded store in a data directory into PostgreSQL (stop the server first).
+    /// Running it again is harmless: rows already copied are updated or left alone.
+    CopyToPostgres {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "CARESYNC_DATABASE")]
+        database: String,
+    },
 }
 
-fn open_store(data_dir: &Path) -> Result<Arc<dyn ServerStore>, String> {
+/// PostgreSQL when a URL is given, else the embedded store in the data directory. Called outside
+/// the tokio runtime: the blocking PostgreSQL client runs its own.
+fn open_store(data_dir: &Path, database: Option<&str>) -> Result<Arc<dyn ServerStore>, String> {
+    if let Some(url) = database {
+        let store =
+            PostgresStore::open(url).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+        return Ok(Arc::new(store));
+    }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = SqliteStore::open(&data_dir.join("caresync.db")).map_err(|e| e.to_string())?;
     Ok(Arc::new(store))
@@ -63,9 +87,15 @@ fn main() -> ExitCode {
         Command::Serve {
             listen,
             data_dir,
+            database,
             demo,
-        } => serve(listen, &data_dir, demo),
-        Command::Bootstrap { data_dir, name } => bootstrap(&data_dir, &name),
+        } => serve(listen, &data_dir, database.as_deref(), demo),
+        Command::Bootstrap {
+            data_dir,
+            database,
+            name,
+        } => bootstrap(&data_dir, database.as_deref(), &name),
+        Command::CopyToPostgres { data_dir, database } => copy_to_postgres(&data_dir, &database),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,8 +106,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
-    let store = open_store(data_dir)?;
+fn copy_to_postgres(data_dir: &Path, database: &str) -> Result<(), String> {
+    let path = data_dir.join("caresync.db");
+    if !path.exists() {
+        return Err(format!("no embedded store at {}", path.display()));
+    }
+    let from = SqliteStore::open(&path).map_err(|e| e.to_string())?;
+    let to =
+        PostgresStore::open(database).map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+    let report =
+        copy_sqlite_to_postgres(&from, &to).map_err(|e| format!("copy failed, nothing written: {e}"))?;
+    for (table, rows) in report {
+        println!("{table}: {rows} rows");
+    }
+    println!("copied {} into PostgreSQL", path.display());
+    Ok(())
+}
+
+fn bootstrap(data_dir: &Path, database: Option<&str>, name: &str) -> Result<(), String> {
+    let store = open_store(data_dir, database)?;
     let (person, token) = people::create_person(
         store.as_ref(),
         name,
@@ -91,8 +138,8 @@ fn bootstrap(data_dir: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(listen: SocketAddr, data_dir: &Path, demo: bool) -> Result<(), String> {
-    let store = open_store(data_dir)?;
+fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool) -> Result<(), String> {
+    let store = open_store(data_dir, database)?;
     let has_office = store
         .people()
         .map_err(|e| e.to_string())?

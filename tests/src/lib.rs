@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod pg;
+
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The server binary, built once per test run if `cargo build --workspace --bins` has not been run.
@@ -55,14 +57,25 @@ pub struct ServerProcess {
     pub url: String,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL when the server stores there rather than in `data_dir`.
+    pub database: Option<String>,
 }
 
 impl ServerProcess {
     /// Start on `listen` (e.g. `127.0.0.1:0`) with the data directory given.
     pub fn start(data_dir: &Path, listen: &str) -> TestResult<Self> {
-        let mut child = Command::new(server_binary())
-            .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
+        Self::start_with(data_dir, listen, None)
+    }
+
+    /// Start storing in PostgreSQL at `database` when given (`--database`).
+    pub fn start_with(data_dir: &Path, listen: &str, database: Option<&str>) -> TestResult<Self> {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir);
+        if let Some(url) = database {
+            cmd.args(["--database", url]);
+        }
+        let mut child = cmd
             .env("CARESYNC_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -80,6 +93,7 @@ impl ServerProcess {
             url: url.to_string(),
             addr,
             data_dir: data_dir.to_path_buf(),
+            database: database.map(str::to_string),
         })
     }
 
@@ -88,7 +102,11 @@ impl ServerProcess {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match Self::start(&self.data_dir.clone(), &self.addr.clone()) {
+            match Self::start_with(
+                &self.data_dir.clone(),
+                &self.addr.clone(),
+                self.database.clone().as_deref(),
+            ) {
                 Ok(fresh) => {
                     *self = fresh;
                     return Ok(());
@@ -125,10 +143,17 @@ impl ServerProcess {
 
     /// Run `caresync-server bootstrap` on this data directory; returns the office token.
     pub fn bootstrap(data_dir: &Path) -> TestResult<String> {
-        let out = Command::new(server_binary())
-            .args(["bootstrap", "--data-dir"])
-            .arg(data_dir)
-            .output()?;
+        Self::bootstrap_with(data_dir, None)
+    }
+
+    /// `bootstrap`, in PostgreSQL at `database` when given.
+    pub fn bootstrap_with(data_dir: &Path, database: Option<&str>) -> TestResult<String> {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["bootstrap", "--data-dir"]).arg(data_dir);
+        if let Some(url) = database {
+            cmd.args(["--database", url]);
+        }
+        let out = cmd.output()?;
         if !out.status.success() {
             return Err(format!("bootstrap failed: {}", String::from_utf8_lossy(&out.stderr)).into());
         }
@@ -139,6 +164,23 @@ impl ServerProcess {
             .ok_or("no token printed")?;
         Ok(token.trim().to_string())
     }
+}
+
+/// Run `caresync-server copy-to-postgres`; returns what it printed.
+pub fn copy_to_postgres(data_dir: &Path, database: &str) -> TestResult<String> {
+    let out = Command::new(server_binary())
+        .args(["copy-to-postgres", "--data-dir"])
+        .arg(data_dir)
+        .args(["--database", database])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "copy-to-postgres failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 impl Drop for ServerProcess {

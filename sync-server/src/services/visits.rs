@@ -157,9 +157,44 @@ impl VisitService {
                 doc,
                 chunk_hashes: chunks.into_iter().map(|c| c.hash).collect(),
             });
+        } else if let Some(cached) = guard.as_mut() {
+            // Another server instance on the same database may have written since.
+            self.catch_up(visit, cached)?;
         }
         let cached = guard.as_mut().ok_or(VisitServiceError::Poisoned)?;
         f(cached)
+    }
+
+    /// Merge into the cached document any chunks the store holds that it has not seen (written
+    /// by another instance sharing the database), and take the store's chunk list as the one a
+    /// later compaction may replace. One cheap query when nothing changed. Returns whether
+    /// anything was merged.
+    fn catch_up(&self, visit: VisitId, cached: &mut Cached) -> Result<bool> {
+        let stored = self.store.visit_chunk_hashes(visit)?;
+        if stored == cached.chunk_hashes {
+            return Ok(false);
+        }
+        let unseen: Vec<String> = stored
+            .iter()
+            .filter(|h| !cached.chunk_hashes.contains(h))
+            .cloned()
+            .collect();
+        if !unseen.is_empty() {
+            for chunk in self.store.visit_chunks(visit)? {
+                if unseen.contains(&chunk.hash) {
+                    cached
+                        .doc
+                        .automerge()
+                        .load_incremental(&chunk.bytes)
+                        .map_err(|e| VisitServiceError::Document {
+                            visit,
+                            source: e.into(),
+                        })?;
+                }
+            }
+        }
+        cached.chunk_hashes = stored;
+        Ok(!unseen.is_empty())
     }
 
     pub fn read(&self, visit: VisitId) -> Result<Visit> {
@@ -372,6 +407,23 @@ impl VisitService {
             if !cached.chunk_hashes.contains(&chunk.hash) {
                 cached.chunk_hashes.push(chunk.hash);
             }
+        }
+        // Another instance may have committed to this visit between our read and our write: its
+        // chunk and events are stored (chunks are keyed by hash, events insert-once), but the
+        // visit row we just wrote was projected without its change. Merge and project again
+        // until no unseen chunk remains; whoever writes the row last has seen every chunk.
+        for _ in 0..8 {
+            if !self.catch_up(visit, cached)? {
+                break;
+            }
+            let row = project(visit, &mut cached.doc, now)?;
+            self.store.commit_visit(&VisitCommit {
+                visit: row,
+                chunk: None,
+                new_events: vec![],
+                new_amendments: vec![],
+                sync_state: None,
+            })?;
         }
         if cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS {
             let snapshot = chunk_of(cached.doc.save());

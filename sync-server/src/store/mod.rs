@@ -5,6 +5,8 @@
 //! a chunk is harmless), compacted now and then into a snapshot that replaces exactly the chunks
 //! it merged. Methods are blocking; handlers call them on tokio's blocking pool.
 
+pub mod copy;
+pub mod postgres;
 pub mod sqlite;
 
 use caresync_core::domain::*;
@@ -14,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error(transparent)]
     Open(#[from] caresync_core::sqlite::OpenError),
     #[error("conflict: {0}")]
@@ -180,6 +184,9 @@ pub trait ServerStore: Send + Sync + 'static {
     // ---- visit documents ------------------------------------------------------------------
     /// All chunks of a visit, oldest first; empty if the visit does not exist.
     fn visit_chunks(&self, visit: VisitId) -> Result<Vec<Chunk>>;
+    /// The hashes of a visit's chunks, oldest first: a cheap check whether another server
+    /// instance has written to the visit since this one last read it.
+    fn visit_chunk_hashes(&self, visit: VisitId) -> Result<Vec<String>>;
     fn commit_visit(&self, commit: &VisitCommit) -> Result<()>;
     /// Replace exactly the `merged` chunks with one snapshot; chunks written meanwhile stay.
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()>;

@@ -137,6 +137,11 @@ impl SqliteStore {
         })
     }
 
+    /// The connection, for reads outside the trait (the copy to PostgreSQL).
+    pub(crate) fn connection(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.lock()
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
@@ -438,6 +443,14 @@ impl ServerStore for SqliteStore {
                 bytes: r.get(1)?,
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn visit_chunk_hashes(&self, visit: VisitId) -> Result<Vec<String>> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT chunk_hash FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([visit.to_string()], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -1,0 +1,852 @@
+//! PostgreSQL, for several server instances sharing one database. Same tables and meaning as the
+//! embedded store; writes to one visit take a transaction-scoped advisory lock on the visit so two
+//! instances committing the same visit are serialised by the database, not by a process lock.
+
+use super::*;
+use ::postgres::{Client as PgClient, NoTls, Row, Transaction};
+use std::str::FromStr;
+use std::sync::{Condvar, Mutex};
+
+/// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE people (
+    person_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('carer', 'supervisor', 'office')),
+    team_id TEXT,
+    active BOOLEAN NOT NULL DEFAULT TRUE
+);
+CREATE TABLE api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people (person_id),
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE enrolment_codes (
+    code_hash TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people (person_id),
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people (person_id),
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    enrolled_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    last_sync_at BIGINT
+);
+CREATE TABLE doc_chunks (
+    visit_id TEXT NOT NULL,
+    chunk_hash TEXT NOT NULL,
+    bytes BYTEA NOT NULL,
+    seq BIGSERIAL PRIMARY KEY,
+    UNIQUE (visit_id, chunk_hash)
+);
+CREATE INDEX doc_chunks_by_visit ON doc_chunks (visit_id, seq);
+CREATE TABLE sync_states (
+    device_id TEXT NOT NULL,
+    visit_id TEXT NOT NULL,
+    state BYTEA NOT NULL,
+    PRIMARY KEY (device_id, visit_id)
+);
+CREATE TABLE visits (
+    visit_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    contract_id TEXT NOT NULL,
+    carers TEXT NOT NULL,
+    planned_start BIGINT NOT NULL,
+    planned_end BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    chargeable BOOLEAN,
+    heads TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX visits_by_start ON visits (planned_start);
+CREATE TABLE assignments (
+    visit_id TEXT NOT NULL REFERENCES visits (visit_id),
+    carer_id TEXT NOT NULL,
+    current BOOLEAN NOT NULL,
+    PRIMARY KEY (visit_id, carer_id)
+);
+CREATE INDEX assignments_by_carer ON assignments (carer_id, current);
+CREATE TABLE clock_events (
+    event_id TEXT PRIMARY KEY,
+    visit_id TEXT NOT NULL REFERENCES visits (visit_id),
+    carer_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    device_time BIGINT NOT NULL,
+    clock_offset_ms BIGINT,
+    offset_measured_at BIGINT,
+    trusted_time BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    method TEXT NOT NULL,
+    reason TEXT,
+    lat DOUBLE PRECISION,
+    lon DOUBLE PRECISION,
+    accuracy_m DOUBLE PRECISION,
+    flags TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX clock_events_by_visit ON clock_events (visit_id);
+CREATE TABLE amendments (
+    amendment_id TEXT PRIMARY KEY,
+    visit_id TEXT NOT NULL REFERENCES visits (visit_id),
+    author_id TEXT NOT NULL,
+    carer_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    corrected_time BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    written_at BIGINT NOT NULL
+);
+CREATE INDEX amendments_by_visit ON amendments (visit_id);
+CREATE TABLE teams (
+    team_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+);
+CREATE TABLE clients (
+    client_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    lat DOUBLE PRECISION,
+    lon DOUBLE PRECISION,
+    accuracy_m DOUBLE PRECISION,
+    tag_ids TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE contracts (
+    contract_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    commissioner TEXT NOT NULL,
+    model TEXT NOT NULL CHECK (model IN ('spot', 'framework')),
+    rules TEXT NOT NULL
+);
+";
+
+/// A bounded pool of blocking connections, opened on demand and reused. The bound keeps a busy
+/// instance (tokio's blocking pool has hundreds of threads) within PostgreSQL's `max_connections`:
+/// callers beyond it wait for a connection to come back.
+pub struct PostgresStore {
+    url: String,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    max_open: usize,
+}
+
+struct Pool {
+    idle: Vec<PgClient>,
+    open: usize,
+}
+
+/// Connections per instance unless `open_with_pool_size` says otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// A connection borrowed from the pool; returned on drop, or forgotten if it broke.
+struct Conn<'a> {
+    store: &'a PostgresStore,
+    client: Option<PgClient>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = PgClient;
+    fn deref(&self) -> &PgClient {
+        self.client.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut PgClient {
+        self.client.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.store.give_back(Some(client));
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connect and bring the schema up to date. Must not be called from inside a tokio runtime's
+    /// async context (the blocking client runs its own).
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with_pool_size(url, DEFAULT_POOL_SIZE)
+    }
+
+    pub fn open_with_pool_size(url: &str, max_open: usize) -> Result<Self> {
+        let store = Self {
+            url: url.to_string(),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            returned: Condvar::new(),
+            max_open: max_open.max(1),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> Result<Conn<'_>> {
+        let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
+        loop {
+            if let Some(client) = pool.idle.pop() {
+                return Ok(Conn {
+                    store: self,
+                    client: Some(client),
+                });
+            }
+            if pool.open < self.max_open {
+                pool.open += 1;
+                drop(pool);
+                return match PgClient::connect(&self.url, NoTls) {
+                    Ok(client) => Ok(Conn {
+                        store: self,
+                        client: Some(client),
+                    }),
+                    Err(e) => {
+                        self.give_back(None);
+                        Err(e.into())
+                    }
+                };
+            }
+            pool = self.returned.wait(pool).map_err(|_| StoreError::Poisoned)?;
+        }
+    }
+
+    /// A connection comes back (or, if broken or never made, its slot does).
+    fn give_back(&self, client: Option<PgClient>) {
+        if let Ok(mut pool) = self.pool.lock() {
+            match client {
+                Some(c) if !c.is_closed() => pool.idle.push(c),
+                _ => pool.open = pool.open.saturating_sub(1),
+            }
+        }
+        self.returned.notify_one();
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        // One migrator at a time, whichever instance starts first.
+        tx.execute("SELECT pg_advisory_xact_lock(4242001)", &[])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS caresync_schema (version INTEGER NOT NULL)")?;
+        let version: i32 = match tx.query_opt("SELECT version FROM caresync_schema", &[])? {
+            Some(r) => r.get(0),
+            None => {
+                tx.execute("INSERT INTO caresync_schema (version) VALUES (0)", &[])?;
+                0
+            }
+        };
+        let version = usize::try_from(version).map_err(|_| StoreError::Corrupt("schema version".into()))?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {version} is newer than this server knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.batch_execute(sql)?;
+            tx.execute("UPDATE caresync_schema SET version = $1", &[&((i + 1) as i32)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Serialise writers of one visit across instances until the transaction ends.
+    fn lock_visit(tx: &mut Transaction<'_>, visit: &str) -> Result<()> {
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&visit])?;
+        Ok(())
+    }
+}
+
+fn parse<T: FromStr>(s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad value {s:?}")))
+}
+
+fn parse_opt<T: FromStr>(s: Option<String>) -> Result<Option<T>> {
+    s.map(|s| parse(&s)).transpose()
+}
+
+fn split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').filter(|s| !s.is_empty())
+}
+
+const PERSON_COLS: &str = "p.person_id, p.name, p.role, p.team_id, p.active";
+
+fn person_from(r: &Row) -> Result<Person> {
+    Ok(Person {
+        id: parse(r.get(0))?,
+        name: r.get(1),
+        role: parse(r.get(2))?,
+        team_id: parse_opt(r.get(3))?,
+        active: r.get(4),
+    })
+}
+
+const VISIT_COLS: &str =
+    "v.visit_id, v.client_id, v.contract_id, v.carers, v.planned_start, v.planned_end, v.status, v.chargeable, v.heads, v.updated_at";
+
+fn visit_from(r: &Row) -> Result<VisitRow> {
+    Ok(VisitRow {
+        visit_id: parse(r.get(0))?,
+        client_id: parse(r.get(1))?,
+        contract_id: parse(r.get(2))?,
+        carers: split(r.get(3)).map(parse).collect::<Result<_>>()?,
+        planned_start: r.get(4),
+        planned_end: r.get(5),
+        status: parse(r.get(6))?,
+        chargeable: r.get(7),
+        heads: split(r.get(8)).map(str::to_string).collect(),
+        updated_at: r.get(9),
+    })
+}
+
+const EVENT_COLS: &str = "e.event_id, e.visit_id, e.carer_id, e.device_id, e.kind, e.device_time, e.clock_offset_ms, \
+     e.offset_measured_at, e.trusted_time, e.received_at, e.method, e.reason, e.lat, e.lon, e.accuracy_m, e.flags";
+
+fn event_from(r: &Row) -> Result<EventRow> {
+    let (lat, lon, acc): (Option<f64>, Option<f64>, Option<f64>) = (r.get(12), r.get(13), r.get(14));
+    Ok(EventRow {
+        event_id: parse(r.get(0))?,
+        visit_id: parse(r.get(1))?,
+        carer_id: parse(r.get(2))?,
+        device_id: parse(r.get(3))?,
+        kind: parse(r.get(4))?,
+        device_time: r.get(5),
+        clock_offset_ms: r.get(6),
+        offset_measured_at: r.get(7),
+        trusted_time: r.get(8),
+        received_at: r.get(9),
+        method: parse(r.get(10))?,
+        reason: parse_opt(r.get(11))?,
+        location: match (lat, lon, acc) {
+            (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
+            _ => None,
+        },
+        flags: r.get(15),
+    })
+}
+
+const CLIENT_COLS: &str = "client_id, name, lat, lon, accuracy_m, tag_ids";
+
+fn client_from(r: &Row) -> Result<Client> {
+    let (lat, lon, acc): (Option<f64>, Option<f64>, Option<f64>) = (r.get(2), r.get(3), r.get(4));
+    Ok(Client {
+        id: parse(r.get(0))?,
+        name: r.get(1),
+        location: match (lat, lon) {
+            (Some(lat), Some(lon)) => Some(Location {
+                lat,
+                lon,
+                accuracy_m: acc.unwrap_or(0.0),
+            }),
+            _ => None,
+        },
+        tag_ids: split(r.get(5)).map(str::to_string).collect(),
+    })
+}
+
+const CONTRACT_COLS: &str = "contract_id, name, commissioner, model, rules";
+
+fn contract_from(r: &Row) -> Result<Contract> {
+    let rules: String = r.get(4);
+    Ok(Contract {
+        id: parse(r.get(0))?,
+        name: r.get(1),
+        commissioner: r.get(2),
+        model: parse(r.get(3))?,
+        rules: serde_json::from_str(&rules)
+            .map_err(|e| StoreError::Corrupt(format!("contract rules: {e}")))?,
+    })
+}
+
+fn amendment_from(r: &Row) -> Result<AmendmentRow> {
+    Ok(AmendmentRow {
+        amendment_id: parse(r.get(0))?,
+        visit_id: parse(r.get(1))?,
+        author_id: parse(r.get(2))?,
+        carer_id: parse(r.get(3))?,
+        time: parse(r.get(4))?,
+        corrected_time: r.get(5),
+        reason: parse(r.get(6))?,
+        written_at: r.get(7),
+    })
+}
+
+fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+impl ServerStore for PostgresStore {
+    fn create_person(&self, p: &Person) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO people (person_id, name, role, team_id, active) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (person_id) DO UPDATE SET name = $2, role = $3, team_id = $4, active = $5",
+                &[
+                    &p.id.to_string(),
+                    &p.name,
+                    &p.role.as_str(),
+                    &p.team_id.map(|t| t.to_string()),
+                    &p.active,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn person(&self, id: PersonId) -> Result<Option<Person>> {
+        let row = self.conn()?.query_opt(
+            &format!("SELECT {PERSON_COLS} FROM people p WHERE p.person_id = $1"),
+            &[&id.to_string()],
+        )?;
+        row.as_ref().map(person_from).transpose()
+    }
+
+    fn people(&self) -> Result<Vec<Person>> {
+        let r = self.conn()?.query(
+            &format!("SELECT {PERSON_COLS} FROM people p ORDER BY p.name, p.person_id"),
+            &[],
+        )?;
+        rows(r, person_from)
+    }
+
+    fn add_api_token(&self, person: PersonId, token_hash: &str, created_at: Millis) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO api_tokens (token_hash, person_id, created_at) VALUES ($1, $2, $3)",
+            &[&token_hash, &person.to_string(), &created_at],
+        )?;
+        Ok(())
+    }
+
+    fn add_enrolment_code(&self, person: PersonId, code_hash: &str, expires_at: Millis) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO enrolment_codes (code_hash, person_id, expires_at) VALUES ($1, $2, $3)",
+            &[&code_hash, &person.to_string(), &expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_enrolment_code(
+        &self,
+        code_hash: &str,
+        now: Millis,
+        device: DeviceId,
+        device_name: &str,
+        token_hash: &str,
+    ) -> Result<Option<PersonId>> {
+        self.write(|tx| {
+            // The row lock taken by UPDATE makes a second, concurrent redeemer find used_at set.
+            let Some(row) = tx.query_opt(
+                "UPDATE enrolment_codes SET used_at = $2
+                 WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING person_id",
+                &[&code_hash, &now],
+            )?
+            else {
+                return Ok(None);
+            };
+            let person: String = row.get(0);
+            tx.execute(
+                "INSERT INTO devices (device_id, person_id, name, token_hash, enrolled_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&device.to_string(), &person, &device_name, &token_hash, &now],
+            )?;
+            Ok(Some(parse(&person)?))
+        })
+    }
+
+    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>> {
+        let mut conn = self.conn()?;
+        let device = conn.query_opt(
+            &format!(
+                "SELECT {PERSON_COLS}, d.device_id
+                 FROM devices d JOIN people p ON p.person_id = d.person_id
+                 WHERE d.token_hash = $1 AND d.revoked_at IS NULL"
+            ),
+            &[&token_hash],
+        )?;
+        if let Some(r) = device {
+            return Ok(Some(Principal {
+                person: person_from(&r)?,
+                device_id: Some(parse(r.get(5))?),
+            }));
+        }
+        let person = conn.query_opt(
+            &format!(
+                "SELECT {PERSON_COLS}
+                 FROM api_tokens t JOIN people p ON p.person_id = t.person_id
+                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
+            ),
+            &[&token_hash],
+        )?;
+        Ok(person
+            .as_ref()
+            .map(person_from)
+            .transpose()?
+            .map(|person| Principal {
+                person,
+                device_id: None,
+            }))
+    }
+
+    fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
+        let n = self.conn()?.execute(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1",
+            &[&device.to_string(), &at],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn devices(&self) -> Result<Vec<Device>> {
+        let r = self.conn()?.query(
+            "SELECT device_id, person_id, name, enrolled_at, revoked_at, last_sync_at FROM devices ORDER BY enrolled_at",
+            &[],
+        )?;
+        rows(r, |r| {
+            Ok(Device {
+                id: parse(r.get(0))?,
+                person_id: parse(r.get(1))?,
+                name: r.get(2),
+                enrolled_at: r.get(3),
+                revoked_at: r.get(4),
+                last_sync_at: r.get(5),
+            })
+        })
+    }
+
+    fn device_synced(&self, device: DeviceId, at: Millis) -> Result<()> {
+        self.conn()?.execute(
+            "UPDATE devices SET last_sync_at = $2 WHERE device_id = $1",
+            &[&device.to_string(), &at],
+        )?;
+        Ok(())
+    }
+
+    fn visit_chunks(&self, visit: VisitId) -> Result<Vec<Chunk>> {
+        let r = self.conn()?.query(
+            "SELECT chunk_hash, bytes FROM doc_chunks WHERE visit_id = $1 ORDER BY seq",
+            &[&visit.to_string()],
+        )?;
+        rows(r, |r| {
+            Ok(Chunk {
+                hash: r.get(0),
+                bytes: r.get(1),
+            })
+        })
+    }
+
+    fn visit_chunk_hashes(&self, visit: VisitId) -> Result<Vec<String>> {
+        let r = self.conn()?.query(
+            "SELECT chunk_hash FROM doc_chunks WHERE visit_id = $1 ORDER BY seq",
+            &[&visit.to_string()],
+        )?;
+        Ok(r.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
+        self.write(|tx| {
+            let v = &c.visit;
+            let id = v.visit_id.to_string();
+            Self::lock_visit(tx, &id)?;
+            if let Some(chunk) = &c.chunk {
+                tx.execute(
+                    "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES ($1, $2, $3)
+                     ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
+                    &[&id, &chunk.hash, &chunk.bytes],
+                )?;
+            }
+            let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
+            tx.execute(
+                "INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
+                                     chargeable, heads, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (visit_id) DO UPDATE SET client_id = $2, contract_id = $3, carers = $4, planned_start = $5,
+                     planned_end = $6, status = $7, chargeable = $8, heads = $9, updated_at = $10",
+                &[
+                    &id,
+                    &v.client_id.to_string(),
+                    &v.contract_id.to_string(),
+                    &carers.join(","),
+                    &v.planned_start,
+                    &v.planned_end,
+                    &v.status.as_str(),
+                    &v.chargeable,
+                    &v.heads.join(","),
+                    &v.updated_at,
+                ],
+            )?;
+            tx.execute("UPDATE assignments SET current = FALSE WHERE visit_id = $1", &[&id])?;
+            for carer in &carers {
+                tx.execute(
+                    "INSERT INTO assignments (visit_id, carer_id, current) VALUES ($1, $2, TRUE)
+                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = TRUE",
+                    &[&id, carer],
+                )?;
+            }
+            let insert = tx.prepare(
+                "INSERT INTO clock_events (event_id, visit_id, carer_id, device_id, kind, device_time, clock_offset_ms,
+                     offset_measured_at, trusted_time, received_at, method, reason, lat, lon, accuracy_m, flags)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )?;
+            for e in &c.new_events {
+                tx.execute(
+                    &insert,
+                    &[
+                        &e.event_id.to_string(),
+                        &e.visit_id.to_string(),
+                        &e.carer_id.to_string(),
+                        &e.device_id.to_string(),
+                        &e.kind.as_str(),
+                        &e.device_time,
+                        &e.clock_offset_ms,
+                        &e.offset_measured_at,
+                        &e.trusted_time,
+                        &e.received_at,
+                        &e.method.as_str(),
+                        &e.reason.map(|r| r.as_str()),
+                        &e.location.map(|l| l.lat),
+                        &e.location.map(|l| l.lon),
+                        &e.location.map(|l| l.accuracy_m),
+                        &e.flags,
+                    ],
+                )?;
+            }
+            let insert = tx.prepare(
+                "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (amendment_id) DO NOTHING",
+            )?;
+            for a in &c.new_amendments {
+                tx.execute(
+                    &insert,
+                    &[
+                        &a.amendment_id.to_string(),
+                        &a.visit_id.to_string(),
+                        &a.author_id.to_string(),
+                        &a.carer_id.to_string(),
+                        &a.time.as_str(),
+                        &a.corrected_time,
+                        &a.reason.as_str(),
+                        &a.written_at,
+                    ],
+                )?;
+            }
+            if let Some((device, state)) = &c.sync_state {
+                tx.execute(
+                    "INSERT INTO sync_states (device_id, visit_id, state) VALUES ($1, $2, $3)
+                     ON CONFLICT (device_id, visit_id) DO UPDATE SET state = $3",
+                    &[&device.to_string(), &id, state],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
+        self.write(|tx| {
+            let id = visit.to_string();
+            Self::lock_visit(tx, &id)?;
+            tx.execute(
+                "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES ($1, $2, $3)
+                 ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
+                &[&id, &snapshot.hash, &snapshot.bytes],
+            )?;
+            let doomed: Vec<&String> = merged.iter().filter(|h| **h != snapshot.hash).collect();
+            tx.execute(
+                "DELETE FROM doc_chunks WHERE visit_id = $1 AND chunk_hash = ANY($2)",
+                &[&id, &doomed],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn sync_state(&self, device: DeviceId, visit: VisitId) -> Result<Option<Vec<u8>>> {
+        let row = self.conn()?.query_opt(
+            "SELECT state FROM sync_states WHERE device_id = $1 AND visit_id = $2",
+            &[&device.to_string(), &visit.to_string()],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn visit_row(&self, visit: VisitId) -> Result<Option<VisitRow>> {
+        let row = self.conn()?.query_opt(
+            &format!("SELECT {VISIT_COLS} FROM visits v WHERE v.visit_id = $1"),
+            &[&visit.to_string()],
+        )?;
+        row.as_ref().map(visit_from).transpose()
+    }
+
+    fn visits_for_carer(&self, carer: PersonId, from: Millis, to: Millis) -> Result<Vec<VisitRow>> {
+        let r = self.conn()?.query(
+            &format!(
+                "SELECT {VISIT_COLS} FROM assignments a JOIN visits v ON v.visit_id = a.visit_id
+                 WHERE a.carer_id = $1 AND a.current AND v.planned_start >= $2 AND v.planned_start < $3
+                 ORDER BY v.planned_start"
+            ),
+            &[&carer.to_string(), &from, &to],
+        )?;
+        rows(r, visit_from)
+    }
+
+    fn was_ever_assigned(&self, visit: VisitId, carer: PersonId) -> Result<bool> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT 1 FROM assignments WHERE visit_id = $1 AND carer_id = $2",
+                &[&visit.to_string(), &carer.to_string()],
+            )?
+            .is_some())
+    }
+
+    fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>> {
+        let r = self.conn()?.query(
+            &format!(
+                "SELECT {EVENT_COLS} FROM clock_events e WHERE e.visit_id = $1 ORDER BY e.trusted_time, e.event_id"
+            ),
+            &[&visit.to_string()],
+        )?;
+        rows(r, event_from)
+    }
+
+    fn count_events(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()?
+            .query_one("SELECT COUNT(*) FROM clock_events", &[])?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    fn create_team(&self, team: &Team) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO teams (team_id, name) VALUES ($1, $2) ON CONFLICT (team_id) DO UPDATE SET name = $2",
+            &[&team.id.to_string(), &team.name],
+        )?;
+        Ok(())
+    }
+
+    fn teams(&self) -> Result<Vec<Team>> {
+        let r = self
+            .conn()?
+            .query("SELECT team_id, name FROM teams ORDER BY name", &[])?;
+        rows(r, |r| {
+            Ok(Team {
+                id: parse(r.get(0))?,
+                name: r.get(1),
+            })
+        })
+    }
+
+    fn upsert_client(&self, c: &Client) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO clients (client_id, name, lat, lon, accuracy_m, tag_ids) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (client_id) DO UPDATE SET name = $2, lat = $3, lon = $4, accuracy_m = $5, tag_ids = $6",
+            &[
+                &c.id.to_string(),
+                &c.name,
+                &c.location.map(|l| l.lat),
+                &c.location.map(|l| l.lon),
+                &c.location.map(|l| l.accuracy_m),
+                &c.tag_ids.join(","),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn client(&self, id: ClientId) -> Result<Option<Client>> {
+        let row = self.conn()?.query_opt(
+            &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1"),
+            &[&id.to_string()],
+        )?;
+        row.as_ref().map(client_from).transpose()
+    }
+
+    fn clients(&self) -> Result<Vec<Client>> {
+        let r = self.conn()?.query(
+            &format!("SELECT {CLIENT_COLS} FROM clients ORDER BY name, client_id"),
+            &[],
+        )?;
+        rows(r, client_from)
+    }
+
+    fn upsert_contract(&self, c: &Contract) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO contracts (contract_id, name, commissioner, model, rules) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (contract_id) DO UPDATE SET name = $2, commissioner = $3, model = $4, rules = $5",
+            &[
+                &c.id.to_string(),
+                &c.name,
+                &c.commissioner,
+                &c.model.as_str(),
+                &c.rules.to_string(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn contract(&self, id: ContractId) -> Result<Option<Contract>> {
+        let row = self.conn()?.query_opt(
+            &format!("SELECT {CONTRACT_COLS} FROM contracts WHERE contract_id = $1"),
+            &[&id.to_string()],
+        )?;
+        row.as_ref().map(contract_from).transpose()
+    }
+
+    fn contracts(&self) -> Result<Vec<Contract>> {
+        let r = self.conn()?.query(
+            &format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"),
+            &[],
+        )?;
+        rows(r, contract_from)
+    }
+
+    fn visits_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<VisitRow>> {
+        let r = self.conn()?.query(
+            &format!(
+                "SELECT {VISIT_COLS} FROM visits v WHERE v.planned_start >= $1 AND v.planned_start < $2
+                 ORDER BY v.planned_start"
+            ),
+            &[&from, &to],
+        )?;
+        rows(r, visit_from)
+    }
+
+    fn events_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<EventRow>> {
+        let r = self.conn()?.query(
+            &format!(
+                "SELECT {EVENT_COLS} FROM clock_events e JOIN visits v ON v.visit_id = e.visit_id
+                 WHERE v.planned_start >= $1 AND v.planned_start < $2"
+            ),
+            &[&from, &to],
+        )?;
+        rows(r, event_from)
+    }
+
+    fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>> {
+        let r = self.conn()?.query(
+            "SELECT a.amendment_id, a.visit_id, a.author_id, a.carer_id, a.time, a.corrected_time, a.reason, a.written_at
+             FROM amendments a JOIN visits v ON v.visit_id = a.visit_id
+             WHERE v.planned_start >= $1 AND v.planned_start < $2",
+            &[&from, &to],
+        )?;
+        rows(r, amendment_from)
+    }
+}
+
+impl PostgresStore {
+    /// A pooled connection for statements outside the trait (the copy from the embedded store).
+    pub(crate) fn client(&self) -> Result<impl std::ops::DerefMut<Target = PgClient> + '_> {
+        self.conn()
+    }
+}

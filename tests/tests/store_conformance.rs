@@ -1,0 +1,514 @@
+//! One conformance suite for the server's storage trait, run against the embedded SQLite store
+//! and against PostgreSQL (a private cluster started for the test). Each behaviour is a function
+//! taking `&dyn ServerStore` and gets a fresh, empty store.
+
+use caresync_core::domain::*;
+use caresync_server::store::postgres::PostgresStore;
+use caresync_server::store::sqlite::SqliteStore;
+use caresync_server::store::*;
+use caresync_tests::pg::PgCluster;
+
+type Behaviour = fn(&dyn ServerStore);
+
+const BEHAVIOURS: &[(&str, Behaviour)] = &[
+    ("people", people),
+    ("api tokens and revocation", tokens_and_revocation),
+    ("enrolment codes are used once and expire", enrolment),
+    (
+        "a code redeemed by many at once enrols one device",
+        concurrent_redemption,
+    ),
+    ("chunks are idempotent by hash", chunks_idempotent),
+    ("compaction removes only the merged chunks", compaction),
+    ("sync state upserts", sync_state),
+    ("visit rows and assignment history", visit_rows_and_assignments),
+    (
+        "events are inserted once, keeping the first received_at",
+        events_insert_once,
+    ),
+    ("amendments", amendments),
+    ("report queries", report_queries),
+    ("reference data", reference_data),
+];
+
+fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
+    for (name, behaviour) in BEHAVIOURS {
+        eprintln!("behaviour: {name}");
+        let store = fresh();
+        behaviour(store.as_ref());
+    }
+}
+
+#[test]
+fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut n = 0;
+    run_all(|| {
+        n += 1;
+        let store = SqliteStore::open(&dir.path().join(format!("store-{n}.db"))).expect("open sqlite");
+        Box::new(store)
+    });
+}
+
+#[test]
+fn postgres_store_conforms() {
+    let cluster = PgCluster::start();
+    run_all(|| {
+        let store = PostgresStore::open(&cluster.create_database()).expect("open postgres");
+        Box::new(store)
+    });
+    // A pool of one connection: concurrent callers wait their turn instead of failing.
+    let small = PostgresStore::open_with_pool_size(&cluster.create_database(), 1).expect("open");
+    concurrent_redemption(&small);
+    // Opening an already-migrated database again is harmless.
+    let url = cluster.create_database();
+    PostgresStore::open(&url).expect("first open");
+    let store = PostgresStore::open(&url).expect("second open");
+    assert!(store.people().expect("people").is_empty());
+}
+
+// ---- fixtures ---------------------------------------------------------------------------------
+
+fn person(store: &dyn ServerStore, name: &str, role: Role) -> Person {
+    let p = Person {
+        id: PersonId::new(),
+        name: name.into(),
+        role,
+        team_id: None,
+        active: true,
+    };
+    store.create_person(&p).expect("create person");
+    p
+}
+
+fn chunk(bytes: &[u8]) -> Chunk {
+    use sha2::Digest;
+    Chunk {
+        hash: hex::encode(sha2::Sha256::digest(bytes)),
+        bytes: bytes.to_vec(),
+    }
+}
+
+fn visit_row(visit: VisitId, carers: Vec<PersonId>, start: Millis) -> VisitRow {
+    VisitRow {
+        visit_id: visit,
+        client_id: ClientId::new(),
+        contract_id: ContractId::new(),
+        carers,
+        planned_start: start,
+        planned_end: start + 3_600_000,
+        status: VisitStatus::Scheduled,
+        chargeable: None,
+        heads: vec!["aa".into(), "bb".into()],
+        updated_at: start - 1000,
+    }
+}
+
+fn commit(visit: VisitRow) -> VisitCommit {
+    VisitCommit {
+        visit,
+        chunk: None,
+        new_events: vec![],
+        new_amendments: vec![],
+        sync_state: None,
+    }
+}
+
+fn event(visit: VisitId, carer: PersonId, kind: ClockKind, at: Millis, received_at: Millis) -> EventRow {
+    EventRow {
+        event_id: EventId::new(),
+        visit_id: visit,
+        carer_id: carer,
+        device_id: DeviceId::new(),
+        kind,
+        device_time: at,
+        clock_offset_ms: Some(-1500),
+        offset_measured_at: Some(at - 60_000),
+        trusted_time: at - 1500,
+        received_at,
+        method: ClockMethod::Manual,
+        reason: Some(ReasonCode::NoSignalAtDoor),
+        location: Some(Location {
+            lat: 51.5,
+            lon: -0.12,
+            accuracy_m: 8.5,
+        }),
+        flags: "clock_skew".into(),
+    }
+}
+
+// ---- behaviours -----------------------------------------------------------------------------
+
+fn people(store: &dyn ServerStore) {
+    let team = Team {
+        id: TeamId::new(),
+        name: "North".into(),
+    };
+    store.create_team(&team).expect("team");
+    let mut ann = person(store, "Ann", Role::Carer);
+    person(store, "Bob", Role::Office);
+    assert_eq!(store.person(ann.id).expect("person"), Some(ann.clone()));
+    assert_eq!(store.person(PersonId::new()).expect("person"), None);
+    // Creating again updates (name, team, active).
+    ann.team_id = Some(team.id);
+    ann.active = false;
+    ann.name = "Ann B".into();
+    store.create_person(&ann).expect("update");
+    let all = store.people().expect("people");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], ann, "ordered by name");
+    assert_eq!(all[1].role, Role::Office);
+}
+
+fn tokens_and_revocation(store: &dyn ServerStore) {
+    let office = person(store, "Office", Role::Office);
+    store.add_api_token(office.id, "tok-office", 1).expect("token");
+    let p = store
+        .principal_for_token("tok-office")
+        .expect("lookup")
+        .expect("known");
+    assert_eq!(p.person, office);
+    assert_eq!(p.device_id, None);
+    assert!(store.principal_for_token("nope").expect("lookup").is_none());
+    assert!(
+        store.add_api_token(office.id, "tok-office", 2).is_err(),
+        "token hashes are unique"
+    );
+
+    let carer = person(store, "Cat", Role::Carer);
+    store.add_enrolment_code(carer.id, "code", 1_000).expect("code");
+    let device = DeviceId::new();
+    store
+        .redeem_enrolment_code("code", 10, device, "Cat's phone", "tok-device")
+        .expect("redeem")
+        .expect("valid");
+    let p = store
+        .principal_for_token("tok-device")
+        .expect("lookup")
+        .expect("known");
+    assert_eq!((p.person.id, p.device_id), (carer.id, Some(device)));
+    store.device_synced(device, 50).expect("synced");
+    let devices = store.devices().expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].last_sync_at, Some(50));
+    assert_eq!(devices[0].enrolled_at, 10);
+
+    assert!(store.revoke_device(device, 100).expect("revoke"));
+    assert!(store.revoke_device(device, 200).expect("revoke again"));
+    assert!(!store.revoke_device(DeviceId::new(), 100).expect("unknown"));
+    assert!(store.principal_for_token("tok-device").expect("lookup").is_none());
+    assert_eq!(
+        store.devices().expect("devices")[0].revoked_at,
+        Some(100),
+        "first revocation kept"
+    );
+}
+
+fn enrolment(store: &dyn ServerStore) {
+    let carer = person(store, "Dee", Role::Carer);
+    store.add_enrolment_code(carer.id, "c1", 1_000).expect("code");
+    store.add_enrolment_code(carer.id, "c2", 1_000).expect("code");
+    assert_eq!(
+        store
+            .redeem_enrolment_code("c1", 999, DeviceId::new(), "p", "t1")
+            .expect("redeem"),
+        Some(carer.id)
+    );
+    assert_eq!(
+        store
+            .redeem_enrolment_code("c1", 999, DeviceId::new(), "p", "t2")
+            .expect("redeem"),
+        None,
+        "used once"
+    );
+    assert_eq!(
+        store
+            .redeem_enrolment_code("c2", 1_000, DeviceId::new(), "p", "t3")
+            .expect("redeem"),
+        None,
+        "expired at expires_at"
+    );
+    assert_eq!(
+        store
+            .redeem_enrolment_code("unknown", 1, DeviceId::new(), "p", "t4")
+            .expect("redeem"),
+        None
+    );
+    assert_eq!(store.devices().expect("devices").len(), 1);
+}
+
+fn concurrent_redemption(store: &dyn ServerStore) {
+    let carer = person(store, "Eve", Role::Carer);
+    store.add_enrolment_code(carer.id, "shared", 1_000).expect("code");
+    let winners = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    store
+                        .redeem_enrolment_code("shared", 10, DeviceId::new(), "p", &format!("tok-{i}"))
+                        .expect("redeem")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("thread"))
+            .count()
+    });
+    assert_eq!(winners, 1);
+    assert_eq!(store.devices().expect("devices").len(), 1);
+}
+
+fn chunks_idempotent(store: &dyn ServerStore) {
+    let visit = VisitId::new();
+    assert!(store.visit_chunks(visit).expect("chunks").is_empty());
+    let row = visit_row(visit, vec![PersonId::new()], 10_000);
+    for bytes in [&b"one"[..], b"two", b"one"] {
+        store
+            .commit_visit(&VisitCommit {
+                chunk: Some(chunk(bytes)),
+                ..commit(row.clone())
+            })
+            .expect("commit");
+    }
+    let chunks = store.visit_chunks(visit).expect("chunks");
+    assert_eq!(
+        chunks,
+        vec![chunk(b"one"), chunk(b"two")],
+        "oldest first, no duplicate"
+    );
+    assert_eq!(
+        store.visit_chunk_hashes(visit).expect("hashes"),
+        vec![chunk(b"one").hash, chunk(b"two").hash]
+    );
+}
+
+fn compaction(store: &dyn ServerStore) {
+    let visit = VisitId::new();
+    let row = visit_row(visit, vec![PersonId::new()], 10_000);
+    for bytes in [&b"a"[..], b"b", b"c"] {
+        store
+            .commit_visit(&VisitCommit {
+                chunk: Some(chunk(bytes)),
+                ..commit(row.clone())
+            })
+            .expect("commit");
+    }
+    let merged = store.visit_chunk_hashes(visit).expect("hashes");
+    // Written after the snapshot was taken, by another writer: must survive.
+    store
+        .commit_visit(&VisitCommit {
+            chunk: Some(chunk(b"late")),
+            ..commit(row.clone())
+        })
+        .expect("commit");
+    store
+        .compact_visit(visit, &merged, &chunk(b"snapshot"))
+        .expect("compact");
+    let hashes = store.visit_chunk_hashes(visit).expect("hashes");
+    assert_eq!(hashes.len(), 2);
+    assert!(hashes.contains(&chunk(b"snapshot").hash));
+    assert!(hashes.contains(&chunk(b"late").hash));
+    // Compacting again with a list that names the snapshot itself keeps the snapshot.
+    let all = store.visit_chunk_hashes(visit).expect("hashes");
+    store
+        .compact_visit(visit, &all, &chunk(b"snapshot"))
+        .expect("compact");
+    assert_eq!(
+        store.visit_chunks(visit).expect("chunks"),
+        vec![chunk(b"snapshot")]
+    );
+}
+
+fn sync_state(store: &dyn ServerStore) {
+    let (visit, device) = (VisitId::new(), DeviceId::new());
+    assert_eq!(store.sync_state(device, visit).expect("state"), None);
+    let row = visit_row(visit, vec![PersonId::new()], 10_000);
+    for state in [vec![1u8, 2], vec![3u8]] {
+        store
+            .commit_visit(&VisitCommit {
+                sync_state: Some((device, state)),
+                ..commit(row.clone())
+            })
+            .expect("commit");
+    }
+    assert_eq!(store.sync_state(device, visit).expect("state"), Some(vec![3u8]));
+    assert_eq!(store.sync_state(DeviceId::new(), visit).expect("state"), None);
+}
+
+fn visit_rows_and_assignments(store: &dyn ServerStore) {
+    let (a, b, c) = (PersonId::new(), PersonId::new(), PersonId::new());
+    let visit = VisitId::new();
+    let mut row = visit_row(visit, vec![a, b], 50_000);
+    store.commit_visit(&commit(row.clone())).expect("commit");
+    assert_eq!(store.visit_row(visit).expect("row"), Some(row.clone()));
+    assert_eq!(store.visit_row(VisitId::new()).expect("row"), None);
+    // Reassign b -> c and cancel.
+    row.carers = vec![a, c];
+    row.status = VisitStatus::Cancelled;
+    row.chargeable = Some(true);
+    row.heads = vec!["cc".into()];
+    store.commit_visit(&commit(row.clone())).expect("commit");
+    assert_eq!(store.visit_row(visit).expect("row"), Some(row.clone()));
+    let ids = |v: Vec<VisitRow>| v.into_iter().map(|r| r.visit_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.visits_for_carer(c, 0, 100_000).expect("c")),
+        vec![visit]
+    );
+    assert!(
+        store.visits_for_carer(b, 0, 100_000).expect("b").is_empty(),
+        "no longer assigned"
+    );
+    assert!(
+        store.visits_for_carer(a, 50_001, 100_000).expect("a").is_empty(),
+        "window [from, to)"
+    );
+    assert_eq!(
+        ids(store.visits_for_carer(a, 50_000, 50_001).expect("a")),
+        vec![visit]
+    );
+    assert!(store.was_ever_assigned(visit, b).expect("b"), "history kept");
+    assert!(store.was_ever_assigned(visit, c).expect("c"));
+    assert!(!store.was_ever_assigned(visit, PersonId::new()).expect("stranger"));
+}
+
+fn events_insert_once(store: &dyn ServerStore) {
+    let carer = PersonId::new();
+    let visit = VisitId::new();
+    let row = visit_row(visit, vec![carer], 10_000);
+    let first = event(visit, carer, ClockKind::ClockIn, 10_000, 11_000);
+    let mut again = first.clone();
+    again.received_at = 99_000;
+    let mut out = event(visit, carer, ClockKind::ClockOut, 13_000, 14_000);
+    out.location = None;
+    out.reason = None;
+    out.clock_offset_ms = None;
+    out.offset_measured_at = None;
+    out.method = ClockMethod::Nfc;
+    out.flags = String::new();
+    store
+        .commit_visit(&VisitCommit {
+            new_events: vec![first.clone()],
+            ..commit(row.clone())
+        })
+        .expect("commit");
+    store
+        .commit_visit(&VisitCommit {
+            new_events: vec![again, out.clone()],
+            ..commit(row.clone())
+        })
+        .expect("commit");
+    assert_eq!(store.events_for_visit(visit).expect("events"), vec![first, out]);
+    assert_eq!(store.count_events().expect("count"), 2);
+}
+
+fn amendments(store: &dyn ServerStore) {
+    let carer = PersonId::new();
+    let visit = VisitId::new();
+    let row = visit_row(visit, vec![carer], 10_000);
+    let a = AmendmentRow {
+        amendment_id: AmendmentId::new(),
+        visit_id: visit,
+        author_id: PersonId::new(),
+        carer_id: carer,
+        time: AmendedTime::ClockOut,
+        corrected_time: 12_345,
+        reason: ReasonCode::ForgotToClock,
+        written_at: 20_000,
+    };
+    let mut again = a.clone();
+    again.corrected_time = 1;
+    for batch in [vec![a.clone()], vec![again]] {
+        store
+            .commit_visit(&VisitCommit {
+                new_amendments: batch,
+                ..commit(row.clone())
+            })
+            .expect("commit");
+    }
+    assert_eq!(
+        store.amendments_planned_between(0, 20_000).expect("amendments"),
+        vec![a]
+    );
+}
+
+fn report_queries(store: &dyn ServerStore) {
+    let carer = PersonId::new();
+    let inside = VisitId::new();
+    let outside = VisitId::new();
+    let e1 = event(inside, carer, ClockKind::ClockIn, 100_000, 100_500);
+    let e2 = event(outside, carer, ClockKind::ClockIn, 200_000, 200_500);
+    store
+        .commit_visit(&VisitCommit {
+            new_events: vec![e1.clone()],
+            ..commit(visit_row(inside, vec![carer], 100_000))
+        })
+        .expect("commit");
+    store
+        .commit_visit(&VisitCommit {
+            new_events: vec![e2],
+            ..commit(visit_row(outside, vec![carer], 200_000))
+        })
+        .expect("commit");
+    let rows = store.visits_planned_between(100_000, 200_000).expect("visits");
+    assert_eq!(rows.iter().map(|r| r.visit_id).collect::<Vec<_>>(), vec![inside]);
+    assert_eq!(
+        store.events_planned_between(100_000, 200_000).expect("events"),
+        vec![e1]
+    );
+    assert_eq!(store.visits_planned_between(0, 300_000).expect("visits").len(), 2);
+    assert_eq!(store.events_planned_between(0, 300_000).expect("events").len(), 2);
+    assert!(store
+        .amendments_planned_between(0, 300_000)
+        .expect("amendments")
+        .is_empty());
+}
+
+fn reference_data(store: &dyn ServerStore) {
+    let t = Team {
+        id: TeamId::new(),
+        name: "South".into(),
+    };
+    store.create_team(&t).expect("team");
+    store
+        .create_team(&Team {
+            name: "South East".into(),
+            ..t.clone()
+        })
+        .expect("rename");
+    assert_eq!(store.teams().expect("teams")[0].name, "South East");
+
+    let mut client = Client {
+        id: ClientId::new(),
+        name: "Mrs Jones".into(),
+        location: Some(Location {
+            lat: 52.1,
+            lon: -1.5,
+            accuracy_m: 0.0,
+        }),
+        tag_ids: vec!["tag-1".into(), "tag-2".into()],
+    };
+    store.upsert_client(&client).expect("client");
+    assert_eq!(store.client(client.id).expect("client"), Some(client.clone()));
+    client.location = None;
+    client.tag_ids = vec![];
+    store.upsert_client(&client).expect("update");
+    assert_eq!(store.clients().expect("clients"), vec![client.clone()]);
+    assert_eq!(store.client(ClientId::new()).expect("client"), None);
+
+    let mut contract = Contract {
+        id: ContractId::new(),
+        name: "Framework A".into(),
+        commissioner: "County Council".into(),
+        model: CommissioningModel::Framework,
+        rules: serde_json::json!({ "late_after_min": 10, "kpi": { "max_late_pct": 5.0 } }),
+    };
+    store.upsert_contract(&contract).expect("contract");
+    assert_eq!(
+        store.contract(contract.id).expect("contract"),
+        Some(contract.clone())
+    );
+    contract.model = CommissioningModel::Spot;
+    store.upsert_contract(&contract).expect("update");
+    assert_eq!(store.contracts().expect("contracts"), vec![contract]);
+}
