@@ -242,7 +242,7 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
                 let Some(id) = ids.get((step / 2) % ids.len().max(1)) else {
                     continue;
                 };
-                let clocked = if step % 2 == 0 {
+                let clocked = if step.is_multiple_of(2) {
                     phone.store.clock_in(*id, &ClockRequest::app()).is_ok()
                 } else {
                     let _ = phone
