@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test caresync has: Rust unit and end-to-end tests (real server processes, real phone
-# stores), then the bindings' tests from Python and Kotlin when present.
+# stores, a private PostgreSQL cluster), then the bindings' tests from Python and Kotlin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/ensure-test-deps.sh
 cargo build --workspace --bins
 cargo test --workspace
 if [ -x tests/ffi/run.sh ]; then
