@@ -1,6 +1,7 @@
 //! HTTP: routes, shared state, and the problem body every error answers with.
 
 mod office;
+pub mod openapi;
 mod ops;
 mod reference;
 mod reports;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route(ENROL_PATH, post(sync::enrol))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/openapi.json", get(openapi::openapi))
         .merge(office::routes())
         .merge(reference::routes())
         .merge(supervision::routes())

@@ -1,0 +1,965 @@
+//! The OpenAPI 3.1 document, served at `/api/openapi.json`, built from one table of operations
+//! (`OPERATIONS`) that the tests also use to check every route exists and every role check holds.
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token.
+    Public,
+    /// An enrolled carer's device token.
+    Device,
+    Office,
+    OfficeOrSupervisor,
+}
+
+/// One documented operation: method, path, who may call it, summary, request schema, response.
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub id: &'static str,
+    pub summary: &'static str,
+    /// A `#/components/schemas` name for a JSON body, `cbor:<name>` for a CBOR body.
+    pub request: Option<&'static str>,
+    /// Status and schema of the success answer (`csv`, `text` or a schema name; empty: no body).
+    pub response: (u16, &'static str),
+    /// Query parameters: `name:type:required`.
+    pub query: &'static [&'static str],
+}
+
+const REPORT_QUERY: &[&str] = &[
+    "from:date:true",
+    "to:date:true",
+    "group_by:GroupBy:false",
+    "period:PeriodKind:false",
+    "as_of:date-time:false",
+];
+const WINDOW_QUERY: &[&str] = &["from:date:true", "to:date:true", "as_of:date-time:false"];
+
+macro_rules! op {
+    ($m:literal $p:literal $a:ident $id:literal $s:literal, $req:expr, ($st:literal, $resp:literal) $(, $q:expr)?) => {
+        Operation {
+            method: $m,
+            path: $p,
+            access: Access::$a,
+            id: $id,
+            summary: $s,
+            request: $req,
+            response: ($st, $resp),
+            query: op!(@q $($q)?),
+        }
+    };
+    (@q) => { &[] };
+    (@q $q:expr) => { $q };
+}
+
+pub const OPERATIONS: &[Operation] = &[
+    op!("get" "/healthz" Public "healthz" "Liveness and version", None, (200, "Health")),
+    op!("get" "/metrics" Public "metrics" "Prometheus counters and the sync latency histogram", None, (200, "text")),
+    op!("get" "/api/openapi.json" Public "openapi" "This document", None, (200, "object")),
+    op!("post" "/api/v1/enrol" Public "enrol" "Enrol a phone with a one-time code (CBOR)", Some("cbor:EnrolRequest"), (200, "cbor:EnrolResponse")),
+    op!("post" "/api/v1/sync" Device "sync" "Batched Automerge sync (CBOR; see docs/protocol.md)", Some("cbor:SyncRequest"), (200, "cbor:SyncResponse")),
+    op!("post" "/api/v1/people" Office "createPerson" "Create a carer, supervisor or office person (office and supervisors get a token, shown once)", Some("NewPerson"), (201, "CreatedPerson")),
+    op!("get" "/api/v1/people" OfficeOrSupervisor "listPeople" "Everyone", None, (200, "PersonList")),
+    op!("post" "/api/v1/people/{id}/enrolment-codes" Office "issueEnrolmentCode" "A one-time code for a carer's phone (7 days)", None, (201, "EnrolmentCode")),
+    op!("get" "/api/v1/devices" Office "listDevices" "Enrolled phones", None, (200, "DeviceList")),
+    op!("post" "/api/v1/devices/{id}/revoke" Office "revokeDevice" "Revoke a phone; its token fails from the next request", None, (204, "")),
+    op!("post" "/api/v1/teams" Office "createTeam" "Create a team", Some("NewTeam"), (201, "Team")),
+    op!("get" "/api/v1/teams" OfficeOrSupervisor "listTeams" "Teams", None, (200, "TeamList")),
+    op!("post" "/api/v1/clients" Office "createClient" "Create a client with location and door tags", Some("ClientBody"), (201, "Client")),
+    op!("get" "/api/v1/clients" OfficeOrSupervisor "listClients" "Clients", None, (200, "ClientList")),
+    op!("get" "/api/v1/clients/{id}" OfficeOrSupervisor "getClient" "One client", None, (200, "Client")),
+    op!("put" "/api/v1/clients/{id}" Office "updateClient" "Replace a client's details", Some("ClientBody"), (200, "Client")),
+    op!("post" "/api/v1/contracts" Office "createContract" "Create a contract: commissioner, model, rules", Some("ContractBody"), (201, "Contract")),
+    op!("get" "/api/v1/contracts" OfficeOrSupervisor "listContracts" "Contracts", None, (200, "ContractList")),
+    op!("get" "/api/v1/contracts/{id}" OfficeOrSupervisor "getContract" "One contract", None, (200, "Contract")),
+    op!("put" "/api/v1/contracts/{id}" Office "updateContract" "Replace a contract's details and rules", Some("ContractBody"), (200, "Contract")),
+    op!("post" "/api/v1/visits" Office "createVisits" "Create visits in bulk (all or nothing)", Some("NewVisits"), (201, "CreatedVisits")),
+    op!("get" "/api/v1/visits/{id}" OfficeOrSupervisor "getVisit" "A visit's document, event rows and heads", None, (200, "VisitView")),
+    op!("post" "/api/v1/visits/{id}/reschedule" Office "rescheduleVisit" "Move a visit", Some("Reschedule"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/reassign" Office "reassignVisit" "Change the assigned carer(s)", Some("Reassign"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/cancel" Office "cancelVisit" "Cancel with a reason and a chargeable flag", Some("Cancel"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/amendments" OfficeOrSupervisor "amendVisit" "Correct an actual time with a reason code; the original is kept", Some("NewAmendment"), (201, "Amendment")),
+    op!("post" "/api/v1/visits/{id}/notes" OfficeOrSupervisor "addVisitNote" "A supervisor's or the office's note", Some("NewNote"), (201, "Note")),
+    op!("get" "/api/v1/visits/{id}/timeline" OfficeOrSupervisor "visitTimeline" "Schedule changes, clock events, notes, outcomes and amendments in order", None, (200, "VisitTimeline")),
+    op!("get" "/api/v1/carers/{id}/timeline" OfficeOrSupervisor "carerDayTimeline" "A carer's day", None, (200, "CarerDay"), &["date:date:true"]),
+    op!("get" "/api/v1/reports/punctuality" Office "punctualityReport" "Punctuality figures grouped and by period, with KPI status", None, (200, "PunctualityReport"), REPORT_QUERY),
+    op!("get" "/api/v1/reports/punctuality.csv" Office "punctualityReportCsv" "The report's rows as CSV", None, (200, "csv"), REPORT_QUERY),
+    op!("get" "/api/v1/reports/kpi" Office "kpiReport" "KPI status per framework contract and month", None, (200, "KpiRowList"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/kpi.csv" Office "kpiReportCsv" "KPI rows as CSV", None, (200, "csv"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/reconciliation" Office "reconciliationReport" "Weekly authorised, delivered and billable minutes per client and contract", None, (200, "ReconciliationRowList"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/reconciliation.csv" Office "reconciliationReportCsv" "Reconciliation as CSV", None, (200, "csv"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/continuity" Office "continuityReport" "Distinct carers per client per week", None, (200, "ContinuityRowList"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/continuity.csv" Office "continuityReportCsv" "Continuity as CSV", None, (200, "csv"), WINDOW_QUERY),
+    op!("get" "/api/v1/alerts" OfficeOrSupervisor "alerts" "Live alerts (a supervisor sees their team's)", None, (200, "AlertList")),
+];
+
+pub async fn openapi() -> Json<Value> {
+    Json(document())
+}
+
+fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
+    let mut p = Map::new();
+    for (k, v) in props {
+        p.insert((*k).to_string(), v.clone());
+    }
+    json!({ "type": "object", "properties": p, "required": required })
+}
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn list(name: &str) -> Value {
+    json!({ "type": "array", "items": r(name) })
+}
+
+fn schemas() -> Map<String, Value> {
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let ms = json!({ "type": "integer", "description": "milliseconds since 1970-01-01 UTC" });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let text = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    let num = json!({ "type": "number" });
+    let opt_num = json!({ "type": ["number", "null"] });
+    let boolean = json!({ "type": "boolean" });
+    let e = |values: &[&str]| json!({ "type": "string", "enum": values });
+    let mut s = Map::new();
+    let mut add = |name: &str, v: Value| {
+        s.insert(name.to_string(), v);
+    };
+    add(
+        "Problem",
+        obj(
+            &[("code", text.clone()), ("message", text.clone())],
+            &["code", "message"],
+        ),
+    );
+    add(
+        "Health",
+        obj(
+            &[("status", text.clone()), ("version", text.clone())],
+            &["status"],
+        ),
+    );
+    add("Role", e(&["carer", "supervisor", "office"]));
+    add("ClockMethod", e(&["app", "gps", "qr", "nfc", "manual"]));
+    add("ClockKind", e(&["clock_in", "clock_out"]));
+    add(
+        "ReasonCode",
+        e(&[
+            "phone_unavailable",
+            "app_fault",
+            "tag_missing",
+            "no_signal_at_door",
+            "forgot_to_clock",
+            "wrong_visit_clocked",
+            "client_request",
+            "authorised_by_office",
+            "other",
+        ]),
+    );
+    add(
+        "NoteCategory",
+        e(&[
+            "general",
+            "wellbeing",
+            "medication",
+            "concern",
+            "safeguarding",
+            "nutrition",
+            "handover",
+        ]),
+    );
+    add("TaskResult", e(&["done", "not_done", "refused"]));
+    add("VisitStatus", e(&["scheduled", "cancelled"]));
+    add("AmendedTime", e(&["clock_in", "clock_out"]));
+    add("CommissioningModel", e(&["spot", "framework"]));
+    add(
+        "GroupBy",
+        e(&[
+            "all",
+            "contract",
+            "commissioning_model",
+            "commissioner",
+            "carer",
+            "client",
+            "team",
+        ]),
+    );
+    add("PeriodKind", e(&["day", "week", "month"]));
+    add(
+        "Location",
+        obj(
+            &[
+                ("lat", num.clone()),
+                ("lon", num.clone()),
+                ("accuracy_m", num.clone()),
+            ],
+            &["lat", "lon", "accuracy_m"],
+        ),
+    );
+    add(
+        "Person",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("name", text.clone()),
+                ("role", r("Role")),
+                ("team_id", uuid.clone()),
+                ("active", boolean.clone()),
+            ],
+            &["id", "name", "role", "active"],
+        ),
+    );
+    add("PersonList", list("Person"));
+    add(
+        "NewPerson",
+        obj(
+            &[
+                ("name", text.clone()),
+                ("role", r("Role")),
+                ("team_id", uuid.clone()),
+            ],
+            &["name", "role"],
+        ),
+    );
+    add(
+        "CreatedPerson",
+        obj(&[("person", r("Person")), ("token", text.clone())], &["person"]),
+    );
+    add(
+        "EnrolmentCode",
+        obj(
+            &[("code", text.clone()), ("expires_at", time.clone())],
+            &["code", "expires_at"],
+        ),
+    );
+    add(
+        "Device",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("person_id", uuid.clone()),
+                ("name", text.clone()),
+                ("enrolled_at", ms.clone()),
+                ("revoked_at", ms.clone()),
+                ("last_sync_at", ms.clone()),
+            ],
+            &["id", "person_id", "name", "enrolled_at"],
+        ),
+    );
+    add("DeviceList", list("Device"));
+    add("NewTeam", obj(&[("name", text.clone())], &["name"]));
+    add(
+        "Team",
+        obj(&[("id", uuid.clone()), ("name", text.clone())], &["id", "name"]),
+    );
+    add("TeamList", list("Team"));
+    let tags = json!({ "type": "array", "items": { "type": "string" } });
+    add(
+        "ClientBody",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("name", text.clone()),
+                ("location", r("Location")),
+                ("tag_ids", tags.clone()),
+            ],
+            &["name"],
+        ),
+    );
+    add(
+        "Client",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("name", text.clone()),
+                ("location", r("Location")),
+                ("tag_ids", tags),
+            ],
+            &["id", "name"],
+        ),
+    );
+    add("ClientList", list("Client"));
+    add(
+        "ContractRules",
+        json!({
+            "type": "object",
+            "description": "Every threshold of the metric definitions (docs/metrics.md); omitted fields take the defaults shown.",
+            "properties": {
+                "late_after_min": { "type": "integer", "default": 15 },
+                "early_before_min": { "type": "integer", "default": 15 },
+                "missed_after_end_min": { "type": "integer", "default": 30 },
+                "short_below_pct": { "type": "integer", "default": 75 },
+                "overrun_above_pct": { "type": "integer", "default": 125 },
+                "location_radius_m": { "type": "number", "default": 200 },
+                "billing": {
+                    "type": "object",
+                    "properties": {
+                        "basis": { "type": "string", "enum": ["planned", "actual", "capped"] },
+                        "unit_min": { "type": "integer", "enum": [1, 5, 15, 30, 60] },
+                        "rounding": { "type": "string", "enum": ["nearest", "down", "up"] }
+                    }
+                },
+                "kpi": {
+                    "type": ["object", "null"],
+                    "properties": { "max_late_pct": { "type": "number" }, "max_missed_pct": { "type": "number" } }
+                },
+                "time_trust": {
+                    "type": "object",
+                    "properties": {
+                        "offset_max_age_ms": { "type": "integer" },
+                        "max_skew_ms": { "type": "integer" },
+                        "future_tolerance_ms": { "type": "integer" }
+                    }
+                }
+            },
+            "additionalProperties": false
+        }),
+    );
+    let contract_props = [
+        ("id", uuid.clone()),
+        ("name", text.clone()),
+        ("commissioner", text.clone()),
+        ("model", r("CommissioningModel")),
+        ("rules", r("ContractRules")),
+    ];
+    add(
+        "ContractBody",
+        obj(&contract_props, &["name", "commissioner", "model"]),
+    );
+    add(
+        "Contract",
+        obj(&contract_props, &["id", "name", "commissioner", "model", "rules"]),
+    );
+    add("ContractList", list("Contract"));
+    add(
+        "NewVisit",
+        obj(
+            &[
+                ("visit_id", uuid.clone()),
+                ("client_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                (
+                    "carers",
+                    json!({ "type": "array", "items": uuid, "minItems": 1, "maxItems": 2 }),
+                ),
+                ("planned_start", time.clone()),
+                ("planned_end", time.clone()),
+                ("tasks", json!({ "type": "array", "items": { "type": "string" } })),
+            ],
+            &[
+                "client_id",
+                "contract_id",
+                "carers",
+                "planned_start",
+                "planned_end",
+            ],
+        ),
+    );
+    add("NewVisits", obj(&[("visits", list("NewVisit"))], &["visits"]));
+    add(
+        "CreatedVisits",
+        obj(
+            &[("visit_ids", json!({ "type": "array", "items": uuid }))],
+            &["visit_ids"],
+        ),
+    );
+    add(
+        "Reschedule",
+        obj(
+            &[("planned_start", time.clone()), ("planned_end", time.clone())],
+            &["planned_start", "planned_end"],
+        ),
+    );
+    add(
+        "Reassign",
+        obj(
+            &[("carers", json!({ "type": "array", "items": uuid }))],
+            &["carers"],
+        ),
+    );
+    add(
+        "Cancel",
+        obj(
+            &[("reason", text.clone()), ("chargeable", boolean.clone())],
+            &["reason", "chargeable"],
+        ),
+    );
+    add(
+        "Schedule",
+        obj(
+            &[
+                ("client_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                ("carers", json!({ "type": "array", "items": uuid })),
+                ("planned_start", ms.clone()),
+                ("planned_end", ms.clone()),
+                (
+                    "tasks",
+                    json!({ "type": "array", "items": obj(&[("id", uuid.clone()), ("title", text.clone())], &["id", "title"]) }),
+                ),
+                ("status", r("VisitStatus")),
+                ("cancel_reason", text.clone()),
+                ("chargeable", boolean.clone()),
+            ],
+            &[
+                "client_id",
+                "contract_id",
+                "carers",
+                "planned_start",
+                "planned_end",
+                "status",
+            ],
+        ),
+    );
+    add(
+        "ClockEvent",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("kind", r("ClockKind")),
+                ("carer_id", uuid.clone()),
+                ("device_id", uuid.clone()),
+                ("device_time", ms.clone()),
+                ("clock_offset_ms", int.clone()),
+                ("offset_measured_at", ms.clone()),
+                ("method", r("ClockMethod")),
+                ("reason", r("ReasonCode")),
+                ("location", r("Location")),
+                ("tag_id", text.clone()),
+            ],
+            &["id", "kind", "carer_id", "device_id", "device_time", "method"],
+        ),
+    );
+    add(
+        "Note",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("author_id", uuid.clone()),
+                ("author_role", r("Role")),
+                ("written_at", ms.clone()),
+                ("category", r("NoteCategory")),
+                ("text", text.clone()),
+            ],
+            &["id", "author_id", "author_role", "written_at", "category", "text"],
+        ),
+    );
+    add(
+        "TaskOutcome",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("task_id", uuid.clone()),
+                ("carer_id", uuid.clone()),
+                ("result", r("TaskResult")),
+                ("note", text.clone()),
+                ("recorded_at", ms.clone()),
+            ],
+            &["id", "task_id", "carer_id", "result", "recorded_at"],
+        ),
+    );
+    add(
+        "Amendment",
+        obj(
+            &[
+                ("id", uuid.clone()),
+                ("author_id", uuid.clone()),
+                ("author_role", r("Role")),
+                ("carer_id", uuid.clone()),
+                ("time", r("AmendedTime")),
+                ("corrected_time", ms.clone()),
+                ("reason", r("ReasonCode")),
+                ("comment", text.clone()),
+                ("written_at", ms.clone()),
+            ],
+            &[
+                "id",
+                "author_id",
+                "author_role",
+                "carer_id",
+                "time",
+                "corrected_time",
+                "reason",
+                "written_at",
+            ],
+        ),
+    );
+    add(
+        "NewAmendment",
+        obj(
+            &[
+                ("carer_id", uuid.clone()),
+                ("time", r("AmendedTime")),
+                ("corrected_time", time.clone()),
+                ("reason", r("ReasonCode")),
+                ("comment", text.clone()),
+            ],
+            &["carer_id", "time", "corrected_time", "reason"],
+        ),
+    );
+    add(
+        "NewNote",
+        obj(
+            &[("category", r("NoteCategory")), ("text", text.clone())],
+            &["category", "text"],
+        ),
+    );
+    add(
+        "Visit",
+        obj(
+            &[
+                ("schema_version", int.clone()),
+                ("visit_id", uuid.clone()),
+                ("schedule", r("Schedule")),
+                ("events", list("ClockEvent")),
+                ("notes", list("Note")),
+                ("task_outcomes", list("TaskOutcome")),
+                ("amendments", list("Amendment")),
+            ],
+            &[
+                "schema_version",
+                "visit_id",
+                "schedule",
+                "events",
+                "notes",
+                "task_outcomes",
+                "amendments",
+            ],
+        ),
+    );
+    add(
+        "EventRow",
+        obj(
+            &[
+                ("event_id", uuid.clone()),
+                ("visit_id", uuid.clone()),
+                ("carer_id", uuid.clone()),
+                ("device_id", uuid.clone()),
+                ("kind", r("ClockKind")),
+                ("device_time", ms.clone()),
+                ("clock_offset_ms", int.clone()),
+                ("offset_measured_at", ms.clone()),
+                ("trusted_time", ms.clone()),
+                ("received_at", ms.clone()),
+                ("method", r("ClockMethod")),
+                ("reason", r("ReasonCode")),
+                ("location", r("Location")),
+                (
+                    "flags",
+                    json!({ "type": "string", "description": "comma-separated: unverified_time, clock_skew, future_time, reassigned_before_sync" }),
+                ),
+            ],
+            &[
+                "event_id",
+                "visit_id",
+                "carer_id",
+                "kind",
+                "device_time",
+                "trusted_time",
+                "received_at",
+                "method",
+                "flags",
+            ],
+        ),
+    );
+    add(
+        "VisitView",
+        obj(
+            &[
+                ("visit", r("Visit")),
+                ("events", list("EventRow")),
+                ("heads", json!({ "type": "array", "items": { "type": "string" } })),
+            ],
+            &["visit", "events", "heads"],
+        ),
+    );
+    add(
+        "TimelineEntry",
+        json!({
+            "type": "object",
+            "description": "kind: schedule (by, what, schedule), clock (event: EventRow), note (note), task_outcome (outcome), amendment (amendment)",
+            "properties": {
+                "kind": { "type": "string", "enum": ["schedule", "clock", "note", "task_outcome", "amendment"] },
+                "at": ms
+            },
+            "required": ["kind", "at"]
+        }),
+    );
+    add(
+        "VisitTimeline",
+        obj(
+            &[
+                ("visit_id", uuid.clone()),
+                ("schedule", r("Schedule")),
+                ("entries", list("TimelineEntry")),
+            ],
+            &["visit_id", "schedule", "entries"],
+        ),
+    );
+    add(
+        "CarerDay",
+        obj(
+            &[
+                ("carer_id", uuid.clone()),
+                ("date", json!({ "type": "string", "format": "date" })),
+                ("visits", list("VisitTimeline")),
+            ],
+            &["carer_id", "date", "visits"],
+        ),
+    );
+    let counts = [
+        "scheduled",
+        "cancelled",
+        "attended",
+        "on_time",
+        "late",
+        "early",
+        "missed",
+        "pending",
+        "overdue",
+        "short",
+        "overrun",
+        "no_clock_out",
+        "partially_attended",
+        "electronic",
+        "location_checked",
+        "location_verified",
+        "flagged_events",
+        "unverified_time_events",
+        "clock_skew_events",
+        "future_time_events",
+    ];
+    let rates = [
+        "on_time_pct",
+        "late_pct",
+        "early_pct",
+        "short_pct",
+        "missed_pct",
+        "electronic_pct",
+        "location_verified_pct",
+    ];
+    let mut row: Vec<(&str, Value)> = vec![
+        ("period", text.clone()),
+        ("period_start", text.clone()),
+        ("group", text.clone()),
+    ];
+    row.extend(counts.iter().map(|c| (*c, int.clone())));
+    row.extend(rates.iter().map(|c| (*c, opt_num.clone())));
+    add(
+        "ReportRow",
+        obj(
+            &row,
+            &["period", "period_start", "group", "scheduled", "attended"],
+        ),
+    );
+    let kpi_status = e(&["ok", "breach"]);
+    add(
+        "KpiRow",
+        obj(
+            &[
+                ("contract_id", uuid.clone()),
+                ("commissioner", text.clone()),
+                ("month", text.clone()),
+                ("attended", int.clone()),
+                ("late", int.clone()),
+                ("missed", int.clone()),
+                ("late_pct", opt_num.clone()),
+                ("missed_pct", opt_num.clone()),
+                ("max_late_pct", num.clone()),
+                ("max_missed_pct", num.clone()),
+                ("late_status", kpi_status.clone()),
+                ("missed_status", kpi_status.clone()),
+                ("status", kpi_status),
+            ],
+            &["contract_id", "month", "status"],
+        ),
+    );
+    add("KpiRowList", list("KpiRow"));
+    add(
+        "PunctualityReport",
+        obj(
+            &[
+                (
+                    "query",
+                    obj(
+                        &[
+                            ("group_by", r("GroupBy")),
+                            ("period", r("PeriodKind")),
+                            ("time_zone", text.clone()),
+                        ],
+                        &[],
+                    ),
+                ),
+                ("unit", e(&["visit", "carer_visit"])),
+                ("rows", list("ReportRow")),
+                ("kpi", list("KpiRow")),
+            ],
+            &["query", "unit", "rows", "kpi"],
+        ),
+    );
+    add(
+        "ReconciliationRow",
+        obj(
+            &[
+                ("week", text.clone()),
+                ("week_start", text.clone()),
+                ("client_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                ("visits", int.clone()),
+                ("cancelled", int.clone()),
+                ("authorised_minutes", int.clone()),
+                ("delivered_minutes", int.clone()),
+                ("billable_minutes", int.clone()),
+                ("delivered_minus_authorised", int.clone()),
+                ("billable_minus_authorised", int.clone()),
+            ],
+            &[
+                "week",
+                "client_id",
+                "contract_id",
+                "authorised_minutes",
+                "delivered_minutes",
+                "billable_minutes",
+            ],
+        ),
+    );
+    add("ReconciliationRowList", list("ReconciliationRow"));
+    add(
+        "ContinuityRow",
+        obj(
+            &[
+                ("week", text.clone()),
+                ("week_start", text.clone()),
+                ("client_id", uuid.clone()),
+                ("visits", int.clone()),
+                ("distinct_carers", int.clone()),
+                ("distinct_carers_scheduled", int.clone()),
+            ],
+            &["week", "client_id", "distinct_carers"],
+        ),
+    );
+    add("ContinuityRowList", list("ContinuityRow"));
+    add(
+        "Alert",
+        obj(
+            &[
+                ("visit_id", uuid.clone()),
+                ("client_id", uuid.clone()),
+                (
+                    "carers",
+                    json!({ "type": "array", "items": { "type": "string", "format": "uuid" } }),
+                ),
+                ("planned_start", ms.clone()),
+                ("planned_end", ms.clone()),
+                (
+                    "kind",
+                    e(&["overdue", "missed", "no_clock_out", "short", "time_trust"]),
+                ),
+                ("phone_silent_since_due", boolean),
+            ],
+            &["visit_id", "kind", "phone_silent_since_due"],
+        ),
+    );
+    add("AlertList", list("Alert"));
+    for cbor in ["EnrolRequest", "EnrolResponse", "SyncRequest", "SyncResponse"] {
+        add(
+            cbor,
+            json!({ "description": format!("CBOR-encoded {cbor}; field by field in docs/protocol.md and core/src/protocol.rs") }),
+        );
+    }
+    s
+}
+
+fn content(kind: &str) -> Value {
+    match kind {
+        "csv" => json!({ "text/csv": { "schema": { "type": "string" } } }),
+        "text" => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        "object" => json!({ "application/json": { "schema": { "type": "object" } } }),
+        k => match k.strip_prefix("cbor:") {
+            Some(name) => json!({ "application/cbor": { "schema": r(name) } }),
+            None => json!({ "application/json": { "schema": r(k) } }),
+        },
+    }
+}
+
+pub fn document() -> Value {
+    let problem =
+        |d: &str| json!({ "description": d, "content": { "application/json": { "schema": r("Problem") } } });
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut parameters: Vec<Value> = Vec::new();
+        if op.path.contains("{id}") {
+            parameters.push(json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }));
+        }
+        for q in op.query {
+            let mut parts = q.split(':');
+            let (name, kind, required) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next() == Some("true"),
+            );
+            let schema = match kind {
+                "date" | "date-time" => json!({ "type": "string", "format": kind }),
+                other => r(other),
+            };
+            parameters.push(json!({ "name": name, "in": "query", "required": required, "schema": schema }));
+        }
+        let mut responses = Map::new();
+        let (status, body) = op.response;
+        let ok = if body.is_empty() {
+            json!({ "description": "done" })
+        } else {
+            json!({ "description": "success", "content": content(body) })
+        };
+        responses.insert(status.to_string(), ok);
+        responses.insert("400".into(), problem("malformed or invalid request"));
+        if op.access != Access::Public {
+            responses.insert("401".into(), problem("missing, unknown or revoked token"));
+            responses.insert("403".into(), problem("the caller's role may not do this"));
+        }
+        if op.path.contains("{id}") {
+            responses.insert("404".into(), problem("no such id"));
+        }
+        if op.method != "get" {
+            responses.insert("413".into(), problem("body or batch too large"));
+        }
+        if matches!(
+            op.id,
+            "createClient" | "createContract" | "createVisits" | "cancelVisit"
+        ) {
+            responses.insert("409".into(), problem("already exists or already cancelled"));
+        }
+        let roles = match op.access {
+            Access::Public => vec![],
+            Access::Device => vec!["carer device"],
+            Access::Office => vec!["office"],
+            Access::OfficeOrSupervisor => vec!["office", "supervisor"],
+        };
+        let mut operation = json!({
+            "operationId": op.id,
+            "summary": op.summary,
+            "x-roles": roles,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if op.access == Access::Public {
+            operation["security"] = json!([]);
+        }
+        if let Some(req) = op.request {
+            operation["requestBody"] = json!({ "required": true, "content": content(req) });
+        }
+        let entry = paths.entry(op.path.to_string()).or_insert_with(|| json!({}));
+        entry[op.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "caresync server",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sync endpoint for carers' phones and the office and supervisor API. Times in request bodies are RFC 3339; times in documents and rows are milliseconds since the epoch (UTC). Errors answer with a Problem body carrying a stable code."
+        },
+        "servers": [{ "url": "/" }],
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn document_is_well_formed_and_every_ref_resolves() {
+        let doc = document();
+        assert_eq!(doc["openapi"], json!("3.1.0"));
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or(&r);
+            assert!(schemas.contains_key(name), "unresolved {r}");
+        }
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().cloned().unwrap_or_default() {
+            for (method, op) in item.as_object().cloned().unwrap_or_default() {
+                assert!(
+                    op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                    "{method} {path}"
+                );
+                let id = op["operationId"].as_str().unwrap_or_default().to_string();
+                assert!(ids.insert(id.clone()), "duplicate operationId {id}");
+            }
+        }
+    }
+
+    /// Every `.route(...)` in the router's source is documented, and nothing else is.
+    #[test]
+    fn documented_operations_are_exactly_the_routes() {
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("office.rs"),
+            include_str!("reference.rs"),
+            include_str!("supervision.rs"),
+            include_str!("reports.rs"),
+        ];
+        let consts = [
+            ("SYNC_PATH", caresync_core::protocol::SYNC_PATH),
+            ("ENROL_PATH", caresync_core::protocol::ENROL_PATH),
+        ];
+        let mut routed = BTreeSet::new();
+        for src in sources {
+            for chunk in src.split(".route(").skip(1) {
+                let (path_part, rest) = chunk.split_once(',').unwrap_or((chunk, ""));
+                let path_part = path_part.trim();
+                let path = match path_part.strip_prefix('"') {
+                    Some(p) => p.trim_end_matches('"').to_string(),
+                    None => consts
+                        .iter()
+                        .find(|(n, _)| *n == path_part)
+                        .map(|(_, p)| p.to_string())
+                        .unwrap_or_default(),
+                };
+                // Methods registered on this route, up to the closing of `.route(`.
+                let end = rest.find("\n        .").unwrap_or(rest.len());
+                for method in ["get", "post", "put", "delete", "patch"] {
+                    if rest[..end].contains(&format!("{method}(")) {
+                        routed.insert((method.to_string(), path.clone()));
+                    }
+                }
+            }
+        }
+        let documented: BTreeSet<(String, String)> = OPERATIONS
+            .iter()
+            .map(|o| (o.method.to_string(), o.path.to_string()))
+            .collect();
+        assert_eq!(routed, documented);
+    }
+}
