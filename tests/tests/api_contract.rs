@@ -79,7 +79,7 @@ fn the_document_is_served_and_matches_the_routes_and_their_roles() -> TestResult
         let cbor = op.request.is_some_and(|r| r.starts_with("cbor:"));
         let body = || -> Option<Vec<u8>> {
             match op.request {
-                Some(r) if r == "cbor:SyncRequest" => Some(sync_body.clone()),
+                Some("cbor:SyncRequest") => Some(sync_body.clone()),
                 Some(r) if r.starts_with("cbor:") => Some(b"not cbor".to_vec()),
                 Some(_) => Some(b"{}".to_vec()),
                 None => None,
