@@ -1,0 +1,168 @@
+"""A carer's day through the real bindings (caresync_ffi) against a real server process.
+
+Run by tests/ffi/run.sh, which builds the server and the library and generates the bindings.
+Environment: CARESYNC_SERVER (server binary), CARESYNC_BINDINGS (folder with caresync_ffi.py
+and libcaresync_ffi.so).
+"""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.environ["CARESYNC_BINDINGS"])
+import caresync_ffi as cs  # noqa: E402
+
+SERVER = os.environ["CARESYNC_SERVER"]
+
+
+class Server:
+    """caresync-server serve on 127.0.0.1, restartable on the same port and data directory."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        out = subprocess.run([SERVER, "bootstrap", "--data-dir", data_dir], capture_output=True, text=True, check=True)
+        self.token = next(l.split(": ", 1)[1] for l in out.stdout.splitlines() if l.startswith("office token: "))
+        self.addr = "127.0.0.1:0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        for _ in range(50):
+            self.proc = subprocess.Popen(
+                [SERVER, "serve", "--listen", self.addr, "--data-dir", self.data_dir],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                env={**os.environ, "CARESYNC_LOG": "warn"},
+            )
+            line = self.proc.stdout.readline()
+            if line.startswith("listening on "):
+                self.url = line.strip().split(" ", 2)[2]
+                self.addr = self.url.removeprefix("http://")
+                return
+            self.proc.wait()
+            self.proc.stdout.close()
+            time.sleep(0.1)  # the port may still be held by the previous process
+        raise RuntimeError("server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                text = resp.read().decode()
+                return resp.status, (json.loads(text) if text else None)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read().decode() or "null")
+
+
+def rfc3339(t):
+    return t.astimezone(dt.timezone.utc).isoformat()
+
+
+class CarerDay(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="caresync-py-")
+        self.server = Server(os.path.join(self.dir, "server"))
+        s = self.server
+        _, client = s.call("POST", "/api/v1/clients", {"name": "Mrs K"})
+        _, contract = s.call("POST", "/api/v1/contracts", {"name": "Spot", "commissioner": "Council", "model": "spot"})
+        _, person = s.call("POST", "/api/v1/people", {"name": "Ann", "role": "carer"})
+        self.carer = person["person"]["id"]
+        _, code = s.call("POST", "/api/v1/people/%s/enrolment-codes" % self.carer)
+        self.code = code["code"]
+        self.start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=5)
+        status, created = s.call("POST", "/api/v1/visits", {"visits": [{
+            "client_id": client["id"], "contract_id": contract["id"], "carers": [self.carer],
+            "planned_start": rfc3339(self.start), "planned_end": rfc3339(self.start + dt.timedelta(minutes=30)),
+            "tasks": ["Breakfast"],
+        }]})
+        self.assertEqual(status, 201, created)
+        self.visit = created["visit_ids"][0]
+        self.phone = cs.CarerPhone.open(os.path.join(self.dir, "phone.db"))
+
+    def tearDown(self):
+        if self.server.proc.poll() is None:
+            self.server.stop()
+
+    def test_a_day_offline_then_synced(self):
+        carer = self.phone.enrol(self.server.url, self.code, "Ann's phone")
+        self.assertEqual(carer, self.carer)
+        report = self.phone.sync_now()
+        self.assertEqual(report.errors, [])
+        self.assertEqual(report.visits_received, 1)
+        detail = self.phone.visit(self.visit)
+        self.assertEqual(detail.state, cs.CarerVisitState.UPCOMING)
+
+        self.server.stop()  # no signal from here on
+        loc = cs.GeoPoint(lat=51.5, lon=-0.12, accuracy_m=9.0)
+        ev = self.phone.clock_in(self.visit, cs.ClockMethod.NFC, loc, None, "NFC-1001")
+        self.assertEqual(ev.kind, cs.ClockKind.CLOCK_IN)
+        self.phone.add_note(self.visit, cs.NoteCategory.WELLBEING, "Cheerful; ate all of breakfast.")
+        task = self.phone.visit(self.visit).tasks[0]
+        self.phone.record_task_outcome(self.visit, task.task_id, cs.TaskResult.DONE, None)
+        self.phone.clock_out(self.visit, cs.ClockMethod.APP, None, None, None)
+        self.assertEqual(self.phone.pending_count(), 4)
+        with self.assertRaises(cs.PhoneError.Offline):
+            self.phone.sync_now()
+        self.assertEqual(self.phone.visit(self.visit).state, cs.CarerVisitState.DONE)
+
+        self.server.start()  # same port, same data
+        report = self.phone.sync_now()
+        self.assertEqual(report.errors, [])
+        self.assertEqual(report.pending_after, 0)
+        self.assertIsNotNone(self.phone.last_sync_at_ms())
+
+        status, view = self.server.call("GET", "/api/v1/visits/" + self.visit)
+        self.assertEqual(status, 200)
+        kinds = sorted(e["kind"] for e in view["events"])
+        self.assertEqual(kinds, ["clock_in", "clock_out"])
+        self.assertEqual(view["visit"]["notes"][0]["text"], "Cheerful; ate all of breakfast.")
+        day = self.start.astimezone(dt.timezone.utc).date()
+        q = "from=%s&to=%s&group_by=all&period=day" % (day - dt.timedelta(days=1), day + dt.timedelta(days=2))
+        status, report = self.server.call("GET", "/api/v1/reports/punctuality?" + q)
+        self.assertEqual(status, 200, report)
+        on_time = sum(r["on_time"] for r in report["rows"])
+        late = sum(r["late"] for r in report["rows"])
+        # Clocked in about five minutes after the planned start: on time (late is > 15 minutes).
+        self.assertEqual((on_time, late), (1, 0), report)
+
+    def test_error_paths(self):
+        with self.assertRaises(cs.PhoneError.Unauthorized):
+            self.phone.enrol(self.server.url, "WRONG-CODE0", "phone")
+        with self.assertRaises(cs.PhoneError.NotEnrolled):
+            self.phone.sync_now()
+        self.phone.enrol(self.server.url, self.code, "phone")
+        self.phone.sync_now()
+        with self.assertRaises(cs.PhoneError.InvalidInput):
+            self.phone.clock_out(self.visit, cs.ClockMethod.APP, None, None, None)
+        with self.assertRaises(cs.PhoneError.InvalidInput):
+            self.phone.clock_in(self.visit, cs.ClockMethod.MANUAL, None, None, None)
+        with self.assertRaises(cs.PhoneError.NotFound):
+            self.phone.visit("00000000-0000-4000-8000-000000000000")
+        status, _ = self.server.call("POST", "/api/v1/devices/%s/revoke" % self.phone.device_id())
+        self.assertEqual(status, 204)
+        self.phone.clock_in(self.visit, cs.ClockMethod.APP, None, None, None)
+        with self.assertRaises(cs.PhoneError.Unauthorized):
+            self.phone.sync_now()
+        self.assertEqual(self.phone.pending_count(), 1, "the clock-in is kept on the phone")
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print("%d passed, %d failed" % (result.testsRun - failed, failed))
+    sys.exit(1 if failed else 0)
