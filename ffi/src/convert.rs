@@ -235,8 +235,8 @@ impl From<StoreError> for PhoneError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         match e {
-            StoreError::UnknownVisit(_) | StoreError::UnknownTask { .. } => PhoneError::NotFound { message },
-            StoreError::NotEnrolled => PhoneError::NotEnrolled { message },
+            StoreError::UnknownVisit(_) | StoreError::UnknownTask { .. } => PhoneError::NotFound { detail: message },
+            StoreError::NotEnrolled => PhoneError::NotEnrolled { detail: message },
             StoreError::NotAssigned(_)
             | StoreError::VisitCancelled(_)
             | StoreError::AlreadyClockedIn(_)
@@ -245,9 +245,9 @@ impl From<StoreError> for PhoneError {
             | StoreError::ManualNeedsReason
             | StoreError::InvalidLocation
             | StoreError::EmptyNote
-            | StoreError::NoteTooLong(_) => PhoneError::InvalidInput { message },
+            | StoreError::NoteTooLong(_) => PhoneError::InvalidInput { detail: message },
             StoreError::Document { .. } | StoreError::Open(_) | StoreError::Sqlite(_) | StoreError::Poisoned => {
-                PhoneError::Storage { message }
+                PhoneError::Storage { detail: message }
             }
         }
     }
@@ -258,13 +258,13 @@ impl From<SyncError> for PhoneError {
         let message = e.to_string();
         match e {
             SyncError::Store(s) => s.into(),
-            SyncError::Transport(TransportError::Offline(_)) => PhoneError::Offline { message },
+            SyncError::Transport(TransportError::Offline(_)) => PhoneError::Offline { detail: message },
             SyncError::Transport(TransportError::Unauthorized(_) | TransportError::Forbidden(_)) => {
-                PhoneError::Unauthorized { message }
+                PhoneError::Unauthorized { detail: message }
             }
             SyncError::Transport(TransportError::Rejected { .. })
             | SyncError::BadResponse(_)
-            | SyncError::ProtocolMismatch { .. } => PhoneError::Server { message },
+            | SyncError::ProtocolMismatch { .. } => PhoneError::Server { detail: message },
         }
     }
 }

@@ -16,30 +16,31 @@ use std::sync::{Arc, Mutex};
 
 uniffi::setup_scaffolding!();
 
-/// What went wrong, in a form a phone developer can show or log.
+/// What went wrong, in a form a phone developer can show or log. The text is in `detail`
+/// (`message` would clash with the exception's own property in Kotlin).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum PhoneError {
     /// The phone has not been enrolled yet.
-    #[error("{message}")]
-    NotEnrolled { message: String },
+    #[error("{detail}")]
+    NotEnrolled { detail: String },
     /// The server could not be reached; everything is kept and will sync later.
-    #[error("{message}")]
-    Offline { message: String },
+    #[error("{detail}")]
+    Offline { detail: String },
     /// The enrolment code is wrong, used or expired, or this phone was revoked.
-    #[error("{message}")]
-    Unauthorized { message: String },
+    #[error("{detail}")]
+    Unauthorized { detail: String },
     /// The action does not fit the visit (e.g. clock-out before clock-in, an empty note).
-    #[error("{message}")]
-    InvalidInput { message: String },
+    #[error("{detail}")]
+    InvalidInput { detail: String },
     /// No such visit or task on this phone.
-    #[error("{message}")]
-    NotFound { message: String },
+    #[error("{detail}")]
+    NotFound { detail: String },
     /// The server refused the request or answered with something unexpected.
-    #[error("{message}")]
-    Server { message: String },
+    #[error("{detail}")]
+    Server { detail: String },
     /// The phone's database could not be used.
-    #[error("{message}")]
-    Storage { message: String },
+    #[error("{detail}")]
+    Storage { detail: String },
 }
 
 /// A carer's phone: the local store plus sync with the server.
@@ -51,13 +52,13 @@ pub struct CarerPhone {
 
 impl CarerPhone {
     fn client(&self) -> Result<Arc<SyncClient>, PhoneError> {
-        let guard = self.client.lock().map_err(|_| PhoneError::Storage { message: "lock poisoned".into() })?;
-        guard.clone().ok_or(PhoneError::NotEnrolled { message: "this phone is not enrolled".into() })
+        let guard = self.client.lock().map_err(|_| PhoneError::Storage { detail: "lock poisoned".into() })?;
+        guard.clone().ok_or(PhoneError::NotEnrolled { detail: "this phone is not enrolled".into() })
     }
 
     fn set_client(&self, server_url: &str) -> Result<(), PhoneError> {
         let client = SyncClient::new(self.store.clone(), Arc::new(HttpTransport::new(server_url)));
-        *self.client.lock().map_err(|_| PhoneError::Storage { message: "lock poisoned".into() })? = Some(Arc::new(client));
+        *self.client.lock().map_err(|_| PhoneError::Storage { detail: "lock poisoned".into() })? = Some(Arc::new(client));
         Ok(())
     }
 }
@@ -101,7 +102,7 @@ impl CarerPhone {
     /// The visits planned on a local day (`YYYY-MM-DD`, the agency's time zone).
     pub fn visits_on(&self, date: String) -> Result<Vec<VisitSummary>, PhoneError> {
         let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-            .map_err(|_| PhoneError::InvalidInput { message: format!("{date:?} is not a YYYY-MM-DD date") })?;
+            .map_err(|_| PhoneError::InvalidInput { detail: format!("{date:?} is not a YYYY-MM-DD date") })?;
         Ok(self.store.visits_on(day)?.into_iter().map(Into::into).collect())
     }
 
@@ -173,5 +174,5 @@ fn clock_request(
 }
 
 fn parse_id<T: std::str::FromStr>(id: &str) -> Result<T, PhoneError> {
-    id.parse().map_err(|_| PhoneError::InvalidInput { message: format!("{id:?} is not a valid id") })
+    id.parse().map_err(|_| PhoneError::InvalidInput { detail: format!("{id:?} is not a valid id") })
 }
