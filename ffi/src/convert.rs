@@ -45,9 +45,26 @@ mirror_enum!(
         Other,
     }
 );
-mirror_enum!(NoteCategory { General, Wellbeing, Medication, Concern, Safeguarding, Nutrition, Handover });
-mirror_enum!(TaskResult { Done, NotDone, Refused });
-mirror_enum!(CarerVisitState { Upcoming, InProgress, Done, Cancelled });
+mirror_enum!(NoteCategory {
+    General,
+    Wellbeing,
+    Medication,
+    Concern,
+    Safeguarding,
+    Nutrition,
+    Handover
+});
+mirror_enum!(TaskResult {
+    Done,
+    NotDone,
+    Refused
+});
+mirror_enum!(CarerVisitState {
+    Upcoming,
+    InProgress,
+    Done,
+    Cancelled
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, uniffi::Record)]
 pub struct GeoPoint {
@@ -58,13 +75,21 @@ pub struct GeoPoint {
 
 impl From<GeoPoint> for core::Location {
     fn from(p: GeoPoint) -> Self {
-        Self { lat: p.lat, lon: p.lon, accuracy_m: p.accuracy_m }
+        Self {
+            lat: p.lat,
+            lon: p.lon,
+            accuracy_m: p.accuracy_m,
+        }
     }
 }
 
 impl From<core::Location> for GeoPoint {
     fn from(l: core::Location) -> Self {
-        Self { lat: l.lat, lon: l.lon, accuracy_m: l.accuracy_m }
+        Self {
+            lat: l.lat,
+            lon: l.lon,
+            accuracy_m: l.accuracy_m,
+        }
     }
 }
 
@@ -221,7 +246,11 @@ impl From<caresync_core::SyncSummary> for SyncReport {
             errors: s
                 .errors
                 .into_iter()
-                .map(|e| VisitSyncError { visit_id: e.visit_id.to_string(), code: e.code, message: e.message })
+                .map(|e| VisitSyncError {
+                    visit_id: e.visit_id.to_string(),
+                    code: e.code,
+                    message: e.message,
+                })
                 .collect(),
             server_time_ms: s.server_time,
             pending_after: s.pending_after,
@@ -235,7 +264,9 @@ impl From<StoreError> for PhoneError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         match e {
-            StoreError::UnknownVisit(_) | StoreError::UnknownTask { .. } => PhoneError::NotFound { detail: message },
+            StoreError::UnknownVisit(_) | StoreError::UnknownTask { .. } => {
+                PhoneError::NotFound { detail: message }
+            }
             StoreError::NotEnrolled => PhoneError::NotEnrolled { detail: message },
             StoreError::NotAssigned(_)
             | StoreError::VisitCancelled(_)
@@ -246,9 +277,10 @@ impl From<StoreError> for PhoneError {
             | StoreError::InvalidLocation
             | StoreError::EmptyNote
             | StoreError::NoteTooLong(_) => PhoneError::InvalidInput { detail: message },
-            StoreError::Document { .. } | StoreError::Open(_) | StoreError::Sqlite(_) | StoreError::Poisoned => {
-                PhoneError::Storage { detail: message }
-            }
+            StoreError::Document { .. }
+            | StoreError::Open(_)
+            | StoreError::Sqlite(_)
+            | StoreError::Poisoned => PhoneError::Storage { detail: message },
         }
     }
 }

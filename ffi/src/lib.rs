@@ -52,13 +52,19 @@ pub struct CarerPhone {
 
 impl CarerPhone {
     fn client(&self) -> Result<Arc<SyncClient>, PhoneError> {
-        let guard = self.client.lock().map_err(|_| PhoneError::Storage { detail: "lock poisoned".into() })?;
-        guard.clone().ok_or(PhoneError::NotEnrolled { detail: "this phone is not enrolled".into() })
+        let guard = self.client.lock().map_err(|_| PhoneError::Storage {
+            detail: "lock poisoned".into(),
+        })?;
+        guard.clone().ok_or(PhoneError::NotEnrolled {
+            detail: "this phone is not enrolled".into(),
+        })
     }
 
     fn set_client(&self, server_url: &str) -> Result<(), PhoneError> {
         let client = SyncClient::new(self.store.clone(), Arc::new(HttpTransport::new(server_url)));
-        *self.client.lock().map_err(|_| PhoneError::Storage { detail: "lock poisoned".into() })? = Some(Arc::new(client));
+        *self.client.lock().map_err(|_| PhoneError::Storage {
+            detail: "lock poisoned".into(),
+        })? = Some(Arc::new(client));
         Ok(())
     }
 }
@@ -70,7 +76,10 @@ impl CarerPhone {
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<Self>, PhoneError> {
         let store = Arc::new(PhoneStore::open(Path::new(&path))?);
-        let phone = Arc::new(Self { store, client: Mutex::new(None) });
+        let phone = Arc::new(Self {
+            store,
+            client: Mutex::new(None),
+        });
         if let Some(identity) = phone.store.identity()? {
             phone.set_client(&identity.server_url)?;
         }
@@ -101,8 +110,10 @@ impl CarerPhone {
 
     /// The visits planned on a local day (`YYYY-MM-DD`, the agency's time zone).
     pub fn visits_on(&self, date: String) -> Result<Vec<VisitSummary>, PhoneError> {
-        let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-            .map_err(|_| PhoneError::InvalidInput { detail: format!("{date:?} is not a YYYY-MM-DD date") })?;
+        let day =
+            chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").map_err(|_| PhoneError::InvalidInput {
+                detail: format!("{date:?} is not a YYYY-MM-DD date"),
+            })?;
         Ok(self.store.visits_on(day)?.into_iter().map(Into::into).collect())
     }
 
@@ -134,8 +145,16 @@ impl CarerPhone {
         Ok(self.store.clock_out(parse_id(&visit_id)?, &req)?.into())
     }
 
-    pub fn add_note(&self, visit_id: String, category: NoteCategory, text: String) -> Result<NoteRecord, PhoneError> {
-        Ok(self.store.add_note(parse_id(&visit_id)?, category.into(), &text)?.into())
+    pub fn add_note(
+        &self,
+        visit_id: String,
+        category: NoteCategory,
+        text: String,
+    ) -> Result<NoteRecord, PhoneError> {
+        Ok(self
+            .store
+            .add_note(parse_id(&visit_id)?, category.into(), &text)?
+            .into())
     }
 
     pub fn record_task_outcome(
@@ -145,7 +164,12 @@ impl CarerPhone {
         result: TaskResult,
         note: Option<String>,
     ) -> Result<(), PhoneError> {
-        self.store.record_task_outcome(parse_id(&visit_id)?, parse_id(&task_id)?, result.into(), note.as_deref())?;
+        self.store.record_task_outcome(
+            parse_id(&visit_id)?,
+            parse_id(&task_id)?,
+            result.into(),
+            note.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -170,9 +194,16 @@ fn clock_request(
     reason: Option<ReasonCode>,
     tag_id: Option<String>,
 ) -> ClockRequest {
-    ClockRequest { method: method.into(), location: location.map(Into::into), reason: reason.map(Into::into), tag_id }
+    ClockRequest {
+        method: method.into(),
+        location: location.map(Into::into),
+        reason: reason.map(Into::into),
+        tag_id,
+    }
 }
 
 fn parse_id<T: std::str::FromStr>(id: &str) -> Result<T, PhoneError> {
-    id.parse().map_err(|_| PhoneError::InvalidInput { detail: format!("{id:?} is not a valid id") })
+    id.parse().map_err(|_| PhoneError::InvalidInput {
+        detail: format!("{id:?} is not a valid id"),
+    })
 }

@@ -36,7 +36,11 @@ fn a_sync_running_while_the_ui_clocks_in_keeps_every_clock_in() -> TestResult {
     let mut clocked = Vec::new();
     for v in &visits {
         let id = v.to_string();
-        clocked.push(phone.clock_in(id.clone(), ClockMethod::App, None, None, None)?.event_id);
+        clocked.push(
+            phone
+                .clock_in(id.clone(), ClockMethod::App, None, None, None)?
+                .event_id,
+        );
         phone.add_note(id.clone(), NoteCategory::General, "all well".into())?;
         clocked.push(phone.clock_out(id, ClockMethod::App, None, None, None)?.event_id);
     }
@@ -56,6 +60,9 @@ fn a_sync_running_while_the_ui_clocks_in_keeps_every_clock_in() -> TestResult {
     }
     clocked.sort();
     on_server.sort();
-    assert_eq!(clocked, on_server, "every clock-in and clock-out reached the server once");
+    assert_eq!(
+        clocked, on_server,
+        "every clock-in and clock-out reached the server once"
+    );
     Ok(())
 }

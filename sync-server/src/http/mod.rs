@@ -32,7 +32,13 @@ pub struct AppState {
     pub scope_ahead_ms: Millis,
     /// The agency's time zone: days, weeks and months of reports and timelines.
     pub tz: chrono_tz::Tz,
+    /// Requests being handled at once; the rest wait with their bodies unread, so request
+    /// memory is bounded by [`MAX_IN_FLIGHT`] × the body limit whatever the number of phones.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// More than the two cores and the one SQLite writer can use; each holds at most one body.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 impl AppState {
     pub fn new(store: Arc<dyn ServerStore>) -> Self {
@@ -43,6 +49,7 @@ impl AppState {
             scope_back_ms: 7 * DAY_MS,
             scope_ahead_ms: 14 * DAY_MS,
             tz: chrono_tz::Europe::London,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 }
@@ -60,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_in_flight,
+        ))
         .with_state(state)
 }
 
@@ -141,6 +152,24 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     crate::services::people::authenticate(state.store.as_ref(), token)?
         .ok_or_else(|| ApiError::unauthorized("unknown, expired or revoked token"))
+}
+
+/// Hold a permit while a request is read and answered (see [`AppState::in_flight`]).
+async fn limit_in_flight(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.in_flight.clone().acquire_owned().await {
+        Ok(_permit) => next.run(request).await,
+        // Only if the semaphore were closed, which it never is.
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is stopping",
+        )
+        .into_response(),
+    }
 }
 
 /// Run blocking store work off the async threads.

@@ -125,15 +125,38 @@ fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// Read through a memory map (no read syscall and copy per page: reports touch every page of a
+/// month's rows) and keep a bounded page cache.
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // Every statement of the commit path stays prepared (rusqlite keeps 16 by default).
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Address space, not memory: mapped pages are the OS's file cache, shared and reclaimable.
+const MMAP_BYTES: i64 = 16 << 30;
+/// Per connection.
+const CACHE_KIB: i64 = 64 << 10;
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A second connection for report queries: in WAL mode it reads a consistent snapshot while
+    /// the writer goes on, so a long report never holds up phones' syncs.
+    reports: Mutex<Connection>,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = sqlite::open(path, MIGRATIONS, Durability::Normal)?;
+        tune(&conn)?;
+        let reports = Connection::open(path)?;
+        reports.busy_timeout(std::time::Duration::from_secs(5))?;
+        tune(&reports)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            reports: Mutex::new(reports),
         })
     }
 
@@ -144,6 +167,10 @@ impl SqliteStore {
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn lock_reports(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.reports.lock().map_err(|_| StoreError::Poisoned)
     }
 
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
@@ -459,20 +486,16 @@ impl ServerStore for SqliteStore {
             let v = &c.visit;
             let id = v.visit_id.to_string();
             if let Some(chunk) = &c.chunk {
-                tx.execute(
-                    "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
-                    params![id, chunk.hash, chunk.bytes],
+                tx.prepare_cached("INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (visit_id, chunk_hash) DO NOTHING")?.execute(params![id, chunk.hash, chunk.bytes],
                 )?;
             }
             let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
-            tx.execute(
-                "INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
+            tx.prepare_cached("INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
                                      chargeable, heads, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (visit_id) DO UPDATE SET client_id = ?2, contract_id = ?3, carers = ?4, planned_start = ?5,
-                     planned_end = ?6, status = ?7, chargeable = ?8, heads = ?9, updated_at = ?10",
-                params![
+                     planned_end = ?6, status = ?7, chargeable = ?8, heads = ?9, updated_at = ?10")?.execute(params![
                     id,
                     v.client_id.to_string(),
                     v.contract_id.to_string(),
@@ -485,12 +508,10 @@ impl ServerStore for SqliteStore {
                     v.updated_at
                 ],
             )?;
-            tx.execute("UPDATE assignments SET current = 0 WHERE visit_id = ?1", [&id])?;
+            tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1")?.execute([&id])?;
             for carer in &carers {
-                tx.execute(
-                    "INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
-                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1",
-                    params![id, carer],
+                tx.prepare_cached("INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
+                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1")?.execute(params![id, carer],
                 )?;
             }
             let mut insert = tx.prepare_cached(&format!(
@@ -534,10 +555,8 @@ impl ServerStore for SqliteStore {
                 ])?;
             }
             if let Some((device, state)) = &c.sync_state {
-                tx.execute(
-                    "INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3",
-                    params![device.to_string(), id, state],
+                tx.prepare_cached("INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3")?.execute(params![device.to_string(), id, state],
                 )?;
             }
             Ok(())
@@ -712,7 +731,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn visits_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<VisitRow>> {
-        let conn = self.lock()?;
+        let conn = self.lock_reports()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {VISIT_COLS} FROM visits v WHERE v.planned_start >= ?1 AND v.planned_start < ?2 ORDER BY v.planned_start"
         ))?;
@@ -721,7 +740,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn events_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<EventRow>> {
-        let conn = self.lock()?;
+        let conn = self.lock_reports()?;
         let cols: Vec<String> = EVENT_COLS
             .split(", ")
             .map(|c| format!("e.{}", c.trim()))
@@ -736,7 +755,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>> {
-        let conn = self.lock()?;
+        let conn = self.lock_reports()?;
         let mut stmt = conn.prepare_cached(
             "SELECT a.amendment_id, a.visit_id, a.author_id, a.carer_id, a.time, a.corrected_time, a.reason, a.written_at
              FROM amendments a JOIN visits v ON v.visit_id = a.visit_id

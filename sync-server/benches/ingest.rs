@@ -1,0 +1,179 @@
+//! Ingesting a batch of phone sync messages: the server's half of a sync, without HTTP.
+//!
+//! Each message is what a phone sends after a visit: a clock-in, a clock-out and a note appended
+//! to a document it shares with the server, in one primed message (as the core's sync client
+//! sends it). The server decodes it, applies it to a copy, checks every change against the write
+//! rules, and commits the new chunk, the projected rows and the device's sync state in one SQLite
+//! transaction, as in production.
+//!
+//! Run: `cargo bench -p caresync-server --bench ingest`
+
+use automerge::sync::{Have, Message, State as SyncState, SyncDoc};
+use automerge::ActorId;
+use caresync_core::domain::*;
+use caresync_core::visit_document::{ClockEvent, Note, Schedule, Task, VisitDocument};
+use caresync_server::services::visits::{Ingested, VisitService};
+use caresync_server::store::sqlite::SqliteStore;
+use caresync_server::store::*;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::sync::Arc;
+
+const NOW: Millis = 1_795_000_000_000;
+
+struct Server {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn ServerStore>,
+    visits: VisitService,
+    carer: Principal,
+    office: PersonId,
+}
+
+fn server() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ServerStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("server.db")).expect("open"));
+    let person = Person {
+        id: PersonId::new(),
+        name: "Ann".into(),
+        role: Role::Carer,
+        team_id: None,
+        active: true,
+    };
+    store.create_person(&person).expect("person");
+    Server {
+        _dir: dir,
+        // The production cache capacity (http::AppState).
+        visits: VisitService::new(store.clone(), 10_000),
+        store,
+        carer: Principal {
+            person,
+            device_id: Some(DeviceId::new()),
+        },
+        office: PersonId::new(),
+    }
+}
+
+/// `n` new visits the office created, and for each the message the carer's phone sends after it.
+fn batch(s: &Server, n: usize) -> Vec<(VisitId, Vec<u8>)> {
+    let carer = s.carer.person.id;
+    let device = s.carer.device_id.expect("device");
+    let phone = ActorId::random();
+    (0..n)
+        .map(|k| {
+            let visit = VisitId::new();
+            let start = NOW + k as i64 * HOUR_MS;
+            let schedule = Schedule {
+                client_id: ClientId::new(),
+                contract_id: ContractId::new(),
+                carers: vec![carer],
+                planned_start: start,
+                planned_end: start + 30 * MINUTE_MS,
+                tasks: vec![Task {
+                    id: TaskId::new(),
+                    title: "Medication prompt".into(),
+                }],
+                status: VisitStatus::Scheduled,
+                cancel_reason: None,
+                chargeable: None,
+            };
+            s.visits.create(visit, &schedule, s.office, NOW).expect("create");
+            // The phone holds what it received on an earlier sync.
+            let bytes: Vec<u8> = s
+                .store
+                .visit_chunks(visit)
+                .expect("chunks")
+                .into_iter()
+                .flat_map(|c| c.bytes)
+                .collect();
+            let mut doc = VisitDocument::load(&bytes).expect("load").with_actor(&phone);
+            let shared = doc.heads();
+            for (kind, at) in [
+                (ClockKind::ClockIn, start + 120_000),
+                (ClockKind::ClockOut, start + 1_900_000),
+            ] {
+                doc.append_event(&ClockEvent {
+                    id: EventId::new(),
+                    kind,
+                    carer_id: carer,
+                    device_id: device,
+                    device_time: at,
+                    clock_offset_ms: Some(350),
+                    offset_measured_at: Some(at - HOUR_MS),
+                    method: ClockMethod::Nfc,
+                    reason: None,
+                    location: Some(Location {
+                        lat: 51.5,
+                        lon: -0.12,
+                        accuracy_m: 9.0,
+                    }),
+                    tag_id: Some("NFC-1001".into()),
+                })
+                .expect("event");
+            }
+            doc.append_note(&Note {
+                id: NoteId::new(),
+                author_id: carer,
+                author_role: Role::Carer,
+                written_at: start + 1_800_000,
+                category: NoteCategory::General,
+                text: "Lunch eaten, medication taken, in good spirits.".into(),
+            })
+            .expect("note");
+            let mut state = SyncState::new();
+            state.shared_heads = shared.clone();
+            state.their_heads = Some(shared.clone());
+            state.their_need = Some(vec![]);
+            state.their_have = Some(vec![Have {
+                last_sync: shared,
+                bloom: Default::default(),
+            }]);
+            let message: Message = doc
+                .automerge()
+                .sync()
+                .generate_sync_message(&mut state)
+                .expect("message");
+            (visit, message.encode())
+        })
+        .collect()
+}
+
+fn ingest_all(s: &Server, batch: &[(VisitId, Vec<u8>)]) -> usize {
+    batch
+        .iter()
+        .map(
+            |(visit, message)| match s.visits.ingest(&s.carer, *visit, message, NOW).expect("ingest") {
+                Ingested::Accepted { new_changes, .. } => new_changes,
+                Ingested::Refused(e) => panic!("refused: {e:?}"),
+            },
+        )
+        .sum()
+}
+
+fn benches(c: &mut Criterion) {
+    let s = server();
+    // Sanity: a batch is accepted whole, and a replay adds nothing.
+    let check = batch(&s, 3);
+    assert_eq!(ingest_all(&s, &check), 3 * 3, "three changes per visit");
+    assert_eq!(ingest_all(&s, &check), 0, "a replay carries nothing new");
+    assert_eq!(s.store.count_events().expect("count"), 6);
+
+    let mut g = c.benchmark_group("ingest");
+    for n in [1usize, 10, 50] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("new_visit_messages/{n}"), |b| {
+            b.iter_batched(
+                || batch(&s, n),
+                |batch| ingest_all(&s, &batch),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    let replay = batch(&s, 10);
+    ingest_all(&s, &replay);
+    g.throughput(Throughput::Elements(10));
+    g.bench_function("replayed_messages/10", |b| b.iter(|| ingest_all(&s, &replay)));
+    g.finish();
+}
+
+criterion_group!(ingest_benches, benches);
+criterion_main!(ingest_benches);
