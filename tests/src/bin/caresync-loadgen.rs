@@ -75,6 +75,8 @@ struct Figures {
     bytes_up: u64,
     bytes_down: u64,
     server_peak_rss_kib: u64,
+    /// Heap and stacks at the end (RSS minus mapped database pages, which the OS can drop).
+    server_anon_kib: u64,
     server_cpu_s: f64,
 }
 
@@ -116,8 +118,9 @@ impl Figures {
             per_event(self.bytes_up + self.bytes_down)
         );
         println!(
-            "  server peak RSS            {:.1} MiB",
-            self.server_peak_rss_kib as f64 / 1024.0
+            "  server peak RSS            {:.1} MiB (anonymous at end {:.1} MiB)",
+            self.server_peak_rss_kib as f64 / 1024.0,
+            self.server_anon_kib as f64 / 1024.0
         );
         println!(
             "  server CPU time            {:.1} s ({:.2} cores busy)",
@@ -129,12 +132,7 @@ impl Figures {
 
 /// Peak resident memory (KiB) and user+system CPU seconds of a process, from /proc.
 fn process_usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let rss = status_kib(pid, "VmHWM:");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" of the command name: utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -142,6 +140,16 @@ fn process_usage(pid: u32) -> (u64, f64) {
     let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     (rss, ticks / 100.0)
+}
+
+/// One `... kB` field of /proc/<pid>/status.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Every change of a visit, as a sync message to a peer assumed to have nothing: what a naive
@@ -292,6 +300,7 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
     total.clock_events = clock_events.load(Relaxed);
     let (rss, cpu_after) = process_usage(server_pid);
     total.server_peak_rss_kib = rss;
+    total.server_anon_kib = status_kib(server_pid, "RssAnon:");
     total.server_cpu_s = cpu_after - cpu_before;
     Ok(total)
 }
