@@ -268,7 +268,9 @@ fn hex_head(rng: &mut StdRng) -> String {
 
 fn benches(c: &mut Criterion) {
     let path = ensure_database();
+    let t = Instant::now();
     let store: Arc<dyn ServerStore> = Arc::new(SqliteStore::open(&path).expect("open"));
+    eprintln!("opened in {:.2?} (including any schema migration)", t.elapsed());
     let state = AppState::new(store.clone());
     let (from, to) = month();
     let (start, end) = reports::day_range(&state, from, to).expect("range");

@@ -28,6 +28,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ),
     ("amendments", amendments),
     ("report queries", report_queries),
+    (
+        "a rescheduled visit's events and amendments move with it",
+        rescheduled_visit_moves_its_rows,
+    ),
     ("reference data", reference_data),
 ];
 
@@ -462,6 +466,43 @@ fn report_queries(store: &dyn ServerStore) {
         .amendments_planned_between(0, 300_000)
         .expect("amendments")
         .is_empty());
+}
+
+fn rescheduled_visit_moves_its_rows(store: &dyn ServerStore) {
+    let carer = PersonId::new();
+    let visit = VisitId::new();
+    let e = event(visit, carer, ClockKind::ClockIn, 100_000, 100_500);
+    let a = AmendmentRow {
+        amendment_id: AmendmentId::new(),
+        visit_id: visit,
+        author_id: PersonId::new(),
+        carer_id: carer,
+        time: AmendedTime::ClockIn,
+        corrected_time: 100_000,
+        reason: ReasonCode::ForgotToClock,
+        written_at: 150_000,
+    };
+    store
+        .commit_visit(&VisitCommit {
+            new_events: vec![e.clone()],
+            new_amendments: vec![a.clone()],
+            ..commit(visit_row(visit, vec![carer], 100_000))
+        })
+        .expect("commit");
+    // The office moves the visit to another day; nothing new arrives with the change.
+    store
+        .commit_visit(&commit(visit_row(visit, vec![carer], 900_000)))
+        .expect("reschedule");
+    assert!(store.events_planned_between(0, 500_000).expect("events").is_empty());
+    assert!(store
+        .amendments_planned_between(0, 500_000)
+        .expect("amendments")
+        .is_empty());
+    assert_eq!(store.events_planned_between(500_000, 1_000_000).expect("events"), vec![e]);
+    assert_eq!(
+        store.amendments_planned_between(500_000, 1_000_000).expect("amendments"),
+        vec![a]
+    );
 }
 
 fn reference_data(store: &dyn ServerStore) {

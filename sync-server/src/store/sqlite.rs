@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[Migration] = &[schema_v1];
+const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -140,6 +140,21 @@ const MMAP_BYTES: i64 = 16 << 30;
 /// Per connection.
 const CACHE_KIB: i64 = 64 << 10;
 
+/// Each clock event and amendment carries its visit's planned start, kept equal on every commit,
+/// so a report reads a period's events as one index range instead of one join probe per visit.
+fn schema_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE clock_events ADD COLUMN planned_start INTEGER NOT NULL DEFAULT 0;
+         UPDATE clock_events SET planned_start =
+             (SELECT v.planned_start FROM visits v WHERE v.visit_id = clock_events.visit_id);
+         CREATE INDEX clock_events_by_planned_start ON clock_events (planned_start);
+         ALTER TABLE amendments ADD COLUMN planned_start INTEGER NOT NULL DEFAULT 0;
+         UPDATE amendments SET planned_start =
+             (SELECT v.planned_start FROM visits v WHERE v.visit_id = amendments.visit_id);
+         CREATE INDEX amendments_by_planned_start ON amendments (planned_start);",
+    )
+}
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// A second connection for report queries: in WAL mode it reads a consistent snapshot while
@@ -192,11 +207,19 @@ fn parse<T: FromStr>(s: &str) -> rusqlite::Result<T> {
     })
 }
 
+/// A text column parsed in place (no `String` per value: reports read millions).
+fn column<T: FromStr>(r: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    let text = r.get_ref(index)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    parse(text)
+}
+
 fn person_from(r: &Row<'_>) -> rusqlite::Result<Person> {
     Ok(Person {
-        id: parse(&r.get::<_, String>(0)?)?,
+        id: column(r, 0)?,
         name: r.get(1)?,
-        role: parse(&r.get::<_, String>(2)?)?,
+        role: column(r, 2)?,
         team_id: r.get::<_, Option<String>>(3)?.map(|t| parse(&t)).transpose()?,
         active: r.get(4)?,
     })
@@ -206,9 +229,9 @@ fn visit_from(r: &Row<'_>) -> rusqlite::Result<VisitRow> {
     let carers: String = r.get(3)?;
     let heads: String = r.get(8)?;
     Ok(VisitRow {
-        visit_id: parse(&r.get::<_, String>(0)?)?,
-        client_id: parse(&r.get::<_, String>(1)?)?,
-        contract_id: parse(&r.get::<_, String>(2)?)?,
+        visit_id: column(r, 0)?,
+        client_id: column(r, 1)?,
+        contract_id: column(r, 2)?,
         carers: carers
             .split(',')
             .filter(|s| !s.is_empty())
@@ -216,7 +239,7 @@ fn visit_from(r: &Row<'_>) -> rusqlite::Result<VisitRow> {
             .collect::<rusqlite::Result<_>>()?,
         planned_start: r.get(4)?,
         planned_end: r.get(5)?,
-        status: parse(&r.get::<_, String>(6)?)?,
+        status: column(r, 6)?,
         chargeable: r.get(7)?,
         heads: heads
             .split(',')
@@ -235,17 +258,17 @@ fn event_from(r: &Row<'_>) -> rusqlite::Result<EventRow> {
     let lon: Option<f64> = r.get(13)?;
     let acc: Option<f64> = r.get(14)?;
     Ok(EventRow {
-        event_id: parse(&r.get::<_, String>(0)?)?,
-        visit_id: parse(&r.get::<_, String>(1)?)?,
-        carer_id: parse(&r.get::<_, String>(2)?)?,
-        device_id: parse(&r.get::<_, String>(3)?)?,
-        kind: parse(&r.get::<_, String>(4)?)?,
+        event_id: column(r, 0)?,
+        visit_id: column(r, 1)?,
+        carer_id: column(r, 2)?,
+        device_id: column(r, 3)?,
+        kind: column(r, 4)?,
         device_time: r.get(5)?,
         clock_offset_ms: r.get(6)?,
         offset_measured_at: r.get(7)?,
         trusted_time: r.get(8)?,
         received_at: r.get(9)?,
-        method: parse(&r.get::<_, String>(10)?)?,
+        method: column(r, 10)?,
         reason: r.get::<_, Option<String>>(11)?.map(|s| parse(&s)).transpose()?,
         location: match (lat, lon, acc) {
             (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
@@ -261,7 +284,7 @@ fn client_from(r: &Row<'_>) -> rusqlite::Result<Client> {
     let (lat, lon, acc): (Option<f64>, Option<f64>, Option<f64>) = (r.get(2)?, r.get(3)?, r.get(4)?);
     let tags: String = r.get(5)?;
     Ok(Client {
-        id: parse(&r.get::<_, String>(0)?)?,
+        id: column(r, 0)?,
         name: r.get(1)?,
         location: match (lat, lon, acc) {
             (Some(lat), Some(lon), acc) => Some(Location {
@@ -284,10 +307,10 @@ const CONTRACT_COLS: &str = "contract_id, name, commissioner, model, rules";
 fn contract_from(r: &Row<'_>) -> rusqlite::Result<Contract> {
     let rules: String = r.get(4)?;
     Ok(Contract {
-        id: parse(&r.get::<_, String>(0)?)?,
+        id: column(r, 0)?,
         name: r.get(1)?,
         commissioner: r.get(2)?,
-        model: parse(&r.get::<_, String>(3)?)?,
+        model: column(r, 3)?,
         rules: serde_json::from_str(&rules).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
         })?,
@@ -391,9 +414,9 @@ impl ServerStore for SqliteStore {
                 [token_hash],
                 |r| {
                     let person = Person {
-                        id: parse(&r.get::<_, String>(1)?)?,
+                        id: column(r, 1)?,
                         name: r.get(2)?,
-                        role: parse(&r.get::<_, String>(3)?)?,
+                        role: column(r, 3)?,
                         team_id: r.get::<_, Option<String>>(4)?.map(|t| parse(&t)).transpose()?,
                         active: r.get(5)?,
                     };
@@ -439,8 +462,8 @@ impl ServerStore for SqliteStore {
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Device {
-                id: parse(&r.get::<_, String>(0)?)?,
-                person_id: parse(&r.get::<_, String>(1)?)?,
+                id: column(r, 0)?,
+                person_id: column(r, 1)?,
                 name: r.get(2)?,
                 enrolled_at: r.get(3)?,
                 revoked_at: r.get(4)?,
@@ -508,6 +531,13 @@ impl ServerStore for SqliteStore {
                     v.updated_at
                 ],
             )?;
+            // A reschedule moves the visit's events and amendments to its new period.
+            for table in ["clock_events", "amendments"] {
+                tx.prepare_cached(&format!(
+                    "UPDATE {table} SET planned_start = ?1 WHERE visit_id = ?2 AND planned_start <> ?1"
+                ))?
+                .execute(params![v.planned_start, id])?;
+            }
             tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1")?.execute([&id])?;
             for carer in &carers {
                 tx.prepare_cached("INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
@@ -515,7 +545,8 @@ impl ServerStore for SqliteStore {
                 )?;
             }
             let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO clock_events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                "INSERT INTO clock_events ({EVENT_COLS}, planned_start)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
                  ON CONFLICT (event_id) DO NOTHING"
             ))?;
             for e in &c.new_events {
@@ -536,11 +567,13 @@ impl ServerStore for SqliteStore {
                     e.location.map(|l| l.lon),
                     e.location.map(|l| l.accuracy_m),
                     e.flags,
+                    v.planned_start,
                 ])?;
             }
             let mut insert = tx.prepare_cached(
-                "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (amendment_id) DO NOTHING",
+                "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason,
+                                         written_at, planned_start)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (amendment_id) DO NOTHING",
             )?;
             for a in &c.new_amendments {
                 insert.execute(params![
@@ -551,7 +584,8 @@ impl ServerStore for SqliteStore {
                     a.time.as_str(),
                     a.corrected_time,
                     a.reason.as_str(),
-                    a.written_at
+                    a.written_at,
+                    v.planned_start
                 ])?;
             }
             if let Some((device, state)) = &c.sync_state {
@@ -654,7 +688,7 @@ impl ServerStore for SqliteStore {
         let mut stmt = conn.prepare_cached("SELECT team_id, name FROM teams ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok(Team {
-                id: parse(&r.get::<_, String>(0)?)?,
+                id: column(r, 0)?,
                 name: r.get(1)?,
             })
         })?;
@@ -746,8 +780,7 @@ impl ServerStore for SqliteStore {
             .map(|c| format!("e.{}", c.trim()))
             .collect();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {} FROM clock_events e JOIN visits v ON v.visit_id = e.visit_id
-             WHERE v.planned_start >= ?1 AND v.planned_start < ?2",
+            "SELECT {} FROM clock_events e WHERE e.planned_start >= ?1 AND e.planned_start < ?2",
             cols.join(", ")
         ))?;
         let rows = stmt.query_map(params![from, to], event_from)?;
@@ -758,21 +791,58 @@ impl ServerStore for SqliteStore {
         let conn = self.lock_reports()?;
         let mut stmt = conn.prepare_cached(
             "SELECT a.amendment_id, a.visit_id, a.author_id, a.carer_id, a.time, a.corrected_time, a.reason, a.written_at
-             FROM amendments a JOIN visits v ON v.visit_id = a.visit_id
-             WHERE v.planned_start >= ?1 AND v.planned_start < ?2",
+             FROM amendments a WHERE a.planned_start >= ?1 AND a.planned_start < ?2",
         )?;
         let rows = stmt.query_map(params![from, to], |r| {
             Ok(AmendmentRow {
-                amendment_id: parse(&r.get::<_, String>(0)?)?,
-                visit_id: parse(&r.get::<_, String>(1)?)?,
-                author_id: parse(&r.get::<_, String>(2)?)?,
-                carer_id: parse(&r.get::<_, String>(3)?)?,
-                time: parse(&r.get::<_, String>(4)?)?,
+                amendment_id: column(r, 0)?,
+                visit_id: column(r, 1)?,
+                author_id: column(r, 2)?,
+                carer_id: column(r, 3)?,
+                time: column(r, 4)?,
                 corrected_time: r.get(5)?,
-                reason: parse(&r.get::<_, String>(6)?)?,
+                reason: column(r, 6)?,
                 written_at: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written at schema 1 (before events carried their visit's planned start) opens at
+    /// the current schema with its events and amendments in the right periods.
+    #[test]
+    fn schema_1_upgrades_with_events_in_their_periods() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("server.db");
+        let (visit, event, amendment) = (VisitId::new(), EventId::new(), AmendmentId::new());
+        {
+            let conn = sqlite::open(&path, &MIGRATIONS[..1], Durability::Normal)?;
+            conn.execute_batch(&format!(
+                "INSERT INTO visits VALUES ('{visit}', '{c}', '{k}', '', 500000, 600000, 'scheduled', NULL, '', 1);
+                 INSERT INTO clock_events (event_id, visit_id, carer_id, device_id, kind, device_time,
+                     trusted_time, received_at, method)
+                 VALUES ('{event}', '{visit}', '{p}', '{d}', 'clock_in', 500000, 500000, 500001, 'app');
+                 INSERT INTO amendments VALUES ('{amendment}', '{visit}', '{p}', '{p}', 'clock_in', 500000,
+                     'forgot_to_clock', 700000);",
+                c = ClientId::new(),
+                k = ContractId::new(),
+                p = PersonId::new(),
+                d = DeviceId::new(),
+            ))?;
+        }
+        let store = SqliteStore::open(&path)?;
+        let version: i64 = store.lock()?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let events = store.events_planned_between(500_000, 500_001)?;
+        assert_eq!(events.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![event]);
+        assert!(store.events_planned_between(0, 500_000)?.is_empty());
+        let amendments = store.amendments_planned_between(500_000, 500_001)?;
+        assert_eq!(amendments.iter().map(|a| a.amendment_id).collect::<Vec<_>>(), vec![amendment]);
+        Ok(())
     }
 }
