@@ -254,7 +254,7 @@ impl SyncClient {
 /// A session's starting state. Automerge's opening message only advertises heads, so changes
 /// would wait for a second round trip; but the server certainly holds the heads both sides last
 /// shared, so tell the state so and the first message carries every change since then.
-fn primed(mut state: SyncState) -> SyncState {
+pub fn primed(mut state: SyncState) -> SyncState {
     let shared = state.shared_heads.clone();
     state.their_heads = Some(shared.clone());
     state.their_need = Some(vec![]);

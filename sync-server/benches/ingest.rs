@@ -8,9 +8,10 @@
 //!
 //! Run: `cargo bench -p caresync-server --bench ingest`
 
-use automerge::sync::{Have, Message, State as SyncState, SyncDoc};
+use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
 use caresync_core::domain::*;
+use caresync_core::sync_client::primed;
 use caresync_core::visit_document::{ClockEvent, Note, Schedule, Task, VisitDocument};
 use caresync_server::services::visits::{Ingested, VisitService};
 use caresync_server::store::sqlite::SqliteStore;
@@ -120,13 +121,8 @@ fn batch(s: &Server, n: usize) -> Vec<(VisitId, Vec<u8>)> {
             })
             .expect("note");
             let mut state = SyncState::new();
-            state.shared_heads = shared.clone();
-            state.their_heads = Some(shared.clone());
-            state.their_need = Some(vec![]);
-            state.their_have = Some(vec![Have {
-                last_sync: shared,
-                bloom: Default::default(),
-            }]);
+            state.shared_heads = shared;
+            let mut state = primed(state);
             let message: Message = doc
                 .automerge()
                 .sync()

@@ -493,14 +493,22 @@ fn rescheduled_visit_moves_its_rows(store: &dyn ServerStore) {
     store
         .commit_visit(&commit(visit_row(visit, vec![carer], 900_000)))
         .expect("reschedule");
-    assert!(store.events_planned_between(0, 500_000).expect("events").is_empty());
+    assert!(store
+        .events_planned_between(0, 500_000)
+        .expect("events")
+        .is_empty());
     assert!(store
         .amendments_planned_between(0, 500_000)
         .expect("amendments")
         .is_empty());
-    assert_eq!(store.events_planned_between(500_000, 1_000_000).expect("events"), vec![e]);
     assert_eq!(
-        store.amendments_planned_between(500_000, 1_000_000).expect("amendments"),
+        store.events_planned_between(500_000, 1_000_000).expect("events"),
+        vec![e]
+    );
+    assert_eq!(
+        store
+            .amendments_planned_between(500_000, 1_000_000)
+            .expect("amendments"),
         vec![a]
     );
 }

@@ -160,6 +160,10 @@ async fn limit_in_flight(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Probes must answer even when every permit is taken, or a busy instance looks dead.
+    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+        return next.run(request).await;
+    }
     match state.in_flight.clone().acquire_owned().await {
         Ok(_permit) => next.run(request).await,
         // Only if the semaphore were closed, which it never is.

@@ -842,7 +842,10 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![event]);
         assert!(store.events_planned_between(0, 500_000)?.is_empty());
         let amendments = store.amendments_planned_between(500_000, 500_001)?;
-        assert_eq!(amendments.iter().map(|a| a.amendment_id).collect::<Vec<_>>(), vec![amendment]);
+        assert_eq!(
+            amendments.iter().map(|a| a.amendment_id).collect::<Vec<_>>(),
+            vec![amendment]
+        );
         Ok(())
     }
 }
