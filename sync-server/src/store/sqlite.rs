@@ -514,6 +514,10 @@ impl ServerStore for SqliteStore {
                 )?;
             }
             let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
+            let was_planned: Option<Millis> = tx
+                .prepare_cached("SELECT planned_start FROM visits WHERE visit_id = ?1")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
             tx.prepare_cached("INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
                                      chargeable, heads, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -532,7 +536,8 @@ impl ServerStore for SqliteStore {
                 ],
             )?;
             // A reschedule moves the visit's events and amendments to its new period.
-            for table in ["clock_events", "amendments"] {
+            let moved = was_planned.is_some_and(|at| at != v.planned_start);
+            for table in ["clock_events", "amendments"].into_iter().filter(|_| moved) {
                 tx.prepare_cached(&format!(
                     "UPDATE {table} SET planned_start = ?1 WHERE visit_id = ?2 AND planned_start <> ?1"
                 ))?
