@@ -65,20 +65,85 @@ pub fn judge(state: &AppState, from: Millis, to: Millis, as_of: Millis) -> Resul
         .into_iter()
         .filter_map(|c| c.location.map(|l| (c.id, l)))
         .collect();
-    let outcomes = rows
+    let gathered: Vec<_> = rows
         .into_iter()
         .map(|row| {
             let evs = events.remove(&row.visit_id).unwrap_or_default();
             let ams = amendments.remove(&row.visit_id).unwrap_or_default();
-            let inputs = VisitInputs {
-                client_location: locations.get(&row.client_id).copied(),
-                received_at: evs.iter().map(|e| (e.event_id, e.received_at)).collect(),
-            };
-            let visit = visit_from_rows(row, evs, ams);
-            context.outcome(&visit, &inputs, as_of)
+            (row, evs, ams)
         })
         .collect();
+    let judge_one = |(row, evs, ams): (VisitRow, Vec<EventRow>, Vec<AmendmentRow>)| {
+        let inputs = VisitInputs {
+            client_location: locations.get(&row.client_id).copied(),
+            received_at: evs.iter().map(|e| (e.event_id, e.received_at)).collect(),
+        };
+        let visit = visit_from_rows(row, evs, ams);
+        context.outcome(&visit, &inputs, as_of)
+    };
+    // Judging is independent per visit: a big period uses every core.
+    let threads = if gathered.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+    };
+    let outcomes = map_in_parallel(gathered, threads, judge_one);
     Ok(Judged { outcomes, context })
+}
+
+/// Periods with fewer visits are judged on the calling thread.
+const PARALLEL_FROM: usize = 20_000;
+
+/// `items.map(f)` on up to `threads` threads, each taking a contiguous part; the order is kept.
+fn map_in_parallel<T: Send, U: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    if threads < 2 || items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let size = items.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = items;
+    while rest.len() > size {
+        let tail = rest.split_off(size);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::map_in_parallel;
+
+    #[test]
+    fn parallel_map_keeps_every_item_in_order() {
+        for (n, threads) in [(0, 4), (1, 4), (7, 1), (7, 3), (10, 3), (1000, 8), (5, 8)] {
+            let items: Vec<u64> = (0..n).collect();
+            let expected: Vec<u64> = items.iter().map(|i| i * i + 1).collect();
+            assert_eq!(
+                map_in_parallel(items, threads, |i| i * i + 1),
+                expected,
+                "n={n} threads={threads}"
+            );
+        }
+    }
+
+    #[test]
+    fn parallel_map_runs_on_several_threads() {
+        let ids = map_in_parallel((0..64).collect::<Vec<u32>>(), 4, |_| std::thread::current().id());
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 4);
+    }
 }
 
 pub fn context(state: &AppState) -> Result<ReportContext, StoreError> {
