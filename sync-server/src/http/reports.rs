@@ -22,32 +22,35 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/reports/punctuality",
-            get(|s, h, q| punctuality(s, h, q, Format::Json)),
+            get(|s, h, q| figures(s, h, q, Figure::Punctuality, Format::Json)),
         )
         .route(
             "/api/v1/reports/punctuality.csv",
-            get(|s, h, q| punctuality(s, h, q, Format::Csv)),
+            get(|s, h, q| figures(s, h, q, Figure::Punctuality, Format::Csv)),
         )
-        .route("/api/v1/reports/kpi", get(|s, h, q| kpi(s, h, q, Format::Json)))
+        .route(
+            "/api/v1/reports/kpi",
+            get(|s, h, q| figures(s, h, q, Figure::Kpi, Format::Json)),
+        )
         .route(
             "/api/v1/reports/kpi.csv",
-            get(|s, h, q| kpi(s, h, q, Format::Csv)),
+            get(|s, h, q| figures(s, h, q, Figure::Kpi, Format::Csv)),
         )
         .route(
             "/api/v1/reports/reconciliation",
-            get(|s, h, q| reconciliation(s, h, q, Format::Json)),
+            get(|s, h, q| figures(s, h, q, Figure::Reconciliation, Format::Json)),
         )
         .route(
             "/api/v1/reports/reconciliation.csv",
-            get(|s, h, q| reconciliation(s, h, q, Format::Csv)),
+            get(|s, h, q| figures(s, h, q, Figure::Reconciliation, Format::Csv)),
         )
         .route(
             "/api/v1/reports/continuity",
-            get(|s, h, q| continuity_report(s, h, q, Format::Json)),
+            get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Json)),
         )
         .route(
             "/api/v1/reports/continuity.csv",
-            get(|s, h, q| continuity_report(s, h, q, Format::Csv)),
+            get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Csv)),
         )
         .route("/api/v1/alerts", get(alerts))
 }
@@ -106,58 +109,43 @@ fn respond<T: serde::Serialize>(
     })
 }
 
-async fn punctuality(
+/// Which figures a report route answers with.
+#[derive(Clone, Copy)]
+enum Figure {
+    Punctuality,
+    Kpi,
+    Reconciliation,
+    Continuity,
+}
+
+async fn figures(
     State(st): State<AppState>,
     headers: HeaderMap,
     params: Params,
+    figure: Figure,
     format: Format,
 ) -> ApiResult<Response> {
     blocking(move || {
         let (judged, p) = judged(&st, &headers, params)?;
-        let report = reports::punctuality(&judged, p.group_by, p.period, st.tz);
-        respond(format, &report, || report.rows_csv())
-    })
-    .await
-}
-
-async fn kpi(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    format: Format,
-) -> ApiResult<Response> {
-    blocking(move || {
-        let (judged, _) = judged(&st, &headers, params)?;
-        let report = reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, st.tz);
-        respond(format, &report.kpi, || report.kpi_csv())
-    })
-    .await
-}
-
-async fn reconciliation(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    format: Format,
-) -> ApiResult<Response> {
-    blocking(move || {
-        let (judged, _) = judged(&st, &headers, params)?;
-        let rows = weekly_reconciliation(&judged.outcomes, AgencyTimeZone(st.tz));
-        respond(format, &rows, || reconciliation_csv(&rows))
-    })
-    .await
-}
-
-async fn continuity_report(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    format: Format,
-) -> ApiResult<Response> {
-    blocking(move || {
-        let (judged, _) = judged(&st, &headers, params)?;
-        let rows = continuity(&judged.outcomes, AgencyTimeZone(st.tz));
-        respond(format, &rows, || continuity_csv(&rows))
+        let tz = AgencyTimeZone(st.tz);
+        match figure {
+            Figure::Punctuality => {
+                let report = reports::punctuality(&judged, p.group_by, p.period, st.tz);
+                respond(format, &report, || report.rows_csv())
+            }
+            Figure::Kpi => {
+                let report = reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, st.tz);
+                respond(format, &report.kpi, || report.kpi_csv())
+            }
+            Figure::Reconciliation => {
+                let rows = weekly_reconciliation(&judged.outcomes, tz);
+                respond(format, &rows, || reconciliation_csv(&rows))
+            }
+            Figure::Continuity => {
+                let rows = continuity(&judged.outcomes, tz);
+                respond(format, &rows, || continuity_csv(&rows))
+            }
+        }
     })
     .await
 }
