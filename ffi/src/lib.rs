@@ -71,8 +71,8 @@ impl CarerPhone {
 
 #[uniffi::export]
 impl CarerPhone {
-    /// Open (or create) the phone's database at `path`. A file that cannot be opened is moved
-    /// aside, never deleted, and the error says where it went.
+    /// Open (or create) the phone's database at `path`. A file that is corrupt or not a database
+    /// is moved aside, never deleted, and the error says where it went.
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<Self>, PhoneError> {
         let store = Arc::new(PhoneStore::open(Path::new(&path))?);

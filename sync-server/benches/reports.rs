@@ -2,7 +2,7 @@
 //! with the clocks changing on the 29th): a provider of about 2,000 carers and 20,000 clients.
 //!
 //! The database is written once through the store's own commit path (the same rows the sync
-//! path writes) and kept in `target/bench-data/` (about 1.3 GB; delete it to regenerate).
+//! path writes) and kept in `target/bench-data/` (about 1.2 GB; delete it to regenerate).
 //!
 //! Run: `cargo bench -p caresync-server --bench reports`
 //!

@@ -35,7 +35,15 @@ pub struct AppState {
     /// Requests being handled at once; the rest wait with their bodies unread, so request
     /// memory is bounded by [`MAX_IN_FLIGHT`] × the body limit whatever the number of phones.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Reports computed at once: each reads and judges a whole period on every core, so two
+    /// at a time bounds their memory and leaves the rest of the permits to phones.
+    pub reports_in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// See [`AppState::reports_in_flight`].
+pub const MAX_REPORTS_IN_FLIGHT: usize = 2;
+/// How long a request waits for a permit before it is told to come back later.
+const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// More than the two cores and the one SQLite writer can use; each holds at most one body.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -50,6 +58,7 @@ impl AppState {
             scope_ahead_ms: 14 * DAY_MS,
             tz: chrono_tz::Europe::London,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            reports_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT)),
         }
     }
 }
@@ -164,15 +173,28 @@ async fn limit_in_flight(
     if matches!(request.uri().path(), "/healthz" | "/metrics") {
         return next.run(request).await;
     }
-    match state.in_flight.clone().acquire_owned().await {
+    match permit(&state.in_flight).await {
         Ok(_permit) => next.run(request).await,
-        // Only if the semaphore were closed, which it never is.
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "server is stopping",
+        Err(busy) => busy,
+    }
+}
+
+/// A permit, or 503 (with `Retry-After`) if none frees up within [`PERMIT_WAIT`]. Phones retry
+/// later; what they hold stays in their outbox.
+async fn permit(
+    semaphore: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    match tokio::time::timeout(PERMIT_WAIT, semaphore.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err((
+            [(axum::http::header::RETRY_AFTER, "5")],
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "server busy; try again shortly",
+            ),
         )
-        .into_response(),
+            .into_response()),
     }
 }
 

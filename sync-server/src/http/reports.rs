@@ -125,7 +125,12 @@ async fn figures(
     figure: Figure,
     format: Format,
 ) -> ApiResult<Response> {
+    let permit = match super::permit(&st.reports_in_flight).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy),
+    };
     blocking(move || {
+        let _permit = permit;
         let (judged, p) = judged(&st, &headers, params)?;
         let tz = AgencyTimeZone(st.tz);
         match figure {

@@ -136,7 +136,9 @@ fn tune(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Address space, not memory: mapped pages are the OS's file cache, shared and reclaimable.
-const MMAP_BYTES: i64 = 16 << 30;
+/// The bundled SQLite's ceiling (`SQLITE_MAX_MMAP_SIZE`, just under 2 GiB); a larger file reads
+/// its remainder through ordinary reads.
+const MMAP_BYTES: i64 = 0x7fff_0000;
 /// Per connection.
 const CACHE_KIB: i64 = 64 << 10;
 
@@ -157,8 +159,9 @@ fn schema_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    /// A second connection for report queries: in WAL mode it reads a consistent snapshot while
-    /// the writer goes on, so a long report never holds up phones' syncs.
+    /// A second, read-only connection for report queries: in WAL mode it reads while the writer
+    /// goes on, so a long report never holds up phones' syncs. (Each query reads its own
+    /// snapshot; a report's three queries are not one transaction.)
     reports: Mutex<Connection>,
 }
 
@@ -166,7 +169,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = sqlite::open(path, MIGRATIONS, Durability::Normal)?;
         tune(&conn)?;
-        let reports = Connection::open(path)?;
+        let reports = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         reports.busy_timeout(std::time::Duration::from_secs(5))?;
         tune(&reports)?;
         Ok(Self {
@@ -505,6 +511,15 @@ impl ServerStore for SqliteStore {
     }
 
     fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
+        // Events and amendments take the commit's planned start, so they must be its visit's.
+        let visit = c.visit.visit_id;
+        if c.new_events.iter().any(|e| e.visit_id != visit)
+            || c.new_amendments.iter().any(|a| a.visit_id != visit)
+        {
+            return Err(StoreError::Conflict(format!(
+                "a commit to visit {visit} carries another visit's rows"
+            )));
+        }
         self.write(|tx| {
             let v = &c.visit;
             let id = v.visit_id.to_string();
