@@ -38,12 +38,14 @@ pub struct AppState {
     /// Reports computed at once: each reads and judges a whole period on every core, so two
     /// at a time bounds their memory and leaves the rest of the permits to phones.
     pub reports_in_flight: Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for a permit before it is told to come back later.
+    pub permit_wait: std::time::Duration,
 }
 
 /// See [`AppState::reports_in_flight`].
 pub const MAX_REPORTS_IN_FLIGHT: usize = 2;
-/// How long a request waits for a permit before it is told to come back later.
-const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The default of [`AppState::permit_wait`].
+pub const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// More than the two cores and the one SQLite writer can use; each holds at most one body.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -59,6 +61,7 @@ impl AppState {
             tz: chrono_tz::Europe::London,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             reports_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT)),
+            permit_wait: PERMIT_WAIT,
         }
     }
 }
@@ -173,18 +176,19 @@ async fn limit_in_flight(
     if matches!(request.uri().path(), "/healthz" | "/metrics") {
         return next.run(request).await;
     }
-    match permit(&state.in_flight).await {
+    match permit(&state.in_flight, state.permit_wait).await {
         Ok(_permit) => next.run(request).await,
         Err(busy) => busy,
     }
 }
 
-/// A permit, or 503 (with `Retry-After`) if none frees up within [`PERMIT_WAIT`]. Phones retry
-/// later; what they hold stays in their outbox.
+/// A permit, or 503 (with `Retry-After`) if none frees up within `wait`. Phones retry later;
+/// what they hold stays in their outbox.
 async fn permit(
     semaphore: &Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
-    match tokio::time::timeout(PERMIT_WAIT, semaphore.clone().acquire_owned()).await {
+    match tokio::time::timeout(wait, semaphore.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err((
             [(axum::http::header::RETRY_AFTER, "5")],

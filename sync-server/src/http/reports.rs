@@ -125,7 +125,7 @@ async fn figures(
     figure: Figure,
     format: Format,
 ) -> ApiResult<Response> {
-    let permit = match super::permit(&st.reports_in_flight).await {
+    let permit = match super::permit(&st.reports_in_flight, st.permit_wait).await {
         Ok(permit) => permit,
         Err(busy) => return Ok(busy),
     };
