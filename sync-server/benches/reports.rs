@@ -184,7 +184,7 @@ fn generate(store: &SqliteStore) -> Result<()> {
         let mut amendments = Vec::new();
         if !cancelled {
             for (slot, carer) in assigned.iter().enumerate() {
-                // 2% missed; late more often on the framework contract's busy evenings.
+                // 2% of carers miss the visit; the rest clock in from 10 minutes early to 25 late.
                 if rng.random_bool(0.02) {
                     continue;
                 }
