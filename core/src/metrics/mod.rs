@@ -22,6 +22,7 @@ pub mod visit_outcome;
 pub(crate) mod test_support;
 
 pub use billing::{billable_minutes, round_to_unit, Billable};
+pub use csv::CsvRow;
 pub use periods::{local_date, AgencyTimeZone, Period, PeriodKind, UnknownTimeZone};
 pub use reconciliation::{
     continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, ContinuityRow, ReconciliationRow,

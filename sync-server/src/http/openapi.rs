@@ -2,6 +2,7 @@
 //! (`OPERATIONS`) that the tests also use to check every route exists and every role check holds.
 
 use axum::Json;
+use caresync_core::metrics::{CsvRow, ReportRow};
 use serde_json::{json, Map, Value};
 
 /// Who may call an operation.
@@ -613,44 +614,18 @@ fn schemas() -> Map<String, Value> {
             &["carer_id", "date", "visits"],
         ),
     );
-    let counts = [
-        "scheduled",
-        "cancelled",
-        "attended",
-        "on_time",
-        "late",
-        "early",
-        "missed",
-        "pending",
-        "overdue",
-        "short",
-        "overrun",
-        "no_clock_out",
-        "partially_attended",
-        "electronic",
-        "location_checked",
-        "location_verified",
-        "flagged_events",
-        "unverified_time_events",
-        "clock_skew_events",
-        "future_time_events",
-    ];
-    let rates = [
-        "on_time_pct",
-        "late_pct",
-        "early_pct",
-        "short_pct",
-        "missed_pct",
-        "electronic_pct",
-        "location_verified_pct",
-    ];
-    let mut row: Vec<(&str, Value)> = vec![
-        ("period", text.clone()),
-        ("period_start", text.clone()),
-        ("group", text.clone()),
-    ];
-    row.extend(counts.iter().map(|c| (*c, int.clone())));
-    row.extend(rates.iter().map(|c| (*c, opt_num.clone())));
+    // The row's fields are its CSV columns: text labels, optional percentages, counts.
+    let row: Vec<(&str, Value)> = ReportRow::COLUMNS
+        .iter()
+        .map(|c| {
+            let kind = match *c {
+                "period" | "period_start" | "group" => text.clone(),
+                c if c.ends_with("_pct") => opt_num.clone(),
+                _ => int.clone(),
+            };
+            (*c, kind)
+        })
+        .collect();
     add(
         "ReportRow",
         obj(
