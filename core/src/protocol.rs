@@ -151,7 +151,9 @@ mod serde_bytes_compat {
                 Ok(out)
             }
         }
-        d.deserialize_bytes(V)
+        // `deserialize_byte_buf`, not `deserialize_bytes`: ciborium serves the latter only from a
+        // 4 KiB scratch buffer and refuses any longer byte string ("invalid type: bytes").
+        d.deserialize_byte_buf(V)
     }
 }
 
@@ -175,6 +177,54 @@ mod tests {
         assert!(bytes.len() < 200, "{}", bytes.len());
         assert_eq!(from_cbor::<SyncRequest>(&bytes)?, req);
         assert!(from_cbor::<SyncRequest>(&bytes[..bytes.len() - 3]).is_err());
+        Ok(())
+    }
+
+    /// Every message size up to the stated limit decodes, in both directions (ciborium's
+    /// `deserialize_bytes` stops at 4 KiB; issue 11).
+    #[test]
+    fn messages_of_every_size_up_to_the_limit_round_trip() -> Result<(), CborError> {
+        for len in [0, 1, 4095, 4096, 4097, 64 * 1024, 1024 * 1024, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 1] {
+            let message: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let visit = VisitMessage {
+                visit_id: VisitId::new(),
+                message,
+            };
+            let req = SyncRequest {
+                protocol: PROTOCOL_VERSION,
+                device_time: 5,
+                visits: vec![visit.clone()],
+                manifest_digest: None,
+            };
+            assert_eq!(from_cbor::<SyncRequest>(&to_cbor(&req))?, req, "request of {len}");
+            let resp = SyncResponse {
+                protocol: PROTOCOL_VERSION,
+                server_time: 7,
+                visits: vec![visit],
+                errors: vec![],
+                manifest: vec![],
+                manifest_complete: true,
+            };
+            assert_eq!(from_cbor::<SyncResponse>(&to_cbor(&resp))?, resp, "response of {len}");
+        }
+        Ok(())
+    }
+
+    /// A CBOR byte string sent in chunks (indefinite length) decodes too.
+    #[test]
+    fn indefinite_length_byte_strings_decode() -> Result<(), CborError> {
+        let id = VisitId::new();
+        let plain = to_cbor(&VisitMessage {
+            visit_id: id,
+            message: vec![9; 10],
+        });
+        // Rewrite the 10-byte string (0x4a + bytes) as 0x5f, two chunks, 0xff.
+        let at = plain.len() - 11;
+        assert_eq!(plain[at], 0x4a);
+        let mut chunked = plain[..at].to_vec();
+        chunked.extend([0x5f, 0x43, 9, 9, 9, 0x47, 9, 9, 9, 9, 9, 9, 9, 0xff]);
+        let decoded: VisitMessage = from_cbor(&chunked)?;
+        assert_eq!(decoded.message, vec![9; 10]);
         Ok(())
     }
 }

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 
 /// Rounds per session before giving up (the common case is one or two).
 pub const MAX_ROUNDS: usize = 8;
+/// Message bytes gathered into one request before the rest wait for the next round: with at most
+/// one [`MAX_MESSAGE_BYTES`] message past it, a request stays under [`MAX_REQUEST_BYTES`].
+const BATCH_BUDGET_BYTES: usize = MAX_REQUEST_BYTES / 2;
 
 /// Carries request bytes to the server and brings back its answer. HTTP ships with the core
 /// ([`crate::http_transport::HttpTransport`]); tests may use anything that reaches a real server.
@@ -134,8 +137,12 @@ impl SyncClient {
 
         for round in 0..MAX_ROUNDS {
             let mut batch = Vec::new();
+            let mut batch_bytes = 0usize;
             for &visit_id in &to_send {
-                if refused.contains(&visit_id) || batch.len() >= MAX_VISITS_PER_REQUEST {
+                if refused.contains(&visit_id)
+                    || batch.len() >= MAX_VISITS_PER_REQUEST
+                    || batch_bytes >= BATCH_BUDGET_BYTES
+                {
                     continue;
                 }
                 let state = match states.get_mut(&visit_id) {
@@ -146,10 +153,20 @@ impl SyncClient {
                     }
                 };
                 if let Some(msg) = self.store.generate_message(visit_id, state)? {
-                    batch.push(VisitMessage {
-                        visit_id,
-                        message: msg.encode(),
-                    });
+                    let message = msg.encode();
+                    if message.len() > MAX_MESSAGE_BYTES {
+                        // The server would refuse it; saying so here keeps the request small and
+                        // the visit's changes on the phone. The other visits go on.
+                        refused.insert(visit_id);
+                        summary.errors.push(VisitError {
+                            visit_id,
+                            code: "message_too_large".into(),
+                            message: format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()),
+                        });
+                        continue;
+                    }
+                    batch_bytes += message.len();
+                    batch.push(VisitMessage { visit_id, message });
                 }
             }
             // The first round always goes out: it fetches the server's time and manifest.
@@ -204,8 +221,20 @@ impl SyncClient {
                 summary.errors.push(error);
             }
             for reply in response.visits {
-                let message =
-                    Message::decode(&reply.message).map_err(|e| SyncError::BadResponse(e.to_string()))?;
+                // One visit's unreadable reply is that visit's error, never the whole session's.
+                let message = match Message::decode(&reply.message) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        refused.insert(reply.visit_id);
+                        next.remove(&reply.visit_id);
+                        summary.errors.push(VisitError {
+                            visit_id: reply.visit_id,
+                            code: "malformed_message".into(),
+                            message: format!("the server's message could not be read: {e}"),
+                        });
+                        continue;
+                    }
+                };
                 let state = states.entry(reply.visit_id).or_default();
                 self.store.receive_message(reply.visit_id, state, message)?;
                 summary.messages_received += 1;
