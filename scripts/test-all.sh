@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-test-deps.sh
+# Style and lints first: a change that is not formatted or warns does not pass.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 cargo test --workspace
 if [ -x tests/ffi/run.sh ]; then

@@ -161,7 +161,10 @@ impl SyncClient {
                         summary.errors.push(VisitError {
                             visit_id,
                             code: "message_too_large".into(),
-                            message: format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()),
+                            message: format!(
+                                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
+                                message.len()
+                            ),
                         });
                         continue;
                     }
