@@ -95,7 +95,7 @@ pub async fn limit_failed_sign_ins(State(state): State<AppState>, request: Reque
             (true, Some(ip)) => state.sign_in_limits.source_failed(ip, now()),
             _ => 0,
         };
-        tracing::warn!(source = %shown, path = %path, reason = failure.reason, person = %person, failures, "failed sign-in");
+        tracing::warn!(source = %shown, path = %path, reason = %failure.reason, person = %person, failures, "failed sign-in");
     }
     response
 }
