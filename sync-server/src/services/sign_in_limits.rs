@@ -183,14 +183,14 @@ mod tests {
             assert_eq!(l.check_source(ip, 1_000), Ok(()));
             assert_eq!(l.source_failed(ip, 1_000 + i), i as u32);
         }
-        assert_eq!(l.check_source(ip, 2_000), Err(59));
+        assert_eq!(l.check_source(ip, 2_000), Err(60), "59.001 s, rounded up");
         assert_eq!(
             l.check_source(other, 2_000),
             Ok(()),
             "other sources are not held up"
         );
-        assert_eq!(l.check_source(ip, 61_000), Ok(()), "the window ended");
-        assert_eq!(l.source_failed(ip, 61_000), 1, "and counting starts again");
+        assert_eq!(l.check_source(ip, 62_000), Ok(()), "the window ended");
+        assert_eq!(l.source_failed(ip, 62_000), 1, "and counting starts again");
     }
 
     #[test]
