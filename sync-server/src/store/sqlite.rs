@@ -997,4 +997,47 @@ mod tests {
         );
         Ok(())
     }
+
+    fn schema_of(conn: &Connection) -> Result<Vec<(String, String)>> {
+        let mut stmt = conn.prepare(
+            "SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Tokens from before expiry existed get the default 90 days from the upgrade (not forever);
+    /// revoked ones stay revoked; the upgraded schema is the fresh one.
+    #[test]
+    fn schema_2_upgrades_with_tokens_expiring_and_the_fresh_schema() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("server.db");
+        let person = PersonId::new();
+        {
+            let conn = sqlite::open(&path, &MIGRATIONS[..2], Durability::Normal)?;
+            conn.execute_batch(&format!(
+                "INSERT INTO people VALUES ('{person}', 'Office', 'office', NULL, 1);
+                 INSERT INTO api_tokens VALUES ('live', '{person}', 1, NULL);
+                 INSERT INTO api_tokens VALUES ('revoked', '{person}', 1, 5);"
+            ))?;
+        }
+        let before = caresync_core::clock::system_now();
+        let store = SqliteStore::open(&path)?;
+        let live = store.sign_in("live")?.ok_or(StoreError::Corrupt("lost".into()))?;
+        let expires = live.expires_at.ok_or(StoreError::Corrupt("no expiry".into()))?;
+        let ninety = 90 * DAY_MS;
+        assert!(
+            expires >= before - 1_000 + ninety && expires <= before + 60_000 + ninety,
+            "{expires}"
+        );
+        let revoked = store
+            .sign_in("revoked")?
+            .ok_or(StoreError::Corrupt("lost".into()))?;
+        assert_eq!(revoked.revoked_at, Some(5));
+
+        let fresh = SqliteStore::open(&dir.path().join("fresh.db"))?;
+        let upgraded = schema_of(&*store.lock()?)?;
+        assert_eq!(upgraded, schema_of(&*fresh.lock()?)?);
+        Ok(())
+    }
 }
