@@ -270,6 +270,32 @@ fn guessing_codes_is_limited_per_person_and_per_source_and_logged_without_the_co
     Ok(())
 }
 
+#[test]
+fn guessed_tokens_are_limited_per_source_but_revoked_ones_are_not_counted() -> TestResult {
+    let world = World::start()?;
+    let url = world.server.url.clone();
+    let ann = world.carer_with_phone("Ann")?;
+    world.office.revoke(ann.device)?;
+    // A phone left running after its revocation: refused every time, never locked out.
+    for _ in 0..15 {
+        assert_eq!(sync_status(&url, &ann.token)?, 401);
+    }
+    assert_eq!(world.office.call("GET", "/api/v1/people", None)?.0, 200);
+    // Ten guessed tokens lock the source, good token or not; probes still answer.
+    for i in 0..10 {
+        let guess = format!("{i:064}");
+        assert_eq!(call_as(&url, &guess, "GET", "/api/v1/people", None)?.0, 401);
+    }
+    assert_eq!(world.office.call("GET", "/api/v1/people", None)?.0, 429);
+    assert_eq!(sync_status(&url, &ann.token)?, 429);
+    let probe = http()
+        .get(&format!("{url}/healthz"))
+        .header("authorization", "Bearer nonsense")
+        .call()?;
+    assert_eq!(probe.status().as_u16(), 200);
+    Ok(())
+}
+
 /// The log as plain text (the server colours it even into a file).
 fn without_colours(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -67,8 +67,10 @@ fn source(request: &Request) -> Option<IpAddr> {
 }
 
 pub async fn limit_failed_sign_ins(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let signs_in =
-        request.headers().contains_key(header::AUTHORIZATION) || request.uri().path() == ENROL_PATH;
+    // Only the API signs in: probes and the document answer whatever header they carry.
+    let path = request.uri().path();
+    let signs_in = path.starts_with("/api/v1/")
+        && (request.headers().contains_key(header::AUTHORIZATION) || path == ENROL_PATH);
     let source = source(&request);
     if let (true, Some(ip)) = (signs_in, source) {
         if let Err(wait) = state.sign_in_limits.check_source(ip, now()) {
