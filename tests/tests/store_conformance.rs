@@ -78,6 +78,29 @@ fn postgres_store_conforms() {
     // A pool of one connection: concurrent callers wait their turn instead of failing.
     let small = PostgresStore::open_with_pool_size(&cluster.create_database(), 1).expect("open");
     concurrent_redemption(&small);
+    // A database from before token expiry (schema 1): live tokens get 90 days from the upgrade.
+    let url = cluster.create_database();
+    let store = PostgresStore::open(&url).expect("open");
+    let office = person(&store, "Office", Role::Office);
+    store.add_api_token(office.id, "live", 1, None).expect("token");
+    store.add_api_token(office.id, "revoked", 1, None).expect("token");
+    store.revoke_api_token("revoked", 5).expect("revoke");
+    drop(store);
+    let mut raw = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("connect");
+    raw.batch_execute(
+        "ALTER TABLE api_tokens DROP COLUMN expires_at;
+         DROP INDEX api_tokens_by_person, devices_by_person, enrolment_codes_by_person, visits_by_client;
+         UPDATE caresync_schema SET version = 1;",
+    )
+    .expect("back to schema 1");
+    drop(raw);
+    let before = caresync_core::clock::system_now();
+    let store = PostgresStore::open(&url).expect("upgrade");
+    let live = store.sign_in("live").expect("lookup").expect("kept");
+    let expires = live.expires_at.expect("an expiry");
+    assert!((before - 1_000 + 90 * DAY_MS..before + 60_000 + 90 * DAY_MS).contains(&expires));
+    let revoked = store.sign_in("revoked").expect("lookup").expect("kept");
+    assert_eq!((revoked.revoked_at, revoked.expires_at), (Some(5), None));
     // Opening an already-migrated database again is harmless.
     let url = cluster.create_database();
     PostgresStore::open(&url).expect("first open");
