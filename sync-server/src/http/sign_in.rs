@@ -74,7 +74,9 @@ pub async fn limit_failed_sign_ins(State(state): State<AppState>, request: Reque
     let source = source(&request);
     if let (true, Some(ip)) = (signs_in, source) {
         if let Err(wait) = state.sign_in_limits.check_source(ip, now()) {
-            tracing::warn!(source = %ip, path = request.uri().path(), "sign-in refused: too many failed attempts from this source");
+            // Debug, not warn: a script would otherwise write a log line per try. The lock
+            // itself was logged at warn when it began.
+            tracing::debug!(source = %ip, path = request.uri().path(), "sign-in refused: source locked");
             return (
                 [(header::RETRY_AFTER, wait.to_string())],
                 ApiError::new(
@@ -98,6 +100,14 @@ pub async fn limit_failed_sign_ins(State(state): State<AppState>, request: Reque
             _ => 0,
         };
         tracing::warn!(source = %shown, path = %path, reason = %failure.reason, person = %person, failures, "failed sign-in");
+        let policy = state.sign_in_limits.policy();
+        if failures == policy.max_per_source {
+            tracing::warn!(
+                source = %shown,
+                minutes = policy.window_ms / 60_000,
+                "too many failed attempts from this source: its sign-ins and enrolments are refused until its window ends"
+            );
+        }
     }
     response
 }
