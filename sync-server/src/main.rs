@@ -1,5 +1,7 @@
 //! `caresync-server serve` runs the sync server; `bootstrap` creates the first office account;
-//! `copy-to-postgres` moves an embedded store into PostgreSQL.
+//! `copy-to-postgres` moves an embedded store into PostgreSQL; `deactivate`, `revoke-token` and
+//! `rotate-token` shut accounts and replace tokens without the API (e.g. the last office token
+//! was lost or leaked).
 
 use caresync_core::domain::Role;
 use caresync_server::services::people;
@@ -42,6 +44,8 @@ enum Command {
         /// Seed a demo provider and play two weeks of visits through simulated phones.
         #[arg(long)]
         demo: bool,
+        #[command(flatten)]
+        tokens: TokenTtl,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -51,6 +55,42 @@ enum Command {
         database: Option<String>,
         #[arg(long, default_value = "Office")]
         name: String,
+        #[command(flatten)]
+        tokens: TokenTtl,
+    },
+    /// Shut a person's account: their API tokens, phones and unused enrolment codes stop at once.
+    Deactivate {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "CARESYNC_DATABASE")]
+        database: Option<String>,
+        /// The person's id.
+        #[arg(long)]
+        person: String,
+    },
+    /// Revoke API tokens: one token given itself (read from standard input with `--token -`),
+    /// or every token of a person.
+    RevokeToken {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "CARESYNC_DATABASE")]
+        database: Option<String>,
+        #[arg(long, conflicts_with = "person", required_unless_present = "person")]
+        token: Option<String>,
+        #[arg(long)]
+        person: Option<String>,
+    },
+    /// Issue a new API token for an office person or supervisor (printed once); their earlier
+    /// tokens stop at once.
+    RotateToken {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "CARESYNC_DATABASE")]
+        database: Option<String>,
+        #[arg(long)]
+        person: String,
+        #[command(flatten)]
+        tokens: TokenTtl,
     },
     /// Copy the embedded store in a data directory into PostgreSQL (stop the server first).
     /// Running it again is harmless: rows already copied are updated or left alone.
@@ -60,6 +100,29 @@ enum Command {
         #[arg(long, env = "CARESYNC_DATABASE")]
         database: String,
     },
+}
+
+#[derive(clap::Args)]
+struct TokenTtl {
+    /// How long new office and supervisor API tokens work, in days (fractions allowed).
+    #[arg(long, env = "CARESYNC_TOKEN_TTL_DAYS", default_value_t = 90.0)]
+    token_ttl_days: f64,
+}
+
+impl TokenTtl {
+    fn millis(&self) -> Result<i64, String> {
+        let days = self.token_ttl_days;
+        if !(days > 0.0 && days <= 3650.0) {
+            return Err(format!(
+                "--token-ttl-days must be more than 0 and at most 3650, not {days}"
+            ));
+        }
+        Ok((days * caresync_core::domain::DAY_MS as f64).round().max(1.0) as i64)
+    }
+}
+
+fn person_id(s: &str) -> Result<caresync_core::domain::PersonId, String> {
+    s.trim().parse().map_err(|_| format!("{s:?} is not a person id"))
 }
 
 /// PostgreSQL when a URL is given, else the embedded store in the data directory. Called outside
@@ -89,12 +152,42 @@ fn main() -> ExitCode {
             data_dir,
             database,
             demo,
-        } => serve(listen, &data_dir, database.as_deref(), demo),
+            tokens,
+        } => tokens
+            .millis()
+            .and_then(|ttl| serve(listen, &data_dir, database.as_deref(), demo, ttl)),
         Command::Bootstrap {
             data_dir,
             database,
             name,
-        } => bootstrap(&data_dir, database.as_deref(), &name),
+            tokens,
+        } => tokens
+            .millis()
+            .and_then(|ttl| bootstrap(&data_dir, database.as_deref(), &name, ttl)),
+        Command::Deactivate {
+            data_dir,
+            database,
+            person,
+        } => deactivate(&data_dir, database.as_deref(), &person),
+        Command::RevokeToken {
+            data_dir,
+            database,
+            token,
+            person,
+        } => revoke_token(
+            &data_dir,
+            database.as_deref(),
+            token.as_deref(),
+            person.as_deref(),
+        ),
+        Command::RotateToken {
+            data_dir,
+            database,
+            person,
+            tokens,
+        } => tokens
+            .millis()
+            .and_then(|ttl| rotate_token(&data_dir, database.as_deref(), &person, ttl)),
         Command::CopyToPostgres { data_dir, database } => copy_to_postgres(&data_dir, &database),
     };
     match result {
@@ -123,14 +216,74 @@ fn copy_to_postgres(data_dir: &Path, database: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn bootstrap(data_dir: &Path, database: Option<&str>, name: &str) -> Result<(), String> {
+fn deactivate(data_dir: &Path, database: Option<&str>, person: &str) -> Result<(), String> {
+    let person = person_id(person)?;
     let store = open_store(data_dir, database)?;
-    let (person, token) = people::create_person(
+    if !people::deactivate(store.as_ref(), person, caresync_core::clock::system_now())
+        .map_err(|e| e.to_string())?
+    {
+        return Err(format!("no person {person}"));
+    }
+    println!("deactivated {person}: their tokens, phones and unused codes are revoked");
+    Ok(())
+}
+
+fn revoke_token(
+    data_dir: &Path,
+    database: Option<&str>,
+    token: Option<&str>,
+    person: Option<&str>,
+) -> Result<(), String> {
+    let store = open_store(data_dir, database)?;
+    let now = caresync_core::clock::system_now();
+    match (token, person) {
+        (Some(token), _) => {
+            let token = if token == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+                line
+            } else {
+                token.to_string()
+            };
+            if !people::revoke_token(store.as_ref(), &token, now).map_err(|e| e.to_string())? {
+                return Err("no such API token".into());
+            }
+            println!("token revoked");
+        }
+        (None, Some(person)) => {
+            let person = person_id(person)?;
+            if store.person(person).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("no person {person}"));
+            }
+            let n = store.revoke_api_tokens(person, now).map_err(|e| e.to_string())?;
+            println!("revoked {n} token(s) of {person}");
+        }
+        (None, None) => return Err("give --token or --person".into()),
+    }
+    Ok(())
+}
+
+fn rotate_token(data_dir: &Path, database: Option<&str>, person: &str, ttl_ms: i64) -> Result<(), String> {
+    let person = person_id(person)?;
+    let store = open_store(data_dir, database)?;
+    let issued = people::rotate_token(store.as_ref(), person, caresync_core::clock::system_now(), ttl_ms)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no active office person or supervisor {person}"))?;
+    let expires = chrono::DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default();
+    println!("token: {}", issued.token);
+    println!("expires: {}", expires.to_rfc3339());
+    Ok(())
+}
+
+fn bootstrap(data_dir: &Path, database: Option<&str>, name: &str, ttl_ms: i64) -> Result<(), String> {
+    let store = open_store(data_dir, database)?;
+    let (person, token) = people::create_person_with_token_ttl(
         store.as_ref(),
         name,
         Role::Office,
         None,
         caresync_core::clock::system_now(),
+        ttl_ms,
     )
     .map_err(|e| e.to_string())?;
     println!("office person: {}", person.id);
@@ -138,7 +291,13 @@ fn bootstrap(data_dir: &Path, database: Option<&str>, name: &str) -> Result<(), 
     Ok(())
 }
 
-fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool) -> Result<(), String> {
+fn serve(
+    listen: SocketAddr,
+    data_dir: &Path,
+    database: Option<&str>,
+    demo: bool,
+    token_ttl_ms: i64,
+) -> Result<(), String> {
     let store = open_store(data_dir, database)?;
     let has_office = store
         .people()
@@ -147,12 +306,13 @@ fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool
         .any(|p| p.role == Role::Office);
     if !has_office {
         // A fresh data directory: the main job must work with no other set-up.
-        let (person, token) = people::create_person(
+        let (person, token) = people::create_person_with_token_ttl(
             store.as_ref(),
             "Office",
             Role::Office,
             None,
             caresync_core::clock::system_now(),
+            token_ttl_ms,
         )
         .map_err(|e| e.to_string())?;
         eprintln!("first start: created office account {}", person.id);
@@ -171,6 +331,7 @@ fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool
         println!("listening on http://{addr}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
         let mut state = AppState::new(store);
+        state.token_ttl_ms = token_ttl_ms;
         if demo {
             // The demo plays two weeks back; let phones see all of it.
             state.scope_back_ms = (caresync_server::demo::DEMO_DAYS + 1) * caresync_core::domain::DAY_MS;
@@ -181,10 +342,14 @@ fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool
             );
             std::thread::spawn(move || run_demo(&st, &url, &dir));
         }
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())?;
+        // With each connection's address: failed sign-ins are limited per source.
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!("shut down cleanly");
         Ok(())
     })

@@ -516,3 +516,39 @@ pub fn push_document(
     }
     last.ok_or_else(|| "nothing was sent".into())
 }
+
+/// Run a `caresync-server` subcommand (`deactivate`, `rotate-token`, ...) with arguments; returns
+/// its standard output, or an error with its standard error.
+pub fn server_command(args: &[&str]) -> TestResult<String> {
+    let out = Command::new(server_binary()).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Start a server whose log (at `warn`) goes to `log` instead of the test's own stderr.
+pub fn start_server_logging_to(data_dir: &Path, log: &Path) -> TestResult<ServerProcess> {
+    let mut child = Command::new(server_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("CARESYNC_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("unexpected first line {line:?}"))?
+        .to_string();
+    Ok(ServerProcess {
+        child: Some(child),
+        addr: url.trim_start_matches("http://").to_string(),
+        url,
+        data_dir: data_dir.to_path_buf(),
+        database: None,
+    })
+}

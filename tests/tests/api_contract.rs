@@ -1,10 +1,18 @@
 //! The OpenAPI document against the running server: every documented operation exists, and every
-//! operation's role check holds for no token, a carer's device, a supervisor and the office.
+//! operation's role and scope checks hold, as a matrix generated from the operation table: each
+//! route × {no token, a carer's device, a supervisor on something in their team, a supervisor on
+//! something outside it, the office}. A route added to the table is in the matrix without more code.
+//!
+//! The rule it checks: a role that may never call an operation gets 403; a role that may, naming
+//! something outside its scope, gets 404 (the same answer as an id that does not exist).
 
+use caresync_core::clock::SystemClock;
+use caresync_core::domain::*;
 use caresync_core::protocol::{to_cbor, SyncRequest, CBOR, PROTOCOL_VERSION};
-use caresync_server::http::openapi::{Access, OPERATIONS};
+use caresync_server::http::openapi::{Access, Names, Operation, OPERATIONS};
 use caresync_tests::*;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 fn call(
     url: &str,
@@ -41,20 +49,108 @@ fn call(
     Ok((status, resp.body_mut().read_to_string().unwrap_or_default()))
 }
 
+/// Ids inside and outside a supervisor's scope, fresh for each operation (some operations
+/// revoke, deactivate or cancel what they name).
+struct Fixture {
+    /// Sue supervises team North; Ann is a carer in North, Bob a carer in South.
+    supervisor: String,
+    supervisor_id: PersonId,
+    ann: Phone,
+    bob: Phone,
+    ann_visit: VisitId,
+    bob_visit: VisitId,
+    ann_client: ClientId,
+    bob_client: ClientId,
+    contract: ContractId,
+}
+
+impl Fixture {
+    fn build(world: &World) -> TestResult<Self> {
+        let office = &world.office;
+        let (_, north) = office.call("POST", "/api/v1/teams", Some(json!({"name": "North"})))?;
+        let (_, south) = office.call("POST", "/api/v1/teams", Some(json!({"name": "South"})))?;
+        let (_, sup) = office.call(
+            "POST",
+            "/api/v1/people",
+            Some(json!({"name": "Sue", "role": "supervisor", "team_id": north["id"]})),
+        )?;
+        let supervisor = sup["token"].as_str().ok_or("no supervisor token")?.to_string();
+        let supervisor_id = sup["person"]["id"].as_str().ok_or("no id")?.parse()?;
+        let carer_in = |name: &str, team: &Value| -> TestResult<Phone> {
+            let (status, p) = office.call(
+                "POST",
+                "/api/v1/people",
+                Some(json!({"name": name, "role": "carer", "team_id": team["id"]})),
+            )?;
+            assert_eq!(status, 201, "{p}");
+            let id: PersonId = p["person"]["id"].as_str().ok_or("no id")?.parse()?;
+            let code = office.enrolment_code(id)?;
+            Phone::enrol(world.dir.path(), &world.server.url, &code, Arc::new(SystemClock))
+        };
+        let ann = carer_in("Ann", &north)?;
+        let bob = carer_in("Bob", &south)?;
+        let ann_client = office.create_client("Ann's client", None)?;
+        let bob_client = office.create_client("Bob's client", None)?;
+        let contract = office.create_contract("Spot", "spot", json!({}))?;
+        let start = now() + HOUR_MS;
+        let ann_visit = office.create_visit_for(ann_client, contract, &[ann.carer], start, 30)?;
+        let bob_visit = office.create_visit_for(bob_client, contract, &[bob.carer], start, 30)?;
+        Ok(Self {
+            supervisor,
+            supervisor_id,
+            ann,
+            bob,
+            ann_visit,
+            bob_visit,
+            ann_client,
+            bob_client,
+            contract,
+        })
+    }
+
+    /// The id an operation's path names: in the supervisor's scope, or outside it.
+    fn id(&self, op: &Operation, in_scope: bool) -> String {
+        let pick = |a: String, b: String| if in_scope { a } else { b };
+        match op.names {
+            Names::Nothing => String::new(),
+            Names::Visit => pick(self.ann_visit.to_string(), self.bob_visit.to_string()),
+            Names::Person if op.access == Access::OfficeOrSelf => {
+                pick(self.supervisor_id.to_string(), self.ann.carer.to_string())
+            }
+            Names::Person => pick(self.ann.carer.to_string(), self.bob.carer.to_string()),
+            Names::Client => pick(self.ann_client.to_string(), self.bob_client.to_string()),
+            Names::Contract => self.contract.to_string(),
+            Names::Device => pick(self.ann.device.to_string(), self.bob.device.to_string()),
+        }
+    }
+}
+
+/// The path with its id and required query parameters filled in.
+fn filled(op: &Operation, id: &str) -> String {
+    let today = chrono::Utc::now().date_naive();
+    let mut path = op.path.replace("{id}", id);
+    let mut sep = '?';
+    for q in op.query {
+        let mut parts = q.split(':');
+        let (name, kind, required) = (parts.next(), parts.next(), parts.next() == Some("true"));
+        if !required {
+            continue;
+        }
+        let value = match (name, kind) {
+            (Some("to"), _) => today.succ_opt().unwrap_or(today).to_string(),
+            (_, Some("date")) => today.to_string(),
+            _ => continue,
+        };
+        path.push_str(&format!("{sep}{}={value}", name.unwrap_or_default()));
+        sep = '&';
+    }
+    path
+}
+
 #[test]
-fn the_document_is_served_and_matches_the_routes_and_their_roles() -> TestResult {
+fn every_route_checks_role_and_scope_for_every_kind_of_caller() -> TestResult {
     let world = World::start()?;
     let url = world.server.url.clone();
-    let ann = world.carer_with_phone("Ann")?;
-    let (_, team) = world
-        .office
-        .call("POST", "/api/v1/teams", Some(json!({"name": "North"})))?;
-    let (_, sup) = world.office.call(
-        "POST",
-        "/api/v1/people",
-        Some(json!({"name": "Sue", "role": "supervisor", "team_id": team["id"]})),
-    )?;
-    let supervisor = sup["token"].as_str().ok_or("no supervisor token")?.to_string();
 
     let (status, doc) = call(&url, None, "get", "/api/openapi.json", None, false)?;
     assert_eq!(status, 200);
@@ -75,7 +171,7 @@ fn the_document_is_served_and_matches_the_routes_and_their_roles() -> TestResult
     });
     let mut checked = 0;
     for op in OPERATIONS {
-        let path = op.path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let f = Fixture::build(&world)?;
         let cbor = op.request.is_some_and(|r| r.starts_with("cbor:"));
         let body = || -> Option<Vec<u8>> {
             match op.request {
@@ -85,49 +181,89 @@ fn the_document_is_served_and_matches_the_routes_and_their_roles() -> TestResult
                 None => None,
             }
         };
-        let as_who = |token: Option<&str>| call(&url, token, op.method, &path, body(), cbor);
+        let (inside, outside) = (filled(op, &f.id(op, true)), filled(op, &f.id(op, false)));
+        let as_who = |token: Option<&str>, path: &str| call(&url, token, op.method, path, body(), cbor);
         let what = format!("{} {}", op.method, op.path);
 
-        // The route exists: not a bare 404 (ours carry a problem body) and not 405.
-        let (office_status, office_body) = as_who(Some(&world.office.token))?;
-        assert_ne!(office_status, 405, "{what}");
+        // Least powerful first: the office's call may revoke or cancel what it names.
+        let (anon, _) = as_who(None, &inside)?;
+        let (device, _) = as_who(Some(&f.ann.token), &inside)?;
+        let (sup_out, sup_out_body) = as_who(Some(&f.supervisor), &outside)?;
+        let (sup_in, sup_in_body) = as_who(Some(&f.supervisor), &inside)?;
+        let (office, office_body) = as_who(Some(&world.office.token), &inside)?;
+
+        // The route exists: not 405, and not a bare 404 (ours carry a problem body).
+        assert_ne!(office, 405, "{what}");
         assert!(
-            office_status != 404 || office_body.contains("\"code\""),
+            office != 404 || office_body.contains("\"code\""),
             "{what}: no such route"
         );
-
-        let (anon, _) = as_who(None)?;
-        let (device, _) = as_who(Some(&ann.token))?;
-        let (sup_status, _) = as_who(Some(&supervisor))?;
-        let allowed = |s: u16| s != 401 && s != 403;
+        // Allowed: neither refused nor "not found", and no server error.
+        let allowed = |s: u16| !matches!(s, 401 | 403 | 404) && s < 500;
+        let row = format!(
+            "{what}: none {anon}, device {device}, supervisor in {sup_in} ({sup_in_body}), \
+             supervisor out {sup_out} ({sup_out_body}), office {office} ({office_body})"
+        );
         match op.access {
             Access::Public => {
-                assert!(
-                    allowed(anon) && allowed(device) && allowed(office_status),
-                    "{what}: {anon} {device} {office_status}"
-                );
+                for s in [anon, device, sup_in, sup_out, office] {
+                    assert!(allowed(s), "{row}");
+                }
             }
             Access::Device => {
-                assert_eq!(anon, 401, "{what}");
-                assert!(allowed(device), "{what}: device got {device}");
-                assert_eq!(office_status, 403, "{what}: office token is not a device");
-                assert_eq!(sup_status, 403, "{what}");
+                assert_eq!(anon, 401, "{row}");
+                assert!(allowed(device), "{row}");
+                assert_eq!((sup_in, sup_out, office), (403, 403, 403), "{row}");
             }
             Access::Office => {
-                assert_eq!(anon, 401, "{what}");
-                assert_eq!(device, 403, "{what}");
-                assert_eq!(sup_status, 403, "{what}");
-                assert!(allowed(office_status), "{what}: office got {office_status}");
+                assert_eq!(anon, 401, "{row}");
+                assert_eq!((device, sup_in, sup_out), (403, 403, 403), "{row}");
+                assert!(allowed(office), "{row}");
             }
-            Access::OfficeOrSupervisor => {
-                assert_eq!(anon, 401, "{what}");
-                assert_eq!(device, 403, "{what}");
-                assert!(allowed(sup_status), "{what}: supervisor got {sup_status}");
-                assert!(allowed(office_status), "{what}: office got {office_status}");
+            Access::OfficeOrSupervisor | Access::OfficeOrSelf => {
+                assert_eq!(anon, 401, "{row}");
+                assert_eq!(device, 403, "{row}");
+                assert!(allowed(sup_in), "{row}");
+                assert!(allowed(office), "{row}");
+                if matches!(op.names, Names::Nothing | Names::Contract) {
+                    assert!(allowed(sup_out), "{row}");
+                } else {
+                    assert_eq!(sup_out, 404, "{row}");
+                    assert!(sup_out_body.contains("not_found"), "{row}");
+                }
             }
         }
         checked += 1;
     }
     assert_eq!(checked, OPERATIONS.len());
+    Ok(())
+}
+
+/// Lists answer a supervisor with their team's part only.
+#[test]
+fn a_supervisor_lists_only_their_teams_people_and_clients() -> TestResult {
+    let world = World::start()?;
+    let f = Fixture::build(&world)?;
+    let url = &world.server.url;
+    let ids = |path: &str, token: &str| -> TestResult<Vec<String>> {
+        let (status, v) = call_as(url, token, "GET", path, None)?;
+        assert_eq!(status, 200, "{path}: {v}");
+        Ok(v.as_array()
+            .ok_or("not a list")?
+            .iter()
+            .filter_map(|x| x["id"].as_str().map(str::to_string))
+            .collect())
+    };
+    let people = ids("/api/v1/people", &f.supervisor)?;
+    assert!(people.contains(&f.ann.carer.to_string()));
+    assert!(people.contains(&f.supervisor_id.to_string()));
+    assert!(!people.contains(&f.bob.carer.to_string()), "another team's carer");
+    let clients = ids("/api/v1/clients", &f.supervisor)?;
+    assert_eq!(clients, vec![f.ann_client.to_string()]);
+    // The office sees everyone.
+    let all = ids("/api/v1/people", &world.office.token)?;
+    assert!(all.contains(&f.bob.carer.to_string()));
+    let all = ids("/api/v1/clients", &world.office.token)?;
+    assert!(all.contains(&f.bob_client.to_string()));
     Ok(())
 }

@@ -372,7 +372,8 @@ fn supervisors_see_their_teams_alerts_and_whether_the_phone_is_silent() -> TestR
         &format!("/api/v1/visits/{overdue}/timeline"),
         None,
     )?;
-    assert_eq!(status, 403);
+    // Outside a supervisor's team is "not found", as if it did not exist (docs/api.md).
+    assert_eq!(status, 404);
 
     // Bea's phone syncs (she is at the door with signal): no longer silent.
     bea_phone.sync()?;

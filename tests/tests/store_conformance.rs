@@ -33,6 +33,20 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
         rescheduled_visit_moves_its_rows,
     ),
     ("reference data", reference_data),
+    (
+        "sign-in sees revoked and expiring tokens as stored",
+        sign_in_as_stored,
+    ),
+    ("rotation replaces a person's tokens in one step", token_rotation),
+    (
+        "deactivation stops tokens, phones and codes at once",
+        deactivation,
+    ),
+    (
+        "codes are owned, and locking spends only unused ones",
+        code_owner_and_lock,
+    ),
+    ("a client's carers are those now assigned", client_carers),
 ];
 
 fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
@@ -64,6 +78,29 @@ fn postgres_store_conforms() {
     // A pool of one connection: concurrent callers wait their turn instead of failing.
     let small = PostgresStore::open_with_pool_size(&cluster.create_database(), 1).expect("open");
     concurrent_redemption(&small);
+    // A database from before token expiry (schema 1): live tokens get 90 days from the upgrade.
+    let url = cluster.create_database();
+    let store = PostgresStore::open(&url).expect("open");
+    let office = person(&store, "Office", Role::Office);
+    store.add_api_token(office.id, "live", 1, None).expect("token");
+    store.add_api_token(office.id, "revoked", 1, None).expect("token");
+    store.revoke_api_token("revoked", 5).expect("revoke");
+    drop(store);
+    let mut raw = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("connect");
+    raw.batch_execute(
+        "ALTER TABLE api_tokens DROP COLUMN expires_at;
+         DROP INDEX api_tokens_by_person, devices_by_person, enrolment_codes_by_person, visits_by_client;
+         UPDATE caresync_schema SET version = 1;",
+    )
+    .expect("back to schema 1");
+    drop(raw);
+    let before = caresync_core::clock::system_now();
+    let store = PostgresStore::open(&url).expect("upgrade");
+    let live = store.sign_in("live").expect("lookup").expect("kept");
+    let expires = live.expires_at.expect("an expiry");
+    assert!((before - 1_000 + 90 * DAY_MS..before + 60_000 + 90 * DAY_MS).contains(&expires));
+    let revoked = store.sign_in("revoked").expect("lookup").expect("kept");
+    assert_eq!((revoked.revoked_at, revoked.expires_at), (Some(5), None));
     // Opening an already-migrated database again is harmless.
     let url = cluster.create_database();
     PostgresStore::open(&url).expect("first open");
@@ -166,7 +203,9 @@ fn people(store: &dyn ServerStore) {
 
 fn tokens_and_revocation(store: &dyn ServerStore) {
     let office = person(store, "Office", Role::Office);
-    store.add_api_token(office.id, "tok-office", 1).expect("token");
+    store
+        .add_api_token(office.id, "tok-office", 1, None)
+        .expect("token");
     let p = store
         .principal_for_token("tok-office")
         .expect("lookup")
@@ -175,7 +214,7 @@ fn tokens_and_revocation(store: &dyn ServerStore) {
     assert_eq!(p.device_id, None);
     assert!(store.principal_for_token("nope").expect("lookup").is_none());
     assert!(
-        store.add_api_token(office.id, "tok-office", 2).is_err(),
+        store.add_api_token(office.id, "tok-office", 2, None).is_err(),
         "token hashes are unique"
     );
 
@@ -560,4 +599,178 @@ fn reference_data(store: &dyn ServerStore) {
     contract.model = CommissioningModel::Spot;
     store.upsert_contract(&contract).expect("update");
     assert_eq!(store.contracts().expect("contracts"), vec![contract]);
+}
+
+fn sign_in_as_stored(store: &dyn ServerStore) {
+    let sup = person(store, "Sue", Role::Supervisor);
+    store
+        .add_api_token(sup.id, "tok-sup", 10, Some(1_000))
+        .expect("token");
+    let s = store.sign_in("tok-sup").expect("lookup").expect("known");
+    assert_eq!(s.principal.person, sup);
+    assert_eq!((s.revoked_at, s.expires_at), (None, Some(1_000)));
+    assert!(store.sign_in("nope").expect("lookup").is_none());
+
+    assert!(store.revoke_api_token("tok-sup", 50).expect("revoke"));
+    assert!(store.revoke_api_token("tok-sup", 60).expect("again"));
+    assert!(!store.revoke_api_token("nope", 60).expect("unknown"));
+    let s = store.sign_in("tok-sup").expect("lookup").expect("still known");
+    assert_eq!(s.revoked_at, Some(50), "first revocation kept");
+    assert!(store.principal_for_token("tok-sup").expect("lookup").is_none());
+
+    let carer = person(store, "Cat", Role::Carer);
+    store.add_enrolment_code(carer.id, "code", 1_000).expect("code");
+    let device = DeviceId::new();
+    store
+        .redeem_enrolment_code("code", 10, device, "phone", "tok-phone")
+        .expect("redeem")
+        .expect("valid");
+    store.revoke_device(device, 70).expect("revoke");
+    let s = store.sign_in("tok-phone").expect("lookup").expect("known");
+    assert_eq!(s.principal.device_id, Some(device));
+    assert_eq!((s.revoked_at, s.expires_at), (Some(70), None));
+}
+
+fn token_rotation(store: &dyn ServerStore) {
+    let sup = person(store, "Sue", Role::Supervisor);
+    store.add_api_token(sup.id, "old-1", 1, Some(100)).expect("token");
+    store.add_api_token(sup.id, "old-2", 2, Some(100)).expect("token");
+    let other = person(store, "Oli", Role::Office);
+    store
+        .add_api_token(other.id, "other", 1, Some(100))
+        .expect("token");
+    assert!(store
+        .rotate_api_token(sup.id, "new", 10, Some(500))
+        .expect("rotate"));
+    for old in ["old-1", "old-2"] {
+        assert_eq!(
+            store.sign_in(old).expect("lookup").expect("known").revoked_at,
+            Some(10)
+        );
+    }
+    let new = store.sign_in("new").expect("lookup").expect("known");
+    assert_eq!((new.revoked_at, new.expires_at), (None, Some(500)));
+    assert_eq!(
+        store.sign_in("other").expect("lookup").expect("known").revoked_at,
+        None
+    );
+    assert!(!store
+        .rotate_api_token(PersonId::new(), "x", 10, None)
+        .expect("unknown"));
+    assert!(store.sign_in("x").expect("lookup").is_none(), "nothing added");
+
+    assert_eq!(store.revoke_api_tokens(sup.id, 20).expect("revoke all"), 1);
+    assert_eq!(store.revoke_api_tokens(sup.id, 30).expect("again"), 0);
+    assert_eq!(
+        store.sign_in("new").expect("lookup").expect("known").revoked_at,
+        Some(20)
+    );
+}
+
+fn deactivation(store: &dyn ServerStore) {
+    let carer = person(store, "Cat", Role::Carer);
+    store.add_enrolment_code(carer.id, "c1", 1_000).expect("code");
+    store.add_enrolment_code(carer.id, "c2", 1_000).expect("code");
+    let device = DeviceId::new();
+    store
+        .redeem_enrolment_code("c1", 10, device, "phone", "tok-phone")
+        .expect("redeem")
+        .expect("valid");
+    let sup = person(store, "Sue", Role::Supervisor);
+    store
+        .add_api_token(sup.id, "tok-sup", 1, Some(1_000))
+        .expect("token");
+    let bystander = person(store, "Bea", Role::Carer);
+    store.add_enrolment_code(bystander.id, "c3", 1_000).expect("code");
+
+    assert!(store.deactivate_person(carer.id, 50).expect("deactivate"));
+    assert!(store.deactivate_person(sup.id, 50).expect("deactivate"));
+    assert!(!store.deactivate_person(PersonId::new(), 50).expect("unknown"));
+    assert!(!store.person(carer.id).expect("person").expect("kept").active);
+    let phone = store.sign_in("tok-phone").expect("lookup").expect("known");
+    assert_eq!(phone.revoked_at, Some(50));
+    assert!(!phone.principal.person.active);
+    assert_eq!(
+        store
+            .sign_in("tok-sup")
+            .expect("lookup")
+            .expect("known")
+            .revoked_at,
+        Some(50)
+    );
+    assert_eq!(
+        store
+            .redeem_enrolment_code("c2", 60, DeviceId::new(), "p", "t2")
+            .expect("redeem"),
+        None,
+        "unused codes are spent"
+    );
+    assert_eq!(
+        store
+            .redeem_enrolment_code("c3", 60, DeviceId::new(), "p", "t3")
+            .expect("redeem"),
+        Some(bystander.id),
+        "other people's codes are untouched"
+    );
+    // Made active again (by an upsert), nothing of theirs comes back.
+    let mut again = store.person(carer.id).expect("person").expect("kept");
+    again.active = true;
+    store.create_person(&again).expect("reactivate");
+    assert!(store.principal_for_token("tok-phone").expect("lookup").is_none());
+}
+
+fn code_owner_and_lock(store: &dyn ServerStore) {
+    let carer = person(store, "Dee", Role::Carer);
+    store.add_enrolment_code(carer.id, "used", 1_000).expect("code");
+    store.add_enrolment_code(carer.id, "fresh", 1_000).expect("code");
+    store
+        .redeem_enrolment_code("used", 10, DeviceId::new(), "p", "t1")
+        .expect("redeem")
+        .expect("valid");
+    assert_eq!(store.enrolment_code_owner("used").expect("owner"), Some(carer.id));
+    assert_eq!(
+        store.enrolment_code_owner("fresh").expect("owner"),
+        Some(carer.id)
+    );
+    assert_eq!(store.enrolment_code_owner("nope").expect("owner"), None);
+    assert_eq!(
+        store.lock_enrolment_codes(carer.id, 20).expect("lock"),
+        1,
+        "only the unused one"
+    );
+    assert_eq!(
+        store
+            .redeem_enrolment_code("fresh", 30, DeviceId::new(), "p", "t2")
+            .expect("redeem"),
+        None
+    );
+    assert_eq!(store.devices().expect("devices").len(), 1);
+}
+
+fn client_carers(store: &dyn ServerStore) {
+    let (ann, bob, cat) = (PersonId::new(), PersonId::new(), PersonId::new());
+    let client = ClientId::new();
+    let mut v1 = visit_row(VisitId::new(), vec![ann], 1_000);
+    v1.client_id = client;
+    store.commit_visit(&commit(v1.clone())).expect("commit");
+    let mut v2 = visit_row(VisitId::new(), vec![bob, ann], 2_000);
+    v2.client_id = client;
+    store.commit_visit(&commit(v2)).expect("commit");
+    store
+        .commit_visit(&commit(visit_row(VisitId::new(), vec![cat], 1_000)))
+        .expect("another client's visit");
+    let mut carers = store.client_carers(client).expect("carers");
+    carers.sort();
+    let mut expected = vec![ann, bob];
+    expected.sort();
+    assert_eq!(carers, expected);
+    // Reassigned away: no longer a carer of the client through that visit.
+    v1.carers = vec![cat];
+    store.commit_visit(&commit(v1)).expect("reassign");
+    let mut carers = store.client_carers(client).expect("carers");
+    carers.sort();
+    let mut expected = vec![ann, bob, cat];
+    expected.sort();
+    assert_eq!(carers, expected, "ann still on v2, cat now on v1");
+    assert!(store.client_carers(ClientId::new()).expect("none").is_empty());
 }

@@ -5,6 +5,7 @@ pub mod openapi;
 mod ops;
 mod reference;
 mod reports;
+mod sign_in;
 mod supervision;
 mod sync;
 
@@ -40,6 +41,10 @@ pub struct AppState {
     pub reports_in_flight: Arc<tokio::sync::Semaphore>,
     /// How long a request waits for a permit before it is told to come back later.
     pub permit_wait: std::time::Duration,
+    /// How long a new office or supervisor API token works (`--token-ttl-days`).
+    pub token_ttl_ms: Millis,
+    /// Failed sign-ins and enrolments per source and per person (in this process's memory).
+    pub sign_in_limits: Arc<crate::services::sign_in_limits::SignInLimits>,
 }
 
 /// See [`AppState::reports_in_flight`].
@@ -62,6 +67,8 @@ impl AppState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             reports_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT)),
             permit_wait: PERMIT_WAIT,
+            token_ttl_ms: crate::services::people::DEFAULT_TOKEN_TTL_MS,
+            sign_in_limits: Arc::default(),
         }
     }
 }
@@ -83,6 +90,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_in_flight,
         ))
+        // Outermost: a source that has used up its failed sign-ins holds no permit.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sign_in::limit_failed_sign_ins,
+        ))
         .with_state(state)
 }
 
@@ -91,6 +103,8 @@ pub fn router(state: AppState) -> Router {
 pub struct ApiError {
     pub status: StatusCode,
     pub problem: Problem,
+    /// Set on a failed sign-in or enrolment, for the limiter and the log (`sign_in`).
+    pub sign_in_failure: Option<sign_in::SignInFailure>,
 }
 
 impl ApiError {
@@ -101,6 +115,7 @@ impl ApiError {
                 code: code.into(),
                 message: message.into(),
             },
+            sign_in_failure: None,
         }
     }
     pub fn unauthorized(message: &str) -> Self {
@@ -128,7 +143,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.problem)).into_response()
+        let mut response = (self.status, Json(self.problem)).into_response();
+        if let Some(failure) = self.sign_in_failure {
+            response.extensions_mut().insert(failure);
+        }
+        response
     }
 }
 
@@ -155,15 +174,15 @@ impl From<VisitServiceError> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The caller, from `Authorization: Bearer <token>`; 401 if missing, unknown or revoked.
+/// The caller, from `Authorization: Bearer <token>`; 401 if missing, unknown, revoked or
+/// expired, or the person was deactivated (each failure is logged and counted by `sign_in`).
 fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    crate::services::people::authenticate(state.store.as_ref(), token)?
-        .ok_or_else(|| ApiError::unauthorized("unknown, expired or revoked token"))
+    crate::services::people::authenticate(state.store.as_ref(), token, now())?.map_err(sign_in::refused)
 }
 
 /// Hold a permit while a request is read and answered (see [`AppState::in_flight`]).

@@ -1,7 +1,7 @@
 //! The office and supervisor API (JSON under /api/v1): people, enrolment, devices, visits.
 
 use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
-use crate::services::people;
+use crate::services::{people, scope};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,6 +16,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/people", post(create_person).get(list_people))
         .route("/api/v1/people/{id}/enrolment-codes", post(issue_code))
+        .route("/api/v1/people/{id}/deactivate", post(deactivate_person))
+        .route("/api/v1/people/{id}/token", post(rotate_token))
+        .route("/api/v1/people/{id}/tokens/revoke", post(revoke_tokens))
         .route("/api/v1/devices", get(list_devices))
         .route("/api/v1/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/visits", post(create_visits))
@@ -80,7 +83,14 @@ async fn create_person(
         if p.name.trim().is_empty() || p.name.len() > 200 {
             return Err(ApiError::bad_request("invalid", "a name has 1 to 200 characters"));
         }
-        let (person, token) = people::create_person(st.store.as_ref(), &p.name, p.role, p.team_id, now())?;
+        let (person, token) = people::create_person_with_token_ttl(
+            st.store.as_ref(),
+            &p.name,
+            p.role,
+            p.team_id,
+            now(),
+            st.token_ttl_ms,
+        )?;
         Ok((StatusCode::CREATED, Json(CreatedPerson { person, token })))
     })
     .await
@@ -88,8 +98,115 @@ async fn create_person(
 
 async fn list_people(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Person>>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(st.store.people()?))
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        Ok(Json(scope::people(st.store.as_ref(), &who)?))
+    })
+    .await
+}
+
+fn deactivated(person: PersonId) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "deactivated",
+        format!("person {person} is deactivated"),
+    )
+}
+
+/// Shut a person's account: from the next request their API tokens and phones are refused and
+/// their unused enrolment codes are spent. Their visits, notes and clock events stay.
+async fn deactivate_person(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Person>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let person: PersonId = parse_id(&id)?;
+        if person == who.person.id {
+            return Err(ApiError::bad_request(
+                "invalid",
+                "you cannot deactivate yourself; another office person can",
+            ));
+        }
+        if !people::deactivate(st.store.as_ref(), person, now())? {
+            return Err(ApiError::not_found(format!("no person {person}")));
+        }
+        Ok(Json(st.store.person(person)?.ok_or_else(|| {
+            ApiError::not_found(format!("no person {person}"))
+        })?))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+pub struct IssuedToken {
+    person_id: PersonId,
+    /// Shown once; the person's earlier tokens stopped working.
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// A new API token for an office person or supervisor; their earlier ones stop at once. The
+/// office may rotate anyone's; a supervisor (or office person) their own.
+async fn rotate_token(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let person_id: PersonId = parse_id(&id)?;
+        let not_found = || ApiError::not_found(format!("no person {person_id}"));
+        if who.person.role != Role::Office && person_id != who.person.id {
+            return Err(not_found());
+        }
+        let person = st.store.person(person_id)?.ok_or_else(not_found)?;
+        if person.role == Role::Carer {
+            return Err(ApiError::bad_request(
+                "invalid",
+                "carers sign in with their phone; revoke it and issue an enrolment code",
+            ));
+        }
+        let issued = people::rotate_token(st.store.as_ref(), person_id, now(), st.token_ttl_ms)?
+            .ok_or_else(|| deactivated(person_id))?;
+        tracing::info!(person = %person_id, by = %who.person.id, "API token rotated");
+        Ok((
+            StatusCode::CREATED,
+            Json(IssuedToken {
+                person_id,
+                token: issued.token,
+                expires_at: DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default(),
+            }),
+        ))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+pub struct RevokedTokens {
+    revoked: u64,
+}
+
+/// Revoke every API token of a person (they keep their account; the office can issue a new
+/// token by rotating).
+async fn revoke_tokens(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RevokedTokens>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let person: PersonId = parse_id(&id)?;
+        st.store
+            .person(person)?
+            .ok_or_else(|| ApiError::not_found(format!("no person {person}")))?;
+        let revoked = st.store.revoke_api_tokens(person, now())?;
+        tracing::info!(%person, revoked, by = %who.person.id, "API tokens revoked");
+        Ok(Json(RevokedTokens { revoked }))
     })
     .await
 }
@@ -117,6 +234,9 @@ async fn issue_code(
                 "invalid",
                 "devices are enrolled for carers",
             ));
+        }
+        if !person.active {
+            return Err(deactivated(person_id));
         }
         let issued = people::issue_enrolment_code(st.store.as_ref(), person_id, now())?;
         let expires_at = DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default();
@@ -274,9 +394,10 @@ async fn get_visit(
     Path(id): Path<String>,
 ) -> ApiResult<Json<VisitView>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
-        let visit = st.visits.read(visit_id)?;
+        let visit = super::supervision::visit_in_scope(&st, &who, visit_id)?;
         let events = st.store.events_for_visit(visit_id)?;
         let mut heads = st.visits.heads(visit_id)?;
         heads.sort();

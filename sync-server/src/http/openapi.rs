@@ -14,6 +14,26 @@ pub enum Access {
     Device,
     Office,
     OfficeOrSupervisor,
+    /// The office, or the person the path names acting on themselves (their own token).
+    OfficeOrSelf,
+}
+
+/// What the path's `{id}` names, so the role-and-scope matrix test can fill it with an id inside
+/// or outside a supervisor's scope (see `services::scope`). A route with `{id}` must say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Names {
+    /// No id in the path.
+    Nothing,
+    /// A visit: in scope when one of its carers is in the supervisor's team.
+    Visit,
+    /// A person: in scope when in the supervisor's team (for `OfficeOrSelf`: the caller).
+    Person,
+    /// A client: in scope when one of their visits has a carer in the supervisor's team.
+    Client,
+    /// A contract: reference data without personal details, visible to every supervisor.
+    Contract,
+    /// An enrolled phone (office only).
+    Device,
 }
 
 /// One documented operation: method, path, who may call it, summary, request schema, response.
@@ -21,6 +41,8 @@ pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    /// What `{id}` in the path names.
+    pub names: Names,
     pub id: &'static str,
     pub summary: &'static str,
     /// A `#/components/schemas` name for a JSON body, `cbor:<name>` for a CBOR body.
@@ -41,11 +63,12 @@ const REPORT_QUERY: &[&str] = &[
 const WINDOW_QUERY: &[&str] = &["from:date:true", "to:date:true", "as_of:date-time:false"];
 
 macro_rules! op {
-    ($m:literal $p:literal $a:ident $id:literal $s:literal, $req:expr, ($st:literal, $resp:literal) $(, $q:expr)?) => {
+    ($m:literal $p:literal $a:ident $n:ident $id:literal $s:literal, $req:expr, ($st:literal, $resp:literal) $(, $q:expr)?) => {
         Operation {
             method: $m,
             path: $p,
             access: Access::$a,
+            names: Names::$n,
             id: $id,
             summary: $s,
             request: $req,
@@ -58,44 +81,47 @@ macro_rules! op {
 }
 
 pub const OPERATIONS: &[Operation] = &[
-    op!("get" "/healthz" Public "healthz" "Liveness and version", None, (200, "Health")),
-    op!("get" "/metrics" Public "metrics" "Prometheus counters and the sync latency histogram", None, (200, "text")),
-    op!("get" "/api/openapi.json" Public "openapi" "This document", None, (200, "object")),
-    op!("post" "/api/v1/enrol" Public "enrol" "Enrol a phone with a one-time code (CBOR)", Some("cbor:EnrolRequest"), (200, "cbor:EnrolResponse")),
-    op!("post" "/api/v1/sync" Device "sync" "Batched Automerge sync (CBOR; see docs/protocol.md)", Some("cbor:SyncRequest"), (200, "cbor:SyncResponse")),
-    op!("post" "/api/v1/people" Office "createPerson" "Create a carer, supervisor or office person (office and supervisors get a token, shown once)", Some("NewPerson"), (201, "CreatedPerson")),
-    op!("get" "/api/v1/people" OfficeOrSupervisor "listPeople" "Everyone", None, (200, "PersonList")),
-    op!("post" "/api/v1/people/{id}/enrolment-codes" Office "issueEnrolmentCode" "A one-time code for a carer's phone (7 days)", None, (201, "EnrolmentCode")),
-    op!("get" "/api/v1/devices" Office "listDevices" "Enrolled phones", None, (200, "DeviceList")),
-    op!("post" "/api/v1/devices/{id}/revoke" Office "revokeDevice" "Revoke a phone; its token fails from the next request", None, (204, "")),
-    op!("post" "/api/v1/teams" Office "createTeam" "Create a team", Some("NewTeam"), (201, "Team")),
-    op!("get" "/api/v1/teams" OfficeOrSupervisor "listTeams" "Teams", None, (200, "TeamList")),
-    op!("post" "/api/v1/clients" Office "createClient" "Create a client with location and door tags", Some("ClientBody"), (201, "Client")),
-    op!("get" "/api/v1/clients" OfficeOrSupervisor "listClients" "Clients", None, (200, "ClientList")),
-    op!("get" "/api/v1/clients/{id}" OfficeOrSupervisor "getClient" "One client", None, (200, "Client")),
-    op!("put" "/api/v1/clients/{id}" Office "updateClient" "Replace a client's details", Some("ClientBody"), (200, "Client")),
-    op!("post" "/api/v1/contracts" Office "createContract" "Create a contract: commissioner, model, rules", Some("ContractBody"), (201, "Contract")),
-    op!("get" "/api/v1/contracts" OfficeOrSupervisor "listContracts" "Contracts", None, (200, "ContractList")),
-    op!("get" "/api/v1/contracts/{id}" OfficeOrSupervisor "getContract" "One contract", None, (200, "Contract")),
-    op!("put" "/api/v1/contracts/{id}" Office "updateContract" "Replace a contract's details and rules", Some("ContractBody"), (200, "Contract")),
-    op!("post" "/api/v1/visits" Office "createVisits" "Create visits in bulk (all or nothing)", Some("NewVisits"), (201, "CreatedVisits")),
-    op!("get" "/api/v1/visits/{id}" OfficeOrSupervisor "getVisit" "A visit's document, event rows and heads", None, (200, "VisitView")),
-    op!("post" "/api/v1/visits/{id}/reschedule" Office "rescheduleVisit" "Move a visit", Some("Reschedule"), (200, "Visit")),
-    op!("post" "/api/v1/visits/{id}/reassign" Office "reassignVisit" "Change the assigned carer(s)", Some("Reassign"), (200, "Visit")),
-    op!("post" "/api/v1/visits/{id}/cancel" Office "cancelVisit" "Cancel with a reason and a chargeable flag", Some("Cancel"), (200, "Visit")),
-    op!("post" "/api/v1/visits/{id}/amendments" OfficeOrSupervisor "amendVisit" "Correct an actual time with a reason code; the original is kept", Some("NewAmendment"), (201, "Amendment")),
-    op!("post" "/api/v1/visits/{id}/notes" OfficeOrSupervisor "addVisitNote" "A supervisor's or the office's note", Some("NewNote"), (201, "Note")),
-    op!("get" "/api/v1/visits/{id}/timeline" OfficeOrSupervisor "visitTimeline" "Schedule changes, clock events, notes, outcomes and amendments in order", None, (200, "VisitTimeline")),
-    op!("get" "/api/v1/carers/{id}/timeline" OfficeOrSupervisor "carerDayTimeline" "A carer's day", None, (200, "CarerDay"), &["date:date:true"]),
-    op!("get" "/api/v1/reports/punctuality" Office "punctualityReport" "Punctuality figures grouped and by period, with KPI status", None, (200, "PunctualityReport"), REPORT_QUERY),
-    op!("get" "/api/v1/reports/punctuality.csv" Office "punctualityReportCsv" "The report's rows as CSV", None, (200, "csv"), REPORT_QUERY),
-    op!("get" "/api/v1/reports/kpi" Office "kpiReport" "KPI status per framework contract and month", None, (200, "KpiRowList"), WINDOW_QUERY),
-    op!("get" "/api/v1/reports/kpi.csv" Office "kpiReportCsv" "KPI rows as CSV", None, (200, "csv"), WINDOW_QUERY),
-    op!("get" "/api/v1/reports/reconciliation" Office "reconciliationReport" "Weekly authorised, delivered and billable minutes per client and contract", None, (200, "ReconciliationRowList"), WINDOW_QUERY),
-    op!("get" "/api/v1/reports/reconciliation.csv" Office "reconciliationReportCsv" "Reconciliation as CSV", None, (200, "csv"), WINDOW_QUERY),
-    op!("get" "/api/v1/reports/continuity" Office "continuityReport" "Distinct carers per client per week", None, (200, "ContinuityRowList"), WINDOW_QUERY),
-    op!("get" "/api/v1/reports/continuity.csv" Office "continuityReportCsv" "Continuity as CSV", None, (200, "csv"), WINDOW_QUERY),
-    op!("get" "/api/v1/alerts" OfficeOrSupervisor "alerts" "Live alerts (a supervisor sees their team's)", None, (200, "AlertList")),
+    op!("get" "/healthz" Public Nothing "healthz" "Liveness and version", None, (200, "Health")),
+    op!("get" "/metrics" Public Nothing "metrics" "Prometheus counters and the sync latency histogram", None, (200, "text")),
+    op!("get" "/api/openapi.json" Public Nothing "openapi" "This document", None, (200, "object")),
+    op!("post" "/api/v1/enrol" Public Nothing "enrol" "Enrol a phone with a one-time code (CBOR)", Some("cbor:EnrolRequest"), (200, "cbor:EnrolResponse")),
+    op!("post" "/api/v1/sync" Device Nothing "sync" "Batched Automerge sync (CBOR; see docs/protocol.md)", Some("cbor:SyncRequest"), (200, "cbor:SyncResponse")),
+    op!("post" "/api/v1/people" Office Nothing "createPerson" "Create a carer, supervisor or office person (office and supervisors get a token, shown once)", Some("NewPerson"), (201, "CreatedPerson")),
+    op!("get" "/api/v1/people" OfficeOrSupervisor Nothing "listPeople" "Everyone (a supervisor: their team and themselves)", None, (200, "PersonList")),
+    op!("post" "/api/v1/people/{id}/enrolment-codes" Office Person "issueEnrolmentCode" "A one-time code for a carer's phone (7 days)", None, (201, "EnrolmentCode")),
+    op!("post" "/api/v1/people/{id}/deactivate" Office Person "deactivatePerson" "Shut an account: the person's API tokens, phones and unused codes stop at once; their records stay", None, (200, "Person")),
+    op!("post" "/api/v1/people/{id}/token" OfficeOrSelf Person "rotateToken" "A new API token (shown once); the person's earlier tokens stop at once. Office: anyone's; others: their own", None, (201, "IssuedToken")),
+    op!("post" "/api/v1/people/{id}/tokens/revoke" Office Person "revokeTokens" "Revoke every API token of a person", None, (200, "RevokedTokens")),
+    op!("get" "/api/v1/devices" Office Nothing "listDevices" "Enrolled phones", None, (200, "DeviceList")),
+    op!("post" "/api/v1/devices/{id}/revoke" Office Device "revokeDevice" "Revoke a phone; its token fails from the next request", None, (204, "")),
+    op!("post" "/api/v1/teams" Office Nothing "createTeam" "Create a team", Some("NewTeam"), (201, "Team")),
+    op!("get" "/api/v1/teams" OfficeOrSupervisor Nothing "listTeams" "Teams (a supervisor: their own)", None, (200, "TeamList")),
+    op!("post" "/api/v1/clients" Office Nothing "createClient" "Create a client with location and door tags", Some("ClientBody"), (201, "Client")),
+    op!("get" "/api/v1/clients" OfficeOrSupervisor Nothing "listClients" "Clients (a supervisor: those with a visit by their team)", None, (200, "ClientList")),
+    op!("get" "/api/v1/clients/{id}" OfficeOrSupervisor Client "getClient" "One client", None, (200, "Client")),
+    op!("put" "/api/v1/clients/{id}" Office Client "updateClient" "Replace a client's details", Some("ClientBody"), (200, "Client")),
+    op!("post" "/api/v1/contracts" Office Nothing "createContract" "Create a contract: commissioner, model, rules", Some("ContractBody"), (201, "Contract")),
+    op!("get" "/api/v1/contracts" OfficeOrSupervisor Nothing "listContracts" "Contracts", None, (200, "ContractList")),
+    op!("get" "/api/v1/contracts/{id}" OfficeOrSupervisor Contract "getContract" "One contract", None, (200, "Contract")),
+    op!("put" "/api/v1/contracts/{id}" Office Contract "updateContract" "Replace a contract's details and rules", Some("ContractBody"), (200, "Contract")),
+    op!("post" "/api/v1/visits" Office Nothing "createVisits" "Create visits in bulk (all or nothing)", Some("NewVisits"), (201, "CreatedVisits")),
+    op!("get" "/api/v1/visits/{id}" OfficeOrSupervisor Visit "getVisit" "A visit's document, event rows and heads", None, (200, "VisitView")),
+    op!("post" "/api/v1/visits/{id}/reschedule" Office Visit "rescheduleVisit" "Move a visit", Some("Reschedule"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/reassign" Office Visit "reassignVisit" "Change the assigned carer(s)", Some("Reassign"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/cancel" Office Visit "cancelVisit" "Cancel with a reason and a chargeable flag", Some("Cancel"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/amendments" OfficeOrSupervisor Visit "amendVisit" "Correct an actual time with a reason code; the original is kept", Some("NewAmendment"), (201, "Amendment")),
+    op!("post" "/api/v1/visits/{id}/notes" OfficeOrSupervisor Visit "addVisitNote" "A supervisor's or the office's note", Some("NewNote"), (201, "Note")),
+    op!("get" "/api/v1/visits/{id}/timeline" OfficeOrSupervisor Visit "visitTimeline" "Schedule changes, clock events, notes, outcomes and amendments in order", None, (200, "VisitTimeline")),
+    op!("get" "/api/v1/carers/{id}/timeline" OfficeOrSupervisor Person "carerDayTimeline" "A carer's day", None, (200, "CarerDay"), &["date:date:true"]),
+    op!("get" "/api/v1/reports/punctuality" Office Nothing "punctualityReport" "Punctuality figures grouped and by period, with KPI status", None, (200, "PunctualityReport"), REPORT_QUERY),
+    op!("get" "/api/v1/reports/punctuality.csv" Office Nothing "punctualityReportCsv" "The report's rows as CSV", None, (200, "csv"), REPORT_QUERY),
+    op!("get" "/api/v1/reports/kpi" Office Nothing "kpiReport" "KPI status per framework contract and month", None, (200, "KpiRowList"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/kpi.csv" Office Nothing "kpiReportCsv" "KPI rows as CSV", None, (200, "csv"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/reconciliation" Office Nothing "reconciliationReport" "Weekly authorised, delivered and billable minutes per client and contract", None, (200, "ReconciliationRowList"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/reconciliation.csv" Office Nothing "reconciliationReportCsv" "Reconciliation as CSV", None, (200, "csv"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/continuity" Office Nothing "continuityReport" "Distinct carers per client per week", None, (200, "ContinuityRowList"), WINDOW_QUERY),
+    op!("get" "/api/v1/reports/continuity.csv" Office Nothing "continuityReportCsv" "Continuity as CSV", None, (200, "csv"), WINDOW_QUERY),
+    op!("get" "/api/v1/alerts" OfficeOrSupervisor Nothing "alerts" "Live alerts (a supervisor sees their team's)", None, (200, "AlertList")),
 ];
 
 pub async fn openapi() -> Json<Value> {
@@ -232,6 +258,18 @@ fn schemas() -> Map<String, Value> {
         "CreatedPerson",
         obj(&[("person", r("Person")), ("token", text.clone())], &["person"]),
     );
+    add(
+        "IssuedToken",
+        obj(
+            &[
+                ("person_id", uuid.clone()),
+                ("token", text.clone()),
+                ("expires_at", time.clone()),
+            ],
+            &["person_id", "token", "expires_at"],
+        ),
+    );
+    add("RevokedTokens", obj(&[("revoked", int.clone())], &["revoked"]));
     add(
         "EnrolmentCode",
         obj(
@@ -795,11 +833,27 @@ pub fn document() -> Value {
         responses.insert(status.to_string(), ok);
         responses.insert("400".into(), problem("malformed or invalid request"));
         if op.access != Access::Public {
-            responses.insert("401".into(), problem("missing, unknown or revoked token"));
+            responses.insert(
+                "401".into(),
+                problem("missing, unknown, revoked or expired token, or a deactivated person"),
+            );
             responses.insert("403".into(), problem("the caller's role may not do this"));
         }
+        if op.access != Access::Public || op.id == "enrol" {
+            responses.insert(
+                "429".into(),
+                json!({
+                    "description": "too_many_attempts: too many failed sign-ins or enrolments from this source or for this person; try again after Retry-After seconds",
+                    "headers": { "Retry-After": { "schema": { "type": "integer" } } },
+                    "content": { "application/json": { "schema": r("Problem") } }
+                }),
+            );
+        }
         if op.path.contains("{id}") {
-            responses.insert("404".into(), problem("no such id"));
+            responses.insert(
+                "404".into(),
+                problem("no such id, or outside the caller's scope (a supervisor's team)"),
+            );
         }
         if op.method != "get" {
             responses.insert("413".into(), problem("body or batch too large"));
@@ -810,11 +864,15 @@ pub fn document() -> Value {
         ) {
             responses.insert("409".into(), problem("already exists or already cancelled"));
         }
+        if matches!(op.id, "rotateToken" | "issueEnrolmentCode") {
+            responses.insert("409".into(), problem("deactivated: the person's account is shut"));
+        }
         let roles = match op.access {
             Access::Public => vec![],
             Access::Device => vec!["carer device"],
             Access::Office => vec!["office"],
             Access::OfficeOrSupervisor => vec!["office", "supervisor"],
+            Access::OfficeOrSelf => vec!["office", "the person named"],
         };
         let mut operation = json!({
             "operationId": op.id,
@@ -823,9 +881,11 @@ pub fn document() -> Value {
             "parameters": parameters,
             "responses": responses,
         });
-        if op.access == Access::Public {
-            operation["security"] = json!([]);
-        }
+        operation["security"] = if op.access == Access::Public {
+            json!([])
+        } else {
+            json!([{ "bearer": [] }])
+        };
         if let Some(req) = op.request {
             operation["requestBody"] = json!({ "required": true, "content": content(req) });
         }
@@ -843,7 +903,11 @@ pub fn document() -> Value {
         "security": [{ "bearer": [] }],
         "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": { "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An office or supervisor API token (expires; see docs/api.md) or an enrolled phone's device token."
+            } },
             "schemas": schemas()
         }
     })
@@ -892,6 +956,31 @@ mod tests {
                 let id = op["operationId"].as_str().unwrap_or_default().to_string();
                 assert!(ids.insert(id.clone()), "duplicate operationId {id}");
             }
+        }
+    }
+
+    /// The matrix test fills `{id}` by what an operation names, so each must say; every
+    /// operation that needs a token declares the bearer scheme.
+    #[test]
+    fn every_id_route_says_what_it_names_and_every_token_route_its_security() {
+        for op in OPERATIONS {
+            assert_eq!(
+                op.path.contains("{id}"),
+                op.names != Names::Nothing,
+                "{}",
+                op.path
+            );
+        }
+        let doc = document();
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        for op in OPERATIONS {
+            let security = &doc["paths"][op.path][op.method]["security"];
+            let expected = if op.access == Access::Public {
+                json!([])
+            } else {
+                json!([{ "bearer": [] }])
+            };
+            assert_eq!(security, &expected, "{}", op.id);
         }
     }
 

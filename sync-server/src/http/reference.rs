@@ -2,6 +2,7 @@
 
 use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
 use super::{authenticate, blocking, ApiError, ApiResult, AppState};
+use crate::services::scope;
 use crate::store::{Client, Contract, Team};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -53,8 +54,9 @@ async fn create_team(
 
 async fn list_teams(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Team>>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(st.store.teams()?))
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        Ok(Json(scope::teams(st.store.as_ref(), &who)?))
     })
     .await
 }
@@ -139,11 +141,11 @@ async fn get_client(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Client>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
         let id: ClientId = parse_id(&id)?;
         Ok(Json(
-            st.store
-                .client(id)?
+            scope::client(st.store.as_ref(), &who, id)?
                 .ok_or_else(|| ApiError::not_found(format!("no client {id}")))?,
         ))
     })
@@ -152,8 +154,9 @@ async fn get_client(
 
 async fn list_clients(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Client>>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(st.store.clients()?))
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        Ok(Json(scope::clients(st.store.as_ref(), &who)?))
     })
     .await
 }

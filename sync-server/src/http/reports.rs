@@ -9,14 +9,12 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use caresync_core::domain::*;
 use caresync_core::metrics::{
     continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, AgencyTimeZone, GroupBy,
     PeriodKind,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
-use std::collections::HashSet;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -160,19 +158,7 @@ async fn alerts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Jso
     blocking(move || {
         let who = authenticate(&st, &headers)?;
         require(&who, OFFICE_OR_SUPERVISOR)?;
-        let scope: Option<HashSet<PersonId>> = if who.person.role == Role::Office {
-            None
-        } else {
-            let team = who.person.team_id;
-            Some(
-                st.store
-                    .people()?
-                    .into_iter()
-                    .filter(|p| team.is_some() && p.team_id == team)
-                    .map(|p| p.id)
-                    .collect(),
-            )
-        };
+        let scope = crate::services::scope::carers(st.store.as_ref(), &who)?;
         Ok(Json(reports::alerts(&st, now(), scope.as_ref())?))
     })
     .await

@@ -3,6 +3,7 @@
 
 use super::office::{json_body, parse_id, require, OFFICE_OR_SUPERVISOR};
 use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use crate::services::scope;
 use crate::services::visits::VisitServiceError;
 use crate::store::{EventRow, Principal};
 use axum::extract::rejection::JsonRejection;
@@ -23,28 +24,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/carers/{id}/timeline", get(carer_timeline))
 }
 
-/// Office sees everything; a supervisor only visits with a carer from their team.
-pub(super) fn may_see_carers(st: &AppState, who: &Principal, carers: &[PersonId]) -> ApiResult<bool> {
-    if who.person.role == Role::Office {
-        return Ok(true);
-    }
-    let Some(team) = who.person.team_id else {
-        return Ok(false);
-    };
-    for c in carers {
-        if st.store.person(*c)?.is_some_and(|p| p.team_id == Some(team)) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn visit_in_scope(st: &AppState, who: &Principal, visit: VisitId) -> ApiResult<Visit> {
-    let v = st.visits.read(visit)?;
-    if !may_see_carers(st, who, &v.schedule.carers)? {
-        return Err(ApiError::forbidden("this visit is outside your team"));
-    }
-    Ok(v)
+/// The visit's document if the caller may see it; outside their scope it is "not found", the
+/// same as an id that does not exist (`services::scope`).
+pub(super) fn visit_in_scope(st: &AppState, who: &Principal, visit: VisitId) -> ApiResult<Visit> {
+    scope::visit(st.store.as_ref(), who, visit)?
+        .ok_or_else(|| ApiError::not_found(format!("no visit {visit}")))?;
+    Ok(st.visits.read(visit)?)
 }
 
 #[derive(Deserialize)]
@@ -66,8 +51,9 @@ async fn amend(
         let who = authenticate(&st, &headers)?;
         require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
-        let a = json_body(body)?;
+        // Scope before the body: a malformed body must not tell another team's visit exists.
         let current = visit_in_scope(&st, &who, visit_id)?;
+        let a = json_body(body)?;
         if !current.schedule.carers.contains(&a.carer_id) && current.events_of(a.carer_id).next().is_none() {
             return Err(ApiError::bad_request(
                 "invalid",
@@ -121,6 +107,7 @@ async fn add_note(
         let who = authenticate(&st, &headers)?;
         require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
+        visit_in_scope(&st, &who, visit_id)?;
         let n = json_body(body)?;
         let chars = n.text.chars().count();
         if n.text.trim().is_empty() || chars > MAX_NOTE_CHARS {
@@ -129,7 +116,6 @@ async fn add_note(
                 format!("a note has 1 to {MAX_NOTE_CHARS} characters"),
             ));
         }
-        visit_in_scope(&st, &who, visit_id)?;
         let at = now();
         let note = Note {
             id: NoteId::new(),
@@ -280,13 +266,9 @@ async fn carer_timeline(
         let who = authenticate(&st, &headers)?;
         require(&who, OFFICE_OR_SUPERVISOR)?;
         let carer: PersonId = parse_id(&id)?;
-        let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-        st.store
-            .person(carer)?
+        scope::person(st.store.as_ref(), &who, carer)?
             .ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;
-        if !may_see_carers(&st, &who, &[carer])? {
-            return Err(ApiError::forbidden("this carer is outside your team"));
-        }
+        let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let (from, to) = caresync_core::store::local_day_bounds(st.tz, q.date);
         let mut visits = Vec::new();
         for row in st.store.visits_planned_between(from, to)? {

@@ -44,8 +44,17 @@ pub async fn enrol(
         from_cbor(&body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
     blocking(move || {
         let at = now();
-        let enrolled = people::enrol_device(state.store.as_ref(), &req.code, &req.device_name, at)?
-            .ok_or_else(|| ApiError::unauthorized("unknown, used or expired enrolment code"))?;
+        let enrolled = match people::enrol_device(state.store.as_ref(), &req.code, &req.device_name, at)? {
+            people::Enrolment::Enrolled(enrolled) => enrolled,
+            people::Enrolment::Refused { owner } => {
+                // Repeated tries at one person's code spend all of theirs (services::sign_in_limits).
+                if let Some(person) = owner.filter(|p| state.sign_in_limits.person_failed(*p, at)) {
+                    let spent = state.store.lock_enrolment_codes(person, at)?;
+                    tracing::warn!(%person, spent, "too many failed enrolments with this person's codes; their codes are spent");
+                }
+                return Err(super::sign_in::wrong_code(owner));
+            }
+        };
         tracing::debug!(device = %enrolled.device_id, carer = %enrolled.carer_id, "device enrolled");
         Ok(cbor(to_cbor(&EnrolResponse {
             device_id: enrolled.device_id,

@@ -3,4 +3,6 @@
 pub mod people;
 pub mod reports;
 pub mod rules;
+pub mod scope;
+pub mod sign_in_limits;
 pub mod visits;

@@ -18,13 +18,29 @@ pub struct IssuedCode {
     pub expires_at: Millis,
 }
 
-/// Create a person and, for office or supervisor, an API token returned once.
+/// How long an office or supervisor API token works unless `--token-ttl-days` says otherwise.
+pub const DEFAULT_TOKEN_TTL_MS: Millis = 90 * DAY_MS;
+
+/// Create a person and, for office or supervisor, an API token returned once, valid for the
+/// default [`DEFAULT_TOKEN_TTL_MS`].
 pub fn create_person(
     store: &dyn ServerStore,
     name: &str,
     role: Role,
     team_id: Option<TeamId>,
     now: Millis,
+) -> Result<(Person, Option<String>), StoreError> {
+    create_person_with_token_ttl(store, name, role, team_id, now, DEFAULT_TOKEN_TTL_MS)
+}
+
+/// [`create_person`] with the token valid for `token_ttl_ms`.
+pub fn create_person_with_token_ttl(
+    store: &dyn ServerStore,
+    name: &str,
+    role: Role,
+    team_id: Option<TeamId>,
+    now: Millis,
+    token_ttl_ms: Millis,
 ) -> Result<(Person, Option<String>), StoreError> {
     let person = Person {
         id: PersonId::new(),
@@ -38,10 +54,52 @@ pub fn create_person(
         None
     } else {
         let token = new_token();
-        store.add_api_token(person.id, &hash_secret(&token), now)?;
+        store.add_api_token(
+            person.id,
+            &hash_secret(&token),
+            now,
+            Some(now.saturating_add(token_ttl_ms)),
+        )?;
         Some(token)
     };
     Ok((person, token))
+}
+
+/// A new API token for an office person or supervisor, shown once; their earlier tokens stop
+/// working in the same transaction. `None` if there is no such active person, or they are a
+/// carer (carers sign in with their phone's device token).
+pub fn rotate_token(
+    store: &dyn ServerStore,
+    person: PersonId,
+    now: Millis,
+    token_ttl_ms: Millis,
+) -> Result<Option<IssuedToken>, StoreError> {
+    if !store.person(person)?.is_some_and(|p| p.role != Role::Carer) {
+        return Ok(None);
+    }
+    let token = new_token();
+    let expires_at = now.saturating_add(token_ttl_ms);
+    let rotated = store.rotate_api_token(person, &hash_secret(&token), now, Some(expires_at))?;
+    Ok(rotated.then_some(IssuedToken { token, expires_at }))
+}
+
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: Millis,
+}
+
+/// Revoke one API token given the token itself (a leaked token: whoever holds it can name it).
+pub fn revoke_token(store: &dyn ServerStore, token: &str, now: Millis) -> Result<bool, StoreError> {
+    store.revoke_api_token(&hash_secret(token.trim()), now)
+}
+
+/// Shut a person's account: inactive, API tokens and phones revoked, unused codes spent.
+pub fn deactivate(store: &dyn ServerStore, person: PersonId, now: Millis) -> Result<bool, StoreError> {
+    let done = store.deactivate_person(person, now)?;
+    if done {
+        tracing::info!(%person, "person deactivated; their tokens and phones are revoked");
+    }
+    Ok(done)
 }
 
 pub fn issue_enrolment_code(
@@ -55,13 +113,23 @@ pub fn issue_enrolment_code(
     Ok(IssuedCode { code, expires_at })
 }
 
-/// Redeem a one-time code for a device token. `None` for an unknown, used or expired code.
+/// What came of an enrolment attempt.
+pub enum Enrolment {
+    Enrolled(Enrolled),
+    /// An unknown, used, expired or locked code; `owner` when the code is someone's (a used or
+    /// expired code), so failures can be counted against that person.
+    Refused {
+        owner: Option<PersonId>,
+    },
+}
+
+/// Redeem a one-time code for a device token.
 pub fn enrol_device(
     store: &dyn ServerStore,
     code: &str,
     device_name: &str,
     now: Millis,
-) -> Result<Option<Enrolled>, StoreError> {
+) -> Result<Enrolment, StoreError> {
     let token = new_token();
     let device_id = DeviceId::new();
     let name = if device_name.trim().is_empty() {
@@ -69,22 +137,61 @@ pub fn enrol_device(
     } else {
         device_name.trim()
     };
-    let carer = store.redeem_enrolment_code(
-        &hash_secret(&normalise_code(code)),
-        now,
-        device_id,
-        name,
-        &hash_secret(&token),
-    )?;
-    Ok(carer.map(|carer_id| Enrolled {
-        device_id,
-        carer_id,
-        token,
-    }))
+    let code_hash = hash_secret(&normalise_code(code));
+    let carer = store.redeem_enrolment_code(&code_hash, now, device_id, name, &hash_secret(&token))?;
+    Ok(match carer {
+        Some(carer_id) => Enrolment::Enrolled(Enrolled {
+            device_id,
+            carer_id,
+            token,
+        }),
+        None => Enrolment::Refused {
+            owner: store.enrolment_code_owner(&code_hash)?,
+        },
+    })
 }
 
-pub fn authenticate(store: &dyn ServerStore, token: &str) -> Result<Option<Principal>, StoreError> {
-    Ok(store
-        .principal_for_token(&hash_secret(token.trim()))?
-        .filter(|p| p.person.active))
+/// Why a presented bearer token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such token: a typo or a guess.
+    Unknown,
+    Revoked,
+    Expired {
+        at: Millis,
+    },
+    /// The person's account was shut.
+    Deactivated,
+}
+
+impl Refusal {
+    /// A stable word for logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Unknown => "unknown_token",
+            Refusal::Revoked => "revoked_token",
+            Refusal::Expired { .. } => "expired_token",
+            Refusal::Deactivated => "deactivated_person",
+        }
+    }
+}
+
+/// The principal a bearer token signs in as, or why it may not.
+pub fn authenticate(
+    store: &dyn ServerStore,
+    token: &str,
+    now: Millis,
+) -> Result<Result<Principal, Refusal>, StoreError> {
+    let Some(sign_in) = store.sign_in(&hash_secret(token.trim()))? else {
+        return Ok(Err(Refusal::Unknown));
+    };
+    Ok(if !sign_in.principal.person.active {
+        Err(Refusal::Deactivated)
+    } else if sign_in.revoked_at.is_some() {
+        Err(Refusal::Revoked)
+    } else if let Some(at) = sign_in.expires_at.filter(|at| now >= *at) {
+        Err(Refusal::Expired { at })
+    } else {
+        Ok(sign_in.principal)
+    })
 }

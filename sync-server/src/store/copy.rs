@@ -84,6 +84,7 @@ const TABLES: &[Table] = &[
             ("person_id", Text),
             ("created_at", Int),
             ("revoked_at", Int),
+            ("expires_at", Int),
         ],
         key: &["token_hash"],
         append_only: false,

@@ -47,6 +47,16 @@ pub struct Principal {
     pub device_id: Option<DeviceId>,
 }
 
+/// A presented token as stored, even if revoked or expired, so sign-in can say which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignIn {
+    pub principal: Principal,
+    /// When the token (or the phone it belongs to) was revoked.
+    pub revoked_at: Option<Millis>,
+    /// When an API token stops working (`None`: phones' device tokens, which do not expire).
+    pub expires_at: Option<Millis>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     pub id: DeviceId,
@@ -163,7 +173,34 @@ pub trait ServerStore: Send + Sync + 'static {
     fn person(&self, id: PersonId) -> Result<Option<Person>>;
     fn people(&self) -> Result<Vec<Person>>;
     /// A person's API token (office and supervisors use these; phones use device tokens).
-    fn add_api_token(&self, person: PersonId, token_hash: &str, created_at: Millis) -> Result<()>;
+    fn add_api_token(
+        &self,
+        person: PersonId,
+        token_hash: &str,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<()>;
+    /// In one transaction: revoke the person's live API tokens and add a new one. False (and
+    /// nothing changed) if there is no such active person.
+    fn rotate_api_token(
+        &self,
+        person: PersonId,
+        token_hash: &str,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<bool>;
+    /// Revoke one API token by its hash; false if unknown. A second revocation keeps the first time.
+    fn revoke_api_token(&self, token_hash: &str, at: Millis) -> Result<bool>;
+    /// Revoke every live API token of a person; returns how many.
+    fn revoke_api_tokens(&self, person: PersonId, at: Millis) -> Result<u64>;
+    /// In one transaction: mark the person inactive and revoke their API tokens, their phones and
+    /// their unused enrolment codes, so nothing of theirs works from the next request (and
+    /// nothing comes back if they are made active again). False if no such person.
+    fn deactivate_person(&self, person: PersonId, at: Millis) -> Result<bool>;
+    /// Whose code this is, whether or not it is still usable (to count failures against them).
+    fn enrolment_code_owner(&self, code_hash: &str) -> Result<Option<PersonId>>;
+    /// Spend every unused enrolment code of a person (after too many failures); returns how many.
+    fn lock_enrolment_codes(&self, person: PersonId, at: Millis) -> Result<u64>;
     fn add_enrolment_code(&self, person: PersonId, code_hash: &str, expires_at: Millis) -> Result<()>;
     /// Atomically use a one-time code and enrol a device with its token. `None` if the code is
     /// unknown, used or expired.
@@ -175,7 +212,16 @@ pub trait ServerStore: Send + Sync + 'static {
         device_name: &str,
         token_hash: &str,
     ) -> Result<Option<PersonId>>;
-    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>>;
+    /// The token as stored (an enrolled phone's or a person's API token), revoked or not.
+    fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>>;
+    /// Who holds a token that is not revoked (expiry and the person's being active are for the
+    /// caller to judge: see `services::people::authenticate`).
+    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>> {
+        Ok(self
+            .sign_in(token_hash)?
+            .filter(|s| s.revoked_at.is_none())
+            .map(|s| s.principal))
+    }
     /// Returns false if no such device.
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool>;
     fn devices(&self) -> Result<Vec<Device>>;
@@ -199,6 +245,9 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Whether the carer was ever assigned to the visit (offline clock-ins survive reassignment).
     fn was_ever_assigned(&self, visit: VisitId, carer: PersonId) -> Result<bool>;
     fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>>;
+    /// The carers now assigned to any visit of a client (a supervisor's scope reaches the client
+    /// through them).
+    fn client_carers(&self, client: ClientId) -> Result<Vec<PersonId>>;
     fn count_events(&self) -> Result<u64>;
 
     // ---- reference data ---------------------------------------------------------------------

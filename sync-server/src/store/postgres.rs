@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::{Condvar, Mutex};
 
 /// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE people (
@@ -127,6 +127,18 @@ CREATE TABLE contracts (
 /// A bounded pool of blocking connections, opened on demand and reused. The bound keeps a busy
 /// instance (tokio's blocking pool has hundreds of threads) within PostgreSQL's `max_connections`:
 /// callers beyond it wait for a connection to come back.
+/// API tokens expire (tokens from before get 90 days from the upgrade, the default
+/// `--token-ttl-days`); indexes for shutting a person's account and a supervisor's clients.
+const SCHEMA_V2: &str = "
+ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;
+UPDATE api_tokens SET expires_at = (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT + 7776000000
+    WHERE revoked_at IS NULL;
+CREATE INDEX api_tokens_by_person ON api_tokens (person_id);
+CREATE INDEX devices_by_person ON devices (person_id);
+CREATE INDEX enrolment_codes_by_person ON enrolment_codes (person_id);
+CREATE INDEX visits_by_client ON visits (client_id);
+";
+
 pub struct PostgresStore {
     url: String,
     pool: Mutex<Pool>,
@@ -424,12 +436,101 @@ impl ServerStore for PostgresStore {
         rows(r, person_from)
     }
 
-    fn add_api_token(&self, person: PersonId, token_hash: &str, created_at: Millis) -> Result<()> {
+    fn add_api_token(
+        &self,
+        person: PersonId,
+        token_hash: &str,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<()> {
         self.conn()?.execute(
-            "INSERT INTO api_tokens (token_hash, person_id, created_at) VALUES ($1, $2, $3)",
-            &[&token_hash, &person.to_string(), &created_at],
+            "INSERT INTO api_tokens (token_hash, person_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&token_hash, &person.to_string(), &created_at, &expires_at],
         )?;
         Ok(())
+    }
+
+    fn rotate_api_token(
+        &self,
+        person: PersonId,
+        token_hash: &str,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let id = person.to_string();
+            // FOR UPDATE: a concurrent deactivation waits for this rotation, or this one sees it.
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM people WHERE person_id = $1 AND active FOR UPDATE",
+                    &[&id],
+                )?
+                .is_none()
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL",
+                &[&id, &created_at],
+            )?;
+            tx.execute(
+                "INSERT INTO api_tokens (token_hash, person_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&token_hash, &id, &created_at, &expires_at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn revoke_api_token(&self, token_hash: &str, at: Millis) -> Result<bool> {
+        let n = self.conn()?.execute(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE token_hash = $1",
+            &[&token_hash, &at],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn revoke_api_tokens(&self, person: PersonId, at: Millis) -> Result<u64> {
+        Ok(self.conn()?.execute(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL",
+            &[&person.to_string(), &at],
+        )?)
+    }
+
+    fn deactivate_person(&self, person: PersonId, at: Millis) -> Result<bool> {
+        self.write(|tx| {
+            let id = person.to_string();
+            if tx.execute("UPDATE people SET active = FALSE WHERE person_id = $1", &[&id])? == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL",
+                &[&id, &at],
+            )?;
+            tx.execute(
+                "UPDATE devices SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL",
+                &[&id, &at],
+            )?;
+            tx.execute(
+                "UPDATE enrolment_codes SET used_at = $2 WHERE person_id = $1 AND used_at IS NULL",
+                &[&id, &at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn enrolment_code_owner(&self, code_hash: &str) -> Result<Option<PersonId>> {
+        let row = self.conn()?.query_opt(
+            "SELECT person_id FROM enrolment_codes WHERE code_hash = $1",
+            &[&code_hash],
+        )?;
+        row.map(|r| parse(r.get(0))).transpose()
+    }
+
+    fn lock_enrolment_codes(&self, person: PersonId, at: Millis) -> Result<u64> {
+        Ok(self.conn()?.execute(
+            "UPDATE enrolment_codes SET used_at = $2 WHERE person_id = $1 AND used_at IS NULL",
+            &[&person.to_string(), &at],
+        )?)
     }
 
     fn add_enrolment_code(&self, person: PersonId, code_hash: &str, expires_at: Millis) -> Result<()> {
@@ -467,38 +568,46 @@ impl ServerStore for PostgresStore {
         })
     }
 
-    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>> {
+    fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
         let mut conn = self.conn()?;
         let device = conn.query_opt(
             &format!(
-                "SELECT {PERSON_COLS}, d.device_id
+                "SELECT {PERSON_COLS}, d.device_id, d.revoked_at
                  FROM devices d JOIN people p ON p.person_id = d.person_id
-                 WHERE d.token_hash = $1 AND d.revoked_at IS NULL"
+                 WHERE d.token_hash = $1"
             ),
             &[&token_hash],
         )?;
         if let Some(r) = device {
-            return Ok(Some(Principal {
-                person: person_from(&r)?,
-                device_id: Some(parse(r.get(5))?),
+            return Ok(Some(SignIn {
+                principal: Principal {
+                    person: person_from(&r)?,
+                    device_id: Some(parse(r.get(5))?),
+                },
+                revoked_at: r.get(6),
+                expires_at: None,
             }));
         }
-        let person = conn.query_opt(
+        let token = conn.query_opt(
             &format!(
-                "SELECT {PERSON_COLS}
+                "SELECT {PERSON_COLS}, t.revoked_at, t.expires_at
                  FROM api_tokens t JOIN people p ON p.person_id = t.person_id
-                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
+                 WHERE t.token_hash = $1"
             ),
             &[&token_hash],
         )?;
-        Ok(person
-            .as_ref()
-            .map(person_from)
-            .transpose()?
-            .map(|person| Principal {
-                person,
-                device_id: None,
-            }))
+        token
+            .map(|r| {
+                Ok(SignIn {
+                    principal: Principal {
+                        person: person_from(&r)?,
+                        device_id: None,
+                    },
+                    revoked_at: r.get(5),
+                    expires_at: r.get(6),
+                })
+            })
+            .transpose()
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
@@ -708,6 +817,15 @@ impl ServerStore for PostgresStore {
                 &[&visit.to_string(), &carer.to_string()],
             )?
             .is_some())
+    }
+
+    fn client_carers(&self, client: ClientId) -> Result<Vec<PersonId>> {
+        let r = self.conn()?.query(
+            "SELECT DISTINCT a.carer_id FROM visits v JOIN assignments a ON a.visit_id = v.visit_id
+             WHERE v.client_id = $1 AND a.current",
+            &[&client.to_string()],
+        )?;
+        r.iter().map(|r| parse(r.get(0))).collect()
     }
 
     fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2];
+const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -154,6 +154,21 @@ fn schema_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          UPDATE amendments SET planned_start = COALESCE(
              (SELECT v.planned_start FROM visits v WHERE v.visit_id = amendments.visit_id), 0);
          CREATE INDEX amendments_by_planned_start ON amendments (planned_start);",
+    )
+}
+
+/// API tokens expire. Tokens issued before expiry existed get 90 days from the upgrade (the
+/// default `--token-ttl-days`), not forever; indexes for shutting a person's account and for
+/// a supervisor's view of clients.
+fn schema_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+         UPDATE api_tokens SET expires_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 7776000000
+             WHERE revoked_at IS NULL;
+         CREATE INDEX api_tokens_by_person ON api_tokens (person_id);
+         CREATE INDEX devices_by_person ON devices (person_id);
+         CREATE INDEX enrolment_codes_by_person ON enrolment_codes (person_id);
+         CREATE INDEX visits_by_client ON visits (client_id);",
     )
 }
 
@@ -364,13 +379,113 @@ impl ServerStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn add_api_token(&self, person: PersonId, token_hash: &str, created_at: Millis) -> Result<()> {
+    fn add_api_token(
+        &self,
+        person: PersonId,
+        token_hash: &str,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO api_tokens (token_hash, person_id, created_at) VALUES (?1, ?2, ?3)",
-                params![token_hash, person.to_string(), created_at],
+                "INSERT INTO api_tokens (token_hash, person_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, person.to_string(), created_at, expires_at],
             )?;
             Ok(())
+        })
+    }
+
+    fn rotate_api_token(
+        &self,
+        person: PersonId,
+        token_hash: &str,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let active = tx
+                .query_row(
+                    "SELECT 1 FROM people WHERE person_id = ?1 AND active",
+                    [person.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if active.is_none() {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE person_id = ?1 AND revoked_at IS NULL",
+                params![person.to_string(), created_at],
+            )?;
+            tx.execute(
+                "INSERT INTO api_tokens (token_hash, person_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, person.to_string(), created_at, expires_at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn revoke_api_token(&self, token_hash: &str, at: Millis) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE token_hash = ?1",
+                params![token_hash, at],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn revoke_api_tokens(&self, person: PersonId, at: Millis) -> Result<u64> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE person_id = ?1 AND revoked_at IS NULL",
+                params![person.to_string(), at],
+            )?;
+            Ok(n as u64)
+        })
+    }
+
+    fn deactivate_person(&self, person: PersonId, at: Millis) -> Result<bool> {
+        self.write(|tx| {
+            let id = person.to_string();
+            if tx.execute("UPDATE people SET active = 0 WHERE person_id = ?1", [&id])? == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE person_id = ?1 AND revoked_at IS NULL",
+                params![id, at],
+            )?;
+            tx.execute(
+                "UPDATE devices SET revoked_at = ?2 WHERE person_id = ?1 AND revoked_at IS NULL",
+                params![id, at],
+            )?;
+            tx.execute(
+                "UPDATE enrolment_codes SET used_at = ?2 WHERE person_id = ?1 AND used_at IS NULL",
+                params![id, at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn enrolment_code_owner(&self, code_hash: &str) -> Result<Option<PersonId>> {
+        let conn = self.lock()?;
+        let owner: Option<String> = conn
+            .query_row(
+                "SELECT person_id FROM enrolment_codes WHERE code_hash = ?1",
+                [code_hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(owner.map(|o| parse(&o)).transpose()?)
+    }
+
+    fn lock_enrolment_codes(&self, person: PersonId, at: Millis) -> Result<u64> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE enrolment_codes SET used_at = ?2 WHERE person_id = ?1 AND used_at IS NULL",
+                params![person.to_string(), at],
+            )?;
+            Ok(n as u64)
         })
     }
 
@@ -410,45 +525,49 @@ impl ServerStore for SqliteStore {
         })
     }
 
-    fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>> {
+    fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
         let conn = self.lock()?;
-        let device: Option<(String, Person)> = conn
+        let device = conn
             .query_row(
-                "SELECT d.device_id, p.person_id, p.name, p.role, p.team_id, p.active
+                "SELECT p.person_id, p.name, p.role, p.team_id, p.active, d.device_id, d.revoked_at
                  FROM devices d JOIN people p ON p.person_id = d.person_id
-                 WHERE d.token_hash = ?1 AND d.revoked_at IS NULL",
+                 WHERE d.token_hash = ?1",
                 [token_hash],
                 |r| {
-                    let person = Person {
-                        id: column(r, 1)?,
-                        name: r.get(2)?,
-                        role: column(r, 3)?,
-                        team_id: r.get::<_, Option<String>>(4)?.map(|t| parse(&t)).transpose()?,
-                        active: r.get(5)?,
-                    };
-                    Ok((r.get(0)?, person))
+                    let person = person_from(r)?;
+                    let device: DeviceId = column(r, 5)?;
+                    Ok(SignIn {
+                        principal: Principal {
+                            person,
+                            device_id: Some(device),
+                        },
+                        revoked_at: r.get(6)?,
+                        expires_at: None,
+                    })
                 },
             )
             .optional()?;
-        if let Some((device, person)) = device {
-            return Ok(Some(Principal {
-                person,
-                device_id: Some(parse(&device)?),
-            }));
+        if device.is_some() {
+            return Ok(device);
         }
-        let person = conn
+        Ok(conn
             .query_row(
-                "SELECT p.person_id, p.name, p.role, p.team_id, p.active
+                "SELECT p.person_id, p.name, p.role, p.team_id, p.active, t.revoked_at, t.expires_at
                  FROM api_tokens t JOIN people p ON p.person_id = t.person_id
-                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL",
+                 WHERE t.token_hash = ?1",
                 [token_hash],
-                person_from,
+                |r| {
+                    Ok(SignIn {
+                        principal: Principal {
+                            person: person_from(r)?,
+                            device_id: None,
+                        },
+                        revoked_at: r.get(5)?,
+                        expires_at: r.get(6)?,
+                    })
+                },
             )
-            .optional()?;
-        Ok(person.map(|person| Principal {
-            person,
-            device_id: None,
-        }))
+            .optional()?)
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
@@ -679,6 +798,16 @@ impl ServerStore for SqliteStore {
             .is_some())
     }
 
+    fn client_carers(&self, client: ClientId) -> Result<Vec<PersonId>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT a.carer_id FROM visits v JOIN assignments a ON a.visit_id = v.visit_id
+             WHERE v.client_id = ?1 AND a.current = 1",
+        )?;
+        let rows = stmt.query_map([client.to_string()], |r| column(r, 0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn events_for_visit(&self, visit: VisitId) -> Result<Vec<EventRow>> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&format!(
@@ -866,6 +995,49 @@ mod tests {
             amendments.iter().map(|a| a.amendment_id).collect::<Vec<_>>(),
             vec![amendment]
         );
+        Ok(())
+    }
+
+    fn schema_of(conn: &Connection) -> Result<Vec<(String, String)>> {
+        let mut stmt = conn.prepare(
+            "SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Tokens from before expiry existed get the default 90 days from the upgrade (not forever);
+    /// revoked ones stay revoked; the upgraded schema is the fresh one.
+    #[test]
+    fn schema_2_upgrades_with_tokens_expiring_and_the_fresh_schema() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("server.db");
+        let person = PersonId::new();
+        {
+            let conn = sqlite::open(&path, &MIGRATIONS[..2], Durability::Normal)?;
+            conn.execute_batch(&format!(
+                "INSERT INTO people VALUES ('{person}', 'Office', 'office', NULL, 1);
+                 INSERT INTO api_tokens VALUES ('live', '{person}', 1, NULL);
+                 INSERT INTO api_tokens VALUES ('revoked', '{person}', 1, 5);"
+            ))?;
+        }
+        let before = caresync_core::clock::system_now();
+        let store = SqliteStore::open(&path)?;
+        let live = store.sign_in("live")?.ok_or(StoreError::Corrupt("lost".into()))?;
+        let expires = live.expires_at.ok_or(StoreError::Corrupt("no expiry".into()))?;
+        let ninety = 90 * DAY_MS;
+        assert!(
+            expires >= before - 1_000 + ninety && expires <= before + 60_000 + ninety,
+            "{expires}"
+        );
+        let revoked = store
+            .sign_in("revoked")?
+            .ok_or(StoreError::Corrupt("lost".into()))?;
+        assert_eq!(revoked.revoked_at, Some(5));
+
+        let fresh = SqliteStore::open(&dir.path().join("fresh.db"))?;
+        let upgraded = schema_of(&*store.lock()?)?;
+        assert_eq!(upgraded, schema_of(&*fresh.lock()?)?);
         Ok(())
     }
 }
