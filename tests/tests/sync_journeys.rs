@@ -445,3 +445,100 @@ fn sigterm_shuts_down_cleanly_and_health_and_metrics_answer() -> TestResult {
     assert!(status.success(), "exit status {status}");
     Ok(())
 }
+
+/// Text no compressor could shrink much: `chars` random CJK characters from the supplementary
+/// plane (four UTF-8 bytes each).
+fn incompressible_text(seed: u64, chars: usize) -> String {
+    let mut x = seed | 1;
+    (0..chars)
+        .map(|_| {
+            // xorshift64: cheap, deterministic, good enough to defeat DEFLATE.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_u32(0x2_0000 + (x % 0xA000) as u32).unwrap_or('x')
+        })
+        .collect()
+}
+
+/// Issue 11, defect 1: a per-visit message over ciborium's 4 KiB scratch buffer used to stop the
+/// phone syncing at all. Long notes sync up and down; a visit whose message is over the
+/// protocol's limit gets `message_too_large` and the rest of the same sync goes through.
+#[test]
+fn long_notes_sync_both_ways_and_an_oversized_visit_never_blocks_the_batch() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let start = now() + HOUR_MS;
+    let long_notes = world.office.create_visit(&[ann.carer], start)?;
+    let huge = world.office.create_visit(&[ann.carer], start + HOUR_MS)?;
+    let ordinary = world.office.create_visit(&[ann.carer], start + 2 * HOUR_MS)?;
+    ann.sync()?;
+
+    let six = incompressible_text(6, 6_000);
+    let nine = incompressible_text(9, 9_000);
+    ann.store.add_note(long_notes, NoteCategory::General, &six)?;
+    ann.store.add_note(long_notes, NoteCategory::Wellbeing, &nine)?;
+    let summary = ann.sync()?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert_eq!(summary.pending_after, 0);
+    let texts: Vec<String> = world.office.visit(long_notes)?["visit"]["notes"]
+        .as_array()
+        .ok_or("no notes")?
+        .iter()
+        .filter_map(|n| n["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![six.clone(), nine.clone()],
+        "the server holds both notes whole"
+    );
+
+    // A second phone for Ann (a fresh enrolment) pulls the visit with both notes.
+    let code = world.office.enrolment_code(ann.carer)?;
+    let second = Phone::enrol(
+        world.dir.path(),
+        &world.server.url,
+        &code,
+        std::sync::Arc::new(caresync_core::SystemClock),
+    )?;
+    let pulled = second.sync()?;
+    assert!(pulled.errors.is_empty(), "{:?}", pulled.errors);
+    let on_second: Vec<String> = second
+        .store
+        .visit(long_notes)?
+        .visit
+        .notes
+        .into_iter()
+        .map(|n| n.text)
+        .collect();
+    assert_eq!(on_second, vec![six, nine]);
+    assert_eq!(second.heads(long_notes)?, server_heads(&world, long_notes)?);
+
+    // One visit's message over the limit (30 notes of 40 KB each: Automerge sends them as they are),
+    // and an honest clock-in on another visit in the same sync.
+    for i in 0..30 {
+        ann.store
+            .add_note(huge, NoteCategory::General, &incompressible_text(100 + i, 10_000))?;
+    }
+    let huge_before = server_heads(&world, huge)?;
+    let clock_in = ann.store.clock_in(ordinary, &ClockRequest::app())?;
+    let summary = ann.sync()?;
+    let errors: Vec<(VisitId, &str)> = summary
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(errors, vec![(huge, "message_too_large")]);
+    assert_eq!(
+        world.office.visit(ordinary)?["events"][0]["event_id"],
+        Value::String(clock_in.id.to_string()),
+        "the rest of the batch went through"
+    );
+    assert_eq!(server_heads(&world, huge)?, huge_before);
+    assert_eq!(
+        ann.store.visit(huge)?.visit.notes.len(),
+        30,
+        "the oversized visit's notes stay on the phone"
+    );
+    Ok(())
+}
