@@ -140,6 +140,35 @@ class CarerDay(unittest.TestCase):
         # Clocked in about five minutes after the planned start: on time (late is > 15 minutes).
         self.assertEqual((on_time, late), (1, 0), report)
 
+    def test_a_long_note_reaches_a_second_phone(self):
+        # Issue 11: a message over 4 KiB used to stop the phone syncing at all.
+        self.phone.enrol(self.server.url, self.code, "Ann's phone")
+        self.assertEqual(self.phone.sync_now().errors, [])
+        self.phone.clock_in(self.visit, cs.ClockMethod.APP, None, None, None)
+        # Varied text (not one repeated letter) so the message really is about 9 KB or more.
+        words = ["breakfast", "tablets", "sleepy", "daughter", "rang", "kettle", "walked", "garden"]
+        text = " ".join(words[(i * 7 + i // 3) % len(words)] for i in range(2000))[:9000]
+        self.assertEqual(len(text), 9000)
+        self.phone.add_note(self.visit, cs.NoteCategory.HANDOVER, text)
+        self.phone.clock_out(self.visit, cs.ClockMethod.APP, None, None, None)
+        report = self.phone.sync_now()
+        self.assertEqual(report.errors, [])
+        self.assertEqual(report.pending_after, 0)
+        status, view = self.server.call("GET", "/api/v1/visits/" + self.visit)
+        self.assertEqual(status, 200)
+        self.assertEqual([n["text"] for n in view["visit"]["notes"]], [text])
+
+        # A second phone for the same carer (a fresh enrolment) pulls the visit, note and all.
+        _, code = self.server.call("POST", "/api/v1/people/%s/enrolment-codes" % self.carer)
+        second = cs.CarerPhone.open(os.path.join(self.dir, "second.db"))
+        second.enrol(self.server.url, code["code"], "Ann's new phone")
+        report = second.sync_now()
+        self.assertEqual(report.errors, [])
+        self.assertEqual(report.visits_received, 1)
+        detail = second.visit(self.visit)
+        self.assertEqual([n.text for n in detail.notes], [text])
+        self.assertEqual(detail.state, cs.CarerVisitState.DONE)
+
     def test_error_paths(self):
         with self.assertRaises(cs.PhoneError.Unauthorized):
             self.phone.enrol(self.server.url, "WRONG-CODE0", "phone")
