@@ -184,7 +184,17 @@ mod tests {
     /// `deserialize_bytes` stops at 4 KiB; issue 11).
     #[test]
     fn messages_of_every_size_up_to_the_limit_round_trip() -> Result<(), CborError> {
-        for len in [0, 1, 4095, 4096, 4097, 64 * 1024, 1024 * 1024, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 1] {
+        for len in [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            64 * 1024,
+            1024 * 1024,
+            MAX_MESSAGE_BYTES,
+            MAX_MESSAGE_BYTES + 1,
+        ] {
             let message: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let visit = VisitMessage {
                 visit_id: VisitId::new(),
@@ -205,7 +215,11 @@ mod tests {
                 manifest: vec![],
                 manifest_complete: true,
             };
-            assert_eq!(from_cbor::<SyncResponse>(&to_cbor(&resp))?, resp, "response of {len}");
+            assert_eq!(
+                from_cbor::<SyncResponse>(&to_cbor(&resp))?,
+                resp,
+                "response of {len}"
+            );
         }
         Ok(())
     }

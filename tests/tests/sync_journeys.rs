@@ -540,5 +540,163 @@ fn long_notes_sync_both_ways_and_an_oversized_visit_never_blocks_the_batch() -> 
         30,
         "the oversized visit's notes stay on the phone"
     );
+    // Parked as refused (issue 11, defect 10): listed with the reason and not tried again.
+    let refused: Vec<(VisitId, String)> = ann
+        .store
+        .refused_changes()?
+        .into_iter()
+        .map(|r| (r.visit_id, r.code))
+        .collect();
+    assert_eq!(refused, vec![(huge, "message_too_large".to_string())]);
+    let again = ann.sync()?;
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    Ok(())
+}
+
+/// The phone's own Automerge actor, read from its database file, so a forged change looks like
+/// the phone's own work.
+fn phone_actor(phone: &Phone) -> TestResult<automerge::ActorId> {
+    use caresync_core::sqlite::{self, Durability};
+    let conn = sqlite::open(&phone.path, caresync_core::store::MIGRATIONS, Durability::Full)?;
+    let bytes: Vec<u8> = conn.query_row("SELECT actor FROM device WHERE id = 1", [], |r| r.get(0))?;
+    Ok(automerge::ActorId::from(bytes))
+}
+
+/// The visit messages of the requests a phone sent since `mark`, decoded.
+fn sent_messages(phone: &Phone, mark: usize) -> TestResult<Vec<(VisitId, automerge::sync::Message)>> {
+    let sent = phone.transport.sent.lock().map_err(|_| "poisoned")?[mark..].to_vec();
+    let mut out = Vec::new();
+    for body in sent {
+        let req: SyncRequest = from_cbor(&body)?;
+        for m in req.visits {
+            out.push((m.visit_id, automerge::sync::Message::decode(&m.message)?));
+        }
+    }
+    Ok(out)
+}
+
+fn sent_count(phone: &Phone) -> TestResult<usize> {
+    Ok(phone.transport.sent.lock().map_err(|_| "poisoned")?.len())
+}
+
+/// Issue 11, defect 10: a change the server refused used to stay pending and be re-sent on every
+/// sync. Now the visit is parked: kept whole on the phone, listed with the server's reason, not
+/// re-sent, still pulling the office's news, never purged, and re-sent only when the app asks.
+#[test]
+fn a_refused_change_is_kept_listed_and_not_resent() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let start = now() + HOUR_MS;
+    let forged_visit = world.office.create_visit(&[ann.carer], start)?;
+    let other = world.office.create_visit(&[ann.carer], start + HOUR_MS)?;
+    ann.sync()?;
+
+    // A change in Ann's phone's own name that the server must refuse: a clock-in in Bob's name.
+    let mut doc = VisitDocument::load(&ann.store.visit_bytes(forged_visit)?)?.with_actor(&phone_actor(&ann)?);
+    let forged = caresync_core::ClockEvent {
+        id: EventId::new(),
+        kind: ClockKind::ClockIn,
+        carer_id: bob.carer,
+        device_id: ann.device,
+        device_time: now(),
+        clock_offset_ms: Some(0),
+        offset_measured_at: Some(now()),
+        method: ClockMethod::App,
+        reason: None,
+        location: None,
+        tag_id: None,
+    };
+    let forged_hash = doc.append_event(&forged)?;
+    ann.store.import_visit(&doc.save())?;
+    assert_eq!(ann.store.pending_count()?, 1);
+
+    let first = ann.sync()?;
+    let codes: Vec<(VisitId, &str)> = first
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![(forged_visit, "forbidden_change")]);
+    assert_eq!(event_count(&world, forged_visit)?, 0);
+
+    // The next syncs do not send it again, and honest work on another visit still goes.
+    let honest = ann.store.clock_in(other, &ClockRequest::app())?;
+    let mark = sent_count(&ann)?;
+    let second = ann.sync()?;
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    let sent = sent_messages(&ann, mark)?;
+    assert!(
+        sent.iter().all(|(v, _)| *v != forged_visit),
+        "the refused visit was sent again: {:?}",
+        sent.iter().map(|(v, m)| (v, m.changes.len())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        world.office.visit(other)?["events"][0]["event_id"],
+        Value::String(honest.id.to_string())
+    );
+    let third = ann.sync()?;
+    assert!(third.errors.is_empty(), "{:?}", third.errors);
+    assert_eq!(third.messages_sent, 0, "{third:?}");
+
+    // Listed with the server's reason, and no longer counted as waiting to be sent.
+    let refused = ann.store.refused_changes()?;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].visit_id, refused[0].code.as_str(), refused[0].changes),
+        (forged_visit, "forbidden_change", 1)
+    );
+    assert!(
+        refused[0].message.contains("name of this carer"),
+        "{:?}",
+        refused[0].message
+    );
+    assert!((refused[0].refused_at - now()).abs() < 60_000);
+    assert_eq!(ann.client.refused_changes()?, refused);
+    assert_eq!((third.pending_after, third.refused_after), (0, 1));
+    assert_eq!(ann.store.pending_count()?, 0);
+
+    // The office's news for the parked visit still arrives, pulled without the refused change.
+    let new_end = start + 50 * MINUTE_MS;
+    world.office.reschedule(forged_visit, start, new_end)?;
+    let mark = sent_count(&ann)?;
+    let pulled = ann.sync()?;
+    assert!(pulled.errors.is_empty(), "{:?}", pulled.errors);
+    let sent = sent_messages(&ann, mark)?;
+    let to_forged: Vec<usize> = sent
+        .iter()
+        .filter(|(v, _)| *v == forged_visit)
+        .map(|(_, m)| m.changes.len())
+        .collect();
+    assert_eq!(to_forged, vec![0], "one pull, carrying no change");
+    assert_eq!(ann.store.visit(forged_visit)?.visit.schedule.planned_end, new_end);
+    assert_eq!(event_count(&world, forged_visit)?, 0);
+    assert_eq!(ann.store.refused_changes()?, refused, "still parked, as refused");
+
+    // Kept whole on the phone, and never purged.
+    let mut kept = VisitDocument::load(&ann.store.visit_bytes(forged_visit)?)?;
+    assert!(kept.automerge().get_change_by_hash(&forged_hash).is_some());
+    assert!(ann
+        .store
+        .visit(forged_visit)?
+        .visit
+        .events
+        .iter()
+        .any(|e| e.id == forged.id));
+    ann.store.purge_ended_before(i64::MAX)?;
+    assert!(ann.store.visit_ids()?.contains(&forged_visit));
+
+    // Only when the app asks is it sent again (and refused again, with the same reason).
+    assert!(ann.store.retry_refused(forged_visit)?);
+    assert_eq!(ann.store.pending_count()?, 1);
+    let retried = ann.sync()?;
+    let codes: Vec<(VisitId, &str)> = retried
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![(forged_visit, "forbidden_change")]);
+    assert_eq!(ann.store.refused_changes()?.len(), 1);
+    assert_eq!(event_count(&world, forged_visit)?, 0);
     Ok(())
 }
