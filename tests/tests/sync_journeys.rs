@@ -700,3 +700,103 @@ fn a_refused_change_is_kept_listed_and_not_resent() -> TestResult {
     assert_eq!(event_count(&world, forged_visit)?, 0);
     Ok(())
 }
+
+/// Real HTTP to the real server, keeping every answer's body so a test can see what a phone was
+/// sent.
+struct AnswerRecorder {
+    inner: caresync_core::http_transport::HttpTransport,
+    answers: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl caresync_core::Transport for AnswerRecorder {
+    fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, caresync_core::TransportError> {
+        let answer = self.inner.post(path, token, body)?;
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.push(answer.clone());
+        }
+        Ok(answer)
+    }
+}
+
+/// Issue 11, defect 3: a carer taken off a visit used to go on receiving the whole document,
+/// notes written after the reassignment included. What they wrote while assigned is still
+/// accepted; what they receive stops, and the visit leaves their phone.
+#[test]
+fn a_carer_taken_off_a_visit_receives_nothing_written_after() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    let stays = world.office.create_visit(&[ann.carer], now() + HOUR_MS)?;
+    ann.sync()?;
+
+    ann.set_offline(true);
+    let clock_in = ann.store.clock_in(visit, &ClockRequest::app())?;
+    world.office.reassign(visit, &[bob.carer])?;
+    let secret = "Key safe code is now 4821; Ann is no longer on this call";
+    let (status, body) = world.office.call(
+        "POST",
+        &format!("/api/v1/visits/{visit}/notes"),
+        Some(serde_json::json!({"category": "general", "text": secret})),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    world
+        .office
+        .reschedule(stays, now() + HOUR_MS, now() + 2 * HOUR_MS)?;
+
+    // Ann's phone comes back online and syncs (the same store, recording what it is sent).
+    let recorder = std::sync::Arc::new(AnswerRecorder {
+        inner: caresync_core::http_transport::HttpTransport::new(&world.server.url),
+        answers: Default::default(),
+    });
+    let client = caresync_core::SyncClient::new(ann.store.clone(), recorder.clone());
+    let summary = client.sync_now()?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+
+    // Her clock-in, made while assigned, is accepted and flagged.
+    let events = world.office.visit(visit)?["events"].clone();
+    assert_eq!(events[0]["event_id"], Value::String(clock_in.id.to_string()));
+    assert!(
+        events[0]["flags"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reassigned_before_sync"),
+        "{events}"
+    );
+    // She was sent nothing of the document: no change for the visit, no manifest entry.
+    let answers = recorder.answers.lock().map_err(|_| "poisoned")?.clone();
+    assert!(!answers.is_empty());
+    for body in &answers {
+        let resp: SyncResponse = from_cbor(body)?;
+        for m in resp.visits.iter().filter(|m| m.visit_id == visit) {
+            let message = automerge::sync::Message::decode(&m.message)?;
+            assert_eq!(
+                message.changes.len(),
+                0,
+                "changes sent to a carer taken off the visit"
+            );
+        }
+        assert!(resp.manifest.iter().all(|e| e.visit_id != visit));
+        assert!(
+            !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the note reached Ann's phone"
+        );
+    }
+    // Acknowledged and no longer hers: the visit leaves her phone; her other visit stays and
+    // still gets the office's news.
+    assert_eq!(summary.pending_after, 0);
+    assert_eq!(ann.store.visit_ids()?, vec![stays]);
+    assert_eq!(ann.heads(stays)?, server_heads(&world, stays)?);
+
+    // Bob, now assigned, gets everything: Ann's clock-in and the note.
+    bob.sync()?;
+    let on_bob = bob.store.visit(visit)?.visit;
+    assert_eq!(on_bob.events.len(), 1);
+    assert!(on_bob.notes.iter().any(|n| n.text == secret));
+    Ok(())
+}
