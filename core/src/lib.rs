@@ -23,7 +23,8 @@ pub mod visit_document;
 pub use clock::{ClockOffset, DeviceClock, ManualClock, SystemClock};
 pub use domain::*;
 pub use store::{
-    ClockRequest, DeviceIdentity, OutboxEntry, PhoneStore, StoreError, VisitDetail, VisitSummary,
+    ClockRequest, DeviceIdentity, OutboxEntry, PhoneStore, RefusedChanges, StoreError, VisitDetail,
+    VisitSummary,
 };
 pub use sync_client::{SyncClient, SyncError, SyncSummary, Transport, TransportError};
 pub use visit_document::{

@@ -121,7 +121,7 @@ pub struct OutboxEntry {
 /// Schema steps; index `i` moves the file from version `i` to `i + 1`. Public so a test can build a
 /// file at an older version and migrate it (`core/tests/migration.rs`).
 #[doc(hidden)]
-pub const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2];
+pub const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -178,6 +178,38 @@ fn schema_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          -- before the next sync recounts.
          UPDATE visits SET pending_changes = 1;",
     )
+}
+
+/// v3: visits whose changes the server refused. The server persisted nothing of the message, so
+/// the changes stay only here: parked, not re-sent, shown to the carer, never purged (the foreign
+/// key refuses to delete a visit that still holds them).
+fn schema_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE refusals (
+             visit_id TEXT PRIMARY KEY REFERENCES visits (visit_id),
+             code TEXT NOT NULL,
+             message TEXT NOT NULL,
+             refused_at INTEGER NOT NULL,
+             heads TEXT NOT NULL,
+             changes INTEGER NOT NULL
+         );",
+    )
+}
+
+/// A visit parked because the server refused its changes (docs/protocol.md, "Refused changes").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedChanges {
+    pub visit_id: VisitId,
+    /// The server's stable code (`forbidden_change`, `not_assigned`, `invalid_entry`,
+    /// `malformed_message`, `message_too_large`, `unknown_visit`).
+    pub code: String,
+    pub message: String,
+    /// Device time of the refusal.
+    pub refused_at: Millis,
+    /// The phone's heads (sorted hex, comma-joined) when the refused message was sent.
+    pub heads: String,
+    /// Changes the server lacked then: every one of them is kept here.
+    pub changes: u32,
 }
 
 /// The phone's durable store. Cheap to share between threads (`Arc<PhoneStore>`): every operation
@@ -335,11 +367,13 @@ impl PhoneStore {
         ids.map(|id| parse_id(&id?)).collect()
     }
 
-    /// Visits holding local changes the server has not acknowledged.
+    /// Visits holding local changes the server has not acknowledged, less the parked ones
+    /// (refused: not re-sent until [`PhoneStore::retry_refused`]).
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT visit_id, pending_changes FROM visits WHERE pending_changes > 0 ORDER BY visit_id",
+            "SELECT visit_id, pending_changes FROM visits
+             WHERE pending_changes > 0 AND visit_id NOT IN (SELECT visit_id FROM refusals) ORDER BY visit_id",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
         rows.map(|row| {
@@ -352,13 +386,96 @@ impl PhoneStore {
         .collect()
     }
 
+    /// Local changes waiting to be sent; refused ones are not waiting (see [`PhoneStore::refused_changes`]).
     pub fn pending_count(&self) -> Result<u32> {
         let conn = self.lock()?;
-        Ok(
-            conn.query_row("SELECT COALESCE(SUM(pending_changes), 0) FROM visits", [], |r| {
-                r.get(0)
-            })?,
-        )
+        Ok(conn.query_row(
+            "SELECT COALESCE(SUM(pending_changes), 0) FROM visits WHERE visit_id NOT IN (SELECT visit_id FROM refusals)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Visits whose changes the server refused, oldest refusal first: kept, not re-sent, for the
+    /// app to show with the reason.
+    pub fn refused_changes(&self) -> Result<Vec<RefusedChanges>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT visit_id, code, message, refused_at, heads, changes FROM refusals ORDER BY refused_at, visit_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, code, message, refused_at, heads, changes) = row?;
+            Ok(RefusedChanges {
+                visit_id: parse_id(&id)?,
+                code,
+                message,
+                refused_at,
+                heads,
+                changes,
+            })
+        })
+        .collect()
+    }
+
+    /// Un-park a refused visit so the next sync sends its changes again (after the office fixed
+    /// what the server objected to, say). Returns whether the visit was parked.
+    pub fn retry_refused(&self, visit_id: VisitId) -> Result<bool> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM refusals WHERE visit_id = ?1", [visit_id.to_string()])? > 0)
+    }
+
+    /// Park a visit the server refused: record why and what the refused message covered. Only a
+    /// visit holding changes the server lacks is parked (a refused message that carried none
+    /// refused nothing of the carer's). A visit already parked keeps its first refusal. Returns
+    /// whether the visit is parked now.
+    pub(crate) fn record_refusal(&self, visit_id: VisitId, code: &str, message: &str) -> Result<bool> {
+        let now = self.clock.now();
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut doc = match load_doc(&tx, visit_id) {
+            Ok((doc, _)) => doc,
+            Err(StoreError::UnknownVisit(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let shared = load_sync_state(&tx, visit_id)?
+            .map(|s| s.shared_heads)
+            .unwrap_or_default();
+        let unshared = doc.automerge().get_changes(&shared).len() as u32;
+        if unshared == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO refusals (visit_id, code, message, refused_at, heads, changes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (visit_id) DO NOTHING",
+            params![
+                visit_id.to_string(),
+                code,
+                message,
+                now,
+                heads_text(&doc.heads()),
+                unshared
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// For the sync client: the visits parked by a refusal.
+    pub(crate) fn parked_visits(&self) -> Result<std::collections::HashSet<VisitId>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT visit_id FROM refusals")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        ids.map(|id| parse_id(&id?)).collect()
     }
 
     // ---- what the carer does ------------------------------------------------------------
@@ -489,12 +606,13 @@ impl PhoneStore {
     }
 
     /// Remove visits that ended before `cutoff` and whose changes the server has all acknowledged.
-    /// Returns how many were purged. Nothing unsynced is ever purged.
+    /// Returns how many were purged. Nothing unsynced or refused is ever purged.
     pub fn purge_ended_before(&self, cutoff: Millis) -> Result<usize> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "DELETE FROM visits WHERE planned_end < ?1 AND pending_changes = 0",
+            "DELETE FROM visits WHERE planned_end < ?1 AND pending_changes = 0
+                 AND visit_id NOT IN (SELECT visit_id FROM refusals)",
             params![cutoff],
         )?;
         tx.commit()?;
@@ -579,6 +697,29 @@ impl PhoneStore {
         load_sync_state(&conn, visit_id)
     }
 
+    /// For the sync client: a message for a parked visit that asks for the server's news and
+    /// carries none of the phone's own: generated from the document as the server last
+    /// acknowledged it (the state's shared heads).
+    pub(crate) fn generate_pull_message(
+        &self,
+        visit_id: VisitId,
+        state: &mut SyncState,
+    ) -> Result<Option<automerge::sync::Message>> {
+        let conn = self.lock()?;
+        let (mut doc, _) = load_doc(&conn, visit_id)?;
+        drop(conn);
+        let mut acknowledged =
+            doc.automerge()
+                .fork_at(&state.shared_heads)
+                .map_err(|e| StoreError::Document {
+                    visit: visit_id,
+                    source: e.into(),
+                })?;
+        use automerge::sync::SyncDoc;
+        let message = acknowledged.sync().generate_sync_message(state);
+        Ok(message)
+    }
+
     /// For the sync client: the next message for one visit (an empty replica if the phone has none).
     pub(crate) fn generate_message(
         &self,
@@ -654,14 +795,31 @@ impl PhoneStore {
         Ok(())
     }
 
-    /// Heads of each visit the phone holds, as stored with its rows.
+    /// Heads of each visit the phone holds, as stored with its rows; for a parked visit, the heads
+    /// the server acknowledged (its refused changes are not news the server should expect).
     pub(crate) fn visit_heads(&self) -> Result<std::collections::HashMap<VisitId, String>> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached("SELECT visit_id, heads FROM visits")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT v.visit_id, v.heads, r.visit_id IS NOT NULL FROM visits v
+             LEFT JOIN refusals r ON r.visit_id = v.visit_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
         rows.map(|row| {
-            let (id, heads) = row?;
-            Ok((parse_id(&id)?, heads))
+            let (id, heads, parked) = row?;
+            let visit_id = parse_id(&id)?;
+            if parked {
+                let shared = load_sync_state(&conn, visit_id)?
+                    .map(|s| s.shared_heads)
+                    .unwrap_or_default();
+                return Ok((visit_id, heads_text(&shared)));
+            }
+            Ok((visit_id, heads))
         })
         .collect()
     }
@@ -672,7 +830,10 @@ impl PhoneStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let ids: Vec<String> = {
-            let mut stmt = tx.prepare_cached("SELECT visit_id FROM visits WHERE pending_changes = 0")?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT visit_id FROM visits
+                 WHERE pending_changes = 0 AND visit_id NOT IN (SELECT visit_id FROM refusals)",
+            )?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
@@ -837,12 +998,9 @@ fn save_visit(
         source,
     })?;
     let shared: Vec<automerge::ChangeHash> = state.map(|s| s.shared_heads.clone()).unwrap_or_default();
-    let pending = doc
-        .automerge()
-        .get_changes(&shared)
-        .iter()
-        .filter(|c| c.actor_id() == actor)
-        .count() as u32;
+    let unshared = doc.automerge().get_changes(&shared);
+    let pending = unshared.iter().filter(|c| c.actor_id() == actor).count() as u32;
+    let nothing_unshared = unshared.is_empty();
     let my_state = carer.map_or(CarerVisitState::Upcoming, |c| visit.carer_state(c));
     let heads = heads_text(&doc.heads());
     let bytes = doc.save();
@@ -869,6 +1027,10 @@ fn save_visit(
             heads,
         ],
     )?;
+    if nothing_unshared {
+        // The server holds everything this visit has: whatever it refused is settled.
+        tx.execute("DELETE FROM refusals WHERE visit_id = ?1", [&id])?;
+    }
     tx.execute("DELETE FROM clock_events WHERE visit_id = ?1", [&id])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO clock_events (event_id, visit_id, kind, carer_id, device_time, trusted_time, method)

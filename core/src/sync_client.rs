@@ -3,11 +3,16 @@
 //! A session starts from the sync state persisted per visit (the heads both sides share), sends
 //! messages for visits with unacknowledged local changes or with news in the server's manifest,
 //! applies the server's replies to the *current* documents, and stops when nothing is left to say.
+//!
+//! A visit whose message the server refused is parked ([`PhoneStore::refused_changes`]): its
+//! changes stay on the phone and are not sent again (they would be refused again, and every later
+//! change of that visit builds on them), but the phone still pulls the server's news for it, with
+//! messages made from the document as the server last acknowledged it.
 
 use crate::clock::ClockOffset;
 use crate::domain::*;
 use crate::protocol::*;
-use crate::store::{heads_text, DeviceIdentity, PhoneStore, StoreError};
+use crate::store::{heads_text, DeviceIdentity, PhoneStore, RefusedChanges, StoreError};
 use automerge::sync::{Message, State as SyncState};
 use automerge::ChangeHash;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -70,8 +75,10 @@ pub struct SyncSummary {
     pub bytes_down: u64,
     /// Visits dropped from the phone because the server no longer lists them for this carer.
     pub visits_removed: u32,
-    /// Unacknowledged local changes left after the session.
+    /// Unacknowledged local changes left after the session, not counting refused ones.
     pub pending_after: u32,
+    /// Visits parked with changes the server refused, after the session.
+    pub refused_after: u32,
 }
 
 /// Enrol this phone with a one-time code from the office; stores the identity and clock offset.
@@ -125,12 +132,19 @@ impl SyncClient {
         &self.store
     }
 
+    /// Changes the server refused, per visit, with its reasons (kept, not re-sent).
+    pub fn refused_changes(&self) -> Result<Vec<RefusedChanges>, SyncError> {
+        Ok(self.store.refused_changes()?)
+    }
+
     pub fn sync_now(&self) -> Result<SyncSummary, SyncError> {
         let _one_at_a_time = self.session.lock().map_err(|_| StoreError::Poisoned)?;
         let identity = self.store.identity()?.ok_or(StoreError::NotEnrolled)?;
         let mut summary = SyncSummary::default();
         let mut states: HashMap<VisitId, SyncState> = HashMap::new();
+        // Refused in this session (not asked again in it), and parked across sessions.
         let mut refused: HashSet<VisitId> = HashSet::new();
+        let mut parked = self.store.parked_visits()?;
         let (mut sent, mut received) = (BTreeSet::new(), BTreeSet::new());
         let mut to_send: BTreeSet<VisitId> = self.store.outbox()?.into_iter().map(|e| e.visit_id).collect();
         let mut manifest_seen = None;
@@ -152,20 +166,29 @@ impl SyncClient {
                         states.entry(visit_id).or_insert(s)
                     }
                 };
-                if let Some(msg) = self.store.generate_message(visit_id, state)? {
+                let generated = if parked.contains(&visit_id) {
+                    self.store.generate_pull_message(visit_id, state)?
+                } else {
+                    self.store.generate_message(visit_id, state)?
+                };
+                if let Some(msg) = generated {
                     let message = msg.encode();
                     if message.len() > MAX_MESSAGE_BYTES {
                         // The server would refuse it; saying so here keeps the request small and
                         // the visit's changes on the phone. The other visits go on.
                         refused.insert(visit_id);
-                        summary.errors.push(VisitError {
+                        let error = VisitError {
                             visit_id,
                             code: "message_too_large".into(),
                             message: format!(
                                 "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
                                 message.len()
                             ),
-                        });
+                        };
+                        if self.store.record_refusal(visit_id, &error.code, &error.message)? {
+                            parked.insert(visit_id);
+                        }
+                        summary.errors.push(error);
                         continue;
                     }
                     batch_bytes += message.len();
@@ -221,6 +244,15 @@ impl SyncClient {
             for error in response.errors {
                 refused.insert(error.visit_id);
                 next.remove(&error.visit_id);
+                // The server persisted nothing of the message: park the visit with the reason,
+                // unless it already is (a refused pull keeps the refusal of the changes).
+                if !parked.contains(&error.visit_id)
+                    && self
+                        .store
+                        .record_refusal(error.visit_id, &error.code, &error.message)?
+                {
+                    parked.insert(error.visit_id);
+                }
                 summary.errors.push(error);
             }
             for reply in response.visits {
@@ -242,7 +274,11 @@ impl SyncClient {
                 self.store.receive_message(reply.visit_id, state, message)?;
                 summary.messages_received += 1;
                 received.insert(reply.visit_id);
-                // Answer only if there is more than an acknowledgement to say (changes or needs).
+                // Answer only if there is more than an acknowledgement to say (changes or needs);
+                // a parked visit's answer would carry its refused changes, so it has none.
+                if parked.contains(&reply.visit_id) {
+                    continue;
+                }
                 if let Some(peek) = self.store.generate_message(reply.visit_id, &mut state.clone())? {
                     if !peek.changes.is_empty() || !peek.need.is_empty() {
                         next.insert(reply.visit_id);
@@ -279,6 +315,7 @@ impl SyncClient {
         summary.visits_sent = sent.len() as u32;
         summary.visits_received = received.len() as u32;
         summary.pending_after = self.store.pending_count()?;
+        summary.refused_after = self.store.refused_changes()?.len() as u32;
         Ok(summary)
     }
 }

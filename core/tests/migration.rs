@@ -103,7 +103,7 @@ fn a_v1_file_migrates_to_the_fresh_schema_and_keeps_its_visit() -> TestResult {
 
     let store = PhoneStore::open(&old)?;
     assert_eq!(user_version(&old)?, MIGRATIONS.len() as i64);
-    assert_eq!(user_version(&old)?, 2);
+    assert_eq!(user_version(&old)?, 3);
 
     let fresh = dir.path().join("fresh.db");
     drop(PhoneStore::open(&fresh)?);
@@ -143,8 +143,45 @@ fn a_v1_file_migrates_to_the_fresh_schema_and_keeps_its_visit() -> TestResult {
 
     // Opening again does not re-run a migration (a second v2 would fail on ALTER TABLE ADD COLUMN).
     let again = PhoneStore::open(&old)?;
-    assert_eq!(user_version(&old)?, 2);
+    assert_eq!(user_version(&old)?, 3);
     assert_eq!(again.visit(v1.visit)?.visit.events.len(), 2);
+    Ok(())
+}
+
+/// v3 (refused changes, issue 11) over a v2 file: the same schema as a fresh file, nothing
+/// refused, and the unsynced clock-in still waiting to be sent.
+#[test]
+fn a_v2_file_gains_the_refusals_table_and_keeps_its_outbox() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let old = dir.path().join("old.db");
+    let v1 = build_v1(&old)?;
+    drop(sqlite::open(&old, &MIGRATIONS[..2], Durability::Full)?);
+    assert_eq!(user_version(&old)?, 2);
+    let v2_schema = fingerprint(&old)?;
+    assert!(!v2_schema.iter().any(|(_, name, _)| name == "refusals"));
+
+    let store = PhoneStore::open(&old)?;
+    assert_eq!(user_version(&old)?, 3);
+    let fresh = dir.path().join("fresh.db");
+    drop(PhoneStore::open(&fresh)?);
+    let migrated = fingerprint(&old)?;
+    assert_eq!(migrated, fingerprint(&fresh)?);
+    assert!(
+        migrated.iter().any(|(_, name, _)| name == "refusals"),
+        "{migrated:?}"
+    );
+
+    assert!(store.refused_changes()?.is_empty());
+    assert_eq!(store.pending_count()?, 1);
+    assert_eq!(
+        store.outbox()?,
+        vec![OutboxEntry {
+            visit_id: v1.visit,
+            pending_changes: 1
+        }]
+    );
+    assert_eq!(store.purge_ended_before(T0 + 365 * DAY_MS)?, 0);
+    assert_eq!(store.visit(v1.visit)?.visit.events, vec![v1.event]);
     Ok(())
 }
 

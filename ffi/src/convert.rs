@@ -232,9 +232,39 @@ pub struct SyncReport {
     pub visits_received: u32,
     pub errors: Vec<VisitSyncError>,
     pub server_time_ms: Option<i64>,
+    /// Local changes still waiting to be sent (refused ones are not waiting).
     pub pending_after: u32,
+    /// Visits holding changes the server refused (see `refused_changes`).
+    pub refused_after: u32,
     pub bytes_up: u64,
     pub bytes_down: u64,
+}
+
+/// A visit whose changes the server refused: kept on the phone, not sent again unless the app
+/// calls `retry_refused`, for the app to show with the reason.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RefusedChange {
+    pub visit_id: String,
+    /// The server's stable code: `forbidden_change`, `not_assigned`, `invalid_entry`,
+    /// `malformed_message`, `message_too_large` or `unknown_visit` (docs/protocol.md).
+    pub code: String,
+    pub message: String,
+    /// When the phone learnt of the refusal (device time, ms since the epoch).
+    pub refused_at_ms: i64,
+    /// How many changes the refusal covered; all are kept.
+    pub changes: u32,
+}
+
+impl From<caresync_core::RefusedChanges> for RefusedChange {
+    fn from(r: caresync_core::RefusedChanges) -> Self {
+        Self {
+            visit_id: r.visit_id.to_string(),
+            code: r.code,
+            message: r.message,
+            refused_at_ms: r.refused_at,
+            changes: r.changes,
+        }
+    }
 }
 
 impl From<caresync_core::SyncSummary> for SyncReport {
@@ -254,6 +284,7 @@ impl From<caresync_core::SyncSummary> for SyncReport {
                 .collect(),
             server_time_ms: s.server_time,
             pending_after: s.pending_after,
+            refused_after: s.refused_after,
             bytes_up: s.bytes_up,
             bytes_down: s.bytes_down,
         }

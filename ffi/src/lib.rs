@@ -173,9 +173,27 @@ impl CarerPhone {
         Ok(())
     }
 
-    /// Local changes the server has not acknowledged yet.
+    /// Local changes waiting to be sent (the server has not acknowledged them; refused ones
+    /// are counted by `refused_changes` instead).
     pub fn pending_count(&self) -> Result<u32, PhoneError> {
         Ok(self.store.pending_count()?)
+    }
+
+    /// Visits whose changes the server refused, with its reasons, oldest first. Their changes
+    /// stay on the phone and are not sent again until `retry_refused`.
+    pub fn refused_changes(&self) -> Result<Vec<RefusedChange>, PhoneError> {
+        Ok(self
+            .store
+            .refused_changes()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Send a refused visit's changes again on the next sync (once what the server objected to
+    /// has been put right). Returns whether the visit was refused.
+    pub fn retry_refused(&self, visit_id: String) -> Result<bool, PhoneError> {
+        Ok(self.store.retry_refused(parse_id(&visit_id)?)?)
     }
 
     pub fn last_sync_at_ms(&self) -> Result<Option<i64>, PhoneError> {

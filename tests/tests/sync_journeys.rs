@@ -445,3 +445,358 @@ fn sigterm_shuts_down_cleanly_and_health_and_metrics_answer() -> TestResult {
     assert!(status.success(), "exit status {status}");
     Ok(())
 }
+
+/// Text no compressor could shrink much: `chars` random CJK characters from the supplementary
+/// plane (four UTF-8 bytes each).
+fn incompressible_text(seed: u64, chars: usize) -> String {
+    let mut x = seed | 1;
+    (0..chars)
+        .map(|_| {
+            // xorshift64: cheap, deterministic, good enough to defeat DEFLATE.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_u32(0x2_0000 + (x % 0xA000) as u32).unwrap_or('x')
+        })
+        .collect()
+}
+
+/// Issue 11, defect 1: a per-visit message over ciborium's 4 KiB scratch buffer used to stop the
+/// phone syncing at all. Long notes sync up and down; a visit whose message is over the
+/// protocol's limit gets `message_too_large` and the rest of the same sync goes through.
+#[test]
+fn long_notes_sync_both_ways_and_an_oversized_visit_never_blocks_the_batch() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let start = now() + HOUR_MS;
+    let long_notes = world.office.create_visit(&[ann.carer], start)?;
+    let huge = world.office.create_visit(&[ann.carer], start + HOUR_MS)?;
+    let ordinary = world.office.create_visit(&[ann.carer], start + 2 * HOUR_MS)?;
+    ann.sync()?;
+
+    let six = incompressible_text(6, 6_000);
+    let nine = incompressible_text(9, 9_000);
+    ann.store.add_note(long_notes, NoteCategory::General, &six)?;
+    ann.store.add_note(long_notes, NoteCategory::Wellbeing, &nine)?;
+    let summary = ann.sync()?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert_eq!(summary.pending_after, 0);
+    let texts: Vec<String> = world.office.visit(long_notes)?["visit"]["notes"]
+        .as_array()
+        .ok_or("no notes")?
+        .iter()
+        .filter_map(|n| n["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![six.clone(), nine.clone()],
+        "the server holds both notes whole"
+    );
+
+    // A second phone for Ann (a fresh enrolment) pulls the visit with both notes.
+    let code = world.office.enrolment_code(ann.carer)?;
+    let second = Phone::enrol(
+        world.dir.path(),
+        &world.server.url,
+        &code,
+        std::sync::Arc::new(caresync_core::SystemClock),
+    )?;
+    let pulled = second.sync()?;
+    assert!(pulled.errors.is_empty(), "{:?}", pulled.errors);
+    let on_second: Vec<String> = second
+        .store
+        .visit(long_notes)?
+        .visit
+        .notes
+        .into_iter()
+        .map(|n| n.text)
+        .collect();
+    assert_eq!(on_second, vec![six, nine]);
+    assert_eq!(second.heads(long_notes)?, server_heads(&world, long_notes)?);
+
+    // One visit's message over the limit (30 notes of 40 KB each: Automerge sends them as they are),
+    // and an honest clock-in on another visit in the same sync.
+    for i in 0..30 {
+        ann.store
+            .add_note(huge, NoteCategory::General, &incompressible_text(100 + i, 10_000))?;
+    }
+    let huge_before = server_heads(&world, huge)?;
+    let clock_in = ann.store.clock_in(ordinary, &ClockRequest::app())?;
+    let summary = ann.sync()?;
+    let errors: Vec<(VisitId, &str)> = summary
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(errors, vec![(huge, "message_too_large")]);
+    assert_eq!(
+        world.office.visit(ordinary)?["events"][0]["event_id"],
+        Value::String(clock_in.id.to_string()),
+        "the rest of the batch went through"
+    );
+    assert_eq!(server_heads(&world, huge)?, huge_before);
+    assert_eq!(
+        ann.store.visit(huge)?.visit.notes.len(),
+        30,
+        "the oversized visit's notes stay on the phone"
+    );
+    // Parked as refused (issue 11, defect 10): listed with the reason and not tried again.
+    let refused: Vec<(VisitId, String)> = ann
+        .store
+        .refused_changes()?
+        .into_iter()
+        .map(|r| (r.visit_id, r.code))
+        .collect();
+    assert_eq!(refused, vec![(huge, "message_too_large".to_string())]);
+    let again = ann.sync()?;
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    Ok(())
+}
+
+/// The phone's own Automerge actor, read from its database file, so a forged change looks like
+/// the phone's own work.
+fn phone_actor(phone: &Phone) -> TestResult<automerge::ActorId> {
+    use caresync_core::sqlite::{self, Durability};
+    let conn = sqlite::open(&phone.path, caresync_core::store::MIGRATIONS, Durability::Full)?;
+    let bytes: Vec<u8> = conn.query_row("SELECT actor FROM device WHERE id = 1", [], |r| r.get(0))?;
+    Ok(automerge::ActorId::from(bytes))
+}
+
+/// The visit messages of the requests a phone sent since `mark`, decoded.
+fn sent_messages(phone: &Phone, mark: usize) -> TestResult<Vec<(VisitId, automerge::sync::Message)>> {
+    let sent = phone.transport.sent.lock().map_err(|_| "poisoned")?[mark..].to_vec();
+    let mut out = Vec::new();
+    for body in sent {
+        let req: SyncRequest = from_cbor(&body)?;
+        for m in req.visits {
+            out.push((m.visit_id, automerge::sync::Message::decode(&m.message)?));
+        }
+    }
+    Ok(out)
+}
+
+fn sent_count(phone: &Phone) -> TestResult<usize> {
+    Ok(phone.transport.sent.lock().map_err(|_| "poisoned")?.len())
+}
+
+/// Issue 11, defect 10: a change the server refused used to stay pending and be re-sent on every
+/// sync. Now the visit is parked: kept whole on the phone, listed with the server's reason, not
+/// re-sent, still pulling the office's news, never purged, and re-sent only when the app asks.
+#[test]
+fn a_refused_change_is_kept_listed_and_not_resent() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let start = now() + HOUR_MS;
+    let forged_visit = world.office.create_visit(&[ann.carer], start)?;
+    let other = world.office.create_visit(&[ann.carer], start + HOUR_MS)?;
+    ann.sync()?;
+
+    // A change in Ann's phone's own name that the server must refuse: a clock-in in Bob's name.
+    let mut doc = VisitDocument::load(&ann.store.visit_bytes(forged_visit)?)?.with_actor(&phone_actor(&ann)?);
+    let forged = caresync_core::ClockEvent {
+        id: EventId::new(),
+        kind: ClockKind::ClockIn,
+        carer_id: bob.carer,
+        device_id: ann.device,
+        device_time: now(),
+        clock_offset_ms: Some(0),
+        offset_measured_at: Some(now()),
+        method: ClockMethod::App,
+        reason: None,
+        location: None,
+        tag_id: None,
+    };
+    let forged_hash = doc.append_event(&forged)?;
+    ann.store.import_visit(&doc.save())?;
+    assert_eq!(ann.store.pending_count()?, 1);
+
+    let first = ann.sync()?;
+    let codes: Vec<(VisitId, &str)> = first
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![(forged_visit, "forbidden_change")]);
+    assert_eq!(event_count(&world, forged_visit)?, 0);
+
+    // The next syncs do not send it again, and honest work on another visit still goes.
+    let honest = ann.store.clock_in(other, &ClockRequest::app())?;
+    let mark = sent_count(&ann)?;
+    let second = ann.sync()?;
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    let sent = sent_messages(&ann, mark)?;
+    assert!(
+        sent.iter().all(|(v, _)| *v != forged_visit),
+        "the refused visit was sent again: {:?}",
+        sent.iter().map(|(v, m)| (v, m.changes.len())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        world.office.visit(other)?["events"][0]["event_id"],
+        Value::String(honest.id.to_string())
+    );
+    let third = ann.sync()?;
+    assert!(third.errors.is_empty(), "{:?}", third.errors);
+    assert_eq!(third.messages_sent, 0, "{third:?}");
+
+    // Listed with the server's reason, and no longer counted as waiting to be sent.
+    let refused = ann.store.refused_changes()?;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].visit_id, refused[0].code.as_str(), refused[0].changes),
+        (forged_visit, "forbidden_change", 1)
+    );
+    assert!(
+        refused[0].message.contains("name of this carer"),
+        "{:?}",
+        refused[0].message
+    );
+    assert!((refused[0].refused_at - now()).abs() < 60_000);
+    assert_eq!(ann.client.refused_changes()?, refused);
+    assert_eq!((third.pending_after, third.refused_after), (0, 1));
+    assert_eq!(ann.store.pending_count()?, 0);
+
+    // The office's news for the parked visit still arrives, pulled without the refused change.
+    let new_end = start + 50 * MINUTE_MS;
+    world.office.reschedule(forged_visit, start, new_end)?;
+    let mark = sent_count(&ann)?;
+    let pulled = ann.sync()?;
+    assert!(pulled.errors.is_empty(), "{:?}", pulled.errors);
+    let sent = sent_messages(&ann, mark)?;
+    let to_forged: Vec<usize> = sent
+        .iter()
+        .filter(|(v, _)| *v == forged_visit)
+        .map(|(_, m)| m.changes.len())
+        .collect();
+    assert_eq!(to_forged, vec![0], "one pull, carrying no change");
+    assert_eq!(ann.store.visit(forged_visit)?.visit.schedule.planned_end, new_end);
+    assert_eq!(event_count(&world, forged_visit)?, 0);
+    assert_eq!(ann.store.refused_changes()?, refused, "still parked, as refused");
+
+    // Kept whole on the phone, and never purged.
+    let mut kept = VisitDocument::load(&ann.store.visit_bytes(forged_visit)?)?;
+    assert!(kept.automerge().get_change_by_hash(&forged_hash).is_some());
+    assert!(ann
+        .store
+        .visit(forged_visit)?
+        .visit
+        .events
+        .iter()
+        .any(|e| e.id == forged.id));
+    ann.store.purge_ended_before(i64::MAX)?;
+    assert!(ann.store.visit_ids()?.contains(&forged_visit));
+
+    // Only when the app asks is it sent again (and refused again, with the same reason).
+    assert!(ann.store.retry_refused(forged_visit)?);
+    assert_eq!(ann.store.pending_count()?, 1);
+    let retried = ann.sync()?;
+    let codes: Vec<(VisitId, &str)> = retried
+        .errors
+        .iter()
+        .map(|e| (e.visit_id, e.code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![(forged_visit, "forbidden_change")]);
+    assert_eq!(ann.store.refused_changes()?.len(), 1);
+    assert_eq!(event_count(&world, forged_visit)?, 0);
+    Ok(())
+}
+
+/// Real HTTP to the real server, keeping every answer's body so a test can see what a phone was
+/// sent.
+struct AnswerRecorder {
+    inner: caresync_core::http_transport::HttpTransport,
+    answers: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl caresync_core::Transport for AnswerRecorder {
+    fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, caresync_core::TransportError> {
+        let answer = self.inner.post(path, token, body)?;
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.push(answer.clone());
+        }
+        Ok(answer)
+    }
+}
+
+/// Issue 11, defect 3: a carer taken off a visit used to go on receiving the whole document,
+/// notes written after the reassignment included. What they wrote while assigned is still
+/// accepted; what they receive stops, and the visit leaves their phone.
+#[test]
+fn a_carer_taken_off_a_visit_receives_nothing_written_after() -> TestResult {
+    let world = World::start()?;
+    let ann = world.carer_with_phone("Ann")?;
+    let bob = world.carer_with_phone("Bob")?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    let stays = world.office.create_visit(&[ann.carer], now() + HOUR_MS)?;
+    ann.sync()?;
+
+    ann.set_offline(true);
+    let clock_in = ann.store.clock_in(visit, &ClockRequest::app())?;
+    world.office.reassign(visit, &[bob.carer])?;
+    let secret = "Key safe code is now 4821; Ann is no longer on this call";
+    let (status, body) = world.office.call(
+        "POST",
+        &format!("/api/v1/visits/{visit}/notes"),
+        Some(serde_json::json!({"category": "general", "text": secret})),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    world
+        .office
+        .reschedule(stays, now() + HOUR_MS, now() + 2 * HOUR_MS)?;
+
+    // Ann's phone comes back online and syncs (the same store, recording what it is sent).
+    let recorder = std::sync::Arc::new(AnswerRecorder {
+        inner: caresync_core::http_transport::HttpTransport::new(&world.server.url),
+        answers: Default::default(),
+    });
+    let client = caresync_core::SyncClient::new(ann.store.clone(), recorder.clone());
+    let summary = client.sync_now()?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+
+    // Her clock-in, made while assigned, is accepted and flagged.
+    let events = world.office.visit(visit)?["events"].clone();
+    assert_eq!(events[0]["event_id"], Value::String(clock_in.id.to_string()));
+    assert!(
+        events[0]["flags"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reassigned_before_sync"),
+        "{events}"
+    );
+    // She was sent nothing of the document: no change for the visit, no manifest entry.
+    let answers = recorder.answers.lock().map_err(|_| "poisoned")?.clone();
+    assert!(!answers.is_empty());
+    for body in &answers {
+        let resp: SyncResponse = from_cbor(body)?;
+        for m in resp.visits.iter().filter(|m| m.visit_id == visit) {
+            let message = automerge::sync::Message::decode(&m.message)?;
+            assert_eq!(
+                message.changes.len(),
+                0,
+                "changes sent to a carer taken off the visit"
+            );
+        }
+        assert!(resp.manifest.iter().all(|e| e.visit_id != visit));
+        assert!(
+            !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the note reached Ann's phone"
+        );
+    }
+    // Acknowledged and no longer hers: the visit leaves her phone; her other visit stays and
+    // still gets the office's news.
+    assert_eq!(summary.pending_after, 0);
+    assert_eq!(ann.store.visit_ids()?, vec![stays]);
+    assert_eq!(ann.heads(stays)?, server_heads(&world, stays)?);
+
+    // Bob, now assigned, gets everything: Ann's clock-in and the note.
+    bob.sync()?;
+    let on_bob = bob.store.visit(visit)?.visit;
+    assert_eq!(on_bob.events.len(), 1);
+    assert!(on_bob.notes.iter().any(|n| n.text == secret));
+    Ok(())
+}

@@ -370,3 +370,114 @@ fn reopening_keeps_everything() -> Result<()> {
     assert_eq!(again.pending_count()?, 1);
     Ok(())
 }
+
+/// Issue 11, defect 10: a refused visit is parked: kept, listed with the reason, not pending, not
+/// sent, never purged nor dropped as out of scope, still writable, and sent again on request.
+#[test]
+fn refused_changes_are_parked_kept_and_listed() -> Result<()> {
+    let p = phone();
+    let refused = give(&p, &schedule(vec![p.carer], T0 - 10 * DAY_MS));
+    let honest = give(&p, &schedule(vec![p.carer], T0 - 10 * DAY_MS));
+    p.store.clock_in(refused, &ClockRequest::app())?;
+    p.store.clock_in(honest, &ClockRequest::app())?;
+    assert_eq!(p.store.pending_count()?, 2);
+
+    assert!(!p
+        .store
+        .record_refusal(VisitId::new(), "unknown_visit", "no such visit")?);
+    p.clock.set(T0 + MINUTE_MS);
+    assert!(p
+        .store
+        .record_refusal(refused, "forbidden_change", "not yours to write")?);
+    let heads = {
+        let mut doc =
+            VisitDocument::load(&p.store.visit_bytes(refused)?).map_err(|source| StoreError::Document {
+                visit: refused,
+                source,
+            })?;
+        heads_text(&doc.heads())
+    };
+    let listed = vec![RefusedChanges {
+        visit_id: refused,
+        code: "forbidden_change".into(),
+        message: "not yours to write".into(),
+        refused_at: T0 + MINUTE_MS,
+        heads,
+        // This phone never synced the visit: its schedule is unacknowledged too.
+        changes: 2,
+    }];
+    assert_eq!(p.store.refused_changes()?, listed);
+    // A second refusal (of a pull, say) keeps the first one's reason.
+    assert!(p.store.record_refusal(refused, "not_assigned", "later")?);
+    assert_eq!(p.store.refused_changes()?, listed);
+
+    // Not waiting to be sent: neither pending nor in the outbox.
+    assert_eq!(p.store.pending_count()?, 1);
+    let outbox: Vec<VisitId> = p.store.outbox()?.iter().map(|e| e.visit_id).collect();
+    assert_eq!(outbox, vec![honest]);
+    // Its row still says what the server lacks, for the day's list.
+    assert_eq!(p.store.visit(refused)?.pending_changes, 1);
+
+    // Never purged, never dropped as out of scope, even once nothing else holds it.
+    assert_eq!(p.store.purge_ended_before(T0)?, 0);
+    assert_eq!(p.store.remove_out_of_scope(&Default::default())?, 0);
+    assert!(p.store.visit(refused).is_ok());
+    // The foreign key backs that up.
+    assert!(p
+        .store
+        .lock()?
+        .execute("DELETE FROM visits WHERE visit_id = ?1", [refused.to_string()])
+        .is_err());
+
+    // The carer can still write to it; the new change waits with the refused one.
+    p.store
+        .add_note(refused, NoteCategory::Handover, "Left a message for the office")?;
+    assert_eq!(p.store.pending_count()?, 1);
+    assert_eq!(p.store.refused_changes()?.len(), 1);
+
+    // Kept across a restart.
+    let path = p.path.clone();
+    let clock = p.clock.clone();
+    let Phone { _dir, store, .. } = p;
+    drop(store);
+    let store = PhoneStore::open_with(&path, clock, chrono_tz::Europe::London)?;
+    assert_eq!(store.refused_changes()?, listed);
+
+    // Sent again only when asked.
+    assert!(store.retry_refused(refused)?);
+    assert!(!store.retry_refused(refused)?);
+    assert!(store.refused_changes()?.is_empty());
+    assert_eq!(store.pending_count()?, 3);
+    Ok(())
+}
+
+/// A parked visit pulls with a message made from what the server acknowledged: it carries none
+/// of the phone's changes, while an ordinary message would carry them all.
+#[test]
+fn a_pull_message_carries_none_of_the_phones_changes() -> Result<()> {
+    let p = phone();
+    let visit = give(&p, &schedule(vec![p.carer], T0));
+    let acknowledged = {
+        let mut doc = VisitDocument::load(&p.store.visit_bytes(visit)?)
+            .map_err(|source| StoreError::Document { visit, source })?;
+        doc.heads()
+    };
+    p.store.clock_in(visit, &ClockRequest::app())?;
+    let state = || {
+        let mut s = SyncState::new();
+        s.shared_heads = acknowledged.clone();
+        crate::sync_client::primed(s)
+    };
+    let pull = p
+        .store
+        .generate_pull_message(visit, &mut state())?
+        .ok_or(StoreError::Poisoned)?;
+    assert_eq!(pull.changes.len(), 0);
+    assert_eq!(pull.heads, acknowledged);
+    let push = p
+        .store
+        .generate_message(visit, &mut state())?
+        .ok_or(StoreError::Poisoned)?;
+    assert_eq!(push.changes.len(), 1);
+    Ok(())
+}

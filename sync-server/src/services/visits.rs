@@ -355,11 +355,14 @@ impl VisitService {
                     }
                 }
             }
-            let reply = copy
-                .automerge()
-                .sync()
-                .generate_sync_message(&mut state)
-                .map(Message::encode);
+            let reply = if assigned_now {
+                copy.automerge().sync().generate_sync_message(&mut state)
+            } else {
+                // Taken off the visit: what they wrote while assigned is accepted, but nothing of
+                // the document goes back, only an acknowledgement of the heads both sides share.
+                acknowledgement(visit, &mut copy, &mut state)?
+            }
+            .map(|m| m.encode());
             let new_changes = audit.change_hashes.len();
             let extras = CommitExtras {
                 sync_state: Some((device, state.encode())),
@@ -432,6 +435,24 @@ impl VisitService {
         }
         Ok(())
     }
+}
+
+/// A reply carrying no change: generated from the document as it stood at the heads the phone and
+/// the server now share, so its heads acknowledge the phone's changes and nothing newer is offered.
+fn acknowledgement(
+    visit: VisitId,
+    doc: &mut VisitDocument,
+    state: &mut SyncState,
+) -> Result<Option<Message>> {
+    let mut shared =
+        doc.automerge()
+            .fork_at(&state.shared_heads)
+            .map_err(|e| VisitServiceError::Document {
+                visit,
+                source: e.into(),
+            })?;
+    let message = shared.sync().generate_sync_message(state);
+    Ok(message)
 }
 
 /// Amendments added since `before`, as rows (only office and supervisors write them, through `edit`).

@@ -112,6 +112,8 @@ class Scene {
     val visit: String
     val start: Instant = Instant.now().truncatedTo(ChronoUnit.SECONDS).minus(5, ChronoUnit.MINUTES)
     val phone: CarerPhone = CarerPhone.open(File(dir, "phone.db").path)
+    private val clientId: String
+    private val contractId: String
 
     init {
         val client = field(server.call("POST", "/api/v1/clients", """{"name":"Mrs K"}""").second, "id")
@@ -125,6 +127,18 @@ class Scene {
         )
         assertEq(201, status, "create visit: $body")
         visit = Regex("\"visit_ids\"\\s*:\\s*\\[\"([^\"]+)\"").find(body)!!.groupValues[1]
+        clientId = client
+        contractId = contract
+    }
+
+    fun createVisit(at: Instant): String {
+        val end = at.plus(30, ChronoUnit.MINUTES)
+        val (status, body) = server.call(
+            "POST", "/api/v1/visits",
+            """{"visits":[{"client_id":"$clientId","contract_id":"$contractId","carers":["$carer"],"planned_start":"$at","planned_end":"$end","tasks":["Breakfast"]}]}""",
+        )
+        assertEq(201, status, "create visit: $body")
+        return Regex("\"visit_ids\"\\s*:\\s*\\[\"([^\"]+)\"").find(body)!!.groupValues[1]
     }
 }
 
@@ -180,6 +194,36 @@ fun main() {
             s.phone.clockIn(s.visit, ClockMethod.APP, null, null, null)
             assertThrows<PhoneException.Unauthorized>("revoked device") { s.phone.syncNow() }
             assertEq(1u, s.phone.pendingCount(), "the clock-in is kept on the phone")
+        } finally {
+            s.server.stop()
+        }
+    }
+    check("refused changes are kept, listed and not sent again") {
+        val s = Scene()
+        try {
+            s.phone.enrol(s.server.url, s.code, "Ann's phone")
+            val big = s.createVisit(s.start.plus(1, ChronoUnit.HOURS))
+            assertEq(0, s.phone.syncNow().errors.size, "first sync")
+            // Over the 1 MiB message limit: 30 notes of 10,000 four-byte characters.
+            val rnd = java.util.Random(11)
+            repeat(30) {
+                val text = buildString { repeat(10_000) { appendCodePoint(0x20000 + rnd.nextInt(0xA000)) } }
+                s.phone.addNote(big, NoteCategory.GENERAL, text)
+            }
+            s.phone.clockIn(s.visit, ClockMethod.APP, null, null, null)
+            val report = s.phone.syncNow()
+            assertEq(listOf(big to "message_too_large"), report.errors.map { it.visitId to it.code }, "errors")
+            assertEq(0u, report.pendingAfter, "pending after")
+            assertEq(1u, report.refusedAfter, "refused after")
+            val refused = s.phone.refusedChanges()
+            assertEq(listOf(Triple(big, "message_too_large", 30u)), refused.map { Triple(it.visitId, it.code, it.changes) }, "refused")
+            assertEq(30, s.phone.visit(big).notes.size, "kept on the phone")
+            assertEq(0u, s.phone.pendingCount(), "not pending")
+            val again = s.phone.syncNow()
+            assertEq(0, again.errors.size, "not tried again")
+            assertEq(0u, again.visitsSent, "nothing sent")
+            assertEq(true, s.phone.retryRefused(big), "retry")
+            assertEq(30u, s.phone.pendingCount(), "pending again")
         } finally {
             s.server.stop()
         }

@@ -8,6 +8,7 @@ and libcaresync_ffi.so).
 import datetime as dt
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -85,14 +86,18 @@ class CarerDay(unittest.TestCase):
         _, code = s.call("POST", "/api/v1/people/%s/enrolment-codes" % self.carer)
         self.code = code["code"]
         self.start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=5)
-        status, created = s.call("POST", "/api/v1/visits", {"visits": [{
-            "client_id": client["id"], "contract_id": contract["id"], "carers": [self.carer],
-            "planned_start": rfc3339(self.start), "planned_end": rfc3339(self.start + dt.timedelta(minutes=30)),
+        self.client_id, self.contract_id = client["id"], contract["id"]
+        self.visit = self.create_visit(self.start)
+        self.phone = cs.CarerPhone.open(os.path.join(self.dir, "phone.db"))
+
+    def create_visit(self, start):
+        status, created = self.server.call("POST", "/api/v1/visits", {"visits": [{
+            "client_id": self.client_id, "contract_id": self.contract_id, "carers": [self.carer],
+            "planned_start": rfc3339(start), "planned_end": rfc3339(start + dt.timedelta(minutes=30)),
             "tasks": ["Breakfast"],
         }]})
         self.assertEqual(status, 201, created)
-        self.visit = created["visit_ids"][0]
-        self.phone = cs.CarerPhone.open(os.path.join(self.dir, "phone.db"))
+        return created["visit_ids"][0]
 
     def tearDown(self):
         if self.server.proc.poll() is None:
@@ -139,6 +144,73 @@ class CarerDay(unittest.TestCase):
         late = sum(r["late"] for r in report["rows"])
         # Clocked in about five minutes after the planned start: on time (late is > 15 minutes).
         self.assertEqual((on_time, late), (1, 0), report)
+
+    def test_a_long_note_reaches_a_second_phone(self):
+        # Issue 11: a message over 4 KiB used to stop the phone syncing at all.
+        self.phone.enrol(self.server.url, self.code, "Ann's phone")
+        self.assertEqual(self.phone.sync_now().errors, [])
+        self.phone.clock_in(self.visit, cs.ClockMethod.APP, None, None, None)
+        # Varied text (not one repeated letter) so the message really is about 9 KB or more.
+        words = ["breakfast", "tablets", "sleepy", "daughter", "rang", "kettle", "walked", "garden"]
+        text = " ".join(words[(i * 7 + i // 3) % len(words)] for i in range(2000))[:9000]
+        self.assertEqual(len(text), 9000)
+        self.phone.add_note(self.visit, cs.NoteCategory.HANDOVER, text)
+        self.phone.clock_out(self.visit, cs.ClockMethod.APP, None, None, None)
+        report = self.phone.sync_now()
+        self.assertEqual(report.errors, [])
+        self.assertEqual(report.pending_after, 0)
+        status, view = self.server.call("GET", "/api/v1/visits/" + self.visit)
+        self.assertEqual(status, 200)
+        self.assertEqual([n["text"] for n in view["visit"]["notes"]], [text])
+
+        # A second phone for the same carer (a fresh enrolment) pulls the visit, note and all.
+        _, code = self.server.call("POST", "/api/v1/people/%s/enrolment-codes" % self.carer)
+        second = cs.CarerPhone.open(os.path.join(self.dir, "second.db"))
+        second.enrol(self.server.url, code["code"], "Ann's new phone")
+        report = second.sync_now()
+        self.assertEqual(report.errors, [])
+        self.assertEqual(report.visits_received, 1)
+        detail = second.visit(self.visit)
+        self.assertEqual([n.text for n in detail.notes], [text])
+        self.assertEqual(detail.state, cs.CarerVisitState.DONE)
+
+    def test_refused_changes_are_kept_listed_and_not_resent(self):
+        # Issue 11: changes refused for a visit stay on the phone, listed with the reason, and are
+        # not sent again until the app asks. Here the visit's message is over the 1 MiB limit
+        # (30 notes of 10,000 four-byte characters), refused before it leaves the phone.
+        self.phone.enrol(self.server.url, self.code, "Ann's phone")
+        big = self.create_visit(self.start + dt.timedelta(hours=1))
+        self.assertEqual(self.phone.sync_now().errors, [])
+        rnd = random.Random(11)
+        for _ in range(30):
+            text = "".join(chr(0x20000 + rnd.randrange(0xA000)) for _ in range(10000))
+            self.phone.add_note(big, cs.NoteCategory.GENERAL, text)
+        self.phone.clock_in(self.visit, cs.ClockMethod.APP, None, None, None)
+        report = self.phone.sync_now()
+        self.assertEqual([(e.visit_id, e.code) for e in report.errors], [(big, "message_too_large")])
+        self.assertEqual((report.pending_after, report.refused_after), (0, 1))
+
+        refused = self.phone.refused_changes()
+        self.assertEqual([(r.visit_id, r.code, r.changes) for r in refused], [(big, "message_too_large", 30)])
+        self.assertIn("exceeds", refused[0].message)
+        self.assertLess(abs(refused[0].refused_at_ms - time.time() * 1000), 60_000)
+        self.assertEqual(self.phone.pending_count(), 0)
+        self.assertEqual(len(self.phone.visit(big).notes), 30, "kept on the phone")
+        status, view = self.server.call("GET", "/api/v1/visits/" + self.visit)
+        self.assertEqual(len(view["events"]), 1, "the other visit's clock-in went through")
+
+        again = self.phone.sync_now()
+        self.assertEqual(again.errors, [], "not tried again")
+        self.assertEqual(again.visits_sent, 0)
+        status, view = self.server.call("GET", "/api/v1/visits/" + big)
+        self.assertEqual(view["visit"]["notes"], [])
+
+        self.assertTrue(self.phone.retry_refused(big))
+        self.assertEqual(self.phone.refused_changes(), [])
+        self.assertEqual(self.phone.pending_count(), 30)
+        report = self.phone.sync_now()
+        self.assertEqual([(e.visit_id, e.code) for e in report.errors], [(big, "message_too_large")])
+        self.assertEqual(len(self.phone.refused_changes()), 1)
 
     def test_error_paths(self):
         with self.assertRaises(cs.PhoneError.Unauthorized):
