@@ -2,6 +2,7 @@
 //! `copy-to-postgres` moves an embedded store into PostgreSQL.
 
 use caresync_core::domain::Role;
+use caresync_server::http::serve::ConnectionLimits;
 use caresync_server::services::people;
 use caresync_server::store::copy::copy_sqlite_to_postgres;
 use caresync_server::store::postgres::PostgresStore;
@@ -42,6 +43,8 @@ enum Command {
         /// Seed a demo provider and play two weeks of visits through simulated phones.
         #[arg(long)]
         demo: bool,
+        #[command(flatten)]
+        limits: ClientLimits,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -60,6 +63,22 @@ enum Command {
         #[arg(long, env = "CARESYNC_DATABASE")]
         database: String,
     },
+}
+
+/// What slow, idle or numerous clients may hold (docs/security.md).
+#[derive(clap::Args)]
+struct ClientLimits {
+    /// Seconds a connection may take to send a request's headers, counted from when it opens or
+    /// from its previous response; so also how long an idle keep-alive connection is kept.
+    #[arg(long, env = "CARESYNC_HEADER_TIMEOUT_SECS", default_value_t = caresync_server::http::serve::HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive in full once its headers have (else 408).
+    #[arg(long, env = "CARESYNC_BODY_TIMEOUT_SECS", default_value_t = caresync_server::http::BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+    /// Connections open at once; further ones are closed as they arrive until one ends. Keep
+    /// the process's open-file limit (ulimit -n) above this.
+    #[arg(long, env = "CARESYNC_MAX_CONNECTIONS", default_value_t = caresync_server::http::serve::MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
 }
 
 /// PostgreSQL when a URL is given, else the embedded store in the data directory. Called outside
@@ -89,7 +108,8 @@ fn main() -> ExitCode {
             data_dir,
             database,
             demo,
-        } => serve(listen, &data_dir, database.as_deref(), demo),
+            limits,
+        } => serve(listen, &data_dir, database.as_deref(), demo, &limits),
         Command::Bootstrap {
             data_dir,
             database,
@@ -138,7 +158,13 @@ fn bootstrap(data_dir: &Path, database: Option<&str>, name: &str) -> Result<(), 
     Ok(())
 }
 
-fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool) -> Result<(), String> {
+fn serve(
+    listen: SocketAddr,
+    data_dir: &Path,
+    database: Option<&str>,
+    demo: bool,
+    limits: &ClientLimits,
+) -> Result<(), String> {
     let store = open_store(data_dir, database)?;
     let has_office = store
         .people()
@@ -171,6 +197,11 @@ fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool
         println!("listening on http://{addr}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
         let mut state = AppState::new(store);
+        state.body_timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
+        let connection_limits = ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(limits.header_timeout_secs),
+            max_connections: limits.max_connections,
+        };
         if demo {
             // The demo plays two weeks back; let phones see all of it.
             state.scope_back_ms = (caresync_server::demo::DEMO_DAYS + 1) * caresync_core::domain::DAY_MS;
@@ -181,8 +212,7 @@ fn serve(listen: SocketAddr, data_dir: &Path, database: Option<&str>, demo: bool
             );
             std::thread::spawn(move || run_demo(&st, &url, &dir));
         }
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
+        caresync_server::http::serve::serve(listener, router(state), connection_limits, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!("shut down cleanly");

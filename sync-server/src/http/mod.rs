@@ -5,6 +5,7 @@ pub mod openapi;
 mod ops;
 mod reference;
 mod reports;
+pub mod serve;
 mod supervision;
 mod sync;
 
@@ -32,20 +33,31 @@ pub struct AppState {
     pub scope_ahead_ms: Millis,
     /// The agency's time zone: days, weeks and months of reports and timelines.
     pub tz: chrono_tz::Tz,
-    /// Requests being handled at once; the rest wait with their bodies unread, so request
-    /// memory is bounded by [`MAX_IN_FLIGHT`] × the body limit whatever the number of phones.
+    /// Requests being handled at once. A request takes one only once its caller is
+    /// authenticated and its body is read (see [`admit`]), so slow clients never hold one.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Reports computed at once: each reads and judges a whole period on every core, so two
     /// at a time bounds their memory and leaves the rest of the permits to phones.
     pub reports_in_flight: Arc<tokio::sync::Semaphore>,
     /// How long a request waits for a permit before it is told to come back later.
     pub permit_wait: std::time::Duration,
+    /// A request's whole body must arrive within this long of its head, or it gets 408.
+    pub body_timeout: std::time::Duration,
 }
 
 /// See [`AppState::reports_in_flight`].
 pub const MAX_REPORTS_IN_FLIGHT: usize = 2;
 /// The default of [`AppState::permit_wait`].
 pub const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The default of [`AppState::body_timeout`]: a sync request is a few kilobytes, and even the
+/// 8 MiB limit arrives within it at about 1 Mbit/s.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Enrolment is a code and a device name: its body limit is small, because anyone may send one.
+pub const MAX_ENROL_BYTES: usize = 16 * 1024;
+/// Routes anyone may call: no token to check before their body is read.
+const PUBLIC_PATHS: &[&str] = &[ENROL_PATH, "/api/openapi.json"];
+/// Probes answer without a permit, or a busy instance would look dead.
+const PROBE_PATHS: &[&str] = &["/healthz", "/metrics"];
 
 /// More than the two cores and the one SQLite writer can use; each holds at most one body.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -62,6 +74,7 @@ impl AppState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             reports_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT)),
             permit_wait: PERMIT_WAIT,
+            body_timeout: BODY_TIMEOUT,
         }
     }
 }
@@ -79,10 +92,8 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit_in_flight,
-        ))
+        // Matched routes only: an unknown path or method answers 404/405 as before.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .with_state(state)
 }
 
@@ -166,20 +177,87 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
         .ok_or_else(|| ApiError::unauthorized("unknown, expired or revoked token"))
 }
 
-/// Hold a permit while a request is read and answered (see [`AppState::in_flight`]).
-async fn limit_in_flight(
+/// Admit a request to a handler: authenticate it from its headers (401 at once, before its
+/// body is read, if that fails on a route that needs a token), read its body within
+/// [`AppState::body_timeout`] (408 and the connection closed if it dribbles), and only then
+/// take a work permit (see [`AppState::in_flight`]) for the handler. So a slow or unknown
+/// client costs a connection slot, never a permit; the permit bounds work, not waiting.
+///
+/// The caller's [`Principal`] goes into the request's extensions for handlers that want it.
+async fn admit(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // Probes must answer even when every permit is taken, or a busy instance looks dead.
-    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+    let path = request.uri().path().to_owned();
+    if PROBE_PATHS.contains(&path.as_str()) {
         return next.run(request).await;
     }
+    let (mut parts, body) = request.into_parts();
+    if !PUBLIC_PATHS.contains(&path.as_str()) {
+        let (st, headers) = (state.clone(), parts.headers.clone());
+        match blocking(move || authenticate(&st, &headers)).await {
+            Ok(principal) => {
+                parts.extensions.insert(principal);
+            }
+            Err(refused) => return refused.into_response(),
+        }
+    }
+    let limit = if path == ENROL_PATH {
+        MAX_ENROL_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    };
+    let body = match read_body(body, limit, state.body_timeout).await {
+        Ok(body) => body,
+        // A client too slow to send its body is not worth keeping the connection for.
+        Err(refused) if refused.status == StatusCode::REQUEST_TIMEOUT => {
+            return close_after(refused.into_response())
+        }
+        Err(refused) => return refused.into_response(),
+    };
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     match permit(&state.in_flight, state.permit_wait).await {
         Ok(_permit) => next.run(request).await,
         Err(busy) => busy,
     }
+}
+
+/// The whole body, at most `limit` bytes plus one (so handlers still tell "over the limit" from
+/// "at it" as before), within `timeout`.
+async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> ApiResult<axum::body::Bytes> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, limit + 1);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {} s", timeout.as_secs()),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {limit} bytes"),
+        )),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "malformed_request",
+            format!("request body unreadable: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Ask hyper to close the connection after this answer rather than wait for the rest of the body.
+fn close_after(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A permit, or 503 (with `Retry-After`) if none frees up within `wait`. Phones retry later;
