@@ -1,13 +1,15 @@
 //! `caresync-server serve` runs the sync server; `bootstrap` creates the first office account;
-//! `copy-to-postgres` moves an embedded store into PostgreSQL.
+//! `copy-to-postgres` moves an embedded store into PostgreSQL; `recover` sets a damaged embedded
+//! database aside (and puts a backup in its place) when the operator says so.
 
 use caresync_core::domain::Role;
+use caresync_core::sqlite::OpenError;
 use caresync_server::http::serve::ConnectionLimits;
 use caresync_server::services::people;
 use caresync_server::store::copy::copy_sqlite_to_postgres;
 use caresync_server::store::postgres::PostgresStore;
 use caresync_server::store::sqlite::SqliteStore;
-use caresync_server::store::ServerStore;
+use caresync_server::store::{ServerStore, StoreError};
 use caresync_server::{router, AppState};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -55,6 +57,16 @@ enum Command {
         #[arg(long, default_value = "Office")]
         name: String,
     },
+    /// Set a damaged embedded database aside (renamed, never deleted), optionally restoring a
+    /// backup in its place. Stop the server first. A database that is not damaged is left alone.
+    Recover {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        /// A backup (from `sqlite3 caresync.db ".backup FILE"`) to put in the damaged one's place;
+        /// without it the next start begins an empty provider.
+        #[arg(long)]
+        restore: Option<PathBuf>,
+    },
     /// Copy the embedded store in a data directory into PostgreSQL (stop the server first).
     /// Running it again is harmless: rows already copied are updated or left alone.
     CopyToPostgres {
@@ -90,8 +102,79 @@ fn open_store(data_dir: &Path, database: Option<&str>) -> Result<Arc<dyn ServerS
         return Ok(Arc::new(store));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let store = SqliteStore::open(&data_dir.join("caresync.db")).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&data_dir.join("caresync.db")).map_err(|e| match e {
+        StoreError::Open(OpenError::Unreadable { .. }) => damaged_help(&e, data_dir),
+        other => other.to_string(),
+    })?;
     Ok(Arc::new(store))
+}
+
+/// The refusal to start over a damaged database, with the ways out.
+fn damaged_help(e: &dyn std::fmt::Display, data_dir: &Path) -> String {
+    let dir = data_dir.display();
+    format!(
+        "{e}\n\
+         The server will not start over a damaged database (it would serve an empty provider).\n\
+         First copy {dir} somewhere safe. Then either put your latest backup in its place:\n    \
+         caresync-server recover --data-dir {dir} --restore /backups/caresync-YYYY-MM-DD.db\n\
+         or, with no backup, set the damaged file aside and start an empty provider:\n    \
+         caresync-server recover --data-dir {dir}\n\
+         (docs/deployment.md, \"A damaged database\")"
+    )
+}
+
+fn recover(data_dir: &Path, restore: Option<&Path>) -> Result<(), String> {
+    let path = data_dir.join("caresync.db");
+    if !path.exists() {
+        return Err(format!("no embedded database at {}", path.display()));
+    }
+    let Some(problem) = SqliteStore::damage(&path) else {
+        return Err(format!(
+            "{} opens and passes its integrity check: nothing to recover, nothing changed",
+            path.display()
+        ));
+    };
+    if let Some(backup) = restore {
+        if !backup.is_file() {
+            return Err(format!("no backup file at {}; nothing changed", backup.display()));
+        }
+        if let Some(bad) = SqliteStore::damage(backup) {
+            return Err(format!(
+                "the backup {} is damaged too ({bad}); nothing changed",
+                backup.display()
+            ));
+        }
+    }
+    let moved = caresync_core::sqlite::move_aside(&path)
+        .map_err(|e| format!("cannot move {} aside: {e}; nothing changed", path.display()))?;
+    println!(
+        "{} is damaged ({problem}); moved it aside to {}",
+        path.display(),
+        moved.display()
+    );
+    match restore {
+        Some(backup) => {
+            std::fs::copy(backup, &path).map_err(|e| {
+                format!(
+                    "cannot copy {} to {}: {e} (the damaged file is at {})",
+                    backup.display(),
+                    path.display(),
+                    moved.display()
+                )
+            })?;
+            println!(
+                "restored {} as {}; start the server",
+                backup.display(),
+                path.display()
+            );
+            println!("anything recorded after that backup was taken is not in it");
+        }
+        None => println!(
+            "the next start begins an empty provider and prints a new office token; \
+             phones enrolled before must be enrolled again"
+        ),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -116,6 +199,7 @@ fn main() -> ExitCode {
             name,
         } => bootstrap(&data_dir, database.as_deref(), &name),
         Command::CopyToPostgres { data_dir, database } => copy_to_postgres(&data_dir, &database),
+        Command::Recover { data_dir, restore } => recover(&data_dir, restore.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
