@@ -159,8 +159,15 @@ impl From<VisitServiceError> for ApiError {
                 format!("visit {id} already exists"),
             ),
             VisitServiceError::Invalid(m) => ApiError::bad_request("invalid", m),
+            VisitServiceError::Rejected(invalid) => invalid.into(),
             other => ApiError::internal(other),
         }
+    }
+}
+
+impl From<crate::services::validation::Invalid> for ApiError {
+    fn from(e: crate::services::validation::Invalid) -> Self {
+        ApiError::bad_request(e.code, e.message)
     }
 }
 

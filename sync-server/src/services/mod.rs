@@ -3,4 +3,5 @@
 pub mod people;
 pub mod reports;
 pub mod rules;
+pub mod validation;
 pub mod visits;

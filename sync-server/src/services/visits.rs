@@ -31,6 +31,9 @@ pub enum VisitServiceError {
     Document { visit: VisitId, source: DocumentError },
     #[error("a lock was poisoned")]
     Poisoned,
+    /// Outside the bounds in [`crate::services::validation`].
+    #[error(transparent)]
+    Rejected(#[from] crate::services::validation::Invalid),
 }
 
 type Result<T, E = VisitServiceError> = std::result::Result<T, E>;
@@ -274,6 +277,10 @@ impl VisitService {
             let after = copy
                 .read()
                 .map_err(|source| VisitServiceError::Document { visit, source })?;
+            // A changed schedule keeps to the bounds (visits older than them can still be noted).
+            if after.schedule != current.schedule {
+                crate::services::validation::schedule(&after.schedule)?;
+            }
             let new_amendments = copy_amendments(visit, &mut copy, &before)?;
             self.commit(
                 visit,
@@ -475,6 +482,7 @@ fn validate_schedule(s: &caresync_core::Schedule) -> Result<()> {
             "a double-up needs two different carers".into(),
         ));
     }
+    crate::services::validation::schedule(s)?;
     Ok(())
 }
 
