@@ -91,8 +91,8 @@ fn a_damaged_database_stops_the_server_until_the_operator_recovers_it() -> TestR
     let before = files_in(&data)?;
 
     for attempt in 1..=2 {
-        let (code, stderr) = start_briefly(&data)?
-            .ok_or(format!("start {attempt} served over a damaged database"))?;
+        let (code, stderr) =
+            start_briefly(&data)?.ok_or(format!("start {attempt} served over a damaged database"))?;
         assert_ne!(code, 0, "start {attempt}: {stderr}");
         assert!(
             stderr.contains("caresync-server recover --data-dir"),
@@ -113,7 +113,11 @@ fn a_damaged_database_stops_the_server_until_the_operator_recovers_it() -> TestR
         .filter(|n| n.starts_with("caresync.db.unreadable-"))
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(std::fs::read(data.join(&aside[0]))?, damaged, "the damaged file is kept whole");
+    assert_eq!(
+        std::fs::read(data.join(&aside[0]))?,
+        damaged,
+        "the damaged file is kept whole"
+    );
     let server = ServerProcess::start(&data, "127.0.0.1:0")?;
     let (status, _) = http()
         .get(&format!("{}/healthz", server.url))

@@ -227,8 +227,13 @@ async fn create_visits(
                     format!("visit {i}: planned end must be after planned start"),
                 ));
             }
-            validation::new_visit(millis(v.planned_start), millis(v.planned_end), &v.carers, &v.tasks)
-                .map_err(|e| ApiError::bad_request(e.code, format!("visit {i}: {}", e.message)))?;
+            validation::new_visit(
+                millis(v.planned_start),
+                millis(v.planned_end),
+                &v.carers,
+                &v.tasks,
+            )
+            .map_err(|e| ApiError::bad_request(e.code, format!("visit {i}: {}", e.message)))?;
         }
         let at = now();
         let mut ids = Vec::with_capacity(new.visits.len());
