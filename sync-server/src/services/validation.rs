@@ -171,6 +171,21 @@ pub fn schedule(s: &Schedule) -> Result<(), Invalid> {
     new_visit(s.planned_start, s.planned_end, &s.carers, &titles)
 }
 
+/// The parts of a schedule an edit changed (times, carers, tasks), each held to its bounds.
+pub fn schedule_change(before: &Schedule, after: &Schedule) -> Result<(), Invalid> {
+    if (before.planned_start, before.planned_end) != (after.planned_start, after.planned_end) {
+        visit_times(after.planned_start, after.planned_end)?;
+    }
+    if before.carers != after.carers {
+        carers(&after.carers)?;
+    }
+    if before.tasks != after.tasks {
+        let titles: Vec<&str> = after.tasks.iter().map(|t| t.title.as_str()).collect();
+        tasks(&titles)?;
+    }
+    Ok(())
+}
+
 /// A person's team, when they have one, is one the office created.
 pub fn known_team(team: Option<TeamId>, teams: &[Team]) -> Result<(), Invalid> {
     match team {

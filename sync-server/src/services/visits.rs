@@ -277,10 +277,9 @@ impl VisitService {
             let after = copy
                 .read()
                 .map_err(|source| VisitServiceError::Document { visit, source })?;
-            // A changed schedule keeps to the bounds (visits older than them can still be noted).
-            if after.schedule != current.schedule {
-                crate::services::validation::schedule(&after.schedule)?;
-            }
+            // What changed keeps to the bounds; what did not is left alone, so a visit stored
+            // before the bounds existed can still be cancelled, noted and amended.
+            crate::services::validation::schedule_change(&current.schedule, &after.schedule)?;
             let new_amendments = copy_amendments(visit, &mut copy, &before)?;
             self.commit(
                 visit,
