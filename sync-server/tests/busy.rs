@@ -81,3 +81,39 @@ async fn reports_wait_for_their_own_permits_while_other_requests_go_on() -> Test
     assert!(people.starts_with("HTTP/1.1 401"), "{people}");
     Ok(())
 }
+
+/// One HTTP/1.1 POST of a JSON body with a bearer token; the whole response as text.
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Result<String, std::io::Error> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_wait_for_room_in_the_memory_budget_and_requests_without_one_go_on() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut state = AppState::new(Arc::new(SqliteStore::open(&dir.path().join("server.db"))?));
+    state.body_budget_kib = Arc::new(Semaphore::new(0));
+    state.permit_wait = Duration::from_millis(50);
+    let token = office_token(&state)?;
+    let addr = serve(state).await?;
+
+    let refused = post(addr, "/api/v1/teams", &token, r#"{"name":"North"}"#).await?;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("\"busy\""), "{refused}");
+    let listed = get(addr, "/api/v1/teams", &token).await?;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(!listed.contains("North"), "{listed}");
+    Ok(())
+}

@@ -43,6 +43,11 @@ pub struct AppState {
     pub permit_wait: std::time::Duration,
     /// A request's whole body must arrive within this long of its head, or it gets 408.
     pub body_timeout: std::time::Duration,
+    /// Request bodies held in memory at once, in KiB: a request is charged its declared length
+    /// (the body limit if undeclared) before its body is read, until it is answered. Bodies are
+    /// read before a work permit is taken, so this, not the permits, bounds their memory
+    /// whatever the number of connections.
+    pub body_budget_kib: Arc<tokio::sync::Semaphore>,
 }
 
 /// See [`AppState::reports_in_flight`].
@@ -52,6 +57,8 @@ pub const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// The default of [`AppState::body_timeout`]: a sync request is a few kilobytes, and even the
 /// 8 MiB limit arrives within it at about 1 Mbit/s.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The default of [`AppState::body_budget_kib`]: 256 MiB, thirty-two bodies at the 8 MiB limit.
+pub const BODY_BUDGET_KIB: usize = 256 * 1024;
 /// Enrolment is a code and a device name: its body limit is small, because anyone may send one.
 pub const MAX_ENROL_BYTES: usize = 16 * 1024;
 /// Routes anyone may call: no token to check before their body is read.
@@ -75,6 +82,7 @@ impl AppState {
             reports_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT)),
             permit_wait: PERMIT_WAIT,
             body_timeout: BODY_TIMEOUT,
+            body_budget_kib: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
         }
     }
 }
@@ -215,13 +223,30 @@ async fn admit(
     } else {
         MAX_REQUEST_BYTES
     };
+    // Charge the body's memory before reading it (a GET has none to charge).
+    let declared = http_body::Body::size_hint(&body).exact();
+    let kib = declared
+        .unwrap_or(limit as u64 + 1)
+        .min(limit as u64 + 1)
+        .div_ceil(1024) as u32;
+    let _budget = if kib == 0 {
+        None
+    } else {
+        match tokio::time::timeout(
+            state.permit_wait,
+            state.body_budget_kib.clone().acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(charge)) => Some(charge),
+            _ => return busy(),
+        }
+    };
     let body = match read_body(body, limit, state.body_timeout).await {
         Ok(body) => body,
-        // A client too slow to send its body is not worth keeping the connection for.
-        Err(refused) if refused.status == StatusCode::REQUEST_TIMEOUT => {
-            return close_after(refused.into_response())
-        }
-        Err(refused) => return refused.into_response(),
+        // A client too slow to send its body, or sending far too much, is not worth keeping
+        // the connection for.
+        Err(refused) => return close_after(refused.into_response()),
     };
     let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     match permit(&state.in_flight, state.permit_wait).await {
@@ -232,29 +257,57 @@ async fn admit(
 
 /// The whole body, at most `limit` bytes plus one (so handlers still tell "over the limit" from
 /// "at it" as before), within `timeout`.
+///
+/// A body over the limit is not kept, but the rest of it is read and thrown away (up to
+/// [`MAX_REQUEST_BYTES`] more, within the same timeout) so the client, still sending, can read
+/// the 413 instead of finding the connection reset under it.
 async fn read_body(
     body: axum::body::Body,
     limit: usize,
     timeout: std::time::Duration,
 ) -> ApiResult<axum::body::Bytes> {
     use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(body, limit + 1);
-    match tokio::time::timeout(timeout, limited.collect()).await {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {limit} bytes"),
+        )
+    };
+    let read = async move {
+        let mut body = body;
+        let declared = http_body::Body::size_hint(&body).lower() as usize;
+        let mut kept = Vec::with_capacity(declared.min(limit + 1));
+        let mut discarded = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request("malformed_request", format!("request body unreadable: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if discarded == 0 && kept.len() + data.len() <= limit + 1 {
+                kept.extend_from_slice(&data);
+                continue;
+            }
+            discarded += kept.len() + data.len();
+            kept = Vec::new();
+            if discarded > limit + 1 + MAX_REQUEST_BYTES {
+                // Not worth reading on: answer, and let the connection close.
+                return Ok(Err(()));
+            }
+        }
+        Ok(if discarded > 0 { Err(()) } else { Ok(kept) })
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             format!("the request body did not arrive within {} s", timeout.as_secs()),
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body over {limit} bytes"),
-        )),
-        Ok(Err(e)) => Err(ApiError::bad_request(
-            "malformed_request",
-            format!("request body unreadable: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(unreadable)) => Err(unreadable),
+        Ok(Ok(Err(()))) => Err(too_large()),
+        Ok(Ok(Ok(kept))) => Ok(kept.into()),
     }
 }
 
@@ -275,16 +328,21 @@ async fn permit(
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
     match tokio::time::timeout(wait, semaphore.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
-        _ => Err((
-            [(axum::http::header::RETRY_AFTER, "5")],
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "server busy; try again shortly",
-            ),
-        )
-            .into_response()),
+        _ => Err(busy()),
     }
+}
+
+/// 503 `busy` with `Retry-After`.
+fn busy() -> Response {
+    (
+        [(axum::http::header::RETRY_AFTER, "5")],
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "server busy; try again shortly",
+        ),
+    )
+        .into_response()
 }
 
 /// Run blocking store work off the async threads.
