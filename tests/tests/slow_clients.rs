@@ -191,3 +191,26 @@ fn connections_beyond_the_cap_are_refused_until_one_closes() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_phone_whose_idle_connection_was_closed_syncs_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (server, office) = start(dir.path(), &[("CARESYNC_HEADER_TIMEOUT_SECS", "1")])?;
+    let carer = office.create_person("Ann", "carer")?;
+    let code = office.enrolment_code(carer)?;
+    let phone = Phone::enrol(
+        dir.path(),
+        &server.url,
+        &code,
+        std::sync::Arc::new(caresync_core::clock::SystemClock),
+    )?;
+    office.create_visit(&[carer], now() + 3_600_000)?;
+    phone.sync().map_err(|e| format!("first sync: {e}"))?;
+    // The phone's pooled connection outlives the server's idle timeout...
+    std::thread::sleep(Duration::from_millis(2500));
+    office.create_visit(&[carer], now() + 7_200_000)?;
+    // ...and its next sync still goes through.
+    let summary = phone.sync().map_err(|e| format!("sync after idle close: {e}"))?;
+    assert_eq!(summary.visits_received, 1, "{summary:?}");
+    Ok(())
+}
