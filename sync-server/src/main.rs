@@ -80,10 +80,13 @@ enum Command {
 /// What slow, idle or numerous clients may hold (docs/security.md).
 #[derive(clap::Args)]
 struct ClientLimits {
-    /// Seconds a connection may take to send a request's headers, counted from when it opens or
-    /// from its previous response; so also how long an idle keep-alive connection is kept.
+    /// Seconds a request's headers may take to arrive in full, from their first byte.
     #[arg(long, env = "CARESYNC_HEADER_TIMEOUT_SECS", default_value_t = caresync_server::http::serve::HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout_secs: u64,
+    /// Seconds a connection with no request in progress is kept open (keep-alive), from its
+    /// opening or its last response.
+    #[arg(long, env = "CARESYNC_IDLE_TIMEOUT_SECS", default_value_t = caresync_server::http::serve::IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
     /// Seconds a request's body may take to arrive in full once its headers have (else 408).
     #[arg(long, env = "CARESYNC_BODY_TIMEOUT_SECS", default_value_t = caresync_server::http::BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout_secs: u64,
@@ -284,6 +287,7 @@ fn serve(
         state.body_timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
         let connection_limits = ConnectionLimits {
             header_timeout: std::time::Duration::from_secs(limits.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(limits.idle_timeout_secs),
             max_connections: limits.max_connections,
         };
         if demo {

@@ -88,6 +88,7 @@ fn slow_and_idle_clients_are_cut_off_and_never_starve_the_office_or_phones() -> 
         dir.path(),
         &[
             ("CARESYNC_HEADER_TIMEOUT_SECS", "5"),
+            ("CARESYNC_IDLE_TIMEOUT_SECS", "5"),
             ("CARESYNC_BODY_TIMEOUT_SECS", "5"),
         ],
     )?;
@@ -132,7 +133,7 @@ fn slow_and_idle_clients_are_cut_off_and_never_starve_the_office_or_phones() -> 
             "slow client ended {outcome:?}"
         );
     }
-    // The idle connections are closed by the server (past the header/idle timeout).
+    // The idle connections are closed by the server (past the idle timeout).
     for s in &mut idle {
         assert!(
             closed_within(s, Duration::from_secs(20)),
@@ -153,6 +154,7 @@ fn connections_beyond_the_cap_are_refused_until_one_closes() -> TestResult {
         &[
             ("CARESYNC_MAX_CONNECTIONS", "20"),
             ("CARESYNC_HEADER_TIMEOUT_SECS", "120"),
+            ("CARESYNC_IDLE_TIMEOUT_SECS", "120"),
         ],
     )?;
     let mut held = (0..30)
@@ -195,7 +197,7 @@ fn connections_beyond_the_cap_are_refused_until_one_closes() -> TestResult {
 #[test]
 fn a_phone_whose_idle_connection_was_closed_syncs_again() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let (server, office) = start(dir.path(), &[("CARESYNC_HEADER_TIMEOUT_SECS", "1")])?;
+    let (server, office) = start(dir.path(), &[("CARESYNC_IDLE_TIMEOUT_SECS", "1")])?;
     let carer = office.create_person("Ann", "carer")?;
     let code = office.enrolment_code(carer)?;
     let phone = Phone::enrol(
@@ -212,5 +214,56 @@ fn a_phone_whose_idle_connection_was_closed_syncs_again() -> TestResult {
     // ...and its next sync still goes through.
     let summary = phone.sync().map_err(|e| format!("sync after idle close: {e}"))?;
     assert_eq!(summary.visits_received, 1, "{summary:?}");
+    Ok(())
+}
+
+/// Open a connection and send the start of a request head, never its end.
+fn half_a_head(addr: &str) -> TestResult<TcpStream> {
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(b"GET /api/v1/people HTTP/1.1\r\nHost: x\r\nAuthori")?;
+    Ok(s)
+}
+
+#[test]
+fn a_slow_head_and_an_idle_connection_each_have_their_own_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A short header timeout and a long idle one: the slow head goes, the silent one stays.
+    let (server, _) = start(
+        dir.path(),
+        &[
+            ("CARESYNC_HEADER_TIMEOUT_SECS", "1"),
+            ("CARESYNC_IDLE_TIMEOUT_SECS", "120"),
+        ],
+    )?;
+    let mut silent = TcpStream::connect(&server.addr)?;
+    let mut slow = half_a_head(&server.addr)?;
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(20)),
+        "a head half sent was never cut off"
+    );
+    assert!(
+        !closed_within(&mut silent, Duration::from_secs(2)),
+        "an idle connection was closed long before the idle timeout"
+    );
+    drop(server);
+
+    // The other way round: the silent one goes, the slow head (still within its time) stays.
+    let (server, _) = start(
+        dir.path(),
+        &[
+            ("CARESYNC_HEADER_TIMEOUT_SECS", "120"),
+            ("CARESYNC_IDLE_TIMEOUT_SECS", "1"),
+        ],
+    )?;
+    let mut silent = TcpStream::connect(&server.addr)?;
+    let mut slow = half_a_head(&server.addr)?;
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(20)),
+        "an idle connection was never closed"
+    );
+    assert!(
+        !closed_within(&mut slow, Duration::from_secs(2)),
+        "a request head within its timeout was cut off"
+    );
     Ok(())
 }
