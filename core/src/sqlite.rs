@@ -1,9 +1,12 @@
 //! The one way caresync opens a SQLite file: WAL, foreign keys, a busy timeout, and migrations
 //! stepped by `PRAGMA user_version` inside one immediate transaction.
 //!
-//! A file SQLite reports as corrupt or not a database is moved aside, never deleted: it may hold
-//! unsynced clock-ins. The error says where it went. Any other failure (a lock held too long, a
-//! full disk, a file from a newer build) leaves the file where it is.
+//! A file SQLite reports as corrupt or not a database is never deleted. The phone moves it aside
+//! ([`OnUnreadable::MoveAside`]): it may hold unsynced clock-ins, and the phone must go on working;
+//! the error says where it went. The server refuses to open it ([`OnUnreadable::Refuse`]) and
+//! leaves it where it is: an empty server would look like a provider that lost everything, so
+//! recovering is the operator's explicit step. Any other failure (a lock held too long, a full
+//! disk, a file from a newer build) leaves the file where it is.
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -21,8 +24,19 @@ pub enum Durability {
     Full,
 }
 
+/// What to do with a file SQLite calls corrupt or not a database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnUnreadable {
+    /// Rename it (and its `-wal`/`-shm`) aside and fail; the next open starts afresh. The phone.
+    MoveAside,
+    /// Fail and leave it exactly as it is ([`OpenError::Unreadable`]). The server.
+    Refuse,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error("database {path} is damaged ({cause}); it was left untouched")]
+    Unreadable { path: PathBuf, cause: String },
     #[error("database {path} could not be opened ({cause}); it was moved aside to {moved_to}")]
     MovedAside {
         path: PathBuf,
@@ -47,8 +61,19 @@ pub enum OpenError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// Open (creating if needed) and migrate. Migration `i` takes the schema from version `i` to `i + 1`.
+/// Open (creating if needed) and migrate, moving an unreadable file aside (the phone's way).
+/// Migration `i` takes the schema from version `i` to `i + 1`.
 pub fn open(path: &Path, migrations: &[Migration], durability: Durability) -> Result<Connection, OpenError> {
+    open_with(path, migrations, durability, OnUnreadable::MoveAside)
+}
+
+/// [`open`], choosing what happens to a file SQLite calls corrupt or not a database.
+pub fn open_with(
+    path: &Path,
+    migrations: &[Migration],
+    durability: Durability,
+    on_unreadable: OnUnreadable,
+) -> Result<Connection, OpenError> {
     match try_open(path, migrations, durability) {
         Ok(conn) => Ok(conn),
         Err(e) if !says_file_is_unreadable(&e) => Err(e),
@@ -57,15 +82,15 @@ pub fn open(path: &Path, migrations: &[Migration], durability: Durability) -> Re
             if !path.exists() {
                 return Err(e);
             }
-            let moved_to = aside_path(path);
-            match std::fs::rename(path, &moved_to) {
-                Ok(()) => {
-                    for suffix in ["-wal", "-shm"] {
-                        let side = with_suffix(path, suffix);
-                        if side.exists() {
-                            let _ = std::fs::rename(&side, with_suffix(&moved_to, suffix));
-                        }
-                    }
+            if on_unreadable == OnUnreadable::Refuse {
+                tracing::error!(path = %path.display(), %cause, "database damaged; left untouched");
+                return Err(OpenError::Unreadable {
+                    path: path.to_path_buf(),
+                    cause,
+                });
+            }
+            match move_aside(path) {
+                Ok(moved_to) => {
                     tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %cause, "database moved aside");
                     Err(OpenError::MovedAside {
                         path: path.to_path_buf(),
@@ -81,6 +106,21 @@ pub fn open(path: &Path, migrations: &[Migration], durability: Durability) -> Re
             }
         }
     }
+}
+
+/// Rename a database file and its `-wal`/`-shm` to `<name>.unreadable-<UTC time>[...]`, beside it;
+/// returns the new path of the main file. Nothing is deleted.
+pub fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let moved_to = aside_path(path);
+    std::fs::rename(path, &moved_to)?;
+    for suffix in ["-wal", "-shm"] {
+        let side = with_suffix(path, suffix);
+        if side.exists() {
+            // The main file is what matters; a side file left behind is recreated by SQLite.
+            let _ = std::fs::rename(&side, with_suffix(&moved_to, suffix));
+        }
+    }
+    Ok(moved_to)
 }
 
 /// Only a file SQLite itself calls corrupt or not a database is moved aside. A busy lock, a full
@@ -187,6 +227,27 @@ mod tests {
         let conn = open(&path, &[v1], Durability::Full)?;
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         assert_eq!(v, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn refusing_leaves_a_garbage_file_exactly_as_it_was() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("server.db");
+        let garbage = b"this is not a database, but it is a provider's whole history.....".repeat(10);
+        std::fs::write(&path, &garbage)?;
+        for _ in 0..2 {
+            let err = open_with(&path, &[v1], Durability::Normal, OnUnreadable::Refuse)
+                .err()
+                .ok_or("opened garbage")?;
+            assert!(matches!(err, OpenError::Unreadable { .. }), "{err}");
+            assert_eq!(std::fs::read(&path)?, garbage);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["server.db".to_string()]);
         Ok(())
     }
 

@@ -1,14 +1,17 @@
 //! `caresync-server serve` runs the sync server; `bootstrap` creates the first office account;
 //! `copy-to-postgres` moves an embedded store into PostgreSQL; `deactivate`, `revoke-token` and
 //! `rotate-token` shut accounts and replace tokens without the API (e.g. the last office token
-//! was lost or leaked).
+//! was lost or leaked); `recover` sets a damaged embedded database aside (and puts a backup in its
+//! place) when the operator says so.
 
 use caresync_core::domain::Role;
+use caresync_core::sqlite::OpenError;
+use caresync_server::http::serve::ConnectionLimits;
 use caresync_server::services::people;
 use caresync_server::store::copy::copy_sqlite_to_postgres;
 use caresync_server::store::postgres::PostgresStore;
 use caresync_server::store::sqlite::SqliteStore;
-use caresync_server::store::ServerStore;
+use caresync_server::store::{ServerStore, StoreError};
 use caresync_server::{router, AppState};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -46,6 +49,8 @@ enum Command {
         demo: bool,
         #[command(flatten)]
         tokens: TokenTtl,
+        #[command(flatten)]
+        limits: ClientLimits,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -92,6 +97,16 @@ enum Command {
         #[command(flatten)]
         tokens: TokenTtl,
     },
+    /// Set a damaged embedded database aside (renamed, never deleted), optionally restoring a
+    /// backup in its place. Stop the server first. A database that is not damaged is left alone.
+    Recover {
+        #[arg(long, env = "CARESYNC_DATA_DIR", default_value = "caresync-data")]
+        data_dir: PathBuf,
+        /// A backup (from `sqlite3 caresync.db ".backup FILE"`) to put in the damaged one's place;
+        /// without it the next start begins an empty provider.
+        #[arg(long)]
+        restore: Option<PathBuf>,
+    },
     /// Copy the embedded store in a data directory into PostgreSQL (stop the server first).
     /// Running it again is harmless: rows already copied are updated or left alone.
     CopyToPostgres {
@@ -125,6 +140,25 @@ fn person_id(s: &str) -> Result<caresync_core::domain::PersonId, String> {
     s.trim().parse().map_err(|_| format!("{s:?} is not a person id"))
 }
 
+/// What slow, idle or numerous clients may hold (docs/security.md).
+#[derive(clap::Args)]
+struct ClientLimits {
+    /// Seconds a request's headers may take to arrive in full, from their first byte.
+    #[arg(long, env = "CARESYNC_HEADER_TIMEOUT_SECS", default_value_t = caresync_server::http::serve::HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a connection with no request in progress is kept open (keep-alive), from its
+    /// opening or its last response.
+    #[arg(long, env = "CARESYNC_IDLE_TIMEOUT_SECS", default_value_t = caresync_server::http::serve::IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive in full once its headers have (else 408).
+    #[arg(long, env = "CARESYNC_BODY_TIMEOUT_SECS", default_value_t = caresync_server::http::BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+    /// Connections open at once; further ones are closed as they arrive until one ends. Keep
+    /// the process's open-file limit (ulimit -n) above this.
+    #[arg(long, env = "CARESYNC_MAX_CONNECTIONS", default_value_t = caresync_server::http::serve::MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+}
+
 /// PostgreSQL when a URL is given, else the embedded store in the data directory. Called outside
 /// the tokio runtime: the blocking PostgreSQL client runs its own.
 fn open_store(data_dir: &Path, database: Option<&str>) -> Result<Arc<dyn ServerStore>, String> {
@@ -134,8 +168,79 @@ fn open_store(data_dir: &Path, database: Option<&str>) -> Result<Arc<dyn ServerS
         return Ok(Arc::new(store));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let store = SqliteStore::open(&data_dir.join("caresync.db")).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&data_dir.join("caresync.db")).map_err(|e| match e {
+        StoreError::Open(OpenError::Unreadable { .. }) => damaged_help(&e, data_dir),
+        other => other.to_string(),
+    })?;
     Ok(Arc::new(store))
+}
+
+/// The refusal to start over a damaged database, with the ways out.
+fn damaged_help(e: &dyn std::fmt::Display, data_dir: &Path) -> String {
+    let dir = data_dir.display();
+    format!(
+        "{e}\n\
+         The server will not start over a damaged database (it would serve an empty provider).\n\
+         First copy {dir} somewhere safe. Then either put your latest backup in its place:\n    \
+         caresync-server recover --data-dir {dir} --restore /backups/caresync-YYYY-MM-DD.db\n\
+         or, with no backup, set the damaged file aside and start an empty provider:\n    \
+         caresync-server recover --data-dir {dir}\n\
+         (docs/deployment.md, \"A damaged database\")"
+    )
+}
+
+fn recover(data_dir: &Path, restore: Option<&Path>) -> Result<(), String> {
+    let path = data_dir.join("caresync.db");
+    if !path.exists() {
+        return Err(format!("no embedded database at {}", path.display()));
+    }
+    let Some(problem) = SqliteStore::damage(&path) else {
+        return Err(format!(
+            "{} opens and passes its integrity check: nothing to recover, nothing changed",
+            path.display()
+        ));
+    };
+    if let Some(backup) = restore {
+        if !backup.is_file() {
+            return Err(format!("no backup file at {}; nothing changed", backup.display()));
+        }
+        if let Some(bad) = SqliteStore::damage(backup) {
+            return Err(format!(
+                "the backup {} is damaged too ({bad}); nothing changed",
+                backup.display()
+            ));
+        }
+    }
+    let moved = caresync_core::sqlite::move_aside(&path)
+        .map_err(|e| format!("cannot move {} aside: {e}; nothing changed", path.display()))?;
+    println!(
+        "{} is damaged ({problem}); moved it aside to {}",
+        path.display(),
+        moved.display()
+    );
+    match restore {
+        Some(backup) => {
+            std::fs::copy(backup, &path).map_err(|e| {
+                format!(
+                    "cannot copy {} to {}: {e} (the damaged file is at {})",
+                    backup.display(),
+                    path.display(),
+                    moved.display()
+                )
+            })?;
+            println!(
+                "restored {} as {}; start the server",
+                backup.display(),
+                path.display()
+            );
+            println!("anything recorded after that backup was taken is not in it");
+        }
+        None => println!(
+            "the next start begins an empty provider and prints a new office token; \
+             phones enrolled before must be enrolled again"
+        ),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -153,9 +258,10 @@ fn main() -> ExitCode {
             database,
             demo,
             tokens,
+            limits,
         } => tokens
             .millis()
-            .and_then(|ttl| serve(listen, &data_dir, database.as_deref(), demo, ttl)),
+            .and_then(|ttl| serve(listen, &data_dir, database.as_deref(), demo, ttl, &limits)),
         Command::Bootstrap {
             data_dir,
             database,
@@ -189,6 +295,7 @@ fn main() -> ExitCode {
             .millis()
             .and_then(|ttl| rotate_token(&data_dir, database.as_deref(), &person, ttl)),
         Command::CopyToPostgres { data_dir, database } => copy_to_postgres(&data_dir, &database),
+        Command::Recover { data_dir, restore } => recover(&data_dir, restore.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,6 +404,7 @@ fn serve(
     database: Option<&str>,
     demo: bool,
     token_ttl_ms: i64,
+    limits: &ClientLimits,
 ) -> Result<(), String> {
     let store = open_store(data_dir, database)?;
     let has_office = store
@@ -332,6 +440,12 @@ fn serve(
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
         let mut state = AppState::new(store);
         state.token_ttl_ms = token_ttl_ms;
+        state.body_timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
+        let connection_limits = ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(limits.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(limits.idle_timeout_secs),
+            max_connections: limits.max_connections,
+        };
         if demo {
             // The demo plays two weeks back; let phones see all of it.
             state.scope_back_ms = (caresync_server::demo::DEMO_DAYS + 1) * caresync_core::domain::DAY_MS;
@@ -342,14 +456,9 @@ fn serve(
             );
             std::thread::spawn(move || run_demo(&st, &url, &dir));
         }
-        // With each connection's address: failed sign-ins are limited per source.
-        axum::serve(
-            listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+        caresync_server::http::serve::serve(listener, router(state), connection_limits, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!("shut down cleanly");
         Ok(())
     })

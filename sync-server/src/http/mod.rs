@@ -6,6 +6,7 @@ mod ops;
 mod reference;
 mod reports;
 mod sign_in;
+pub mod serve;
 mod supervision;
 mod sync;
 
@@ -33,8 +34,8 @@ pub struct AppState {
     pub scope_ahead_ms: Millis,
     /// The agency's time zone: days, weeks and months of reports and timelines.
     pub tz: chrono_tz::Tz,
-    /// Requests being handled at once; the rest wait with their bodies unread, so request
-    /// memory is bounded by [`MAX_IN_FLIGHT`] × the body limit whatever the number of phones.
+    /// Requests being handled at once. A request takes one only once its caller is
+    /// authenticated and its body is read (see [`admit`]), so slow clients never hold one.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Reports computed at once: each reads and judges a whole period on every core, so two
     /// at a time bounds their memory and leaves the rest of the permits to phones.
@@ -45,12 +46,30 @@ pub struct AppState {
     pub token_ttl_ms: Millis,
     /// Failed sign-ins and enrolments per source and per person (in this process's memory).
     pub sign_in_limits: Arc<crate::services::sign_in_limits::SignInLimits>,
+    /// A request's whole body must arrive within this long of its head, or it gets 408.
+    pub body_timeout: std::time::Duration,
+    /// Request bodies held in memory at once, in KiB: a request is charged its declared length
+    /// (the body limit if undeclared) before its body is read, until it is answered. Bodies are
+    /// read before a work permit is taken, so this, not the permits, bounds their memory
+    /// whatever the number of connections.
+    pub body_budget_kib: Arc<tokio::sync::Semaphore>,
 }
 
 /// See [`AppState::reports_in_flight`].
 pub const MAX_REPORTS_IN_FLIGHT: usize = 2;
 /// The default of [`AppState::permit_wait`].
 pub const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The default of [`AppState::body_timeout`]: a sync request is a few kilobytes, and even the
+/// 8 MiB limit arrives within it at about 1 Mbit/s.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The default of [`AppState::body_budget_kib`]: 256 MiB, thirty-two bodies at the 8 MiB limit.
+pub const BODY_BUDGET_KIB: usize = 256 * 1024;
+/// Enrolment is a code and a device name: its body limit is small, because anyone may send one.
+pub const MAX_ENROL_BYTES: usize = 16 * 1024;
+/// Routes anyone may call: no token to check before their body is read.
+const PUBLIC_PATHS: &[&str] = &[ENROL_PATH, "/api/openapi.json"];
+/// Probes answer without a permit, or a busy instance would look dead.
+const PROBE_PATHS: &[&str] = &["/healthz", "/metrics"];
 
 /// More than the two cores and the one SQLite writer can use; each holds at most one body.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -69,6 +88,8 @@ impl AppState {
             permit_wait: PERMIT_WAIT,
             token_ttl_ms: crate::services::people::DEFAULT_TOKEN_TTL_MS,
             sign_in_limits: Arc::default(),
+            body_timeout: BODY_TIMEOUT,
+            body_budget_kib: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
         }
     }
 }
@@ -86,10 +107,8 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit_in_flight,
-        ))
+        // Matched routes only: an unknown path or method answers 404/405 as before.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         // Outermost: a source that has used up its failed sign-ins holds no permit.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -167,8 +186,15 @@ impl From<VisitServiceError> for ApiError {
                 format!("visit {id} already exists"),
             ),
             VisitServiceError::Invalid(m) => ApiError::bad_request("invalid", m),
+            VisitServiceError::Rejected(invalid) => invalid.into(),
             other => ApiError::internal(other),
         }
+    }
+}
+
+impl From<crate::services::validation::Invalid> for ApiError {
+    fn from(e: crate::services::validation::Invalid) -> Self {
+        ApiError::bad_request(e.code, e.message)
     }
 }
 
@@ -185,20 +211,132 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
     crate::services::people::authenticate(state.store.as_ref(), token, now())?.map_err(sign_in::refused)
 }
 
-/// Hold a permit while a request is read and answered (see [`AppState::in_flight`]).
-async fn limit_in_flight(
+/// Admit a request to a handler: authenticate it from its headers (401 at once, before its
+/// body is read, if that fails on a route that needs a token), read its body within
+/// [`AppState::body_timeout`] (408 and the connection closed if it dribbles), and only then
+/// take a work permit (see [`AppState::in_flight`]) for the handler. So a slow or unknown
+/// client costs a connection slot, never a permit; the permit bounds work, not waiting.
+///
+/// The caller's [`Principal`] goes into the request's extensions for handlers that want it.
+async fn admit(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // Probes must answer even when every permit is taken, or a busy instance looks dead.
-    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+    let path = request.uri().path().to_owned();
+    if PROBE_PATHS.contains(&path.as_str()) {
         return next.run(request).await;
     }
+    let (mut parts, body) = request.into_parts();
+    if !PUBLIC_PATHS.contains(&path.as_str()) {
+        let (st, headers) = (state.clone(), parts.headers.clone());
+        match blocking(move || authenticate(&st, &headers)).await {
+            Ok(principal) => {
+                parts.extensions.insert(principal);
+            }
+            Err(refused) => return refused.into_response(),
+        }
+    }
+    let limit = if path == ENROL_PATH {
+        MAX_ENROL_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    };
+    // Charge the body's memory before reading it (a GET has none to charge).
+    let declared = http_body::Body::size_hint(&body).exact();
+    let kib = declared
+        .unwrap_or(limit as u64 + 1)
+        .min(limit as u64 + 1)
+        .div_ceil(1024) as u32;
+    let _budget = if kib == 0 {
+        None
+    } else {
+        match tokio::time::timeout(
+            state.permit_wait,
+            state.body_budget_kib.clone().acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(charge)) => Some(charge),
+            _ => return busy(),
+        }
+    };
+    let body = match read_body(body, limit, state.body_timeout).await {
+        Ok(body) => body,
+        // A client too slow to send its body, or sending far too much, is not worth keeping
+        // the connection for.
+        Err(refused) => return close_after(refused.into_response()),
+    };
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     match permit(&state.in_flight, state.permit_wait).await {
         Ok(_permit) => next.run(request).await,
         Err(busy) => busy,
     }
+}
+
+/// The whole body, at most `limit` bytes plus one (so handlers still tell "over the limit" from
+/// "at it" as before), within `timeout`.
+///
+/// A body over the limit is not kept, but the rest of it is read and thrown away (up to
+/// [`MAX_REQUEST_BYTES`] more, within the same timeout) so the client, still sending, can read
+/// the 413 instead of finding the connection reset under it.
+async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> ApiResult<axum::body::Bytes> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {limit} bytes"),
+        )
+    };
+    let read = async move {
+        let mut body = body;
+        let declared = http_body::Body::size_hint(&body).lower() as usize;
+        let mut kept = Vec::with_capacity(declared.min(limit + 1));
+        let mut discarded = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request("malformed_request", format!("request body unreadable: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if discarded == 0 && kept.len() + data.len() <= limit + 1 {
+                kept.extend_from_slice(&data);
+                continue;
+            }
+            discarded += kept.len() + data.len();
+            kept = Vec::new();
+            if discarded > limit + 1 + MAX_REQUEST_BYTES {
+                // Not worth reading on: answer, and let the connection close.
+                return Ok(Err(()));
+            }
+        }
+        Ok(if discarded > 0 { Err(()) } else { Ok(kept) })
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {} s", timeout.as_secs()),
+        )),
+        Ok(Err(unreadable)) => Err(unreadable),
+        Ok(Ok(Err(()))) => Err(too_large()),
+        Ok(Ok(Ok(kept))) => Ok(kept.into()),
+    }
+}
+
+/// Ask hyper to close the connection after this answer rather than wait for the rest of the body.
+fn close_after(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A permit, or 503 (with `Retry-After`) if none frees up within `wait`. Phones retry later;
@@ -209,16 +347,21 @@ async fn permit(
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
     match tokio::time::timeout(wait, semaphore.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
-        _ => Err((
-            [(axum::http::header::RETRY_AFTER, "5")],
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "server busy; try again shortly",
-            ),
-        )
-            .into_response()),
+        _ => Err(busy()),
     }
+}
+
+/// 503 `busy` with `Retry-After`.
+fn busy() -> Response {
+    (
+        [(axum::http::header::RETRY_AFTER, "5")],
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "server busy; try again shortly",
+        ),
+    )
+        .into_response()
 }
 
 /// Run blocking store work off the async threads.

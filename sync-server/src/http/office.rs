@@ -1,7 +1,7 @@
 //! The office and supervisor API (JSON under /api/v1): people, enrolment, devices, visits.
 
 use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
-use crate::services::{people, scope};
+use crate::services::{people, scope, validation};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -80,9 +80,8 @@ async fn create_person(
     blocking(move || {
         require(&authenticate(&st, &headers)?, OFFICE)?;
         let p = json_body(body)?;
-        if p.name.trim().is_empty() || p.name.len() > 200 {
-            return Err(ApiError::bad_request("invalid", "a name has 1 to 200 characters"));
-        }
+        validation::name("the name", &p.name)?;
+        validation::known_team(p.team_id, &st.store.teams()?)?;
         let (person, token) = people::create_person_with_token_ttl(
             st.store.as_ref(),
             &p.name,
@@ -348,6 +347,13 @@ async fn create_visits(
                     format!("visit {i}: planned end must be after planned start"),
                 ));
             }
+            validation::new_visit(
+                millis(v.planned_start),
+                millis(v.planned_end),
+                &v.carers,
+                &v.tasks,
+            )
+            .map_err(|e| ApiError::bad_request(e.code, format!("visit {i}: {}", e.message)))?;
         }
         let at = now();
         let mut ids = Vec::with_capacity(new.visits.len());
@@ -474,6 +480,7 @@ async fn reschedule(
                 "planned end must be after planned start",
             ));
         }
+        validation::visit_times(millis(r.planned_start), millis(r.planned_end))?;
         edit_schedule(&st, &who, &id, "rescheduled", |s| {
             s.planned_start = millis(r.planned_start);
             s.planned_end = millis(r.planned_end);

@@ -857,7 +857,15 @@ pub fn document() -> Value {
         }
         if op.method != "get" {
             responses.insert("413".into(), problem("body or batch too large"));
+            responses.insert(
+                "408".into(),
+                problem("the body did not arrive within the body timeout"),
+            );
         }
+        responses.insert(
+            "503".into(),
+            problem("busy: no work permit free; retry after Retry-After"),
+        );
         if matches!(
             op.id,
             "createClient" | "createContract" | "createVisits" | "cancelVisit"

@@ -21,11 +21,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/contracts/{id}", get(get_contract).put(put_contract))
 }
 
+/// 1 to 200 characters, no control or bidi-override characters (`services::validation`).
 fn check_name(name: &str) -> ApiResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::bad_request("invalid", "a name has 1 to 200 characters"));
-    }
-    Ok(())
+    Ok(crate::services::validation::name("the name", name)?)
 }
 
 #[derive(Deserialize)]
@@ -75,6 +73,7 @@ fn client_from(body: ClientBody, id: ClientId) -> ApiResult<Client> {
     if body.location.is_some_and(|l| !l.is_valid()) {
         return Err(ApiError::bad_request("invalid", "location out of range"));
     }
+    crate::services::validation::tags(&body.tag_ids)?;
     if body
         .tag_ids
         .iter()

@@ -42,6 +42,7 @@ pub async fn enrol(
     let body = body_or_413(body)?;
     let req: EnrolRequest =
         from_cbor(&body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
+    crate::services::validation::validate_device_name(&req.device_name)?;
     blocking(move || {
         let at = now();
         let enrolled = match people::enrol_device(state.store.as_ref(), &req.code, &req.device_name, at)? {

@@ -5,4 +5,5 @@ pub mod reports;
 pub mod rules;
 pub mod scope;
 pub mod sign_in_limits;
+pub mod validation;
 pub mod visits;

@@ -31,6 +31,9 @@ pub enum VisitServiceError {
     Document { visit: VisitId, source: DocumentError },
     #[error("a lock was poisoned")]
     Poisoned,
+    /// Outside the bounds in [`crate::services::validation`].
+    #[error(transparent)]
+    Rejected(#[from] crate::services::validation::Invalid),
 }
 
 type Result<T, E = VisitServiceError> = std::result::Result<T, E>;
@@ -274,6 +277,9 @@ impl VisitService {
             let after = copy
                 .read()
                 .map_err(|source| VisitServiceError::Document { visit, source })?;
+            // What changed keeps to the bounds; what did not is left alone, so a visit stored
+            // before the bounds existed can still be cancelled, noted and amended.
+            crate::services::validation::schedule_change(&current.schedule, &after.schedule)?;
             let new_amendments = copy_amendments(visit, &mut copy, &before)?;
             self.commit(
                 visit,
@@ -496,6 +502,7 @@ fn validate_schedule(s: &caresync_core::Schedule) -> Result<()> {
             "a double-up needs two different carers".into(),
         ));
     }
+    crate::services::validation::schedule(s)?;
     Ok(())
 }
 

@@ -181,8 +181,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Open (creating if needed) and migrate. A damaged file is refused and left exactly where it
+    /// is ([`sqlite::OnUnreadable::Refuse`]): the server never starts empty over it.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = sqlite::open(path, MIGRATIONS, Durability::Normal)?;
+        let conn = sqlite::open_with(path, MIGRATIONS, Durability::Normal, sqlite::OnUnreadable::Refuse)?;
         tune(&conn)?;
         let reports = Connection::open_with_flags(
             path,
@@ -194,6 +196,23 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             reports: Mutex::new(reports),
         })
+    }
+
+    /// What is wrong with the database file at `path`, if anything: it must open and pass
+    /// `PRAGMA quick_check`. Read-only; the file is not changed.
+    pub fn damage(path: &Path) -> Option<String> {
+        let conn = match Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(conn) => conn,
+            Err(e) => return Some(e.to_string()),
+        };
+        match conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
+            Ok(verdict) if verdict == "ok" => None,
+            Ok(verdict) => Some(verdict),
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// The connection, for reads outside the trait (the copy to PostgreSQL).
