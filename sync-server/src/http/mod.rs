@@ -5,8 +5,8 @@ pub mod openapi;
 mod ops;
 mod reference;
 mod reports;
-mod sign_in;
 pub mod serve;
+mod sign_in;
 mod supervision;
 mod sync;
 
