@@ -5,7 +5,7 @@ pub mod openapi;
 mod ops;
 mod reference;
 mod reports;
-mod supervision;
+pub(crate) mod supervision;
 mod sync;
 
 use crate::services::visits::{VisitService, VisitServiceError};
@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reference::routes())
         .merge(supervision::routes())
         .merge(reports::routes())
+        .merge(crate::web::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         .layer(axum::middleware::from_fn_with_state(

@@ -24,7 +24,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Office sees everything; a supervisor only visits with a carer from their team.
-pub(super) fn may_see_carers(st: &AppState, who: &Principal, carers: &[PersonId]) -> ApiResult<bool> {
+pub(crate) fn may_see_carers(st: &AppState, who: &Principal, carers: &[PersonId]) -> ApiResult<bool> {
     if who.person.role == Role::Office {
         return Ok(true);
     }
