@@ -26,6 +26,15 @@ use std::sync::Arc;
 /// Days played, ending today.
 pub const DEMO_DAYS: i64 = 14;
 
+/// Days the demo plays: [`DEMO_DAYS`], or fewer when `CARESYNC_DEMO_DAYS` says so (a quicker
+/// demo for browser tests on a debug build; the sickness cluster needs 8 or more).
+pub fn demo_days() -> i64 {
+    std::env::var("CARESYNC_DEMO_DAYS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .map_or(DEMO_DAYS, |d| d.clamp(1, DEMO_DAYS))
+}
+
 pub struct DemoSummary {
     pub office_token: String,
     pub supervisor_tokens: Vec<(String, String)>,
@@ -33,6 +42,8 @@ pub struct DemoSummary {
     pub clock_events: usize,
     pub phones: usize,
     pub first_day: NaiveDate,
+    /// Days played (see [`demo_days`]).
+    pub days: i64,
 }
 
 struct DemoPhone {
@@ -210,10 +221,11 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         .single()
         .map(|t| t.with_timezone(&tz).date_naive())
         .unwrap_or_default();
-    let first_day = today - Duration::days(DEMO_DAYS - 1);
+    let days = demo_days();
+    let first_day = today - Duration::days(days - 1);
     let slots = [(8, 0, 45), (12, 30, 30), (18, 0, 30)];
     let mut planned: Vec<(VisitId, Schedule, usize)> = Vec::new();
-    for d in 0..DEMO_DAYS {
+    for d in 0..days {
         let day = first_day + Duration::days(d);
         for (ci, (client, team, contract)) in clients.iter().enumerate() {
             let calls = 1 + ci % 3;
@@ -290,12 +302,12 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
 
     // Play it: each phone pulls, then its carer works through the day.
     for p in &phones {
-        p.set_time(now - DEMO_DAYS * DAY_MS)?;
+        p.set_time(now - days * DAY_MS)?;
         p.sync()?;
     }
     let sick_team = 1;
     let mut clock_events = 0;
-    for d in 0..DEMO_DAYS {
+    for d in 0..days {
         let day = first_day + Duration::days(d);
         let second_week = d >= 7;
         let (day_start, day_end) = caresync_core::store::local_day_bounds(tz, day);
@@ -401,7 +413,23 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         clock_events,
         phones: phones.len(),
         first_day,
+        days,
     })
+}
+
+/// What `serve --demo` prints for people: the dashboard's address and a sign-in link for the
+/// office and each supervisor. The token travels after `#`, which browsers never send, so it stays
+/// out of the server's and any proxy's logs; the sign-in page's script puts it in the form.
+pub fn sign_in_links(url: &str, summary: &DemoSummary) -> String {
+    let mut out = format!("Dashboard: {url}/\n\nSign in (open a link, then press Sign in):\n");
+    let mut line = |who: &str, token: &str| {
+        out.push_str(&format!("  {who:<30} {url}/signin#token={token}\n"));
+    };
+    line("Demo office", &summary.office_token);
+    for (name, token) in &summary.supervisor_tokens {
+        line(name, token);
+    }
+    out
 }
 
 fn local_time(tz: chrono_tz::Tz, day: NaiveDate, h: u32, m: u32) -> Option<Millis> {

@@ -224,7 +224,10 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
         }
         Ok(_) => {}
     }
-    println!("demo: seeding a provider and playing two weeks through simulated phones...");
+    println!(
+        "demo: seeding a provider and playing {} days through simulated phones...",
+        caresync_server::demo::demo_days()
+    );
     let started = std::time::Instant::now();
     match caresync_server::demo::run(state, url, phones_dir) {
         Ok(summary) => {
@@ -235,13 +238,14 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
                 summary.phones,
                 started.elapsed().as_secs_f64()
             );
-            println!("\noffice token: {}", summary.office_token);
+            println!("\n{}", caresync_server::demo::sign_in_links(url, &summary));
+            println!("office token: {}", summary.office_token);
             for (name, token) in &summary.supervisor_tokens {
                 println!("{name} token: {token}");
             }
             let from = summary.first_day;
-            let to = from + chrono::Duration::days(caresync_server::demo::DEMO_DAYS);
-            println!("\nTry (with -H 'Authorization: Bearer <office token>'):");
+            let to = from + chrono::Duration::days(summary.days);
+            println!("\nTry the API (with -H 'Authorization: Bearer <office token>'):");
             println!("  {url}/api/openapi.json");
             println!("  {url}/api/v1/reports/punctuality?from={from}&to={to}&group_by=commissioning_model&period=week");
             println!(
