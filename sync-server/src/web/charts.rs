@@ -36,14 +36,16 @@ pub fn percent_lines(title: &str, periods: &[String], series: &[Series]) -> Stri
         root.fill(&WHITE)?;
         let n = periods.len();
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, ("sans-serif", 24))
             .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(48)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .bold_line_style(BLACK.mix(0.12))
             .x_labels(n.min(12))
             .x_label_formatter(&|x| {
                 let i = x.round();
@@ -54,7 +56,7 @@ pub fn percent_lines(title: &str, periods: &[String], series: &[Series]) -> Stri
                 }
             })
             .y_label_formatter(&|y| format!("{y:.0}%"))
-            .label_style(("sans-serif", 13))
+            .label_style(("sans-serif", 18))
             .draw()?;
         for (i, s) in series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
@@ -86,7 +88,7 @@ pub fn percent_lines(title: &str, periods: &[String], series: &[Series]) -> Stri
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 13))
+            .label_font(("sans-serif", 17))
             .draw()?;
         root.present()?;
         Ok(())

@@ -99,13 +99,39 @@ pub fn date_time(st: &AppState, at: Millis) -> String {
     local(st, at).map_or_else(|| "?".into(), |t| t.format("%a %-d %b %Y, %H:%M").to_string())
 }
 
+/// `08:05` when the instant falls on `day` (local), else `Wed 25 Nov, 17:06`: a timeline or list
+/// about one day speaks in times and names the day only when it differs.
+pub fn when(st: &AppState, at: Millis, day: NaiveDate) -> String {
+    match local(st, at) {
+        Some(t) if t.date_naive() == day => t.format("%H:%M").to_string(),
+        Some(t) => t.format("%a %-d %b, %H:%M").to_string(),
+        None => "?".into(),
+    }
+}
+
+/// The local date of an instant.
+pub fn day_of(st: &AppState, at: Millis) -> NaiveDate {
+    local(st, at).map_or_else(NaiveDate::default, |t| t.date_naive())
+}
+
+/// How a carer clocked, as the office says it.
+pub fn method(m: ClockMethod) -> &'static str {
+    match m {
+        ClockMethod::App => "In the app",
+        ClockMethod::Gps => "GPS",
+        ClockMethod::Qr => "QR code",
+        ClockMethod::Nfc => "NFC tag",
+        ClockMethod::Manual => "Manual",
+    }
+}
+
 /// `Wednesday 25 November 2026`
 pub fn long_date(day: NaiveDate) -> String {
     day.format("%A %-d %B %Y").to_string()
 }
 
 pub fn today(st: &AppState, now: Millis) -> NaiveDate {
-    local(st, now).map_or_else(|| NaiveDate::default(), |t| t.date_naive())
+    day_of(st, now)
 }
 
 /// `12.3%`, or a dash when there is nothing to divide by.

@@ -463,8 +463,15 @@ struct ReconciliationPage {
     mismatches: usize,
 }
 
+/// `3h 55m`, `-1h 20m`, `45m`: compact enough for a wide table.
 fn hours(min: i64) -> String {
-    format::minutes(min * MINUTE_MS)
+    let sign = if min < 0 { "-" } else { "" };
+    let (h, m) = (min.abs() / 60, min.abs() % 60);
+    if h == 0 {
+        format!("{sign}{m}m")
+    } else {
+        format!("{sign}{h}h {m:02}m")
+    }
 }
 
 pub async fn reconciliation(
@@ -502,7 +509,7 @@ pub async fn reconciliation(
                 billable: hours(r.billable_minutes),
                 delivered_diff: hours(r.delivered_minus_authorised),
                 billable_diff: hours(r.billable_minus_authorised),
-                mismatch: r.delivered_minus_authorised != 0 || r.billable_minus_authorised != 0,
+                mismatch: r.billable_minus_authorised != 0,
             })
             .collect();
         page(&ReconciliationPage {

@@ -237,7 +237,7 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
             .iter()
             .map(|a| AlertRow {
                 id: a.visit_id.to_string(),
-                time: format::date_time(&st, a.planned_start),
+                time: format::when(&st, a.planned_start, today),
                 client: names.client(a.client_id),
                 carers: a
                     .carers

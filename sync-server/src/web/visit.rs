@@ -45,6 +45,9 @@ struct VisitPage {
     state: &'static str,
     state_label: String,
     tags: Vec<String>,
+    /// Arrived, left, stayed (after amendments), as people read them.
+    actual: Vec<(String, String)>,
+    amended: bool,
     cancelled: bool,
     cancel_reason: String,
     entries: Vec<Entry>,
@@ -73,6 +76,7 @@ fn visit_in_scope(st: &AppState, viewer: &Viewer, id: VisitId) -> WebResult<Visi
 
 fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Millis, Entry)>> {
     let id = visit.visit_id;
+    let day = format::day_of(st, visit.schedule.planned_start);
     let home = names
         .clients
         .get(&visit.schedule.client_id)
@@ -83,7 +87,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
         out.push((
             change.label.at,
             Entry {
-                time: format::date_time(st, change.label.at),
+                time: format::when(st, change.label.at, day),
                 kind: "schedule",
                 title: format!("Schedule {}", change.label.what),
                 details: vec![
@@ -105,12 +109,8 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
     }
     for e in st.store.events_for_visit(id)? {
         let mut details = vec![
-            format!(
-                "{} by {}",
-                format::words(e.method.as_str()),
-                names.person(e.carer_id)
-            ),
-            format!("received {}", format::date_time(st, e.received_at)),
+            format!("{} · {}", format::method(e.method), names.person(e.carer_id)),
+            format!("synced {}", format::when(st, e.received_at, day)),
         ];
         if let Some(r) = e.reason {
             details.push(format!("reason: {}", format::words(r.as_str())));
@@ -123,12 +123,12 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
             _ => {}
         }
         if e.device_time != e.trusted_time {
-            details.push(format!("phone said {}", format::time_s(st, e.device_time)));
+            details.push(format!("phone's clock said {}", format::time(st, e.device_time)));
         }
         out.push((
             e.trusted_time,
             Entry {
-                time: format::time_s(st, e.trusted_time),
+                time: format::when(st, e.trusted_time, day),
                 kind: "clock",
                 title: match e.kind {
                     ClockKind::ClockIn => "Clocked in".into(),
@@ -149,7 +149,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
         out.push((
             n.written_at,
             Entry {
-                time: format::time(st, n.written_at),
+                time: format::when(st, n.written_at, day),
                 kind: if matches!(n.category, NoteCategory::Concern | NoteCategory::Safeguarding) {
                     "concern"
                 } else {
@@ -172,7 +172,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
         out.push((
             t.recorded_at,
             Entry {
-                time: format::time(st, t.recorded_at),
+                time: format::when(st, t.recorded_at, day),
                 kind: "task",
                 title: format!("{task}: {}", format::words(t.result.as_str()).to_lowercase()),
                 details: vec![format!("by {}", names.person(t.carer_id))],
@@ -185,7 +185,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
         out.push((
             a.written_at,
             Entry {
-                time: format::time(st, a.written_at),
+                time: format::when(st, a.written_at, day),
                 kind: "amendment",
                 title: format!(
                     "{} of {} corrected to {}",
@@ -194,7 +194,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
                         AmendedTime::ClockOut => "Clock-out",
                     },
                     names.person(a.carer_id),
-                    format::time(st, a.corrected_time)
+                    format::when(st, a.corrected_time, day)
                 ),
                 details: vec![
                     format!("reason: {}", format::words(a.reason.as_str())),
@@ -207,6 +207,45 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
     }
     out.sort_by_key(|(at, _)| *at);
     Ok(out)
+}
+
+fn actual(st: &AppState, o: &caresync_core::metrics::VisitOutcome) -> Vec<(String, String)> {
+    let f = &o.figures;
+    let mut out = Vec::new();
+    if let Some(i) = f.clock_in {
+        let offset = f.start_offset_ms.unwrap_or_default();
+        let how = match offset / MINUTE_MS {
+            0 => "on the dot".to_string(),
+            m if m > 0 => format!("{} late", format::minutes(offset)),
+            _ => format!("{} early", format::minutes(-offset)),
+        };
+        out.push(("Arrived".into(), format!("{} ({how})", format::time(st, i))));
+    }
+    if let Some(out_at) = f.clock_out {
+        out.push(("Left".into(), format::time(st, out_at)));
+    }
+    if let Some(d) = f.duration_ms {
+        out.push((
+            "Stayed".into(),
+            format!(
+                "{} of {} planned",
+                format::minutes(d),
+                format::minutes(o.planned_end - o.planned_start)
+            ),
+        ));
+    }
+    if let Some(v) = f.location_verified {
+        out.push((
+            "Location".into(),
+            if v {
+                "verified at the client's home"
+            } else {
+                "not at the client's home"
+            }
+            .into(),
+        ));
+    }
+    out
 }
 
 fn choices<T: Copy>(all: &[T], as_str: impl Fn(T) -> &'static str) -> Vec<Choice> {
@@ -279,6 +318,8 @@ pub async fn page_(st: AppState, viewer: Viewer, id: String) -> WebResult<Respon
             state,
             state_label: state_label.to_string(),
             tags: outcome.map(tags).unwrap_or_default(),
+            actual: outcome.map(|o| actual(&st, o)).unwrap_or_default(),
+            amended: !visit.amendments.is_empty(),
             cancelled: s.status == VisitStatus::Cancelled,
             cancel_reason: s.cancel_reason.clone().unwrap_or_default(),
             entries: timeline(&st, &names, &visit)?
