@@ -18,7 +18,7 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--lang=en-GB",
   ],
 });
 const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
@@ -40,7 +40,7 @@ async function signIn(context, token) {
 try {
   // ---- a supervisor's morning -------------------------------------------------------------
   log("supervisor signs in and sees today's board");
-  const sup = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  const sup = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true, locale: "en-GB", timezoneId: "Europe/London" });
   let page = await signIn(sup, supervisorToken);
   await page.waitForSelector("h1");
   assert.match(await page.textContent("h1"), /Today/);
@@ -88,7 +88,7 @@ try {
   assert.equal(denied.status(), 403);
 
   log("tablet width");
-  const tablet = await browser.newContext({ viewport: { width: 820, height: 1180 } });
+  const tablet = await browser.newContext({ viewport: { width: 820, height: 1180 }, locale: "en-GB", timezoneId: "Europe/London" });
   const tpage = await signIn(tablet, supervisorToken);
   await shot(tpage, "today-tablet");
   await tablet.close();
@@ -104,7 +104,7 @@ try {
 
   // ---- the office's figures ---------------------------------------------------------------
   log("office opens punctuality");
-  const office = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  const office = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true, locale: "en-GB", timezoneId: "Europe/London" });
   page = await signIn(office, officeToken);
   await shot(page, "today-office");
   await page.click("nav >> text=Punctuality");
