@@ -9,6 +9,13 @@
     history.replaceState(null, "", location.pathname);
   }
 
+  // Actions that are hard to undo ask first (forms carrying data-confirm).
+  document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+    f.addEventListener("submit", function (e) {
+      if (!window.confirm(f.getAttribute("data-confirm"))) { e.preventDefault(); }
+    });
+  });
+
   // Filters apply as soon as they are changed (the Show button stays for no-script use).
   var filters = document.getElementById("filters");
   if (filters) {
