@@ -129,7 +129,7 @@ async fn fixture() -> TestResult<Fixture> {
     let (bob, _) = people::create_person(store, "Bob Carer", Role::Carer, Some(south.id), now)?;
     let contract = Contract {
         id: ContractId::new(),
-        name: "Shire framework".into(),
+        name: "Shire framework <script>x</script>".into(),
         commissioner: "Shire Council".into(),
         model: CommissioningModel::Framework,
         rules: serde_json::json!({"kpi": {"max_late_pct": 10.0, "max_missed_pct": 2.0}}),
@@ -556,6 +556,9 @@ async fn the_office_gets_figures_charts_and_the_csv_of_the_table() -> TestResult
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Shire framework"));
     assert!(page.body.contains("<svg"), "a chart drawn on the server");
+    // The contract's name is text in the table and in the chart's legend, never markup.
+    assert!(!page.body.contains("<script>x"));
+    assert!(page.body.matches("Shire framework &lt;script&gt;").count() + page.body.matches("Shire framework &#60;script&#62;").count() >= 2);
     let csv = request(
         f.addr,
         "GET",
