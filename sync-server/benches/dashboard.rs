@@ -229,8 +229,16 @@ fn benches(c: &mut Criterion) {
     let to = today();
     let from = to - chrono::Duration::days(DAYS - 1);
     let pages = [
-        ("today as office (1,500 visits)", "/".to_string(), "office-session"),
-        ("today as a team's supervisor", "/".to_string(), "supervisor-session"),
+        (
+            "today as office (1,500 visits)",
+            "/".to_string(),
+            "office-session",
+        ),
+        (
+            "today as a team's supervisor",
+            "/".to_string(),
+            "supervisor-session",
+        ),
         (
             "punctuality page, month by contract and week",
             format!("/punctuality?from={from}&to={to}&group=contract&period=week"),

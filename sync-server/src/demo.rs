@@ -82,6 +82,24 @@ impl DemoPhone {
 
 /// Seed and play. `url` is this server's own address.
 pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary, String> {
+    run_with(state, url, phones_dir, |_| {})
+}
+
+/// The demo's sign-in accounts, known before it starts playing.
+pub struct DemoAccounts {
+    pub office_token: String,
+    /// Each supervisor's name and token.
+    pub supervisor_tokens: Vec<(String, String)>,
+}
+
+/// [`run`], telling `accounts_ready` the sign-in accounts as soon as they exist, so the dashboard
+/// can be opened while the demo plays.
+pub fn run_with(
+    state: &AppState,
+    url: &str,
+    phones_dir: &Path,
+    accounts_ready: impl FnOnce(&DemoAccounts),
+) -> Result<DemoSummary, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let store = state.store.as_ref();
     let now = caresync_core::clock::system_now();
@@ -114,6 +132,15 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         .map_err(|e| err(&e))?;
         supervisor_tokens.push((sup.name, token.unwrap_or_default()));
     }
+    let accounts = DemoAccounts {
+        office_token,
+        supervisor_tokens,
+    };
+    accounts_ready(&accounts);
+    let DemoAccounts {
+        office_token,
+        supervisor_tokens,
+    } = accounts;
 
     // Contracts: one council's framework contract with KPI targets, and spot packages bought by
     // the council and by the NHS integrated care board.
@@ -420,13 +447,13 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
 /// What `serve --demo` prints for people: the dashboard's address and a sign-in link for the
 /// office and each supervisor. The token travels after `#`, which browsers never send, so it stays
 /// out of the server's and any proxy's logs; the sign-in page's script puts it in the form.
-pub fn sign_in_links(url: &str, summary: &DemoSummary) -> String {
+pub fn sign_in_links(url: &str, accounts: &DemoAccounts) -> String {
     let mut out = format!("Dashboard: {url}/\n\nSign in (open a link, then press Sign in):\n");
     let mut line = |who: &str, token: &str| {
         out.push_str(&format!("  {who:<30} {url}/signin#token={token}\n"));
     };
-    line("Demo office", &summary.office_token);
-    for (name, token) in &summary.supervisor_tokens {
+    line("Demo office", &accounts.office_token);
+    for (name, token) in &accounts.supervisor_tokens {
         line(name, token);
     }
     out

@@ -229,7 +229,13 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
         caresync_server::demo::demo_days()
     );
     let started = std::time::Instant::now();
-    match caresync_server::demo::run(state, url, phones_dir) {
+    let ready = |accounts: &caresync_server::demo::DemoAccounts| {
+        println!(
+            "\n{}(the demo is playing: Today and the figures fill in as it goes)\n",
+            caresync_server::demo::sign_in_links(url, accounts)
+        );
+    };
+    match caresync_server::demo::run_with(state, url, phones_dir, ready) {
         Ok(summary) => {
             println!(
                 "demo: {} visits, {} clock events from {} phones, played in {:.1} s",
@@ -238,7 +244,11 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
                 summary.phones,
                 started.elapsed().as_secs_f64()
             );
-            println!("\n{}", caresync_server::demo::sign_in_links(url, &summary));
+            let accounts = caresync_server::demo::DemoAccounts {
+                office_token: summary.office_token.clone(),
+                supervisor_tokens: summary.supervisor_tokens.clone(),
+            };
+            println!("\n{}", caresync_server::demo::sign_in_links(url, &accounts));
             println!("office token: {}", summary.office_token);
             for (name, token) in &summary.supervisor_tokens {
                 println!("{name} token: {token}");

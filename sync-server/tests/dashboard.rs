@@ -558,7 +558,11 @@ async fn the_office_gets_figures_charts_and_the_csv_of_the_table() -> TestResult
     assert!(page.body.contains("<svg"), "a chart drawn on the server");
     // The contract's name is text in the table and in the chart's legend, never markup.
     assert!(!page.body.contains("<script>x"));
-    assert!(page.body.matches("Shire framework &lt;script&gt;").count() + page.body.matches("Shire framework &#60;script&#62;").count() >= 2);
+    assert!(
+        page.body.matches("Shire framework &lt;script&gt;").count()
+            + page.body.matches("Shire framework &#60;script&#62;").count()
+            >= 2
+    );
     let csv = request(
         f.addr,
         "GET",
