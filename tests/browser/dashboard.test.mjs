@@ -83,6 +83,12 @@ try {
   await amendment.scrollIntoViewIfNeeded();
   await shot(page, "visit-amended");
 
+  log("supervisor opens the carer's day");
+  await page.locator("section.card dl a").first().click();
+  await page.waitForURL(/\/carers\//);
+  assert.ok((await page.locator(".dayline .block").count()) > 0, "the day's visits on the line");
+  await shot(page, "carer-day");
+
   log("a supervisor cannot open the office's figures");
   const denied = await page.goto(`${url}/punctuality`);
   assert.equal(denied.status(), 403);

@@ -23,6 +23,8 @@ pub struct Block {
     pub id: String,
     pub left: String,
     pub width: String,
+    /// Overlapping visits (a double-booking) are drawn in lanes one above another.
+    pub top: String,
     pub label: String,
     pub state: &'static str,
 }
@@ -49,6 +51,7 @@ struct CarerPage {
     prev: String,
     next: String,
     blocks: Vec<Block>,
+    line_height: String,
     hours: Vec<(String, String)>,
     lines: Vec<Line>,
 }
@@ -92,6 +95,8 @@ pub async fn page_route(
         let mut blocks = Vec::new();
         let mut lines = Vec::new();
         let mut last_end: Option<Millis> = None;
+        // Each lane's latest end: a block takes the first lane that is free by its start.
+        let mut lanes: Vec<Millis> = Vec::new();
         for o in mine {
             let silent = alerts
                 .iter()
@@ -103,7 +108,18 @@ pub async fn page_route(
                 Some((i, out)) => (i, out),
                 None => (o.planned_start, o.planned_end),
             };
+            let lane = match lanes.iter().position(|end| *end <= start) {
+                Some(free) => {
+                    lanes[free] = end;
+                    free
+                }
+                None => {
+                    lanes.push(end);
+                    lanes.len() - 1
+                }
+            };
             blocks.push(Block {
+                top: format!("{:.1}", 0.5 + lane as f64 * 2.3),
                 id: o.visit_id.to_string(),
                 left: format!("{:.2}", at(start)),
                 width: format!("{:.2}", (at(end) - at(start)).max(0.6)),
@@ -114,7 +130,7 @@ pub async fn page_route(
                 Some(prev) if o.planned_start > prev => {
                     format!("{} gap before", format::minutes(o.planned_start - prev))
                 }
-                Some(prev) if o.planned_start < prev => "overlaps the visit before".into(),
+                Some(prev) if o.planned_start < prev => "Overlaps the visit before".into(),
                 _ => String::new(),
             };
             last_end = Some(last_end.map_or(o.planned_end, |p| p.max(o.planned_end)));
@@ -159,6 +175,7 @@ pub async fn page_route(
             day_label: format::long_date(day),
             prev: (day - chrono::Duration::days(1)).to_string(),
             next: (day + chrono::Duration::days(1)).to_string(),
+            line_height: format!("{:.1}", 2.0 + lanes.len().max(1) as f64 * 2.3),
             blocks,
             hours,
             lines,
