@@ -573,3 +573,26 @@ pub async fn continuity(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{cell, hours};
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_run_as_formulas() {
+        assert_eq!(cell("Client 07"), "Client 07");
+        assert_eq!(cell("Smith, Ann"), "\"Smith, Ann\"");
+        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("-3.5"), "-3.5", "numbers stay numbers");
+    }
+
+    #[test]
+    fn reconciliation_hours_are_compact() {
+        assert_eq!(hours(45), "45m");
+        assert_eq!(hours(235), "3h 55m");
+        assert_eq!(hours(-80), "-1h 20m");
+        assert_eq!(hours(0), "0m");
+    }
+}
