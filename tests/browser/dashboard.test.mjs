@@ -32,6 +32,7 @@ async function signIn(context, token) {
   // The page's script moved the token from the link into the form and out of the address bar.
   assert.equal(await page.inputValue("#token"), token);
   assert.ok(!page.url().includes(token), "the token does not stay in the address bar");
+  await shot(page, "signin");
   await page.click("button[type=submit]");
   await page.waitForURL(`${url}/`);
   return page;
@@ -89,9 +90,12 @@ try {
   assert.ok((await page.locator(".dayline .block").count()) > 0, "the day's visits on the line");
   await shot(page, "carer-day");
 
-  log("a supervisor cannot open the office's figures");
+  log("a supervisor cannot open the office's figures, nor another team's visit");
   const denied = await page.goto(`${url}/punctuality`);
   assert.equal(denied.status(), 403);
+  await shot(page, "refused");
+  const unknown = await page.goto(`${url}/visits/00000000-0000-4000-8000-000000000000`);
+  assert.equal(unknown.status(), 404);
 
   log("tablet width");
   const tablet = await browser.newContext({ viewport: { width: 820, height: 1180 }, locale: "en-GB", timezoneId: "Europe/London" });

@@ -62,7 +62,9 @@ impl Viewer {
         if self.is_office() {
             Ok(())
         } else {
-            Err(WebError::Forbidden("Only the office can do this."))
+            Err(WebError::Forbidden(
+                "This is for the office only. Supervisors have Today, visits and carers' days.",
+            ))
         }
     }
 
