@@ -614,3 +614,54 @@ async fn the_office_gets_figures_charts_and_the_csv_of_the_table() -> TestResult
     assert!(enrol.body.contains("<svg"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivating_a_person_ends_their_session_at_once() -> TestResult {
+    let f = fixture().await?;
+    let (sup, _) = sign_in(&f, &f.north_sup).await?;
+    let (office, csrf) = sign_in(&f, &f.office).await?;
+    let nia = f
+        .state
+        .store
+        .people()?
+        .into_iter()
+        .find(|p| p.name == "Nia North")
+        .ok_or("no supervisor")?;
+    let forged = request(
+        f.addr,
+        "POST",
+        &format!("/people/{}/deactivate", nia.id),
+        Some(&office),
+        Some("csrf=forged"),
+        "",
+    )
+    .await?;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        request(f.addr, "GET", "/", Some(&sup), None, "").await?.status,
+        200
+    );
+    let done = request(
+        f.addr,
+        "POST",
+        &format!("/people/{}/deactivate", nia.id),
+        Some(&office),
+        Some(&format!("csrf={csrf}")),
+        "",
+    )
+    .await?;
+    assert_eq!(done.status, 303);
+    let after = request(f.addr, "GET", "/", Some(&sup), None, "").await?;
+    assert_eq!(after.status, 303, "the deactivated supervisor's session is over");
+    let api = request(
+        f.addr,
+        "GET",
+        "/api/v1/alerts",
+        None,
+        None,
+        &format!("Authorization: Bearer {}\r\n", f.north_sup),
+    )
+    .await?;
+    assert_eq!(api.status, 401, "and so is their API token");
+    Ok(())
+}

@@ -46,6 +46,7 @@ pub const PAGE_PATHS: &[&str] = &[
     "/continuity",
     "/people",
     "/people/{id}/enrolment",
+    "/people/{id}/deactivate",
     "/devices/{id}/revoke",
     "/assets/{name}",
 ];
@@ -70,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/continuity", get(reports::continuity))
         .route("/people", get(people::page_route))
         .route("/people/{id}/enrolment", post(people::enrolment))
+        .route("/people/{id}/deactivate", post(people::deactivate))
         .route("/devices/{id}/revoke", post(people::revoke))
         .route("/assets/{name}", get(assets::asset))
 }

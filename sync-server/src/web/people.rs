@@ -26,6 +26,7 @@ pub struct PersonLine {
     pub name: String,
     pub role: &'static str,
     pub active: bool,
+    pub is_me: bool,
     pub devices: Vec<DeviceLine>,
 }
 
@@ -70,6 +71,7 @@ pub async fn page_route(State(st): State<AppState>, viewer: Viewer) -> WebResult
                             Role::Office => "Office",
                         },
                         active: p.active,
+                        is_me: p.id == viewer.who.person.id,
                         devices: devices
                             .iter()
                             .filter(|d| d.person_id == p.id)
@@ -139,6 +141,31 @@ pub async fn enrolment(
             expires: format::date_time(&st, issued.expires_at),
             qr,
         })
+    })
+    .await
+}
+
+/// Deactivate a person: their sessions, API token and phones stop working at once (every sign-in
+/// path checks that the person is active). Their visits and records stay.
+pub async fn deactivate(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> WebResult<Response> {
+    viewer.require_office()?;
+    viewer.check_csrf(&f.csrf)?;
+    blocking(move || {
+        let person: PersonId = id.parse().map_err(|_| WebError::NotFound)?;
+        if person == viewer.who.person.id {
+            return Err(WebError::BadRequest(
+                "You cannot deactivate yourself; ask another office account.".into(),
+            ));
+        }
+        let mut p = st.store.person(person)?.ok_or(WebError::NotFound)?;
+        p.active = false;
+        st.store.create_person(&p)?;
+        Ok(Redirect::to("/people").into_response())
     })
     .await
 }
