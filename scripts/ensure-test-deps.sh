@@ -9,3 +9,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
 fi
+
+# Headless Chromium for the dashboard's browser tests (tests/browser), driven by Playwright's
+# client library from npm against this system browser (no browser download).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "installing chromium and chromium-driver (browser tests)"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi

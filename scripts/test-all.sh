@@ -13,3 +13,5 @@ cargo test --workspace
 if [ -x tests/ffi/run.sh ]; then
   tests/ffi/run.sh
 fi
+# The web dashboard in a real headless Chromium against `serve --demo` (a short demo).
+tests/browser/run.sh

@@ -26,6 +26,15 @@ use std::sync::Arc;
 /// Days played, ending today.
 pub const DEMO_DAYS: i64 = 14;
 
+/// Days the demo plays: [`DEMO_DAYS`], or fewer when `CARESYNC_DEMO_DAYS` says so (a quicker
+/// demo for browser tests on a debug build; the sickness cluster needs 8 or more).
+pub fn demo_days() -> i64 {
+    std::env::var("CARESYNC_DEMO_DAYS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .map_or(DEMO_DAYS, |d| d.clamp(1, DEMO_DAYS))
+}
+
 pub struct DemoSummary {
     pub office_token: String,
     pub supervisor_tokens: Vec<(String, String)>,
@@ -33,6 +42,8 @@ pub struct DemoSummary {
     pub clock_events: usize,
     pub phones: usize,
     pub first_day: NaiveDate,
+    /// Days played (see [`demo_days`]).
+    pub days: i64,
 }
 
 struct DemoPhone {
@@ -71,6 +82,24 @@ impl DemoPhone {
 
 /// Seed and play. `url` is this server's own address.
 pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary, String> {
+    run_with(state, url, phones_dir, |_| {})
+}
+
+/// The demo's sign-in accounts, known before it starts playing.
+pub struct DemoAccounts {
+    pub office_token: String,
+    /// Each supervisor's name and token.
+    pub supervisor_tokens: Vec<(String, String)>,
+}
+
+/// [`run`], telling `accounts_ready` the sign-in accounts as soon as they exist, so the dashboard
+/// can be opened while the demo plays.
+pub fn run_with(
+    state: &AppState,
+    url: &str,
+    phones_dir: &Path,
+    accounts_ready: impl FnOnce(&DemoAccounts),
+) -> Result<DemoSummary, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let store = state.store.as_ref();
     let now = caresync_core::clock::system_now();
@@ -103,6 +132,15 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         .map_err(|e| err(&e))?;
         supervisor_tokens.push((sup.name, token.unwrap_or_default()));
     }
+    let accounts = DemoAccounts {
+        office_token,
+        supervisor_tokens,
+    };
+    accounts_ready(&accounts);
+    let DemoAccounts {
+        office_token,
+        supervisor_tokens,
+    } = accounts;
 
     // Contracts: one council's framework contract with KPI targets, and spot packages bought by
     // the council and by the NHS integrated care board.
@@ -210,10 +248,11 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         .single()
         .map(|t| t.with_timezone(&tz).date_naive())
         .unwrap_or_default();
-    let first_day = today - Duration::days(DEMO_DAYS - 1);
+    let days = demo_days();
+    let first_day = today - Duration::days(days - 1);
     let slots = [(8, 0, 45), (12, 30, 30), (18, 0, 30)];
     let mut planned: Vec<(VisitId, Schedule, usize)> = Vec::new();
-    for d in 0..DEMO_DAYS {
+    for d in 0..days {
         let day = first_day + Duration::days(d);
         for (ci, (client, team, contract)) in clients.iter().enumerate() {
             let calls = 1 + ci % 3;
@@ -290,12 +329,12 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
 
     // Play it: each phone pulls, then its carer works through the day.
     for p in &phones {
-        p.set_time(now - DEMO_DAYS * DAY_MS)?;
+        p.set_time(now - days * DAY_MS)?;
         p.sync()?;
     }
     let sick_team = 1;
     let mut clock_events = 0;
-    for d in 0..DEMO_DAYS {
+    for d in 0..days {
         let day = first_day + Duration::days(d);
         let second_week = d >= 7;
         let (day_start, day_end) = caresync_core::store::local_day_bounds(tz, day);
@@ -401,7 +440,23 @@ pub fn run(state: &AppState, url: &str, phones_dir: &Path) -> Result<DemoSummary
         clock_events,
         phones: phones.len(),
         first_day,
+        days,
     })
+}
+
+/// What `serve --demo` prints for people: the dashboard's address and a sign-in link for the
+/// office and each supervisor. The token travels after `#`, which browsers never send, so it stays
+/// out of the server's and any proxy's logs; the sign-in page's script puts it in the form.
+pub fn sign_in_links(url: &str, accounts: &DemoAccounts) -> String {
+    let mut out = format!("Dashboard: {url}/\n\nSign in (open a link, then press Sign in):\n");
+    let mut line = |who: &str, token: &str| {
+        out.push_str(&format!("  {who:<30} {url}/signin#token={token}\n"));
+    };
+    line("Demo office", &accounts.office_token);
+    for (name, token) in &accounts.supervisor_tokens {
+        line(name, token);
+    }
+    out
 }
 
 fn local_time(tz: chrono_tz::Tz, day: NaiveDate, h: u32, m: u32) -> Option<Millis> {

@@ -10,5 +10,6 @@ pub mod http;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use http::{router, AppState};

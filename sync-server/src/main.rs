@@ -498,9 +498,18 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
         }
         Ok(_) => {}
     }
-    println!("demo: seeding a provider and playing two weeks through simulated phones...");
+    println!(
+        "demo: seeding a provider and playing {} days through simulated phones...",
+        caresync_server::demo::demo_days()
+    );
     let started = std::time::Instant::now();
-    match caresync_server::demo::run(state, url, phones_dir) {
+    let ready = |accounts: &caresync_server::demo::DemoAccounts| {
+        println!(
+            "\n{}(the demo is playing: Today and the figures fill in as it goes)\n",
+            caresync_server::demo::sign_in_links(url, accounts)
+        );
+    };
+    match caresync_server::demo::run_with(state, url, phones_dir, ready) {
         Ok(summary) => {
             println!(
                 "demo: {} visits, {} clock events from {} phones, played in {:.1} s",
@@ -509,13 +518,18 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
                 summary.phones,
                 started.elapsed().as_secs_f64()
             );
-            println!("\noffice token: {}", summary.office_token);
+            let accounts = caresync_server::demo::DemoAccounts {
+                office_token: summary.office_token.clone(),
+                supervisor_tokens: summary.supervisor_tokens.clone(),
+            };
+            println!("\n{}", caresync_server::demo::sign_in_links(url, &accounts));
+            println!("office token: {}", summary.office_token);
             for (name, token) in &summary.supervisor_tokens {
                 println!("{name} token: {token}");
             }
             let from = summary.first_day;
-            let to = from + chrono::Duration::days(caresync_server::demo::DEMO_DAYS);
-            println!("\nTry (with -H 'Authorization: Bearer <office token>'):");
+            let to = from + chrono::Duration::days(summary.days);
+            println!("\nTry the API (with -H 'Authorization: Bearer <office token>'):");
             println!("  {url}/api/openapi.json");
             println!("  {url}/api/v1/reports/punctuality?from={from}&to={to}&group_by=commissioning_model&period=week");
             println!(

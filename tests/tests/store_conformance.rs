@@ -47,6 +47,7 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
         code_owner_and_lock,
     ),
     ("a client's carers are those now assigned", client_carers),
+    ("dashboard sessions", web_sessions),
 ];
 
 fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
@@ -773,4 +774,40 @@ fn client_carers(store: &dyn ServerStore) {
     expected.sort();
     assert_eq!(carers, expected, "ann still on v2, cat now on v1");
     assert!(store.client_carers(ClientId::new()).expect("none").is_empty());
+}
+
+/// Dashboard sessions: stored by hash, ended on sign-out, and expired ones swept when a new one
+/// starts.
+fn web_sessions(store: &dyn ServerStore) {
+    let office = person(store, "Olive", Role::Office);
+    let session = |hash: &str, expires_at: Millis| WebSession {
+        id_hash: hash.into(),
+        person_id: office.id,
+        created_at: 1_000,
+        expires_at,
+    };
+    store
+        .create_web_session(&session("old", 5_000), 1_000)
+        .expect("old");
+    store
+        .create_web_session(&session("live", 90_000), 1_000)
+        .expect("live");
+    assert_eq!(
+        store.web_session("old").expect("read"),
+        Some(session("old", 5_000))
+    );
+    assert_eq!(store.web_session("nope").expect("read"), None);
+    // Starting a session at 10 000 sweeps the one that expired at 5 000.
+    store
+        .create_web_session(&session("new", 99_000), 10_000)
+        .expect("new");
+    assert_eq!(store.web_session("old").expect("read"), None);
+    assert_eq!(
+        store.web_session("live").expect("read"),
+        Some(session("live", 90_000))
+    );
+    store.end_web_session("live").expect("end");
+    store.end_web_session("live").expect("ending twice is harmless");
+    assert_eq!(store.web_session("live").expect("read"), None);
+    assert!(store.web_session("new").expect("read").is_some());
 }

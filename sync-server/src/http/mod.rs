@@ -66,7 +66,8 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 pub const BODY_BUDGET_KIB: usize = 256 * 1024;
 /// Enrolment is a code and a device name: its body limit is small, because anyone may send one.
 pub const MAX_ENROL_BYTES: usize = 16 * 1024;
-/// Routes anyone may call: no token to check before their body is read.
+/// API routes anyone may call: no token to check before their body is read. Dashboard pages
+/// (outside `/api/`) sign in with a session cookie, checked by the page itself.
 const PUBLIC_PATHS: &[&str] = &[ENROL_PATH, "/api/openapi.json"];
 /// Probes answer without a permit, or a busy instance would look dead.
 const PROBE_PATHS: &[&str] = &["/healthz", "/metrics"];
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reference::routes())
         .merge(supervision::routes())
         .merge(reports::routes())
+        .merge(crate::web::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         // Matched routes only: an unknown path or method answers 404/405 as before.
@@ -228,7 +230,7 @@ async fn admit(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    if !PUBLIC_PATHS.contains(&path.as_str()) {
+    if path.starts_with("/api/") && !PUBLIC_PATHS.contains(&path.as_str()) {
         let (st, headers) = (state.clone(), parts.headers.clone());
         match blocking(move || authenticate(&st, &headers)).await {
             Ok(principal) => {

@@ -153,6 +153,16 @@ pub struct AmendmentRow {
     pub written_at: Millis,
 }
 
+/// A dashboard sign-in. The browser's cookie carries a random id; the store keeps only its hash,
+/// so a copy of the database cannot be used to sign in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSession {
+    pub id_hash: String,
+    pub person_id: PersonId,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
 /// Everything one accepted change to a visit writes, in one transaction.
 #[derive(Clone, Debug)]
 pub struct VisitCommit {
@@ -267,4 +277,12 @@ pub trait ServerStore: Send + Sync + 'static {
     fn events_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<EventRow>>;
     /// Amendments of the visits planned to start in `[from, to)`.
     fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>>;
+
+    // ---- dashboard sessions (the web pages) ---------------------------------------------------
+    /// Store a new session; sessions expired at `now` are removed on the way.
+    fn create_web_session(&self, session: &WebSession, now: Millis) -> Result<()>;
+    /// The session with this id hash, whether or not it has expired (the caller decides).
+    fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>>;
+    /// Sign-out: the session is gone; ending an unknown one is harmless.
+    fn end_web_session(&self, id_hash: &str) -> Result<()>;
 }

@@ -8,7 +8,18 @@ use std::str::FromStr;
 use std::sync::{Condvar, Mutex};
 
 /// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_WEB_SESSIONS];
+
+/// Dashboard sessions (see [`WebSession`]).
+const SCHEMA_WEB_SESSIONS: &str = "
+CREATE TABLE web_sessions (
+    id_hash TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people (person_id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE people (
@@ -403,6 +414,45 @@ fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
 }
 
 impl ServerStore for PostgresStore {
+    // ---- dashboard sessions ------------------------------------------------------------------
+    fn create_web_session(&self, session: &WebSession, now: Millis) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM web_sessions WHERE expires_at <= $1", &[&now])?;
+            tx.execute(
+                "INSERT INTO web_sessions (id_hash, person_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &[
+                    &session.id_hash,
+                    &session.person_id.to_string(),
+                    &session.created_at,
+                    &session.expires_at,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>> {
+        let row = self.conn()?.query_opt(
+            "SELECT id_hash, person_id, created_at, expires_at FROM web_sessions WHERE id_hash = $1",
+            &[&id_hash],
+        )?;
+        row.map(|r| {
+            Ok(WebSession {
+                id_hash: r.get(0),
+                person_id: parse(&r.get::<_, String>(1))?,
+                created_at: r.get(2),
+                expires_at: r.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    fn end_web_session(&self, id_hash: &str) -> Result<()> {
+        self.conn()?
+            .execute("DELETE FROM web_sessions WHERE id_hash = $1", &[&id_hash])?;
+        Ok(())
+    }
+
     fn create_person(&self, p: &Person) -> Result<()> {
         self.write(|tx| {
             tx.execute(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3];
+const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -169,6 +169,19 @@ fn schema_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          CREATE INDEX devices_by_person ON devices (person_id);
          CREATE INDEX enrolment_codes_by_person ON enrolment_codes (person_id);
          CREATE INDEX visits_by_client ON visits (client_id);",
+    )
+}
+
+/// Dashboard sessions (see [`WebSession`]).
+fn schema_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE web_sessions (
+             id_hash TEXT PRIMARY KEY,
+             person_id TEXT NOT NULL REFERENCES people (person_id),
+             created_at INTEGER NOT NULL,
+             expires_at INTEGER NOT NULL
+         );
+         CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);",
     )
 }
 
@@ -361,6 +374,48 @@ const EVENT_COLS: &str = "event_id, visit_id, carer_id, device_id, kind, device_
      offset_measured_at, trusted_time, received_at, method, reason, lat, lon, accuracy_m, flags";
 
 impl ServerStore for SqliteStore {
+    // ---- dashboard sessions ------------------------------------------------------------------
+    fn create_web_session(&self, session: &WebSession, now: Millis) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
+            tx.execute(
+                "INSERT INTO web_sessions (id_hash, person_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    session.id_hash,
+                    session.person_id.to_string(),
+                    session.created_at,
+                    session.expires_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT id_hash, person_id, created_at, expires_at FROM web_sessions WHERE id_hash = ?1",
+                [id_hash],
+                |r| {
+                    Ok(WebSession {
+                        id_hash: r.get(0)?,
+                        person_id: column(r, 1)?,
+                        created_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn end_web_session(&self, id_hash: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM web_sessions WHERE id_hash = ?1", [id_hash])?;
+            Ok(())
+        })
+    }
+
     fn create_person(&self, p: &Person) -> Result<()> {
         self.write(|tx| {
             tx.execute(

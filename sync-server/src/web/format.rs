@@ -1,0 +1,195 @@
+//! How a person reads things: names instead of ids, local times, one-decimal percentages.
+
+use crate::http::AppState;
+use crate::store::{Client, Contract, Person, StoreError};
+use caresync_core::domain::*;
+use chrono::{NaiveDate, TimeZone};
+use std::collections::HashMap;
+
+/// Names of everyone and everything a page mentions, read once per request.
+pub struct Names {
+    pub people: HashMap<PersonId, Person>,
+    pub clients: HashMap<ClientId, Client>,
+    pub contracts: HashMap<ContractId, Contract>,
+    pub teams: HashMap<TeamId, String>,
+}
+
+impl Names {
+    pub fn load(st: &AppState) -> Result<Self, StoreError> {
+        Ok(Self {
+            people: st.store.people()?.into_iter().map(|p| (p.id, p)).collect(),
+            clients: st.store.clients()?.into_iter().map(|c| (c.id, c)).collect(),
+            contracts: st.store.contracts()?.into_iter().map(|c| (c.id, c)).collect(),
+            teams: st.store.teams()?.into_iter().map(|t| (t.id, t.name)).collect(),
+        })
+    }
+
+    pub fn person(&self, id: PersonId) -> String {
+        self.people
+            .get(&id)
+            .map_or_else(|| "(someone no longer listed)".into(), |p| p.name.clone())
+    }
+
+    pub fn client(&self, id: ClientId) -> String {
+        self.clients
+            .get(&id)
+            .map_or_else(|| "(unknown client)".into(), |c| c.name.clone())
+    }
+
+    pub fn contract(&self, id: ContractId) -> String {
+        self.contracts
+            .get(&id)
+            .map_or_else(|| "(unknown contract)".into(), |c| c.name.clone())
+    }
+
+    pub fn team_of(&self, person: PersonId) -> String {
+        self.people
+            .get(&person)
+            .and_then(|p| p.team_id)
+            .and_then(|t| self.teams.get(&t).cloned())
+            .unwrap_or_default()
+    }
+
+    /// A report group's name: report rows name groups by id (contract, carer, client, team) or by
+    /// word (model, commissioner, `all`).
+    pub fn group(&self, group: &str) -> String {
+        if let Ok(id) = group.parse::<uuid::Uuid>() {
+            if let Some(c) = self.contracts.get(&ContractId(id)) {
+                return c.name.clone();
+            }
+            if let Some(p) = self.people.get(&PersonId(id)) {
+                return p.name.clone();
+            }
+            if let Some(c) = self.clients.get(&ClientId(id)) {
+                return c.name.clone();
+            }
+            if let Some(t) = self.teams.get(&TeamId(id)) {
+                return t.clone();
+            }
+        }
+        match group {
+            "spot" => "Spot".into(),
+            "framework" => "Framework".into(),
+            "all" => "All visits".into(),
+            "" => "(no team)".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn local(st: &AppState, at: Millis) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+    chrono::Utc
+        .timestamp_millis_opt(at)
+        .single()
+        .map(|t| t.with_timezone(&st.tz))
+}
+
+/// `08:05`
+pub fn time(st: &AppState, at: Millis) -> String {
+    local(st, at).map_or_else(|| "?".into(), |t| t.format("%H:%M").to_string())
+}
+
+/// `08:05:31`, for clock events where seconds matter.
+pub fn time_s(st: &AppState, at: Millis) -> String {
+    local(st, at).map_or_else(|| "?".into(), |t| t.format("%H:%M:%S").to_string())
+}
+
+/// `Wed 25 Nov 2026, 08:05`
+pub fn date_time(st: &AppState, at: Millis) -> String {
+    local(st, at).map_or_else(|| "?".into(), |t| t.format("%a %-d %b %Y, %H:%M").to_string())
+}
+
+/// `08:05` when the instant falls on `day` (local), else `Wed 25 Nov, 17:06`: a timeline or list
+/// about one day speaks in times and names the day only when it differs.
+pub fn when(st: &AppState, at: Millis, day: NaiveDate) -> String {
+    match local(st, at) {
+        Some(t) if t.date_naive() == day => t.format("%H:%M").to_string(),
+        Some(t) => t.format("%a %-d %b, %H:%M").to_string(),
+        None => "?".into(),
+    }
+}
+
+/// The local date of an instant.
+pub fn day_of(st: &AppState, at: Millis) -> NaiveDate {
+    local(st, at).map_or_else(NaiveDate::default, |t| t.date_naive())
+}
+
+/// How a carer clocked, as the office says it.
+pub fn method(m: ClockMethod) -> &'static str {
+    match m {
+        ClockMethod::App => "In the app",
+        ClockMethod::Gps => "GPS",
+        ClockMethod::Qr => "QR code",
+        ClockMethod::Nfc => "NFC tag",
+        ClockMethod::Manual => "Manual",
+    }
+}
+
+/// `Wednesday 25 November 2026`
+pub fn long_date(day: NaiveDate) -> String {
+    day.format("%A %-d %B %Y").to_string()
+}
+
+pub fn today(st: &AppState, now: Millis) -> NaiveDate {
+    day_of(st, now)
+}
+
+/// `12.3%`, or a dash when there is nothing to divide by.
+pub fn pct(p: Option<f64>) -> String {
+    p.map_or_else(|| "–".into(), |v| format!("{v:.1}%"))
+}
+
+/// `1 h 05 min`, `25 min`, or `-3 min`.
+pub fn minutes(ms: Millis) -> String {
+    let m = ms / MINUTE_MS;
+    if m.abs() >= 60 {
+        format!(
+            "{}{} h {:02} min",
+            if m < 0 { "-" } else { "" },
+            m.abs() / 60,
+            m.abs() % 60
+        )
+    } else {
+        format!("{m} min")
+    }
+}
+
+/// A wire word as a person writes it: `no_signal_at_door` → `No signal at door`.
+pub fn words(wire: &str) -> String {
+    let mut s = wire.replace('_', " ");
+    if let Some(first) = s.get(0..1) {
+        let upper = first.to_uppercase();
+        s.replace_range(0..1, &upper);
+    }
+    s
+}
+
+/// Value of a `datetime-local` input (`2026-11-25T08:05`) in the agency's zone → UTC millis.
+pub fn parse_local_input(st: &AppState, s: &str) -> Option<Millis> {
+    let naive = chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S"))
+        .ok()?;
+    st.tz
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The `datetime-local` value of an instant.
+pub fn local_input(st: &AppState, at: Millis) -> String {
+    local(st, at).map_or_else(String::new, |t| t.format("%Y-%m-%dT%H:%M").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn people_read_words_minutes_and_one_decimal() {
+        assert_eq!(pct(Some(12.345)), "12.3%");
+        assert_eq!(pct(None), "–");
+        assert_eq!(minutes(65 * MINUTE_MS), "1 h 05 min");
+        assert_eq!(minutes(-3 * MINUTE_MS), "-3 min");
+        assert_eq!(words("no_signal_at_door"), "No signal at door");
+    }
+}
