@@ -91,6 +91,7 @@ fn postgres_store_conforms() {
     raw.batch_execute(
         "ALTER TABLE api_tokens DROP COLUMN expires_at;
          DROP INDEX api_tokens_by_person, devices_by_person, enrolment_codes_by_person, visits_by_client;
+         DROP TABLE web_sessions;
          UPDATE caresync_schema SET version = 1;",
     )
     .expect("back to schema 1");
