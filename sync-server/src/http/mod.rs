@@ -7,6 +7,7 @@ mod reference;
 mod reports;
 mod supervision;
 mod sync;
+pub use sync::decode_request;
 
 use crate::services::visits::{VisitService, VisitServiceError};
 use crate::store::{Principal, ServerStore, StoreError};
