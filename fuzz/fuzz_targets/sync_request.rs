@@ -3,8 +3,7 @@
 //! as `http::sync` and `VisitService::ingest` do before any document is touched.
 #![no_main]
 
-use automerge::sync::Message;
-use caresync_core::protocol::{from_cbor, to_cbor, SyncRequest, MAX_MESSAGE_BYTES};
+use caresync_core::protocol::{decode_sync_message, from_cbor, to_cbor, SyncRequest, MAX_MESSAGE_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
@@ -13,7 +12,7 @@ fuzz_target!(|body: &[u8]| {
     };
     for visit in &request.visits {
         if visit.message.len() <= MAX_MESSAGE_BYTES {
-            let _ = Message::decode(&visit.message);
+            let _ = decode_sync_message(&visit.message);
         }
     }
     // What the server accepted it can write back the same.

@@ -3,9 +3,9 @@
 //! decoded and received into a replica of a real visit document, which the app then reads.
 #![no_main]
 
-use automerge::sync::{Message, State as SyncState, SyncDoc};
+use automerge::sync::{State as SyncState, SyncDoc};
 use caresync_core::clock::ClockOffset;
-use caresync_core::protocol::{from_cbor, SyncResponse, PROTOCOL_VERSION};
+use caresync_core::protocol::{decode_sync_message, from_cbor, SyncResponse, PROTOCOL_VERSION};
 use caresync_core::visit_document::VisitDocument;
 use caresync_fuzz::{World, NOW};
 use libfuzzer_sys::fuzz_target;
@@ -27,7 +27,7 @@ fuzz_target!(|body: &[u8]| {
     let replica = REPLICA.get_or_init(|| Mutex::new(World::new().phone_replica()));
     let mut replica = replica.lock().unwrap_or_else(|e| e.into_inner());
     for reply in response.visits {
-        let Ok(message) = Message::decode(&reply.message) else {
+        let Ok(message) = decode_sync_message(&reply.message) else {
             continue;
         };
         let mut copy = replica.fork();

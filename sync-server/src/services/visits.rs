@@ -8,7 +8,7 @@ use crate::store::{
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
 use caresync_core::domain::*;
-use caresync_core::protocol::{VisitError, MAX_MESSAGE_BYTES};
+use caresync_core::protocol::{decode_sync_message, VisitError, MAX_MESSAGE_BYTES};
 use caresync_core::visit_document::{ChangeLabel, DocumentError, ScheduleChange, Visit, VisitDocument};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -309,8 +309,9 @@ impl VisitService {
                 format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()),
             );
         }
-        let Ok(message) = Message::decode(message) else {
-            return refuse("malformed_message", "not an Automerge sync message".into());
+        let message = match decode_sync_message(message) {
+            Ok(message) => message,
+            Err(e) => return refuse("malformed_message", e.to_string()),
         };
         let carer = who.person.id;
         let result = self.with_doc(visit, |cached| {
