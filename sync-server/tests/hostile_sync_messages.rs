@@ -137,3 +137,21 @@ fn a_bloom_filter_without_bits_is_refused_and_the_visit_stays_usable() {
     }
     assert_eq!(f.visits.read(f.visit).expect("readable").events.len(), 2);
 }
+
+/// A panic while a visit is being handled (a bug, or a message a library chokes on) used to
+/// poison the visit's cache lock, so every later sync, read or edit of that visit failed until a
+/// restart. The next caller now reloads the visit from the store, which holds only what was
+/// committed.
+#[test]
+fn a_panic_while_handling_a_visit_does_not_lock_it_for_good() {
+    let f = fixture();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = f.visits.edit(f.visit, NOW, |_, _| panic!("a bug while editing"));
+    }));
+    assert!(panicked.is_err());
+    let visit = f
+        .visits
+        .read(f.visit)
+        .expect("the visit is readable after the panic");
+    assert!(visit.events.is_empty());
+}

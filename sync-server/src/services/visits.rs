@@ -141,7 +141,7 @@ impl VisitService {
     /// Run `f` on the visit's document under its lock, loading it from the store if needed.
     fn with_doc<T>(&self, visit: VisitId, f: impl FnOnce(&mut Cached) -> Result<T>) -> Result<T> {
         let entry = self.entry(visit)?;
-        let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
+        let mut guard = lock_visit(&entry);
         if guard.is_none() {
             let chunks = self.store.visit_chunks(visit)?;
             if chunks.is_empty() {
@@ -229,7 +229,7 @@ impl VisitService {
     ) -> Result<VisitRow> {
         validate_schedule(schedule)?;
         let entry = self.entry(visit)?;
-        let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
+        let mut guard = lock_visit(&entry);
         if guard.is_some() || !self.store.visit_chunks(visit)?.is_empty() {
             return Err(VisitServiceError::AlreadyExists(visit));
         }
@@ -433,6 +433,19 @@ impl VisitService {
         }
         Ok(())
     }
+}
+
+/// Lock a visit's cache entry. A panic while it was held (a bug, or a message a library chokes
+/// on) poisons the lock; rather than refuse the visit until a restart, drop the cached document,
+/// which the next step reloads from the store (only committed state is there).
+fn lock_visit(entry: &Entry) -> std::sync::MutexGuard<'_, Option<Cached>> {
+    entry.lock().unwrap_or_else(|poisoned| {
+        tracing::warn!("a visit's lock was poisoned by a panic; reloading it from the store");
+        entry.clear_poison();
+        let mut guard = poisoned.into_inner();
+        *guard = None;
+        guard
+    })
 }
 
 /// Amendments added since `before`, as rows (only office and supervisors write them, through `edit`).
