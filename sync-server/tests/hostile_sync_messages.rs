@@ -155,3 +155,64 @@ fn a_panic_while_handling_a_visit_does_not_lock_it_for_good() {
         .expect("the visit is readable after the panic");
     assert!(visit.events.is_empty());
 }
+
+/// The phone's message after `edit` wrote raw Automerge operations on its replica.
+fn raw_message(f: &mut Fixture, edit: impl FnOnce(&mut automerge::AutoCommit)) -> Vec<u8> {
+    edit(f.phone.automerge());
+    f.phone.automerge().commit();
+    let mut state = SyncState::new();
+    state.shared_heads = f.shared.clone();
+    f.phone
+        .automerge()
+        .sync()
+        .generate_sync_message(&mut primed(state))
+        .expect("a message")
+        .encode()
+}
+
+/// New list entries that do not read as the schema says (found by the commit_path fuzz target:
+/// an event map without an `id`; an event whose `location` is a list) made `ingest` fail as a
+/// whole, so the phone's entire sync got a 500 and its other visits never synced. Each is now
+/// that visit's `invalid_entry`, and nothing is stored.
+#[test]
+fn entries_that_do_not_read_as_the_schema_are_refused_for_their_visit_alone() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ReadDoc, ROOT};
+    let cases: [(&str, fn(&mut automerge::AutoCommit, &str, &str)); 2] = [
+        ("an event without an id", |doc, _, _| {
+            let (_, events) = doc.get(ROOT, "events").expect("get").expect("events");
+            let entry = doc.insert_object(&events, 0, ObjType::Map).expect("insert");
+            doc.put(&entry, "kind", "clock_in").expect("put");
+        }),
+        ("an event whose location is a list", |doc, carer, device| {
+            let (_, events) = doc.get(ROOT, "events").expect("get").expect("events");
+            let entry = doc.insert_object(&events, 0, ObjType::Map).expect("insert");
+            for (k, v) in [
+                ("id", EventId::new().to_string()),
+                ("kind", "clock_in".into()),
+                ("carer_id", carer.into()),
+                ("device_id", device.into()),
+                ("method", "app".into()),
+            ] {
+                doc.put(&entry, k, v).expect("put");
+            }
+            doc.put(&entry, "device_time", NOW).expect("put");
+            doc.put_object(&entry, "location", ObjType::List).expect("list");
+        }),
+    ];
+    for (what, edit) in cases {
+        let mut f = fixture();
+        let (carer, device) = (
+            f.carer.person.id.to_string(),
+            f.carer.device_id.expect("device").to_string(),
+        );
+        let message = raw_message(&mut f, |doc| edit(doc, &carer, &device));
+        match f.visits.ingest(&f.carer, f.visit, &message, NOW) {
+            Ok(Ingested::Refused(e)) => assert_eq!(e.code, "invalid_entry", "{what}"),
+            Ok(Ingested::Accepted { .. }) => panic!("{what}: accepted"),
+            Err(e) => panic!("{what}: the whole sync failed: {e}"),
+        }
+        let visit = f.visits.read(f.visit).expect("readable");
+        assert!(visit.events.is_empty(), "{what}: nothing stored");
+    }
+}

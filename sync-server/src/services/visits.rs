@@ -340,20 +340,36 @@ impl VisitService {
                     message: format!("changes could not be applied: {e}"),
                 }));
             }
-            let audit = copy
-                .audit_since(&before)
-                .map_err(|source| VisitServiceError::Document { visit, source })?;
+            // The document was readable before this message, so whatever no longer reads as the
+            // schema says came with it: that visit's `invalid_entry`, never an error for the
+            // whole request (the commit_path fuzz target found both ways in).
+            let unreadable = |e: DocumentError| {
+                Ok(Ingested::Refused(VisitError {
+                    visit_id: visit,
+                    code: "invalid_entry".into(),
+                    message: format!("the changes leave an entry that cannot be read: {e}"),
+                }))
+            };
+            let audit = match copy.audit_since(&before) {
+                Ok(audit) => audit,
+                Err(e) => return unreadable(e),
+            };
             let mut flagged = Vec::new();
             if !audit.change_hashes.is_empty() {
-                match judge_device_changes(who, device, &audit, &mut copy)? {
-                    Judgement::Allowed { reassigned_events } => flagged = reassigned_events,
-                    Judgement::Refused { code, reason } => {
+                if let Err(e) = copy.read() {
+                    return unreadable(e);
+                }
+                match judge_device_changes(who, device, &audit, &mut copy) {
+                    Ok(Judgement::Allowed { reassigned_events }) => flagged = reassigned_events,
+                    Ok(Judgement::Refused { code, reason }) => {
                         return Ok(Ingested::Refused(VisitError {
                             visit_id: visit,
                             code: code.into(),
                             message: reason,
                         }));
                     }
+                    Err(VisitServiceError::Document { source, .. }) => return unreadable(source),
+                    Err(e) => return Err(e),
                 }
             }
             let reply = copy
