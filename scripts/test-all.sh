@@ -10,3 +10,7 @@ cargo test --workspace
 if [ -x tests/ffi/run.sh ]; then
   tests/ffi/run.sh
 fi
+# Property-based API fuzzing (schemathesis) against a real server, then a short run of every fuzz
+# target from its checked-in corpus (docs/security.md).
+tests/api-fuzz/run.sh
+scripts/fuzz-smoke.sh

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SCHEMATHESIS_VERSION=4.32.5
-VENV=${API_FUZZ_VENV:-target/api-fuzz-venv}
+VENV=${API_FUZZ_VENV:-$PWD/target/api-fuzz-venv}
 EXAMPLES=${API_FUZZ_EXAMPLES:-30}
 SEED=${API_FUZZ_SEED:-11}
 
@@ -59,13 +59,16 @@ for who in office supervisor; do
   token=$office
   [ "$who" = supervisor ] && token=$supervisor
   echo "== schemathesis as $who: $EXAMPLES examples per operation, seed $SEED"
-  "$VENV/bin/st" run "$base/api/openapi.json" \
+  # From the scratch directory: schemathesis keeps a .schemathesis/ folder where it runs.
+  # The two CBOR operations (sync, enrol) have no serializer here; the fuzz targets cover them.
+  (cd "$work" && "$VENV/bin/st" run "$base/api/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 \
     --phases examples,coverage,fuzzing \
     --generation-database none --no-color \
     --request-timeout 30 \
+    --exclude-path /api/v1/sync --exclude-path /api/v1/enrol) \
     || status=1
 done
 if grep -q ' ERROR ' "$work/server.err"; then
