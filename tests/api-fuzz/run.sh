@@ -5,13 +5,13 @@
 # body schema). Bounded: a fixed number of examples per operation and a fixed seed, so a run takes
 # a couple of minutes and finds the same things twice.
 #
-# Environment: API_FUZZ_EXAMPLES (default 30), API_FUZZ_SEED (default 11), API_FUZZ_VENV.
+# Environment: API_FUZZ_EXAMPLES (default 100), API_FUZZ_SEED (default 11), API_FUZZ_VENV.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SCHEMATHESIS_VERSION=4.32.5
 VENV=${API_FUZZ_VENV:-$PWD/target/api-fuzz-venv}
-EXAMPLES=${API_FUZZ_EXAMPLES:-30}
+EXAMPLES=${API_FUZZ_EXAMPLES:-100}
 SEED=${API_FUZZ_SEED:-11}
 
 if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
