@@ -269,14 +269,14 @@ pub fn run_program(world: &World, phone: &mut VisitDocument, input: &mut Bytes) 
             2 => {
                 let outcome = TaskOutcome {
                     id: OutcomeId(id(0x100 + input.byte() as u128)),
-                    task_id: if input.byte() % 2 == 0 {
+                    task_id: if input.byte().is_multiple_of(2) {
                         world.task
                     } else {
                         TaskId(id(0x200))
                     },
                     carer_id: *input.pick(&[world.carer, world.other_carer]),
                     result: *input.pick(TaskResult::ALL),
-                    note: (input.byte() % 2 == 0).then(|| input.text()),
+                    note: (input.byte().is_multiple_of(2)).then(|| input.text()),
                     recorded_at: input.time(),
                 };
                 phone.append_task_outcome(&outcome).map(drop)
@@ -414,7 +414,7 @@ fn scalar(world: &World, input: &mut Bytes) -> ScalarValue {
         4 => ScalarValue::Int(input.int()),
         5 => ScalarValue::Uint(input.int() as u64),
         6 => ScalarValue::F64(f64::from_bits(input.int() as u64)),
-        7 => ScalarValue::Boolean(input.byte() % 2 == 0),
+        7 => ScalarValue::Boolean(input.byte().is_multiple_of(2)),
         8 => ScalarValue::Null,
         9 => ScalarValue::Timestamp(input.time()),
         10 => ScalarValue::counter(input.int()),
