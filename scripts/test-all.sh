@@ -15,3 +15,7 @@ if [ -x tests/ffi/run.sh ]; then
 fi
 # The web dashboard in a real headless Chromium against `serve --demo` (a short demo).
 tests/browser/run.sh
+# Property-based API fuzzing (schemathesis) against a real server, then a short run of every fuzz
+# target from its checked-in corpus (docs/security.md).
+tests/api-fuzz/run.sh
+scripts/fuzz-smoke.sh

@@ -76,9 +76,10 @@ pub struct ClockOffset {
 impl ClockOffset {
     /// From one request/response: the server's time is taken to be mid-way through the round trip.
     pub fn measure(sent_at: Millis, received_at: Millis, server_time: Millis) -> Self {
-        let midpoint = sent_at + (received_at - sent_at) / 2;
+        // Saturating: the server's time comes off the wire and may be anything.
+        let midpoint = sent_at.saturating_add(received_at.saturating_sub(sent_at) / 2);
         Self {
-            offset_ms: server_time - midpoint,
+            offset_ms: server_time.saturating_sub(midpoint),
             measured_at: received_at,
         }
     }
@@ -96,5 +97,18 @@ mod tests {
         let off = ClockOffset::measure(sent, sent + 200, server);
         assert_eq!(off.offset_ms, 90_000);
         assert_eq!(off.measured_at, sent + 200);
+    }
+
+    /// A server (or something posing as one) answering with a wild time must not overflow the
+    /// phone's arithmetic (a panic in debug builds, a wrapped offset in release).
+    #[test]
+    fn wild_server_times_saturate() {
+        let sent = 1_795_000_000_000;
+        assert_eq!(
+            ClockOffset::measure(sent, sent + 250, i64::MIN).offset_ms,
+            i64::MIN
+        );
+        assert_eq!(ClockOffset::measure(-sent, -sent, i64::MAX).offset_ms, i64::MAX);
+        assert_eq!(ClockOffset::measure(i64::MIN, i64::MAX, 0).measured_at, i64::MAX);
     }
 }

@@ -122,6 +122,72 @@ pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
     ciborium::from_reader(bytes).map_err(|e| CborError(e.to_string()))
 }
 
+/// Why a visit's Automerge sync message was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncMessageError {
+    #[error("not an Automerge sync message: {0}")]
+    Undecodable(String),
+    #[error("sync message has an unusable bloom filter: {0}")]
+    BadBloomFilter(&'static str),
+}
+
+/// Largest number of probes and of bits per entry a peer's bloom filter may declare. Automerge
+/// writes 7 and 10; anything far beyond is hostile (each probe is work for every change).
+const MAX_BLOOM_PROBES: u64 = 64;
+const MAX_BLOOM_BITS_PER_ENTRY: u64 = 64;
+
+/// Decode one visit's Automerge sync message, refusing what automerge 0.12 would choke on later.
+///
+/// `Message::decode` accepts a `have` whose bloom filter declares entries but zero bits per entry
+/// (or so many probes that one lookup allocates gigabytes); answering such a message
+/// (`generate_sync_message`) then divides by zero and panics. Found by the `sync_response` fuzz
+/// target (docs/security.md). Both sides decode peers' messages here, never with
+/// `Message::decode` directly.
+pub fn decode_sync_message(bytes: &[u8]) -> Result<automerge::sync::Message, SyncMessageError> {
+    let message =
+        automerge::sync::Message::decode(bytes).map_err(|e| SyncMessageError::Undecodable(e.to_string()))?;
+    for have in &message.have {
+        check_bloom(&have.bloom.to_bytes())?;
+    }
+    Ok(message)
+}
+
+/// A bloom filter as encoded: nothing (empty), or LEB128 entries, bits per entry, probes, bits.
+fn check_bloom(encoded: &[u8]) -> Result<(), SyncMessageError> {
+    if encoded.is_empty() {
+        return Ok(());
+    }
+    let mut rest = encoded;
+    let mut next = || -> Result<u64, SyncMessageError> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&byte, tail) = rest
+                .split_first()
+                .ok_or(SyncMessageError::BadBloomFilter("truncated"))?;
+            rest = tail;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(SyncMessageError::BadBloomFilter("overlong number"))
+    };
+    let (entries, bits_per_entry, probes) = (next()?, next()?, next()?);
+    if entries == 0 {
+        return Ok(());
+    }
+    if bits_per_entry == 0 || bits_per_entry > MAX_BLOOM_BITS_PER_ENTRY {
+        return Err(SyncMessageError::BadBloomFilter("bits per entry out of range"));
+    }
+    if probes == 0 || probes > MAX_BLOOM_PROBES {
+        return Err(SyncMessageError::BadBloomFilter("number of probes out of range"));
+    }
+    if rest.is_empty() {
+        return Err(SyncMessageError::BadBloomFilter("no bits"));
+    }
+    Ok(())
+}
+
 /// Encode `Vec<u8>` as a CBOR byte string rather than an array of integers.
 mod serde_bytes_compat {
     use serde::{Deserializer, Serializer};
@@ -240,5 +306,63 @@ mod tests {
         let decoded: VisitMessage = from_cbor(&chunked)?;
         assert_eq!(decoded.message, vec![9; 10]);
         Ok(())
+    }
+
+    fn message_with_bloom(bloom: &[u8]) -> Vec<u8> {
+        let bloom = automerge::sync::BloomFilter::try_from(bloom).expect("a parseable filter");
+        automerge::sync::Message {
+            heads: vec![],
+            need: vec![],
+            have: vec![automerge::sync::Have {
+                last_sync: vec![],
+                bloom,
+            }],
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V2,
+        }
+        .encode()
+    }
+
+    /// A peer's bloom filter with entries but no bits made automerge divide by zero when it
+    /// answered (the `sync_response` fuzz target's crash); absurd probe counts are refused too.
+    #[test]
+    fn sync_messages_with_unusable_bloom_filters_are_refused() {
+        // entries 1, bits per entry 0, probes 7: no bits at all.
+        assert!(matches!(
+            decode_sync_message(&message_with_bloom(&[1, 0, 7])),
+            Err(SyncMessageError::BadBloomFilter(_))
+        ));
+        // entries 1, 10 bits per entry, 2^32 - 1 probes, two bytes of bits.
+        assert!(matches!(
+            decode_sync_message(&message_with_bloom(&[1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0])),
+            Err(SyncMessageError::BadBloomFilter(_))
+        ));
+        // What automerge itself writes (10 bits per entry, 7 probes) and an empty filter decode.
+        assert!(decode_sync_message(&message_with_bloom(&[1, 10, 7, 0, 0])).is_ok());
+        assert!(decode_sync_message(&message_with_bloom(&[])).is_ok());
+        assert!(matches!(
+            decode_sync_message(b"not a message"),
+            Err(SyncMessageError::Undecodable(_))
+        ));
+    }
+
+    /// The automerge behaviour the check exists for: if this ever stops panicking, the check
+    /// may go (and this test tells whoever upgrades automerge).
+    #[test]
+    fn automerge_still_panics_on_a_bloom_filter_without_bits() {
+        use automerge::sync::SyncDoc;
+        let message = automerge::sync::Message::decode(&message_with_bloom(&[1, 0, 7])).expect("decodes");
+        let answered = std::panic::catch_unwind(move || {
+            let mut doc = automerge::AutoCommit::new();
+            use automerge::transaction::Transactable;
+            let _ = doc.put(automerge::ROOT, "x", 1);
+            doc.commit();
+            let mut state = automerge::sync::State::new();
+            let _ = doc.sync().receive_sync_message(&mut state, message);
+            let answer = doc.sync().generate_sync_message(&mut state);
+            answer.is_some()
+        });
+        assert!(answered.is_err(), "automerge no longer panics here");
     }
 }

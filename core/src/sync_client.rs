@@ -13,7 +13,7 @@ use crate::clock::ClockOffset;
 use crate::domain::*;
 use crate::protocol::*;
 use crate::store::{heads_text, DeviceIdentity, PhoneStore, RefusedChanges, StoreError};
-use automerge::sync::{Message, State as SyncState};
+use automerge::sync::State as SyncState;
 use automerge::ChangeHash;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -257,7 +257,7 @@ impl SyncClient {
             }
             for reply in response.visits {
                 // One visit's unreadable reply is that visit's error, never the whole session's.
-                let message = match Message::decode(&reply.message) {
+                let message = match decode_sync_message(&reply.message) {
                     Ok(message) => message,
                     Err(e) => {
                         refused.insert(reply.visit_id);

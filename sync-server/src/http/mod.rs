@@ -9,6 +9,7 @@ pub mod serve;
 mod sign_in;
 mod supervision;
 mod sync;
+pub use sync::decode_request;
 
 use crate::services::visits::{VisitService, VisitServiceError};
 use crate::store::{Principal, ServerStore, StoreError};

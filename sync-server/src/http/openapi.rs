@@ -128,12 +128,28 @@ pub async fn openapi() -> Json<Value> {
     Json(document())
 }
 
+/// An object schema. A property that is not required may also be `null`: serde writes an absent
+/// `Option` as `null` and reads `null` as absent (schemathesis found `team_id` and `location`
+/// answered as `null` against schemas that did not allow it).
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
     let mut p = Map::new();
     for (k, v) in props {
-        p.insert((*k).to_string(), v.clone());
+        let v = if required.contains(k) || allows_null(v) {
+            v.clone()
+        } else {
+            json!({ "anyOf": [v, { "type": "null" }] })
+        };
+        p.insert((*k).to_string(), v);
     }
     json!({ "type": "object", "properties": p, "required": required })
+}
+
+fn allows_null(schema: &Value) -> bool {
+    match &schema["type"] {
+        Value::String(t) => t == "null",
+        Value::Array(types) => types.iter().any(|t| t == "null"),
+        _ => false,
+    }
 }
 
 fn r(name: &str) -> Value {
@@ -862,10 +878,21 @@ pub fn document() -> Value {
                 problem("the body did not arrive within the body timeout"),
             );
         }
-        responses.insert(
-            "503".into(),
-            problem("busy: no work permit free; retry after Retry-After"),
-        );
+        if op.request.is_some_and(|r| !r.starts_with("cbor:")) {
+            // axum's JSON extractor: no `Content-Type: application/json`, or a body that is JSON
+            // but not of the documented shape (schemathesis found both undocumented).
+            responses.insert("415".into(), problem("the body is not declared as JSON"));
+            responses.insert(
+                "422".into(),
+                problem("the JSON body does not have the documented shape"),
+            );
+        }
+        if !matches!(op.path, "/healthz" | "/metrics") {
+            responses.insert(
+                "503".into(),
+                problem("server busy; retry after the Retry-After seconds"),
+            );
+        }
         if matches!(
             op.id,
             "createClient" | "createContract" | "createVisits" | "cancelVisit"
@@ -989,6 +1016,43 @@ mod tests {
                 json!([{ "bearer": [] }])
             };
             assert_eq!(security, &expected, "{}", op.id);
+        }
+    }
+
+    /// What schemathesis found undocumented (docs/security.md, "API fuzzing"): `null` for an
+    /// absent optional field, and axum's 415 and 422 answers to a body that is not the JSON shown.
+    #[test]
+    fn optional_fields_may_be_null_and_json_bodies_document_415_and_422() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field) in [
+            ("Person", "team_id"),
+            ("Client", "location"),
+            ("Device", "revoked_at"),
+        ] {
+            let prop = &schemas[schema]["properties"][field];
+            let nullable = prop["anyOf"]
+                .as_array()
+                .is_some_and(|alts| alts.iter().any(allows_null))
+                || allows_null(prop);
+            assert!(nullable, "{schema}.{field} must allow null: {prop}");
+        }
+        assert!(
+            !allows_null(&schemas["Person"]["properties"]["id"]),
+            "required fields stay non-null"
+        );
+        for op in OPERATIONS {
+            let responses = &doc["paths"][op.path][op.method]["responses"];
+            let json_body = op.request.is_some_and(|r| !r.starts_with("cbor:"));
+            for status in ["415", "422"] {
+                assert_eq!(
+                    responses.get(status).is_some(),
+                    json_body,
+                    "{} {} {status}",
+                    op.method,
+                    op.path
+                );
+            }
         }
     }
 

@@ -91,14 +91,9 @@ pub async fn sync(
     result
 }
 
-fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let who = authenticate(state, headers)?;
-    let device = who
-        .device_id
-        .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
-    if who.person.role != caresync_core::Role::Carer {
-        return Err(ApiError::forbidden("only carers' devices sync"));
-    }
+/// A sync request body, decoded and checked before any visit is touched: CBOR shape, protocol
+/// version, batch size and no visit twice. Public so the fuzz target drives the same code.
+pub fn decode_request(body: &[u8]) -> ApiResult<SyncRequest> {
     let req: SyncRequest =
         from_cbor(body).map_err(|e| ApiError::bad_request("malformed_request", e.to_string()))?;
     if req.protocol != PROTOCOL_VERSION {
@@ -127,6 +122,18 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
             format!("visit {} appears twice", dup.visit_id),
         ));
     }
+    Ok(req)
+}
+
+fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let who = authenticate(state, headers)?;
+    let device = who
+        .device_id
+        .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
+    if who.person.role != caresync_core::Role::Carer {
+        return Err(ApiError::forbidden("only carers' devices sync"));
+    }
+    let req = decode_request(body)?;
     let t = &state.telemetry;
     let at = now();
     let mut response = SyncResponse {

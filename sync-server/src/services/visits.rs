@@ -8,7 +8,7 @@ use crate::store::{
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
 use caresync_core::domain::*;
-use caresync_core::protocol::{VisitError, MAX_MESSAGE_BYTES};
+use caresync_core::protocol::{decode_sync_message, VisitError, MAX_MESSAGE_BYTES};
 use caresync_core::visit_document::{ChangeLabel, DocumentError, ScheduleChange, Visit, VisitDocument};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -144,7 +144,7 @@ impl VisitService {
     /// Run `f` on the visit's document under its lock, loading it from the store if needed.
     fn with_doc<T>(&self, visit: VisitId, f: impl FnOnce(&mut Cached) -> Result<T>) -> Result<T> {
         let entry = self.entry(visit)?;
-        let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
+        let mut guard = lock_visit(&entry);
         if guard.is_none() {
             let chunks = self.store.visit_chunks(visit)?;
             if chunks.is_empty() {
@@ -232,7 +232,7 @@ impl VisitService {
     ) -> Result<VisitRow> {
         validate_schedule(schedule)?;
         let entry = self.entry(visit)?;
-        let mut guard = entry.lock().map_err(|_| VisitServiceError::Poisoned)?;
+        let mut guard = lock_visit(&entry);
         if guard.is_some() || !self.store.visit_chunks(visit)?.is_empty() {
             return Err(VisitServiceError::AlreadyExists(visit));
         }
@@ -315,8 +315,9 @@ impl VisitService {
                 format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()),
             );
         }
-        let Ok(message) = Message::decode(message) else {
-            return refuse("malformed_message", "not an Automerge sync message".into());
+        let message = match decode_sync_message(message) {
+            Ok(message) => message,
+            Err(e) => return refuse("malformed_message", e.to_string()),
         };
         let carer = who.person.id;
         let result = self.with_doc(visit, |cached| {
@@ -345,20 +346,36 @@ impl VisitService {
                     message: format!("changes could not be applied: {e}"),
                 }));
             }
-            let audit = copy
-                .audit_since(&before)
-                .map_err(|source| VisitServiceError::Document { visit, source })?;
+            // The document was readable before this message, so whatever no longer reads as the
+            // schema says came with it: that visit's `invalid_entry`, never an error for the
+            // whole request (the commit_path fuzz target found both ways in).
+            let unreadable = |e: DocumentError| {
+                Ok(Ingested::Refused(VisitError {
+                    visit_id: visit,
+                    code: "invalid_entry".into(),
+                    message: format!("the changes leave an entry that cannot be read: {e}"),
+                }))
+            };
+            let audit = match copy.audit_since(&before) {
+                Ok(audit) => audit,
+                Err(e) => return unreadable(e),
+            };
             let mut flagged = Vec::new();
             if !audit.change_hashes.is_empty() {
-                match judge_device_changes(who, device, &audit, &mut copy)? {
-                    Judgement::Allowed { reassigned_events } => flagged = reassigned_events,
-                    Judgement::Refused { code, reason } => {
+                if let Err(e) = copy.read() {
+                    return unreadable(e);
+                }
+                match judge_device_changes(who, device, &audit, &mut copy) {
+                    Ok(Judgement::Allowed { reassigned_events }) => flagged = reassigned_events,
+                    Ok(Judgement::Refused { code, reason }) => {
                         return Ok(Ingested::Refused(VisitError {
                             visit_id: visit,
                             code: code.into(),
                             message: reason,
                         }));
                     }
+                    Err(VisitServiceError::Document { source, .. }) => return unreadable(source),
+                    Err(e) => return Err(e),
                 }
             }
             let reply = if assigned_now {
@@ -459,6 +476,19 @@ fn acknowledgement(
             })?;
     let message = shared.sync().generate_sync_message(state);
     Ok(message)
+}
+
+/// Lock a visit's cache entry. A panic while it was held (a bug, or a message a library chokes
+/// on) poisons the lock; rather than refuse the visit until a restart, drop the cached document,
+/// which the next step reloads from the store (only committed state is there).
+fn lock_visit(entry: &Entry) -> std::sync::MutexGuard<'_, Option<Cached>> {
+    entry.lock().unwrap_or_else(|poisoned| {
+        tracing::warn!("a visit's lock was poisoned by a panic; reloading it from the store");
+        entry.clear_poison();
+        let mut guard = poisoned.into_inner();
+        *guard = None;
+        guard
+    })
 }
 
 /// Amendments added since `before`, as rows (only office and supervisors write them, through `edit`).

@@ -1,0 +1,52 @@
+//! The phone's reading of the server's reply, as the core's sync client does it: the CBOR body,
+//! the protocol check, the clock offset from the server's time, each visit's Automerge message
+//! decoded and received into a replica of a real visit document, which the app then reads.
+#![no_main]
+
+use automerge::sync::{State as SyncState, SyncDoc};
+use caresync_core::clock::ClockOffset;
+use caresync_core::protocol::{decode_sync_message, from_cbor, SyncResponse, PROTOCOL_VERSION};
+use caresync_core::visit_document::VisitDocument;
+use caresync_fuzz::{World, NOW};
+use libfuzzer_sys::fuzz_target;
+use std::sync::{Mutex, OnceLock};
+
+static REPLICA: OnceLock<Mutex<VisitDocument>> = OnceLock::new();
+
+fuzz_target!(|body: &[u8]| {
+    let Ok(response) = from_cbor::<SyncResponse>(body) else {
+        return;
+    };
+    if response.protocol != PROTOCOL_VERSION {
+        return;
+    }
+    let offset = ClockOffset::measure(NOW, NOW + 250, response.server_time);
+    assert_eq!(offset.measured_at, NOW + 250);
+    // Server minus the round trip's midpoint: a wild server time saturates, it never wraps.
+    assert_eq!(offset.offset_ms, response.server_time.saturating_sub(NOW + 125));
+    let replica = REPLICA.get_or_init(|| Mutex::new(World::new().phone_replica()));
+    let mut replica = replica.lock().unwrap_or_else(|e| e.into_inner());
+    for reply in response.visits {
+        let Ok(message) = decode_sync_message(&reply.message) else {
+            continue;
+        };
+        let mut copy = replica.fork();
+        let mut state = SyncState::new();
+        if copy
+            .automerge()
+            .sync()
+            .receive_sync_message(&mut state, message)
+            .is_ok()
+        {
+            let _ = copy.read();
+            let _ = copy.automerge().sync().generate_sync_message(&mut state);
+        }
+    }
+    for entry in &response.manifest {
+        let _: Vec<String> = entry.heads.iter().map(hex_of).collect();
+    }
+});
+
+fn hex_of(h: &[u8; 32]) -> String {
+    automerge::ChangeHash(*h).to_string()
+}
