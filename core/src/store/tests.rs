@@ -1,6 +1,10 @@
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{ClockOffset, ManualClock};
+use crate::heads::Heads;
 use crate::visit_document::Task;
+use automerge::sync::State as SyncState;
+use automerge::ActorId;
+use chrono::NaiveDate;
 
 const T0: Millis = 1_790_000_000_000; // 2026-09-21, a Monday in BST
 
@@ -395,7 +399,7 @@ fn refused_changes_are_parked_kept_and_listed() -> Result<()> {
                 visit: refused,
                 source,
             })?;
-        heads_text(&doc.heads())
+        Heads::from(doc.heads())
     };
     let listed = vec![RefusedChanges {
         visit_id: refused,

@@ -16,12 +16,14 @@
 //!
 //! List entries are maps whose scalar fields are written once, in the change that inserts them.
 
+mod reader;
+
 use crate::domain::*;
 use automerge::transaction::Transactable;
 use automerge::{
-    ActorId, AutoCommit, AutoSerde, ChangeHash, ObjId, ObjType, PatchAction, Prop, ReadDoc, ScalarValue, ROOT,
+    ActorId, AutoCommit, ChangeHash, ObjId, ObjType, PatchAction, Prop, ReadDoc, ScalarValue, ROOT,
 };
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::{BTreeSet, HashSet};
 
@@ -331,12 +333,13 @@ impl VisitDocument {
         Ok(this)
     }
 
-    /// Load and validate saved bytes.
+    /// Load saved bytes and check the document's shape: a schema this build knows, a visit id,
+    /// every section of the right kind. Entries are read (and checked) by whoever reads them, so
+    /// loading does not grow with a visit's history.
     pub fn load(bytes: &[u8]) -> Result<Self, DocumentError> {
         let doc = AutoCommit::load(bytes)?;
-        let this = Self { doc };
-        this.read()?;
-        Ok(this)
+        reader::check_shape(&doc)?;
+        Ok(Self { doc })
     }
 
     /// Load saved bytes without checking the content (for sync, where a replica may be empty).
@@ -383,22 +386,20 @@ impl VisitDocument {
         Ok(())
     }
 
-    /// Read the whole visit. Malformed content and unknown schemas are errors, never panics.
+    /// Read the whole visit, typed, straight from the document. Malformed content and unknown
+    /// schemas are errors, never panics.
     pub fn read(&self) -> Result<Visit, DocumentError> {
-        let version = match self.doc.get(ROOT, "schema_version")? {
-            Some((automerge::Value::Scalar(s), _)) => match s.as_ref() {
-                ScalarValue::Uint(v) => *v,
-                ScalarValue::Int(v) if *v >= 0 => *v as u64,
-                _ => return Err(DocumentError::Malformed("schema_version is not a number".into())),
-            },
-            _ => return Err(DocumentError::Malformed("no schema_version".into())),
-        };
-        if version > SCHEMA_VERSION {
-            return Err(DocumentError::UnknownSchema { found: version });
-        }
-        let json = serde_json::to_value(AutoSerde::from(&self.doc))
-            .map_err(|e| DocumentError::Malformed(e.to_string()))?;
-        from_json(json)
+        reader::visit(&self.doc)
+    }
+
+    /// Read only the schedule.
+    pub fn read_schedule(&self) -> Result<Schedule, DocumentError> {
+        reader::schedule(&self.doc)
+    }
+
+    /// Read only the clock events (not the notes, outcomes or amendments).
+    pub fn read_events(&self) -> Result<Vec<ClockEvent>, DocumentError> {
+        reader::events(&self.doc)
     }
 
     pub fn visit_id(&self) -> Result<VisitId, DocumentError> {
@@ -447,7 +448,7 @@ impl VisitDocument {
         schedule: &Schedule,
         label: Option<&ChangeLabel>,
     ) -> Result<Option<ChangeHash>, DocumentError> {
-        let current = self.read()?.schedule;
+        let current = self.read_schedule()?;
         let sched = self.section(Section::Schedule)?;
         let (old, new) = (to_json(&current)?, to_json(schedule)?);
         let (Json::Object(old), Json::Object(new)) = (old, new) else {
@@ -574,24 +575,20 @@ impl VisitDocument {
             }
             let list = self.section(section)?;
             let mut seen_ids = HashSet::new();
-            for (index, item) in self.doc.list_range(&list, ..).enumerate() {
-                let id = item.id();
-                let json = entry_json(&self.doc, &list, index)?;
-                let entry_id = json.get("id").cloned().unwrap_or(Json::Null);
-                if !seen_ids.insert(entry_id.to_string()) {
+            for item in self.doc.list_range(&list, ..) {
+                let obj = item.id();
+                if !matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+                    return Err(DocumentError::Malformed("list entry is not a map".into()));
+                }
+                let entry_id = reader::raw_id(&self.doc, &obj)?;
+                if !seen_ids.insert(entry_id.clone()) {
+                    let shown = entry_id.as_deref().unwrap_or("null");
                     audit
                         .violations
-                        .push(format!("duplicate {} id {entry_id}", section.key()));
+                        .push(format!("duplicate {} id {shown}", section.key()));
                 }
-                if !created_here(&self.doc, &id) {
-                    continue;
-                }
-                match section {
-                    Section::Events => audit.new_events.push(from_json(json)?),
-                    Section::Notes => audit.new_notes.push(from_json(json)?),
-                    Section::TaskOutcomes => audit.new_task_outcomes.push(from_json(json)?),
-                    Section::Amendments => audit.new_amendments.push(from_json(json)?),
-                    Section::Root | Section::Schedule => {}
+                if created_here(&self.doc, &obj) {
+                    reader::audit_entry(&self.doc, section, item.index, &obj, &mut audit)?;
                 }
             }
         }
@@ -601,12 +598,7 @@ impl VisitDocument {
     /// The schedule as it stood at the given heads (for judging changes made offline).
     pub fn schedule_at(&mut self, heads: &[ChangeHash]) -> Result<Option<Schedule>, DocumentError> {
         let forked = self.doc.fork_at(heads)?;
-        let json = serde_json::to_value(AutoSerde::from(&forked))
-            .map_err(|e| DocumentError::Malformed(e.to_string()))?;
-        match json.get("schedule") {
-            Some(s) => Ok(Some(from_json(s.clone())?)),
-            None => Ok(None),
-        }
+        reader::schedule_if_any(&forked)
     }
 
     /// The dependencies (parent heads) of a change in this document.
@@ -631,47 +623,8 @@ fn describe(action: &PatchAction) -> &'static str {
     }
 }
 
-fn entry_json(doc: &AutoCommit, list: &ObjId, index: usize) -> Result<Json, DocumentError> {
-    let Some((automerge::Value::Object(ObjType::Map), obj)) = doc.get(list, index)? else {
-        return Err(DocumentError::Malformed("list entry is not a map".into()));
-    };
-    let mut map = serde_json::Map::new();
-    for key in doc.keys(&obj) {
-        if let Some((automerge::Value::Scalar(s), _)) = doc.get(&obj, key.as_str())? {
-            map.insert(key, scalar_json(&s));
-        } else if let Some((automerge::Value::Object(ObjType::Map), inner)) = doc.get(&obj, key.as_str())? {
-            let mut m = serde_json::Map::new();
-            for k in doc.keys(&inner) {
-                if let Some((automerge::Value::Scalar(s), _)) = doc.get(&inner, k.as_str())? {
-                    m.insert(k, scalar_json(&s));
-                }
-            }
-            map.insert(key, Json::Object(m));
-        }
-    }
-    Ok(Json::Object(map))
-}
-
-fn scalar_json(s: &ScalarValue) -> Json {
-    match s {
-        ScalarValue::Str(s) => Json::String(s.to_string()),
-        ScalarValue::Int(i) => Json::from(*i),
-        ScalarValue::Uint(u) => Json::from(*u),
-        ScalarValue::F64(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .unwrap_or(Json::Null),
-        ScalarValue::Boolean(b) => Json::Bool(*b),
-        ScalarValue::Timestamp(t) => Json::from(*t),
-        _ => Json::Null,
-    }
-}
-
 fn to_json<T: Serialize>(value: &T) -> Result<Json, DocumentError> {
     serde_json::to_value(value).map_err(|e| DocumentError::Malformed(e.to_string()))
-}
-
-fn from_json<T: DeserializeOwned>(value: Json) -> Result<T, DocumentError> {
-    serde_json::from_value(value).map_err(|e| DocumentError::Malformed(e.to_string()))
 }
 
 fn write_map(doc: &mut AutoCommit, obj: &ObjId, value: &Json) -> Result<(), DocumentError> {
@@ -866,5 +819,238 @@ pub(crate) mod tests {
         assert_eq!(merged.planned_start, 60_000);
         assert_eq!(merged.carers, vec![b]);
         Ok(())
+    }
+
+    /// The reader this build replaced: the whole document through `AutoSerde` into JSON, then
+    /// serde. Kept as the oracle the typed reader must agree with.
+    fn read_via_json(doc: &VisitDocument) -> Result<Visit, DocumentError> {
+        let version = match doc.doc.get(ROOT, "schema_version")? {
+            Some((automerge::Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Uint(v) => *v,
+                ScalarValue::Int(v) if *v >= 0 => *v as u64,
+                _ => return Err(DocumentError::Malformed("schema_version is not a number".into())),
+            },
+            _ => return Err(DocumentError::Malformed("no schema_version".into())),
+        };
+        if version > SCHEMA_VERSION {
+            return Err(DocumentError::UnknownSchema { found: version });
+        }
+        let json = serde_json::to_value(automerge::AutoSerde::from(&doc.doc))
+            .map_err(|e| DocumentError::Malformed(e.to_string()))?;
+        serde_json::from_value(json).map_err(|e| DocumentError::Malformed(e.to_string()))
+    }
+
+    fn full_visit(doc: &mut VisitDocument, carer: PersonId) -> Result<(), DocumentError> {
+        doc.append_event(&event(carer, ClockKind::ClockIn, 10))?;
+        let mut bare = event(carer, ClockKind::ClockOut, 20);
+        (bare.clock_offset_ms, bare.offset_measured_at, bare.location) = (None, None, None);
+        bare.method = ClockMethod::Manual;
+        bare.reason = Some(ReasonCode::AppFault);
+        bare.tag_id = Some("04:A2".into());
+        doc.append_event(&bare)?;
+        doc.append_note(&Note {
+            id: NoteId::new(),
+            author_id: carer,
+            author_role: Role::Carer,
+            written_at: 15,
+            category: NoteCategory::Concern,
+            text: "Fell last night; bruise on left arm — GP informed ✓".into(),
+        })?;
+        doc.append_task_outcome(&TaskOutcome {
+            id: OutcomeId::new(),
+            task_id: TaskId::new(),
+            carer_id: carer,
+            result: TaskResult::Refused,
+            note: Some("Did not want lunch".into()),
+            recorded_at: 16,
+        })?;
+        doc.append_amendment(&Amendment {
+            id: AmendmentId::new(),
+            author_id: PersonId::new(),
+            author_role: Role::Supervisor,
+            carer_id: carer,
+            time: AmendedTime::ClockOut,
+            corrected_time: 25,
+            reason: ReasonCode::ForgotToClock,
+            comment: None,
+            written_at: 30,
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn typed_reader_agrees_with_the_json_reader() -> Result<(), DocumentError> {
+        let carer = PersonId::new();
+        let mut sched = schedule(vec![carer, PersonId::new()], 1_700_000_000_000);
+        sched.status = VisitStatus::Cancelled;
+        sched.cancel_reason = Some("Client in hospital".into());
+        sched.chargeable = Some(false);
+        let mut doc = VisitDocument::create(VisitId::new(), &sched, &office())?;
+        full_visit(&mut doc, carer)?;
+        let typed = doc.read()?;
+        assert_eq!(typed, read_via_json(&doc)?);
+        assert_eq!(typed.events.len(), 2);
+        assert_eq!(doc.read_schedule()?, sched);
+        assert_eq!(doc.read_events()?, typed.events);
+        Ok(())
+    }
+
+    #[test]
+    fn load_checks_the_shape_not_the_entries() -> Result<(), DocumentError> {
+        let carer = PersonId::new();
+        let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())?;
+        // An event with a field of the wrong type: loading succeeds, reading names the field.
+        let events = doc.section(Section::Events)?;
+        let bad = doc.doc.insert_object(&events, 0, ObjType::Map)?;
+        doc.doc.put(&bad, "id", EventId::new().to_string())?;
+        doc.doc.put(&bad, "device_time", "yesterday")?;
+        doc.doc.commit();
+        let bytes = doc.save();
+        let loaded = VisitDocument::load(&bytes)?;
+        match loaded.read() {
+            Err(DocumentError::Malformed(m)) => assert!(m.starts_with("events[0]."), "{m}"),
+            other => panic!("expected a malformed error, got {other:?}"),
+        }
+        assert!(loaded.read_schedule().is_ok());
+        assert!(matches!(loaded.read_events(), Err(DocumentError::Malformed(_))));
+        // A section of the wrong kind is a shape error, found by load.
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "schema_version", 1_u64)?;
+        doc.put(ROOT, "visit_id", VisitId::new().to_string())?;
+        doc.put_object(ROOT, "schedule", ObjType::Map)?;
+        for key in ["events", "notes", "task_outcomes"] {
+            doc.put_object(ROOT, key, ObjType::List)?;
+        }
+        doc.put_object(ROOT, "amendments", ObjType::Map)?;
+        assert!(matches!(
+            VisitDocument::load(&doc.save()),
+            Err(DocumentError::Malformed(m)) if m.contains("amendments")
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn long_values_are_not_repeated_in_errors() -> Result<(), DocumentError> {
+        let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![PersonId::new()], 0), &office())?;
+        let notes = doc.section(Section::Notes)?;
+        let bad = doc.doc.insert_object(&notes, 0, ObjType::Map)?;
+        let secret = "private health detail ".repeat(20);
+        doc.doc.put(&bad, "id", EventId::new().to_string())?;
+        doc.doc.put(&bad, "category", secret.as_str())?;
+        doc.doc.commit();
+        let Err(DocumentError::Malformed(message)) = doc.read() else {
+            panic!("expected a malformed error");
+        };
+        assert!(message.len() < 120, "{message}");
+        Ok(())
+    }
+
+    /// A random scalar of any Automerge type, to put where a field belongs.
+    fn any_scalar() -> impl proptest::strategy::Strategy<Value = ScalarValue> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(ScalarValue::Null),
+            any::<bool>().prop_map(ScalarValue::Boolean),
+            any::<i64>().prop_map(ScalarValue::Int),
+            any::<u64>().prop_map(ScalarValue::Uint),
+            any::<f64>().prop_map(ScalarValue::F64),
+            any::<i64>().prop_map(ScalarValue::Timestamp),
+            "[a-z_]{0,12}".prop_map(|s| ScalarValue::Str(s.into())),
+            Just(ScalarValue::Str(PersonId::new().to_string().into())),
+            Just(ScalarValue::Str("clock_in".into())),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(ScalarValue::Bytes),
+        ]
+    }
+
+    const KEYS: &[&str] = &[
+        "schema_version",
+        "visit_id",
+        "schedule",
+        "events",
+        "notes",
+        "task_outcomes",
+        "amendments",
+        "id",
+        "kind",
+        "carer_id",
+        "device_id",
+        "device_time",
+        "clock_offset_ms",
+        "method",
+        "reason",
+        "location",
+        "lat",
+        "tag_id",
+        "text",
+        "category",
+        "author_role",
+        "carers",
+        "planned_start",
+        "status",
+        "chargeable",
+        "tasks",
+        "title",
+        "result",
+        "time",
+        "comment",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// A well-formed visit, then random writes anywhere in it (scalars over fields, objects of
+        /// the wrong kind, deletions): the typed reader never panics, and it reads exactly what the
+        /// JSON reader read, or both refuse.
+        #[test]
+        fn random_documents_read_like_json_or_fail_cleanly(
+            writes in proptest::collection::vec(
+                (0..KEYS.len(), 0..6_usize, any_scalar(), 0..4_u8),
+                0..6,
+            )
+        ) {
+            let carer = PersonId::new();
+            let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            full_visit(&mut doc, carer).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            for (key, target, value, how) in writes {
+                // Pick an object: the root, the schedule, or an entry of a section.
+                let obj = match target {
+                    0 => ROOT,
+                    1 => doc.section(Section::Schedule).ok().unwrap_or(ROOT),
+                    n => {
+                        let section = Section::LISTS[(n - 2) % 4];
+                        match doc.section(section) {
+                            Ok(list) => match doc.doc.get(&list, 0) {
+                                Ok(Some((automerge::Value::Object(_), entry))) => entry,
+                                _ => list,
+                            },
+                            Err(_) => ROOT,
+                        }
+                    }
+                };
+                let key = KEYS[key];
+                let _ = match (doc.doc.object_type(&obj), how) {
+                    (Ok(ObjType::Map), 0) => doc.doc.delete(&obj, key),
+                    (Ok(ObjType::Map), 1) => doc.doc.put_object(&obj, key, ObjType::List).map(|_| ()),
+                    (Ok(ObjType::Map), 2) => doc.doc.put_object(&obj, key, ObjType::Text).map(|_| ()),
+                    (Ok(ObjType::Map), _) => doc.doc.put(&obj, key, value),
+                    (Ok(_), 0) => doc.doc.delete(&obj, 0),
+                    (Ok(_), _) => doc.doc.insert(&obj, 0, value),
+                    (Err(e), _) => Err(e),
+                };
+                doc.doc.commit();
+            }
+            let typed = doc.read();
+            let json = read_via_json(&doc);
+            match (&typed, &json) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                // The typed reader is allowed to be more lenient only where JSON lost
+                // information (a float field written as an integer is the same number).
+                _ => proptest::prop_assert!(false, "typed {typed:?} vs json {json:?}"),
+            }
+            // Loading saved bytes never panics, whatever was written.
+            let _ = VisitDocument::load(&doc.save()).map(|d| d.read());
+        }
     }
 }
