@@ -2,7 +2,7 @@
 //! transaction through the store's one write path.
 
 use super::identity::{read_offset, DeviceIdentity, OFFSET_FRESH_FOR_MS};
-use super::visit_rows::{load_sync_state, IfAbsent};
+use super::visit_rows::IfAbsent;
 use super::{PhoneStore, Result, StoreError};
 use crate::clock::ClockOffset;
 use crate::domain::*;
@@ -61,8 +61,14 @@ impl PhoneStore {
             if visit.schedule.is_cancelled() {
                 return Err(StoreError::VisitCancelled(visit_id));
             }
-            let clocked_in = visit.clock_in_of(me.carer_id).is_some();
-            let clocked_out = visit.clock_out_of(me.carer_id).is_some();
+            let mine = |kind| {
+                visit
+                    .events
+                    .iter()
+                    .any(|e| e.carer_id == me.carer_id && e.kind == kind)
+            };
+            let clocked_in = mine(ClockKind::ClockIn);
+            let clocked_out = mine(ClockKind::ClockOut);
             match kind {
                 ClockKind::ClockIn if clocked_in => return Err(StoreError::AlreadyClockedIn(visit_id)),
                 ClockKind::ClockOut if !clocked_in => return Err(StoreError::NotClockedIn(visit_id)),
@@ -86,6 +92,7 @@ impl PhoneStore {
                 visit: visit_id,
                 source,
             })?;
+            visit.events.push(event.clone());
             Ok(event)
         })
     }
@@ -163,20 +170,31 @@ impl PhoneStore {
         })
     }
 
-    /// A carer's write: check against the visit as it stands, append one entry, save the
-    /// document and its rows; with the offset to the server's clock if one is fresh.
+    /// A carer's write: check against the visit as it stands, append one entry, save. Reads only
+    /// the schedule and the clock events (never the notes, outcomes or amendments) and updates
+    /// the derived rows in place, so a write costs the same on a visit with a long history.
     fn carer_writes<T>(
         &self,
         visit_id: VisitId,
-        f: impl FnOnce(&DeviceIdentity, Option<ClockOffset>, &mut VisitDocument, &Visit) -> Result<T>,
+        f: impl FnOnce(&DeviceIdentity, Option<ClockOffset>, &mut VisitDocument, &mut CarerView) -> Result<T>,
     ) -> Result<T> {
         self.write_visit(visit_id, IfAbsent::Refuse, |w| {
             let offset = read_offset(w.tx)?.filter(|o| w.now - o.measured_at <= OFFSET_FRESH_FOR_MS);
-            let visit = w.doc.read().map_err(|e| w.document_error(e))?;
-            let out = f(&w.me, offset, &mut w.doc, &visit)?;
-            let state = load_sync_state(w.tx, visit_id)?;
-            w.save_all(state.as_ref())?;
+            let mut view = CarerView {
+                schedule: w.doc.read_schedule().map_err(|e| w.document_error(e))?,
+                events: w.doc.read_events().map_err(|e| w.document_error(e))?,
+            };
+            let known_events = view.events.len();
+            let out = f(&w.me, offset, &mut w.doc, &mut view)?;
+            w.save_local_change(&view.schedule, &view.events, known_events)?;
             Ok(out)
         })
     }
+}
+
+/// What a carer's write is checked against: the schedule and the clock events. A clock action
+/// adds its new event here too.
+struct CarerView {
+    schedule: Schedule,
+    events: Vec<ClockEvent>,
 }

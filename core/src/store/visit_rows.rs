@@ -161,6 +161,40 @@ impl VisitWrite<'_> {
     }
 }
 
+impl VisitWrite<'_> {
+    /// Save after this phone's own change (one new change, by this phone's actor, to a section
+    /// other than the schedule): the document bytes, the carer's state, heads, one more pending
+    /// change, and rows for the events after the first `known_events`. The schedule's columns and
+    /// the sync state stand as they were.
+    pub fn save_local_change(
+        &mut self,
+        schedule: &Schedule,
+        events: &[ClockEvent],
+        known_events: usize,
+    ) -> Result<()> {
+        let my_state = carer_state(schedule, events, self.me.carer_id);
+        let heads = Heads::from(self.doc.heads());
+        let bytes = self.doc.save();
+        let id = self.visit_id.to_string();
+        self.tx.execute(
+            "UPDATE visits SET doc = ?2, my_state = ?3, updated_at = ?4, pending_changes = ?5, heads = ?6
+             WHERE visit_id = ?1",
+            params![
+                id,
+                bytes,
+                my_state.as_str(),
+                self.now,
+                self.pending + 1,
+                heads.to_text()
+            ],
+        )?;
+        for e in events.iter().skip(known_events) {
+            insert_event_row(self.tx, &id, e)?;
+        }
+        Ok(())
+    }
+}
+
 fn insert_event_row(tx: &Transaction<'_>, visit_id: &str, e: &ClockEvent) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO clock_events (event_id, visit_id, kind, carer_id, device_time, trusted_time, method)

@@ -181,15 +181,7 @@ impl Visit {
 
     /// The carer's view of this visit on their phone.
     pub fn carer_state(&self, carer: PersonId) -> CarerVisitState {
-        if self.schedule.is_cancelled() {
-            CarerVisitState::Cancelled
-        } else if self.clock_out_of(carer).is_some() {
-            CarerVisitState::Done
-        } else if self.clock_in_of(carer).is_some() {
-            CarerVisitState::InProgress
-        } else {
-            CarerVisitState::Upcoming
-        }
+        carer_state(&self.schedule, &self.events, carer)
     }
 
     /// Latest outcome per task for this carer (lists are append-only; a later entry supersedes).
@@ -198,6 +190,21 @@ impl Visit {
             .iter()
             .filter(|o| o.task_id == task)
             .max_by_key(|o| o.recorded_at)
+    }
+}
+
+/// A carer's view of a visit on their phone, from its schedule and clock events alone (what the
+/// phone reads for a write, without the visit's notes and outcomes).
+pub fn carer_state(schedule: &Schedule, events: &[ClockEvent], carer: PersonId) -> CarerVisitState {
+    let has = |kind| events.iter().any(|e| e.carer_id == carer && e.kind == kind);
+    if schedule.is_cancelled() {
+        CarerVisitState::Cancelled
+    } else if has(ClockKind::ClockOut) {
+        CarerVisitState::Done
+    } else if has(ClockKind::ClockIn) {
+        CarerVisitState::InProgress
+    } else {
+        CarerVisitState::Upcoming
     }
 }
 
