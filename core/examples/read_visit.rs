@@ -34,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut doc = VisitDocument::create(VisitId::new(), &schedule, &ActorId::random())?;
     let mut phone = doc.fork().with_actor(&ActorId::random());
-    for (kind, at) in [(ClockKind::ClockIn, t0 + 2 * MINUTE_MS), (ClockKind::ClockOut, t0 + 31 * MINUTE_MS)] {
+    for (kind, at) in [
+        (ClockKind::ClockIn, t0 + 2 * MINUTE_MS),
+        (ClockKind::ClockOut, t0 + 31 * MINUTE_MS),
+    ] {
         phone.append_event(&ClockEvent {
             id: EventId::new(),
             kind,
@@ -54,7 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     }
     for (category, text) in [
-        (NoteCategory::Medication, "Morning tablets taken with water, no problems swallowing."),
+        (
+            NoteCategory::Medication,
+            "Morning tablets taken with water, no problems swallowing.",
+        ),
         (
             NoteCategory::Wellbeing,
             "In good spirits, talked about her grandson's visit at the weekend. Ate all of breakfast.",

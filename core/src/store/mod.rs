@@ -81,6 +81,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// is one transaction under one lock, so a sync and a clock-in never overwrite each other.
 pub struct PhoneStore {
     conn: Mutex<Connection>,
+    /// Locked only while `conn` is held.
+    docs: Mutex<visit_rows::DocumentCache>,
     clock: Arc<dyn DeviceClock>,
     tz: chrono_tz::Tz,
 }
@@ -103,6 +105,7 @@ impl PhoneStore {
         let conn = sqlite::open(path, MIGRATIONS, Durability::Full)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            docs: Mutex::default(),
             clock,
             tz,
         })

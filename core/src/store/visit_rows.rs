@@ -10,6 +10,8 @@ use crate::visit_document::*;
 use automerge::sync::State as SyncState;
 use automerge::ActorId;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::HashMap;
+use std::sync::MutexGuard;
 
 /// What the write path does with a visit the phone does not hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,11 @@ pub(super) struct VisitWrite<'t> {
     pub had_doc: bool,
     /// Local changes the server had not acknowledged, as the row says.
     pub pending: u32,
+    /// The bytes as stored, and the document's heads then.
+    stored: Vec<u8>,
+    heads_before: Vec<automerge::ChangeHash>,
+    /// The bytes saved, once saved.
+    saved: Option<Vec<u8>>,
 }
 
 impl PhoneStore {
@@ -81,27 +88,86 @@ impl PhoneStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (me, actor) = read_identity(&tx)?.ok_or(StoreError::NotEnrolled)?;
-        let (doc, pending, had_doc) = match load_doc(&tx, visit_id) {
-            Ok((doc, pending)) => (doc, pending, true),
-            Err(StoreError::UnknownVisit(_)) if if_absent == IfAbsent::StartEmpty => {
-                (VisitDocument::empty(), 0, false)
+        let row: Option<(Vec<u8>, u32, String)> = tx
+            .query_row(
+                "SELECT doc, pending_changes, heads FROM visits WHERE visit_id = ?1",
+                [visit_id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (doc, stored, pending, had_doc) = match row {
+            Some((bytes, pending, heads)) => {
+                let heads = Heads::parse_text(&heads).map_err(|e| corrupt_row(e.to_string()))?;
+                let cached = self.docs()?.take(visit_id, &bytes, &heads);
+                let doc = match cached {
+                    Some(doc) => doc,
+                    None => VisitDocument::load(&bytes).map_err(|source| StoreError::Document {
+                        visit: visit_id,
+                        source,
+                    })?,
+                };
+                (doc, bytes, pending, true)
             }
-            Err(e) => return Err(e),
+            None if if_absent == IfAbsent::StartEmpty => (VisitDocument::empty(), Vec::new(), 0, false),
+            None => return Err(StoreError::UnknownVisit(visit_id)),
         };
+        let mut doc = doc.with_actor(&actor);
+        let heads_before = doc.heads();
         let mut write = VisitWrite {
             tx: &tx,
             visit_id,
-            doc: doc.with_actor(&actor),
+            doc,
+            stored,
+            heads_before,
             me,
             actor,
             now,
             had_doc,
             pending,
+            saved: None,
         };
         let out = change(&mut write)?;
-        drop(write);
+        let (doc, saved) = (write.doc, write.saved);
         tx.commit()?;
+        // Only a committed document is kept, with the bytes it was stored as.
+        if let Some(bytes) = saved {
+            self.docs()?.put(visit_id, doc, bytes);
+        }
         Ok(out)
+    }
+}
+
+/// How many parsed documents the store keeps: a carer works through a handful of visits a day.
+const CACHED_DOCUMENTS: usize = 16;
+
+/// Documents as last committed, so a write need not parse a visit's history again. A document is
+/// used only while its row still holds exactly the bytes and heads it was saved with: a row
+/// written any other way (a restore, a damaged file) makes the store load from the bytes again.
+#[derive(Default)]
+pub(super) struct DocumentCache {
+    docs: HashMap<VisitId, (VisitDocument, Vec<u8>)>,
+}
+
+impl DocumentCache {
+    /// The cached document, taken out (it is put back after a commit), if it is the one stored.
+    fn take(&mut self, visit_id: VisitId, stored: &[u8], stored_heads: &Heads) -> Option<VisitDocument> {
+        let (mut doc, bytes) = self.docs.remove(&visit_id)?;
+        (bytes == stored && Heads::from(doc.heads()) == *stored_heads).then_some(doc)
+    }
+
+    fn put(&mut self, visit_id: VisitId, doc: VisitDocument, bytes: Vec<u8>) {
+        if self.docs.len() >= CACHED_DOCUMENTS && !self.docs.contains_key(&visit_id) {
+            if let Some(evicted) = self.docs.keys().next().copied() {
+                self.docs.remove(&evicted);
+            }
+        }
+        self.docs.insert(visit_id, (doc, bytes));
+    }
+}
+
+impl PhoneStore {
+    fn docs(&self) -> Result<MutexGuard<'_, DocumentCache>> {
+        self.docs.lock().map_err(|_| StoreError::Poisoned)
     }
 }
 
@@ -134,7 +200,7 @@ impl VisitWrite<'_> {
                  sync_state = ?11, heads = ?12",
             params![
                 id,
-                bytes,
+                &bytes,
                 visit.schedule.client_id.to_string(),
                 visit.schedule.contract_id.to_string(),
                 visit.schedule.planned_start,
@@ -147,6 +213,7 @@ impl VisitWrite<'_> {
                 heads.to_text(),
             ],
         )?;
+        self.saved = Some(bytes);
         if nothing_unshared {
             // The server holds everything this visit has: whatever it refused is settled.
             self.tx
@@ -174,20 +241,24 @@ impl VisitWrite<'_> {
     ) -> Result<()> {
         let my_state = carer_state(schedule, events, self.me.carer_id);
         let heads = Heads::from(self.doc.heads());
-        let bytes = self.doc.save();
+        // Append the new change to the stored bytes (Automerge loads a document followed by
+        // changes) rather than re-encode the whole history; the next merge saves it compacted.
+        let mut bytes = std::mem::take(&mut self.stored);
+        bytes.extend(self.doc.automerge().save_after(&self.heads_before));
         let id = self.visit_id.to_string();
         self.tx.execute(
             "UPDATE visits SET doc = ?2, my_state = ?3, updated_at = ?4, pending_changes = ?5, heads = ?6
              WHERE visit_id = ?1",
             params![
                 id,
-                bytes,
+                &bytes,
                 my_state.as_str(),
                 self.now,
                 self.pending + 1,
                 heads.to_text()
             ],
         )?;
+        self.saved = Some(bytes);
         for e in events.iter().skip(known_events) {
             insert_event_row(self.tx, &id, e)?;
         }
