@@ -526,3 +526,27 @@ fn rows_updated_in_place_equal_rows_derived_afresh() -> Result<()> {
     assert!(p.store.verify_derived_rows()?.is_empty());
     Ok(())
 }
+
+/// More visits written in turn than the store keeps parsed: every write still lands on the stored
+/// document (cached or loaded from its appended bytes), and nothing is lost.
+#[test]
+fn writes_in_turn_to_more_visits_than_are_cached() -> Result<()> {
+    let p = phone();
+    let visits: Vec<VisitId> = (0..20)
+        .map(|i| give(&p, &schedule(vec![p.carer], T0 + i * HOUR_MS)))
+        .collect();
+    for round in 0..3 {
+        for visit in &visits {
+            p.store
+                .add_note(*visit, NoteCategory::General, &format!("round {round}"))?;
+        }
+    }
+    for visit in &visits {
+        let detail = p.store.visit(*visit)?;
+        let texts: Vec<&str> = detail.visit.notes.iter().map(|n| n.text.as_str()).collect();
+        assert_eq!(texts, ["round 0", "round 1", "round 2"]);
+        assert_eq!(detail.pending_changes, 3);
+    }
+    assert!(p.store.verify_derived_rows()?.is_empty());
+    Ok(())
+}
