@@ -145,23 +145,31 @@ const CACHED_DOCUMENTS: usize = 16;
 /// written any other way (a restore, a damaged file) makes the store load from the bytes again.
 #[derive(Default)]
 pub(super) struct DocumentCache {
-    docs: HashMap<VisitId, (VisitDocument, Vec<u8>)>,
+    /// Each document with its stored bytes and when it was last put (to evict the oldest).
+    docs: HashMap<VisitId, (VisitDocument, Vec<u8>, u64)>,
+    puts: u64,
 }
 
 impl DocumentCache {
     /// The cached document, taken out (it is put back after a commit), if it is the one stored.
     fn take(&mut self, visit_id: VisitId, stored: &[u8], stored_heads: &Heads) -> Option<VisitDocument> {
-        let (mut doc, bytes) = self.docs.remove(&visit_id)?;
+        let (mut doc, bytes, _) = self.docs.remove(&visit_id)?;
         (bytes == stored && Heads::from(doc.heads()) == *stored_heads).then_some(doc)
     }
 
     fn put(&mut self, visit_id: VisitId, doc: VisitDocument, bytes: Vec<u8>) {
         if self.docs.len() >= CACHED_DOCUMENTS && !self.docs.contains_key(&visit_id) {
-            if let Some(evicted) = self.docs.keys().next().copied() {
-                self.docs.remove(&evicted);
+            let oldest = self
+                .docs
+                .iter()
+                .min_by_key(|(_, (_, _, at))| *at)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.docs.remove(&oldest);
             }
         }
-        self.docs.insert(visit_id, (doc, bytes));
+        self.puts += 1;
+        self.docs.insert(visit_id, (doc, bytes, self.puts));
     }
 }
 
