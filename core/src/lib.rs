@@ -1,6 +1,7 @@
 //! caresync-core: the offline-first heart of the carer app.
 //!
 //! - [`domain`]: care-world types (visits, clock events, reason codes, roles).
+//! - [`heads`]: a document's heads, in every form they travel in.
 //! - [`visit_document`]: one Automerge document per visit, typed, with the audit the server's
 //!   write rules judge incoming changes by.
 //! - [`store`]: the phone's SQLite store; every carer action works offline.
@@ -12,6 +13,7 @@
 
 pub mod clock;
 pub mod domain;
+pub mod heads;
 pub mod http_transport;
 pub mod metrics;
 pub mod protocol;
@@ -22,6 +24,7 @@ pub mod visit_document;
 
 pub use clock::{ClockOffset, DeviceClock, ManualClock, SystemClock};
 pub use domain::*;
+pub use heads::Heads;
 pub use store::{
     ClockRequest, DeviceIdentity, OutboxEntry, PhoneStore, RefusedChanges, StoreError, VisitDetail,
     VisitSummary,

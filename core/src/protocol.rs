@@ -1,6 +1,7 @@
 //! The sync protocol's wire types (docs/protocol.md). CBOR bodies, one endpoint, batched per visit.
 
 use crate::domain::{DeviceId, Millis, PersonId, VisitId};
+use crate::heads::Heads;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The protocol version this build speaks.
@@ -52,8 +53,8 @@ pub struct VisitError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
     pub visit_id: VisitId,
-    /// Automerge change hashes (32 bytes each).
-    pub heads: Vec<[u8; 32]>,
+    /// Automerge change hashes (32 bytes each on the wire).
+    pub heads: Heads,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,10 +72,10 @@ pub struct SyncResponse {
 }
 
 /// A digest of (visit id, heads) pairs: sha256 over `id:heads\n` lines sorted by id, where heads
-/// are the lowercase hex change hashes, sorted and joined by commas.
-pub fn manifest_digest<'a>(entries: impl IntoIterator<Item = (VisitId, &'a str)>) -> String {
+/// are the lowercase hex change hashes, sorted and joined by commas ([`Heads::to_text`]).
+pub fn manifest_digest<'a>(entries: impl IntoIterator<Item = (VisitId, &'a Heads)>) -> String {
     use sha2::{Digest, Sha256};
-    let mut lines: Vec<(VisitId, &str)> = entries.into_iter().collect();
+    let mut lines: Vec<(VisitId, &Heads)> = entries.into_iter().collect();
     lines.sort();
     let mut hasher = Sha256::new();
     for (id, heads) in lines {

@@ -12,9 +12,8 @@
 use crate::clock::ClockOffset;
 use crate::domain::*;
 use crate::protocol::*;
-use crate::store::{heads_text, DeviceIdentity, PhoneStore, RefusedChanges, StoreError};
+use crate::store::{DeviceIdentity, PhoneStore, RefusedChanges, StoreError};
 use automerge::sync::State as SyncState;
-use automerge::ChangeHash;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -214,7 +213,7 @@ impl SyncClient {
                 local_heads
                     .iter()
                     .filter(|(id, _)| !in_batch.contains(id))
-                    .map(|(id, h)| (*id, h.as_str())),
+                    .map(|(id, h)| (*id, h)),
             );
             let request = SyncRequest {
                 protocol: PROTOCOL_VERSION,
@@ -287,8 +286,7 @@ impl SyncClient {
             }
             let local_heads = self.store.visit_heads()?;
             for entry in &response.manifest {
-                let server_heads = manifest_heads(&entry.heads);
-                let up_to_date = local_heads.get(&entry.visit_id) == Some(&server_heads);
+                let up_to_date = local_heads.get(&entry.visit_id) == Some(&entry.heads);
                 let in_flight = states.contains_key(&entry.visit_id);
                 if !up_to_date && !in_flight && !refused.contains(&entry.visit_id) {
                     next.insert(entry.visit_id);
@@ -332,9 +330,4 @@ pub fn primed(mut state: SyncState) -> SyncState {
         bloom: Default::default(),
     }]);
     state
-}
-
-fn manifest_heads(heads: &[[u8; 32]]) -> String {
-    let hashes: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
-    heads_text(&hashes)
 }

@@ -250,7 +250,7 @@ fn generate(store: &SqliteStore) -> Result<()> {
                     VisitStatus::Scheduled
                 },
                 chargeable: cancelled.then(|| rng.random_bool(0.5)),
-                heads: vec![hex_head(&mut rng)],
+                heads: caresync_core::Heads::from_hex([hex_head(&mut rng)]).expect("a hex head"),
                 updated_at: end,
             },
             chunk: None,

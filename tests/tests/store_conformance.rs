@@ -142,7 +142,7 @@ fn visit_row(visit: VisitId, carers: Vec<PersonId>, start: Millis) -> VisitRow {
         planned_end: start + 3_600_000,
         status: VisitStatus::Scheduled,
         chargeable: None,
-        heads: vec!["aa".into(), "bb".into()],
+        heads: caresync_core::Heads::from_bytes(&[[0xaa; 32], [0xbb; 32]]),
         updated_at: start - 1000,
     }
 }
@@ -392,7 +392,7 @@ fn visit_rows_and_assignments(store: &dyn ServerStore) {
     row.carers = vec![a, c];
     row.status = VisitStatus::Cancelled;
     row.chargeable = Some(true);
-    row.heads = vec!["cc".into()];
+    row.heads = caresync_core::Heads::from_bytes(&[[0xcc; 32]]);
     store.commit_visit(&commit(row.clone())).expect("commit");
     assert_eq!(store.visit_row(visit).expect("row"), Some(row.clone()));
     let ids = |v: Vec<VisitRow>| v.into_iter().map(|r| r.visit_id).collect::<Vec<_>>();

@@ -405,8 +405,7 @@ async fn get_visit(
         let visit_id: VisitId = parse_id(&id)?;
         let visit = super::supervision::visit_in_scope(&st, &who, visit_id)?;
         let events = st.store.events_for_visit(visit_id)?;
-        let mut heads = st.visits.heads(visit_id)?;
-        heads.sort();
+        let heads = st.visits.heads(visit_id)?.to_hex();
         Ok(Json(VisitView { visit, events, heads }))
     })
     .await

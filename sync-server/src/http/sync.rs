@@ -167,37 +167,28 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
         state
             .store
             .visits_for_carer(who.person.id, at - state.scope_back_ms, at + state.scope_ahead_ms)?;
-    let heads_text = |row: &crate::store::VisitRow| {
-        let mut heads = row.heads.clone();
-        heads.sort();
-        heads.join(",")
-    };
     // If the phone's view of every visit it did not send agrees with ours, only the visits it
     // sent need their (new) heads; otherwise it gets the whole manifest.
     let in_request: HashSet<_> = req.visits.iter().map(|m| m.visit_id).collect();
-    let texts: Vec<_> = in_scope.iter().map(|r| (r.visit_id, heads_text(r))).collect();
     let ours = manifest_digest(
-        texts
+        in_scope
             .iter()
-            .filter(|(id, _)| !in_request.contains(id))
-            .map(|(id, h)| (*id, h.as_str())),
+            .filter(|r| !in_request.contains(&r.visit_id))
+            .map(|r| (r.visit_id, &r.heads)),
     );
     // A visit sent but no longer in scope (reassigned, out of the window) needs the whole
     // manifest too, so the phone can let it go.
-    let all_in_scope = in_request.iter().all(|id| texts.iter().any(|(v, _)| v == id));
+    let all_in_scope = in_request
+        .iter()
+        .all(|id| in_scope.iter().any(|r| r.visit_id == *id));
     response.manifest_complete = req.manifest_digest.as_deref() != Some(ours.as_str()) || !all_in_scope;
     for row in in_scope
         .iter()
         .filter(|r| response.manifest_complete || in_request.contains(&r.visit_id))
     {
-        let heads = row
-            .heads
-            .iter()
-            .filter_map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
-            .collect();
         response.manifest.push(ManifestEntry {
             visit_id: row.visit_id,
-            heads,
+            heads: row.heads.clone(),
         });
     }
     state.store.device_synced(device, at)?;

@@ -10,6 +10,7 @@ use automerge::ActorId;
 use caresync_core::domain::*;
 use caresync_core::protocol::{decode_sync_message, VisitError, MAX_MESSAGE_BYTES};
 use caresync_core::visit_document::{ChangeLabel, DocumentError, ScheduleChange, Visit, VisitDocument};
+use caresync_core::Heads;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -216,10 +217,8 @@ impl VisitService {
         })
     }
 
-    pub fn heads(&self, visit: VisitId) -> Result<Vec<String>> {
-        self.with_doc(visit, |c| {
-            Ok(c.doc.heads().iter().map(|h| h.to_string()).collect())
-        })
+    pub fn heads(&self, visit: VisitId) -> Result<Heads> {
+        self.with_doc(visit, |c| Ok(Heads::from(c.doc.heads())))
     }
 
     /// The office creates a visit document.
@@ -549,7 +548,7 @@ pub(crate) fn project(visit: VisitId, doc: &mut VisitDocument, now: Millis) -> R
         planned_end: v.schedule.planned_end,
         status: v.schedule.status,
         chargeable: v.schedule.chargeable,
-        heads: doc.heads().iter().map(|h| h.to_string()).collect(),
+        heads: Heads::from(doc.heads()),
         updated_at: now,
     })
 }

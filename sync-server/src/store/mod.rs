@@ -10,6 +10,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use caresync_core::domain::*;
+use caresync_core::Heads;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +108,7 @@ pub struct VisitRow {
     pub planned_end: Millis,
     pub status: VisitStatus,
     pub chargeable: Option<bool>,
-    /// Automerge heads, hex.
-    pub heads: Vec<String>,
+    pub heads: Heads,
     pub updated_at: Millis,
 }
 

@@ -332,7 +332,7 @@ fn visit_from(r: &Row) -> Result<VisitRow> {
         planned_end: r.get(5),
         status: parse(r.get(6))?,
         chargeable: r.get(7),
-        heads: split(r.get(8)).map(str::to_string).collect(),
+        heads: parse(r.get(8))?,
         updated_at: r.get(9),
     })
 }
@@ -742,7 +742,7 @@ impl ServerStore for PostgresStore {
                     &v.planned_end,
                     &v.status.as_str(),
                     &v.chargeable,
-                    &v.heads.join(","),
+                    &v.heads.to_text(),
                     &v.updated_at,
                 ],
             )?;

@@ -294,11 +294,7 @@ fn visit_from(r: &Row<'_>) -> rusqlite::Result<VisitRow> {
         planned_end: r.get(5)?,
         status: column(r, 6)?,
         chargeable: r.get(7)?,
-        heads: heads
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        heads: parse(&heads)?,
         updated_at: r.get(9)?,
     })
 }
@@ -739,7 +735,7 @@ impl ServerStore for SqliteStore {
                     v.planned_end,
                     v.status.as_str(),
                     v.chargeable,
-                    v.heads.join(","),
+                    v.heads.to_text(),
                     v.updated_at
                 ],
             )?;

@@ -16,14 +16,16 @@
 //!
 //! List entries are maps whose scalar fields are written once, in the change that inserts them.
 
+mod audit;
+mod reader;
+
+pub use audit::WriteAudit;
+
 use crate::domain::*;
 use automerge::transaction::Transactable;
-use automerge::{
-    ActorId, AutoCommit, AutoSerde, ChangeHash, ObjId, ObjType, PatchAction, Prop, ReadDoc, ScalarValue, ROOT,
-};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, ROOT};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use std::collections::{BTreeSet, HashSet};
 
 /// The schema this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -179,15 +181,7 @@ impl Visit {
 
     /// The carer's view of this visit on their phone.
     pub fn carer_state(&self, carer: PersonId) -> CarerVisitState {
-        if self.schedule.is_cancelled() {
-            CarerVisitState::Cancelled
-        } else if self.clock_out_of(carer).is_some() {
-            CarerVisitState::Done
-        } else if self.clock_in_of(carer).is_some() {
-            CarerVisitState::InProgress
-        } else {
-            CarerVisitState::Upcoming
-        }
+        carer_state(&self.schedule, &self.events, carer)
     }
 
     /// Latest outcome per task for this carer (lists are append-only; a later entry supersedes).
@@ -196,6 +190,21 @@ impl Visit {
             .iter()
             .filter(|o| o.task_id == task)
             .max_by_key(|o| o.recorded_at)
+    }
+}
+
+/// A carer's view of a visit on their phone, from its schedule and clock events alone (what the
+/// phone reads for a write, without the visit's notes and outcomes).
+pub fn carer_state(schedule: &Schedule, events: &[ClockEvent], carer: PersonId) -> CarerVisitState {
+    let has = |kind| events.iter().any(|e| e.carer_id == carer && e.kind == kind);
+    if schedule.is_cancelled() {
+        CarerVisitState::Cancelled
+    } else if has(ClockKind::ClockOut) {
+        CarerVisitState::Done
+    } else if has(ClockKind::ClockIn) {
+        CarerVisitState::InProgress
+    } else {
+        CarerVisitState::Upcoming
     }
 }
 
@@ -268,22 +277,6 @@ impl Section {
     ];
 }
 
-/// What a set of incoming changes did to a document, for the server's write rules.
-#[derive(Debug, Default, Clone)]
-pub struct WriteAudit {
-    /// Sections with any change at all.
-    pub touched: BTreeSet<Section>,
-    /// Structural breaches no author may commit: editing or deleting an existing list entry,
-    /// replacing a section, writing an unknown key.
-    pub violations: Vec<String>,
-    pub new_events: Vec<ClockEvent>,
-    pub new_notes: Vec<Note>,
-    pub new_task_outcomes: Vec<TaskOutcome>,
-    pub new_amendments: Vec<Amendment>,
-    /// Hashes of the audited changes.
-    pub change_hashes: Vec<ChangeHash>,
-}
-
 /// A visit's Automerge document with typed accessors.
 pub struct VisitDocument {
     doc: AutoCommit,
@@ -331,12 +324,13 @@ impl VisitDocument {
         Ok(this)
     }
 
-    /// Load and validate saved bytes.
+    /// Load saved bytes and check the document's shape: a schema this build knows, a visit id,
+    /// every section of the right kind. Entries are read (and checked) by whoever reads them, so
+    /// loading does not grow with a visit's history.
     pub fn load(bytes: &[u8]) -> Result<Self, DocumentError> {
         let doc = AutoCommit::load(bytes)?;
-        let this = Self { doc };
-        this.read()?;
-        Ok(this)
+        reader::check_shape(&doc)?;
+        Ok(Self { doc })
     }
 
     /// Load saved bytes without checking the content (for sync, where a replica may be empty).
@@ -383,22 +377,20 @@ impl VisitDocument {
         Ok(())
     }
 
-    /// Read the whole visit. Malformed content and unknown schemas are errors, never panics.
+    /// Read the whole visit, typed, straight from the document. Malformed content and unknown
+    /// schemas are errors, never panics.
     pub fn read(&self) -> Result<Visit, DocumentError> {
-        let version = match self.doc.get(ROOT, "schema_version")? {
-            Some((automerge::Value::Scalar(s), _)) => match s.as_ref() {
-                ScalarValue::Uint(v) => *v,
-                ScalarValue::Int(v) if *v >= 0 => *v as u64,
-                _ => return Err(DocumentError::Malformed("schema_version is not a number".into())),
-            },
-            _ => return Err(DocumentError::Malformed("no schema_version".into())),
-        };
-        if version > SCHEMA_VERSION {
-            return Err(DocumentError::UnknownSchema { found: version });
-        }
-        let json = serde_json::to_value(AutoSerde::from(&self.doc))
-            .map_err(|e| DocumentError::Malformed(e.to_string()))?;
-        from_json(json)
+        reader::visit(&self.doc)
+    }
+
+    /// Read only the schedule.
+    pub fn read_schedule(&self) -> Result<Schedule, DocumentError> {
+        reader::schedule(&self.doc)
+    }
+
+    /// Read only the clock events (not the notes, outcomes or amendments).
+    pub fn read_events(&self) -> Result<Vec<ClockEvent>, DocumentError> {
+        reader::events(&self.doc)
     }
 
     pub fn visit_id(&self) -> Result<VisitId, DocumentError> {
@@ -447,7 +439,7 @@ impl VisitDocument {
         schedule: &Schedule,
         label: Option<&ChangeLabel>,
     ) -> Result<Option<ChangeHash>, DocumentError> {
-        let current = self.read()?.schedule;
+        let current = self.read_schedule()?;
         let sched = self.section(Section::Schedule)?;
         let (old, new) = (to_json(&current)?, to_json(schedule)?);
         let (Json::Object(old), Json::Object(new)) = (old, new) else {
@@ -506,107 +498,10 @@ impl VisitDocument {
         }
     }
 
-    /// Inspect everything that changed since `before` (heads this replica had before it received
-    /// a message): which sections were written, whether anything existing was edited, and the
-    /// new list entries, typed.
-    pub fn audit_since(&mut self, before: &[ChangeHash]) -> Result<WriteAudit, DocumentError> {
-        let after = self.doc.get_heads();
-        let changes = self.doc.get_changes(before);
-        let new_hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-        let mut audit = WriteAudit {
-            change_hashes: changes.iter().map(|c| c.hash()).collect(),
-            ..Default::default()
-        };
-        if new_hashes.is_empty() {
-            return Ok(audit);
-        }
-        let created_here =
-            |doc: &AutoCommit, obj: &ObjId| doc.hash_for_opid(obj).is_some_and(|h| new_hashes.contains(&h));
-        let patches = self.doc.diff(before, &after);
-        for patch in &patches {
-            let section = match patch.path.first() {
-                None => {
-                    // A write at the root: only the creation of the document may do that.
-                    audit.touched.insert(Section::Root);
-                    if !before.is_empty() {
-                        audit.violations.push(format!(
-                            "root of the document rewritten ({})",
-                            describe(&patch.action)
-                        ));
-                    }
-                    continue;
-                }
-                Some((_, Prop::Map(key))) => match Section::from_key(key) {
-                    Some(s) => s,
-                    None => {
-                        audit.touched.insert(Section::Root);
-                        audit.violations.push(format!("unknown section {key:?}"));
-                        continue;
-                    }
-                },
-                Some((_, Prop::Seq(_))) => {
-                    audit.violations.push("root is not a map".into());
-                    continue;
-                }
-            };
-            audit.touched.insert(section);
-            if section == Section::Schedule || created_here(&self.doc, &patch.obj) {
-                continue;
-            }
-            // An existing object inside a list section: only inserting at the list itself is allowed.
-            let is_section_list = patch.path.len() == 1;
-            let is_insert = matches!(patch.action, PatchAction::Insert { .. });
-            if !(is_section_list && is_insert) {
-                audit.violations.push(format!(
-                    "existing {} entry changed ({}); the list is append-only",
-                    section.key(),
-                    describe(&patch.action)
-                ));
-            }
-        }
-        if !audit.violations.is_empty() {
-            return Ok(audit);
-        }
-        // Typed new entries: those whose map object was created by the audited changes.
-        for section in Section::LISTS {
-            if !audit.touched.contains(&section) {
-                continue;
-            }
-            let list = self.section(section)?;
-            let mut seen_ids = HashSet::new();
-            for (index, item) in self.doc.list_range(&list, ..).enumerate() {
-                let id = item.id();
-                let json = entry_json(&self.doc, &list, index)?;
-                let entry_id = json.get("id").cloned().unwrap_or(Json::Null);
-                if !seen_ids.insert(entry_id.to_string()) {
-                    audit
-                        .violations
-                        .push(format!("duplicate {} id {entry_id}", section.key()));
-                }
-                if !created_here(&self.doc, &id) {
-                    continue;
-                }
-                match section {
-                    Section::Events => audit.new_events.push(from_json(json)?),
-                    Section::Notes => audit.new_notes.push(from_json(json)?),
-                    Section::TaskOutcomes => audit.new_task_outcomes.push(from_json(json)?),
-                    Section::Amendments => audit.new_amendments.push(from_json(json)?),
-                    Section::Root | Section::Schedule => {}
-                }
-            }
-        }
-        Ok(audit)
-    }
-
     /// The schedule as it stood at the given heads (for judging changes made offline).
     pub fn schedule_at(&mut self, heads: &[ChangeHash]) -> Result<Option<Schedule>, DocumentError> {
         let forked = self.doc.fork_at(heads)?;
-        let json = serde_json::to_value(AutoSerde::from(&forked))
-            .map_err(|e| DocumentError::Malformed(e.to_string()))?;
-        match json.get("schedule") {
-            Some(s) => Ok(Some(from_json(s.clone())?)),
-            None => Ok(None),
-        }
+        reader::schedule_if_any(&forked)
     }
 
     /// The dependencies (parent heads) of a change in this document.
@@ -619,59 +514,8 @@ impl VisitDocument {
     }
 }
 
-fn describe(action: &PatchAction) -> &'static str {
-    match action {
-        PatchAction::PutMap { .. } => "put",
-        PatchAction::PutSeq { .. } => "overwrite",
-        PatchAction::Insert { .. } => "insert",
-        PatchAction::SpliceText { .. } => "text edit",
-        PatchAction::Increment { .. } => "increment",
-        PatchAction::DeleteMap { .. } | PatchAction::DeleteSeq { .. } => "delete",
-        _ => "edit",
-    }
-}
-
-fn entry_json(doc: &AutoCommit, list: &ObjId, index: usize) -> Result<Json, DocumentError> {
-    let Some((automerge::Value::Object(ObjType::Map), obj)) = doc.get(list, index)? else {
-        return Err(DocumentError::Malformed("list entry is not a map".into()));
-    };
-    let mut map = serde_json::Map::new();
-    for key in doc.keys(&obj) {
-        if let Some((automerge::Value::Scalar(s), _)) = doc.get(&obj, key.as_str())? {
-            map.insert(key, scalar_json(&s));
-        } else if let Some((automerge::Value::Object(ObjType::Map), inner)) = doc.get(&obj, key.as_str())? {
-            let mut m = serde_json::Map::new();
-            for k in doc.keys(&inner) {
-                if let Some((automerge::Value::Scalar(s), _)) = doc.get(&inner, k.as_str())? {
-                    m.insert(k, scalar_json(&s));
-                }
-            }
-            map.insert(key, Json::Object(m));
-        }
-    }
-    Ok(Json::Object(map))
-}
-
-fn scalar_json(s: &ScalarValue) -> Json {
-    match s {
-        ScalarValue::Str(s) => Json::String(s.to_string()),
-        ScalarValue::Int(i) => Json::from(*i),
-        ScalarValue::Uint(u) => Json::from(*u),
-        ScalarValue::F64(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .unwrap_or(Json::Null),
-        ScalarValue::Boolean(b) => Json::Bool(*b),
-        ScalarValue::Timestamp(t) => Json::from(*t),
-        _ => Json::Null,
-    }
-}
-
 fn to_json<T: Serialize>(value: &T) -> Result<Json, DocumentError> {
     serde_json::to_value(value).map_err(|e| DocumentError::Malformed(e.to_string()))
-}
-
-fn from_json<T: DeserializeOwned>(value: Json) -> Result<T, DocumentError> {
-    serde_json::from_value(value).map_err(|e| DocumentError::Malformed(e.to_string()))
 }
 
 fn write_map(doc: &mut AutoCommit, obj: &ObjId, value: &Json) -> Result<(), DocumentError> {
@@ -721,150 +565,4 @@ fn put_json(doc: &mut AutoCommit, obj: &ObjId, prop: Prop, value: &Json) -> Resu
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub fn schedule(carers: Vec<PersonId>, start: Millis) -> Schedule {
-        Schedule {
-            client_id: ClientId::new(),
-            contract_id: ContractId::new(),
-            carers,
-            planned_start: start,
-            planned_end: start + 30 * MINUTE_MS,
-            tasks: vec![Task {
-                id: TaskId::new(),
-                title: "Medication prompt".into(),
-            }],
-            status: VisitStatus::Scheduled,
-            cancel_reason: None,
-            chargeable: None,
-        }
-    }
-
-    pub fn event(carer: PersonId, kind: ClockKind, at: Millis) -> ClockEvent {
-        ClockEvent {
-            id: EventId::new(),
-            kind,
-            carer_id: carer,
-            device_id: DeviceId::new(),
-            device_time: at,
-            clock_offset_ms: Some(1500),
-            offset_measured_at: Some(at - 1000),
-            method: ClockMethod::App,
-            reason: None,
-            location: Some(Location {
-                lat: 51.5,
-                lon: -0.12,
-                accuracy_m: 8.5,
-            }),
-            tag_id: None,
-        }
-    }
-
-    fn office() -> ActorId {
-        ActorId::random()
-    }
-
-    #[test]
-    fn create_read_round_trip() -> Result<(), DocumentError> {
-        let carer = PersonId::new();
-        let id = VisitId::new();
-        let sched = schedule(vec![carer], 1_700_000_000_000);
-        let mut doc = VisitDocument::create(id, &sched, &office())?;
-        let ev = event(carer, ClockKind::ClockIn, 1_700_000_060_000);
-        doc.append_event(&ev)?;
-        let bytes = doc.save();
-        let visit = VisitDocument::load(&bytes)?.read()?;
-        assert_eq!(visit.visit_id, id);
-        assert_eq!(visit.schedule, sched);
-        assert_eq!(visit.events, vec![ev]);
-        assert_eq!(visit.carer_state(carer), CarerVisitState::InProgress);
-        Ok(())
-    }
-
-    #[test]
-    fn unknown_schema_and_garbage_are_errors() -> Result<(), DocumentError> {
-        assert!(matches!(
-            VisitDocument::load(b"not automerge"),
-            Err(DocumentError::Automerge(_))
-        ));
-        let mut doc = AutoCommit::new();
-        doc.put(ROOT, "schema_version", 99_u64)?;
-        let bytes = doc.save();
-        assert!(matches!(
-            VisitDocument::load(&bytes),
-            Err(DocumentError::UnknownSchema { found: 99 })
-        ));
-        let mut doc = AutoCommit::new();
-        doc.put(ROOT, "schema_version", 1_u64)?;
-        doc.put(ROOT, "schedule", "a string")?;
-        let bytes = doc.save();
-        assert!(matches!(
-            VisitDocument::load(&bytes),
-            Err(DocumentError::Malformed(_))
-        ));
-        Ok(())
-    }
-
-    #[test]
-    fn audit_sees_appends_and_edits() -> Result<(), DocumentError> {
-        let carer = PersonId::new();
-        let mut office_doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())?;
-        let before = office_doc.heads();
-
-        // An honest append.
-        let mut phone = office_doc.fork();
-        let ev = event(carer, ClockKind::ClockIn, 10);
-        phone.append_event(&ev)?;
-        let mut copy = office_doc.fork();
-        copy.merge(&mut phone)?;
-        let audit = copy.audit_since(&before)?;
-        assert!(audit.violations.is_empty(), "{:?}", audit.violations);
-        assert_eq!(audit.touched, BTreeSet::from([Section::Events]));
-        assert_eq!(audit.new_events, vec![ev]);
-
-        // Editing an existing event is a violation.
-        let mid = copy.heads();
-        let mut forger = copy.fork();
-        let events = forger.section(Section::Events)?;
-        let (_, first) = forger
-            .doc
-            .get(&events, 0)?
-            .ok_or(DocumentError::Malformed("none".into()))?;
-        forger.doc.put(&first, "device_time", 99_i64)?;
-        forger.doc.commit();
-        let mut copy2 = copy.fork();
-        copy2.merge(&mut forger)?;
-        let audit = copy2.audit_since(&mid)?;
-        assert!(!audit.violations.is_empty());
-
-        // Schedule edits are reported as the schedule section.
-        let mut office2 = copy.fork();
-        let mut s = office2.read()?.schedule;
-        s.planned_start += 15 * MINUTE_MS;
-        office2.update_schedule(&s)?;
-        let audit = office2.audit_since(&mid)?;
-        assert_eq!(audit.touched, BTreeSet::from([Section::Schedule]));
-        assert!(audit.violations.is_empty());
-        Ok(())
-    }
-
-    #[test]
-    fn concurrent_schedule_edits_of_different_fields_both_survive() -> Result<(), DocumentError> {
-        let (a, b) = (PersonId::new(), PersonId::new());
-        let mut base = VisitDocument::create(VisitId::new(), &schedule(vec![a], 0), &office())?;
-        let mut one = base.fork();
-        let mut two = base.fork();
-        let mut s1 = one.read()?.schedule;
-        s1.planned_start = 60_000;
-        one.update_schedule(&s1)?;
-        let mut s2 = two.read()?.schedule;
-        s2.carers = vec![b];
-        two.update_schedule(&s2)?;
-        one.merge(&mut two)?;
-        let merged = one.read()?.schedule;
-        assert_eq!(merged.planned_start, 60_000);
-        assert_eq!(merged.carers, vec![b]);
-        Ok(())
-    }
-}
+pub(crate) mod tests;

@@ -1,0 +1,379 @@
+use super::*;
+use std::collections::BTreeSet;
+
+pub fn schedule(carers: Vec<PersonId>, start: Millis) -> Schedule {
+    Schedule {
+        client_id: ClientId::new(),
+        contract_id: ContractId::new(),
+        carers,
+        planned_start: start,
+        planned_end: start + 30 * MINUTE_MS,
+        tasks: vec![Task {
+            id: TaskId::new(),
+            title: "Medication prompt".into(),
+        }],
+        status: VisitStatus::Scheduled,
+        cancel_reason: None,
+        chargeable: None,
+    }
+}
+
+pub fn event(carer: PersonId, kind: ClockKind, at: Millis) -> ClockEvent {
+    ClockEvent {
+        id: EventId::new(),
+        kind,
+        carer_id: carer,
+        device_id: DeviceId::new(),
+        device_time: at,
+        clock_offset_ms: Some(1500),
+        offset_measured_at: Some(at - 1000),
+        method: ClockMethod::App,
+        reason: None,
+        location: Some(Location {
+            lat: 51.5,
+            lon: -0.12,
+            accuracy_m: 8.5,
+        }),
+        tag_id: None,
+    }
+}
+
+fn office() -> ActorId {
+    ActorId::random()
+}
+
+#[test]
+fn create_read_round_trip() -> Result<(), DocumentError> {
+    let carer = PersonId::new();
+    let id = VisitId::new();
+    let sched = schedule(vec![carer], 1_700_000_000_000);
+    let mut doc = VisitDocument::create(id, &sched, &office())?;
+    let ev = event(carer, ClockKind::ClockIn, 1_700_000_060_000);
+    doc.append_event(&ev)?;
+    let bytes = doc.save();
+    let visit = VisitDocument::load(&bytes)?.read()?;
+    assert_eq!(visit.visit_id, id);
+    assert_eq!(visit.schedule, sched);
+    assert_eq!(visit.events, vec![ev]);
+    assert_eq!(visit.carer_state(carer), CarerVisitState::InProgress);
+    Ok(())
+}
+
+#[test]
+fn unknown_schema_and_garbage_are_errors() -> Result<(), DocumentError> {
+    assert!(matches!(
+        VisitDocument::load(b"not automerge"),
+        Err(DocumentError::Automerge(_))
+    ));
+    let mut doc = AutoCommit::new();
+    doc.put(ROOT, "schema_version", 99_u64)?;
+    let bytes = doc.save();
+    assert!(matches!(
+        VisitDocument::load(&bytes),
+        Err(DocumentError::UnknownSchema { found: 99 })
+    ));
+    let mut doc = AutoCommit::new();
+    doc.put(ROOT, "schema_version", 1_u64)?;
+    doc.put(ROOT, "schedule", "a string")?;
+    let bytes = doc.save();
+    assert!(matches!(
+        VisitDocument::load(&bytes),
+        Err(DocumentError::Malformed(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn audit_sees_appends_and_edits() -> Result<(), DocumentError> {
+    let carer = PersonId::new();
+    let mut office_doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())?;
+    let before = office_doc.heads();
+
+    // An honest append.
+    let mut phone = office_doc.fork();
+    let ev = event(carer, ClockKind::ClockIn, 10);
+    phone.append_event(&ev)?;
+    let mut copy = office_doc.fork();
+    copy.merge(&mut phone)?;
+    let audit = copy.audit_since(&before)?;
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    assert_eq!(audit.touched, BTreeSet::from([Section::Events]));
+    assert_eq!(audit.new_events, vec![ev]);
+
+    // Editing an existing event is a violation.
+    let mid = copy.heads();
+    let mut forger = copy.fork();
+    let events = forger.section(Section::Events)?;
+    let (_, first) = forger
+        .doc
+        .get(&events, 0)?
+        .ok_or(DocumentError::Malformed("none".into()))?;
+    forger.doc.put(&first, "device_time", 99_i64)?;
+    forger.doc.commit();
+    let mut copy2 = copy.fork();
+    copy2.merge(&mut forger)?;
+    let audit = copy2.audit_since(&mid)?;
+    assert!(!audit.violations.is_empty());
+
+    // Schedule edits are reported as the schedule section.
+    let mut office2 = copy.fork();
+    let mut s = office2.read()?.schedule;
+    s.planned_start += 15 * MINUTE_MS;
+    office2.update_schedule(&s)?;
+    let audit = office2.audit_since(&mid)?;
+    assert_eq!(audit.touched, BTreeSet::from([Section::Schedule]));
+    assert!(audit.violations.is_empty());
+    Ok(())
+}
+
+#[test]
+fn concurrent_schedule_edits_of_different_fields_both_survive() -> Result<(), DocumentError> {
+    let (a, b) = (PersonId::new(), PersonId::new());
+    let mut base = VisitDocument::create(VisitId::new(), &schedule(vec![a], 0), &office())?;
+    let mut one = base.fork();
+    let mut two = base.fork();
+    let mut s1 = one.read()?.schedule;
+    s1.planned_start = 60_000;
+    one.update_schedule(&s1)?;
+    let mut s2 = two.read()?.schedule;
+    s2.carers = vec![b];
+    two.update_schedule(&s2)?;
+    one.merge(&mut two)?;
+    let merged = one.read()?.schedule;
+    assert_eq!(merged.planned_start, 60_000);
+    assert_eq!(merged.carers, vec![b]);
+    Ok(())
+}
+
+/// The reader this build replaced: the whole document through `AutoSerde` into JSON, then
+/// serde. Kept as the oracle the typed reader must agree with.
+fn read_via_json(doc: &VisitDocument) -> Result<Visit, DocumentError> {
+    let version = match doc.doc.get(ROOT, "schema_version")? {
+        Some((automerge::Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Uint(v) => *v,
+            ScalarValue::Int(v) if *v >= 0 => *v as u64,
+            _ => return Err(DocumentError::Malformed("schema_version is not a number".into())),
+        },
+        _ => return Err(DocumentError::Malformed("no schema_version".into())),
+    };
+    if version > SCHEMA_VERSION {
+        return Err(DocumentError::UnknownSchema { found: version });
+    }
+    let json = serde_json::to_value(automerge::AutoSerde::from(&doc.doc))
+        .map_err(|e| DocumentError::Malformed(e.to_string()))?;
+    serde_json::from_value(json).map_err(|e| DocumentError::Malformed(e.to_string()))
+}
+
+fn full_visit(doc: &mut VisitDocument, carer: PersonId) -> Result<(), DocumentError> {
+    doc.append_event(&event(carer, ClockKind::ClockIn, 10))?;
+    let mut bare = event(carer, ClockKind::ClockOut, 20);
+    (bare.clock_offset_ms, bare.offset_measured_at, bare.location) = (None, None, None);
+    bare.method = ClockMethod::Manual;
+    bare.reason = Some(ReasonCode::AppFault);
+    bare.tag_id = Some("04:A2".into());
+    doc.append_event(&bare)?;
+    doc.append_note(&Note {
+        id: NoteId::new(),
+        author_id: carer,
+        author_role: Role::Carer,
+        written_at: 15,
+        category: NoteCategory::Concern,
+        text: "Fell last night; bruise on left arm — GP informed ✓".into(),
+    })?;
+    doc.append_task_outcome(&TaskOutcome {
+        id: OutcomeId::new(),
+        task_id: TaskId::new(),
+        carer_id: carer,
+        result: TaskResult::Refused,
+        note: Some("Did not want lunch".into()),
+        recorded_at: 16,
+    })?;
+    doc.append_amendment(&Amendment {
+        id: AmendmentId::new(),
+        author_id: PersonId::new(),
+        author_role: Role::Supervisor,
+        carer_id: carer,
+        time: AmendedTime::ClockOut,
+        corrected_time: 25,
+        reason: ReasonCode::ForgotToClock,
+        comment: None,
+        written_at: 30,
+    })?;
+    Ok(())
+}
+
+#[test]
+fn typed_reader_agrees_with_the_json_reader() -> Result<(), DocumentError> {
+    let carer = PersonId::new();
+    let mut sched = schedule(vec![carer, PersonId::new()], 1_700_000_000_000);
+    sched.status = VisitStatus::Cancelled;
+    sched.cancel_reason = Some("Client in hospital".into());
+    sched.chargeable = Some(false);
+    let mut doc = VisitDocument::create(VisitId::new(), &sched, &office())?;
+    full_visit(&mut doc, carer)?;
+    let typed = doc.read()?;
+    assert_eq!(typed, read_via_json(&doc)?);
+    assert_eq!(typed.events.len(), 2);
+    assert_eq!(doc.read_schedule()?, sched);
+    assert_eq!(doc.read_events()?, typed.events);
+    Ok(())
+}
+
+#[test]
+fn load_checks_the_shape_not_the_entries() -> Result<(), DocumentError> {
+    let carer = PersonId::new();
+    let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())?;
+    // An event with a field of the wrong type: loading succeeds, reading names the field.
+    let events = doc.section(Section::Events)?;
+    let bad = doc.doc.insert_object(&events, 0, ObjType::Map)?;
+    doc.doc.put(&bad, "id", EventId::new().to_string())?;
+    doc.doc.put(&bad, "device_time", "yesterday")?;
+    doc.doc.commit();
+    let bytes = doc.save();
+    let loaded = VisitDocument::load(&bytes)?;
+    match loaded.read() {
+        Err(DocumentError::Malformed(m)) => assert!(m.starts_with("events[0]."), "{m}"),
+        other => panic!("expected a malformed error, got {other:?}"),
+    }
+    assert!(loaded.read_schedule().is_ok());
+    assert!(matches!(loaded.read_events(), Err(DocumentError::Malformed(_))));
+    // A section of the wrong kind is a shape error, found by load.
+    let mut doc = AutoCommit::new();
+    doc.put(ROOT, "schema_version", 1_u64)?;
+    doc.put(ROOT, "visit_id", VisitId::new().to_string())?;
+    doc.put_object(ROOT, "schedule", ObjType::Map)?;
+    for key in ["events", "notes", "task_outcomes"] {
+        doc.put_object(ROOT, key, ObjType::List)?;
+    }
+    doc.put_object(ROOT, "amendments", ObjType::Map)?;
+    assert!(matches!(
+        VisitDocument::load(&doc.save()),
+        Err(DocumentError::Malformed(m)) if m.contains("amendments")
+    ));
+    Ok(())
+}
+
+#[test]
+fn long_values_are_not_repeated_in_errors() -> Result<(), DocumentError> {
+    let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![PersonId::new()], 0), &office())?;
+    let notes = doc.section(Section::Notes)?;
+    let bad = doc.doc.insert_object(&notes, 0, ObjType::Map)?;
+    let secret = "private health detail ".repeat(20);
+    doc.doc.put(&bad, "id", EventId::new().to_string())?;
+    doc.doc.put(&bad, "category", secret.as_str())?;
+    doc.doc.commit();
+    let Err(DocumentError::Malformed(message)) = doc.read() else {
+        panic!("expected a malformed error");
+    };
+    assert!(message.len() < 120, "{message}");
+    Ok(())
+}
+
+/// A random scalar of any Automerge type, to put where a field belongs.
+fn any_scalar() -> impl proptest::strategy::Strategy<Value = ScalarValue> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(ScalarValue::Null),
+        any::<bool>().prop_map(ScalarValue::Boolean),
+        any::<i64>().prop_map(ScalarValue::Int),
+        any::<u64>().prop_map(ScalarValue::Uint),
+        any::<f64>().prop_map(ScalarValue::F64),
+        any::<i64>().prop_map(ScalarValue::Timestamp),
+        "[a-z_]{0,12}".prop_map(|s| ScalarValue::Str(s.into())),
+        Just(ScalarValue::Str(PersonId::new().to_string().into())),
+        Just(ScalarValue::Str("clock_in".into())),
+        proptest::collection::vec(any::<u8>(), 0..4).prop_map(ScalarValue::Bytes),
+    ]
+}
+
+const KEYS: &[&str] = &[
+    "schema_version",
+    "visit_id",
+    "schedule",
+    "events",
+    "notes",
+    "task_outcomes",
+    "amendments",
+    "id",
+    "kind",
+    "carer_id",
+    "device_id",
+    "device_time",
+    "clock_offset_ms",
+    "method",
+    "reason",
+    "location",
+    "lat",
+    "tag_id",
+    "text",
+    "category",
+    "author_role",
+    "carers",
+    "planned_start",
+    "status",
+    "chargeable",
+    "tasks",
+    "title",
+    "result",
+    "time",
+    "comment",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// A well-formed visit, then random writes anywhere in it (scalars over fields, objects of
+    /// the wrong kind, deletions): the typed reader never panics, and it reads exactly what the
+    /// JSON reader read, or both refuse.
+    #[test]
+    fn random_documents_read_like_json_or_fail_cleanly(
+        writes in proptest::collection::vec(
+            (0..KEYS.len(), 0..6_usize, any_scalar(), 0..4_u8),
+            0..6,
+        )
+    ) {
+        let carer = PersonId::new();
+        let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        full_visit(&mut doc, carer).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        for (key, target, value, how) in writes {
+            // Pick an object: the root, the schedule, or an entry of a section.
+            let obj = match target {
+                0 => ROOT,
+                1 => doc.section(Section::Schedule).ok().unwrap_or(ROOT),
+                n => {
+                    let section = Section::LISTS[(n - 2) % 4];
+                    match doc.section(section) {
+                        Ok(list) => match doc.doc.get(&list, 0) {
+                            Ok(Some((automerge::Value::Object(_), entry))) => entry,
+                            _ => list,
+                        },
+                        Err(_) => ROOT,
+                    }
+                }
+            };
+            let key = KEYS[key];
+            let _ = match (doc.doc.object_type(&obj), how) {
+                (Ok(ObjType::Map), 0) => doc.doc.delete(&obj, key),
+                (Ok(ObjType::Map), 1) => doc.doc.put_object(&obj, key, ObjType::List).map(|_| ()),
+                (Ok(ObjType::Map), 2) => doc.doc.put_object(&obj, key, ObjType::Text).map(|_| ()),
+                (Ok(ObjType::Map), _) => doc.doc.put(&obj, key, value),
+                (Ok(_), 0) => doc.doc.delete(&obj, 0),
+                (Ok(_), _) => doc.doc.insert(&obj, 0, value),
+                (Err(e), _) => Err(e),
+            };
+            doc.doc.commit();
+        }
+        let typed = doc.read();
+        let json = read_via_json(&doc);
+        match (&typed, &json) {
+            (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            // The typed reader is allowed to be more lenient only where JSON lost
+            // information (a float field written as an integer is the same number).
+            _ => proptest::prop_assert!(false, "typed {typed:?} vs json {json:?}"),
+        }
+        // Loading saved bytes never panics, whatever was written.
+        let _ = VisitDocument::load(&doc.save()).map(|d| d.read());
+    }
+}
