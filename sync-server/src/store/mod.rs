@@ -6,6 +6,7 @@
 //! it merged. Methods are blocking; handlers call them on tokio's blocking pool.
 
 pub mod copy;
+pub mod facts;
 pub mod postgres;
 pub mod sqlite;
 
@@ -256,7 +257,12 @@ pub trait ServerStore: Send + Sync + 'static {
     fn upsert_client(&self, client: &Client) -> Result<()>;
     fn client(&self, id: ClientId) -> Result<Option<Client>>;
     fn clients(&self) -> Result<Vec<Client>>;
-    fn upsert_contract(&self, contract: &Contract) -> Result<()>;
+    /// Create or change a contract. A change of rules is kept with `at` (reports `as_of` earlier
+    /// use the rules before it) and its visits' facts are judged again from `at`.
+    fn upsert_contract_at(&self, contract: &Contract, at: Millis) -> Result<()>;
+    fn upsert_contract(&self, contract: &Contract) -> Result<()> {
+        self.upsert_contract_at(contract, caresync_core::clock::system_now())
+    }
     fn contract(&self, id: ContractId) -> Result<Option<Contract>>;
     fn contracts(&self) -> Result<Vec<Contract>>;
 
@@ -267,4 +273,6 @@ pub trait ServerStore: Send + Sync + 'static {
     fn events_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<EventRow>>;
     /// Amendments of the visits planned to start in `[from, to)`.
     fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>>;
+    /// Everything one report reads, from the per-visit facts, in one read transaction.
+    fn report_snapshot(&self, query: &facts::SnapshotQuery) -> Result<facts::ReportSnapshot>;
 }
