@@ -213,6 +213,77 @@ impl VisitFacts {
     }
 }
 
+/// One visit's figures at an instant, for the visit page and for anyone checking a figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisitFigures {
+    pub visit_id: VisitId,
+    pub contract_id: ContractId,
+    pub client_id: ClientId,
+    pub planned_start: Millis,
+    pub planned_end: Millis,
+    /// The instant judged at.
+    pub as_of: Millis,
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// i − P in whole minutes (negative when early; rounded towards zero); set when attended.
+    pub minutes_late: Option<i64>,
+    pub planned_minutes: i64,
+    /// o − i in whole minutes (nearest, half down), when both are known.
+    pub actual_minutes: Option<i64>,
+    pub partially_attended: bool,
+    pub flags: FlagCounts,
+    pub authorised_minutes: i64,
+    pub delivered_minutes: i64,
+    pub billable_minutes: i64,
+    pub chargeable: bool,
+    pub carers: Vec<CarerFigures>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CarerFigures {
+    pub carer_id: PersonId,
+    pub assigned: bool,
+    #[serde(flatten)]
+    pub figures: Figures,
+    pub flags: FlagCounts,
+}
+
+impl VisitFacts {
+    /// The figures at `as_of`.
+    pub fn figures_at(&self, as_of: Millis) -> VisitFigures {
+        let minutes = |ms: Millis| super::billing::round_to_unit(ms, 1, super::rules::Rounding::Nearest);
+        let figures = self.visit.figures_at(as_of);
+        VisitFigures {
+            visit_id: self.visit_id,
+            contract_id: self.contract_id,
+            client_id: self.client_id,
+            planned_start: self.planned_start,
+            planned_end: self.planned_end,
+            as_of,
+            minutes_late: figures.start_offset_ms.map(|ms| ms / MINUTE_MS),
+            planned_minutes: minutes(self.planned_end.saturating_sub(self.planned_start).max(0)),
+            actual_minutes: figures.duration_ms.map(minutes),
+            figures,
+            partially_attended: self.visit.partially_attended,
+            flags: self.visit.flags,
+            authorised_minutes: minutes(self.authorised_ms),
+            delivered_minutes: minutes(self.delivered_ms),
+            billable_minutes: self.billable_minutes,
+            chargeable: self.chargeable,
+            carers: self
+                .carers
+                .iter()
+                .map(|c| CarerFigures {
+                    carer_id: c.carer_id,
+                    assigned: c.assigned,
+                    figures: c.facts.figures_at(as_of),
+                    flags: c.facts.flags,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A local day as a number: days since 1970-01-01 (local calendar). Stores group by it.
 pub fn day_number(day: NaiveDate) -> i64 {
     (day - NaiveDate::default()).num_days()

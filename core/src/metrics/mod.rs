@@ -27,7 +27,7 @@ pub(crate) mod test_support;
 pub use alerts::{alert_kinds, phone_silent_since_due, AlertKind};
 pub use billing::{billable_minutes, round_to_unit, Billable};
 pub use csv::CsvRow;
-pub use facts::{CarerFacts, FlagCounts, UnitFacts, VisitFacts};
+pub use facts::{CarerFacts, CarerFigures, FlagCounts, UnitFacts, VisitFacts, VisitFigures};
 pub use periods::{local_date, AgencyTimeZone, Period, PeriodKind, UnknownTimeZone};
 pub use reconciliation::{
     continuity, continuity_csv, continuity_from_weeks, reconciliation_csv, reconciliation_from_days,
@@ -35,7 +35,7 @@ pub use reconciliation::{
 };
 pub use record::{TimeCorrection, VisitRecord};
 pub use report::{
-    ContractInfo, CountUnit, DayTally, GroupBy, KpiRow, KpiStatus, PunctualityReport, ReportContext,
+    kpi_status, ContractInfo, CountUnit, DayTally, GroupBy, KpiRow, KpiStatus, PunctualityReport, ReportContext,
     ReportQuery, ReportRow, TallyKey,
 };
 pub use rules::{BillingBasis, BillingRule, ContractRules, KpiTargets, Rounding, RulesError, TimeTrustRules};

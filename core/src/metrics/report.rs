@@ -390,7 +390,7 @@ fn pct(part: u64, whole: u64) -> Option<f64> {
 
 /// Strictly above the maximum, compared as part·100 > max·whole so a rate exactly at the maximum
 /// is never a breach by a rounding error.
-fn kpi_status(part: u64, whole: u64, max_pct: f64) -> KpiStatus {
+pub fn kpi_status(part: u64, whole: u64, max_pct: f64) -> KpiStatus {
     if whole > 0 && part as f64 * 100.0 > max_pct * whole as f64 {
         KpiStatus::Breach
     } else {
