@@ -191,7 +191,7 @@ fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         [],
     )?;
     let rows: Vec<VisitRow> = {
-        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits"))?;
+        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v"))?;
         let rows = stmt.query_map([], visit_from)?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -281,7 +281,7 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
 /// a client's after their location does).
 fn rejudge(tx: &Transaction<'_>, filter: &str, id: &str, at: Millis) -> Result<()> {
     let rows: Vec<VisitRow> = {
-        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits WHERE {filter} = ?1"))?;
+        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"))?;
         let rows = stmt.query_map([id], visit_from)?;
         rows.collect::<rusqlite::Result<_>>()?
     };
