@@ -188,7 +188,7 @@ fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(&fx::ddl("INTEGER", "INTEGER PRIMARY KEY"))?;
     tx.execute(
         "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
-             ON CONFLICT DO NOTHING",
+             WHERE true ON CONFLICT DO NOTHING",
         [],
     )?;
     let rows: Vec<VisitRow> = {
