@@ -417,6 +417,24 @@ impl World {
         }
     }
 
+    /// For each visit: P + late threshold and E + missed threshold, and 1 ms after each.
+    fn boundaries(&self) -> Vec<Millis> {
+        let mut out = Vec::new();
+        for id in &self.visits {
+            let v = self.service.read(*id).expect("read");
+            let rules: ContractRules = self
+                .contracts
+                .iter()
+                .find(|c| c.id == v.schedule.contract_id)
+                .and_then(|c| serde_json::from_value(c.rules.clone()).ok())
+                .unwrap_or_default();
+            let late = v.schedule.planned_start + rules.late_after_ms();
+            let missed = v.schedule.planned_end + rules.missed_after_end_ms();
+            out.extend([late, late + 1, missed, missed + 1]);
+        }
+        out
+    }
+
     /// The definitions over the documents as they stand now, judged at `as_of`.
     fn expected(&self, as_of: Millis) -> Expected {
         let context = ReportContext {
@@ -597,9 +615,14 @@ fn run(store: Arc<dyn ServerStore>, plan: &Plan) -> Result<(), TestCaseError> {
     for (n, (gap, op, checkpoint)) in plan.steps.iter().enumerate() {
         now += gap * MINUTE_MS;
         world.apply(op, now);
+        let next = now + plan.steps.get(n + 1).map_or(600, |s| s.0) * MINUTE_MS;
         if let Some(fraction) = checkpoint {
-            let next_gap = plan.steps.get(n + 1).map_or(600, |s| s.0);
-            expected.push(world.expected(now + next_gap * MINUTE_MS * i64::from(*fraction) / 256));
+            expected.push(world.expected(now + (next - now) * i64::from(*fraction) / 256));
+        }
+        // The instants a state changes (overdue, missed, no clock-out) and the millisecond after,
+        // while the documents stand as they are.
+        for at in world.boundaries().into_iter().filter(|at| (now..next).contains(at)) {
+            expected.push(world.expected(at));
         }
     }
     expected.push(world.expected(now));
