@@ -29,14 +29,46 @@ const BASE: Millis = 1_792_821_600_000;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Reschedule { visit: usize, shift_min: i64 },
-    Reassign { visit: usize, carers: Vec<usize> },
-    Cancel { visit: usize, chargeable: bool },
-    MoveContract { visit: usize, contract: usize },
-    ClockIn { visit: usize, who: usize, late_min: i64, skew: usize, method: usize },
-    ClockOut { visit: usize, who: usize, stay_min: i64, skew: usize },
-    Amend { visit: usize, who: usize, clock_in: bool, at_min: i64 },
-    Rules { contract: usize, late_after_min: u32, basis: usize },
+    Reschedule {
+        visit: usize,
+        shift_min: i64,
+    },
+    Reassign {
+        visit: usize,
+        carers: Vec<usize>,
+    },
+    Cancel {
+        visit: usize,
+        chargeable: bool,
+    },
+    MoveContract {
+        visit: usize,
+        contract: usize,
+    },
+    ClockIn {
+        visit: usize,
+        who: usize,
+        late_min: i64,
+        skew: usize,
+        method: usize,
+    },
+    ClockOut {
+        visit: usize,
+        who: usize,
+        stay_min: i64,
+        skew: usize,
+    },
+    Amend {
+        visit: usize,
+        who: usize,
+        clock_in: bool,
+        at_min: i64,
+    },
+    Rules {
+        contract: usize,
+        late_after_min: u32,
+        basis: usize,
+    },
 }
 
 /// (start offset from BASE in minutes, length in minutes, carers, contract, client)
@@ -77,10 +109,20 @@ fn op(visits: usize) -> impl Strategy<Value = Op> {
                 method
             }
         ),
-        (v.clone(), 0..2usize, 5i64..120, 0..4usize)
-            .prop_map(|(visit, who, stay_min, skew)| Op::ClockOut { visit, who, stay_min, skew }),
-        (v.clone(), 0..2usize, any::<bool>(), -30i64..90)
-            .prop_map(|(visit, who, clock_in, at_min)| Op::Amend { visit, who, clock_in, at_min }),
+        (v.clone(), 0..2usize, 5i64..120, 0..4usize).prop_map(|(visit, who, stay_min, skew)| Op::ClockOut {
+            visit,
+            who,
+            stay_min,
+            skew
+        }),
+        (v.clone(), 0..2usize, any::<bool>(), -30i64..90).prop_map(|(visit, who, clock_in, at_min)| {
+            Op::Amend {
+                visit,
+                who,
+                clock_in,
+                at_min,
+            }
+        }),
         (0..CONTRACTS, 5u32..30, 0..3usize).prop_map(|(contract, late_after_min, basis)| Op::Rules {
             contract,
             late_after_min,
@@ -295,7 +337,9 @@ impl World {
                 .ingest(principal, visit, &msg.encode(), now)
                 .expect("ingest")
             {
-                Ingested::Accepted { reply: Some(reply), .. } => {
+                Ingested::Accepted {
+                    reply: Some(reply), ..
+                } => {
                     let reply = Message::decode(&reply).expect("decode");
                     phone
                         .automerge()
@@ -621,7 +665,11 @@ fn run(store: Arc<dyn ServerStore>, plan: &Plan) -> Result<(), TestCaseError> {
         }
         // The instants a state changes (overdue, missed, no clock-out) and the millisecond after,
         // while the documents stand as they are.
-        for at in world.boundaries().into_iter().filter(|at| (now..next).contains(at)) {
+        for at in world
+            .boundaries()
+            .into_iter()
+            .filter(|at| (now..next).contains(at))
+        {
             expected.push(world.expected(at));
         }
     }

@@ -490,7 +490,10 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Resu
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
         } else {
-            tx.execute("UPDATE visit_facts SET valid_to = $2 WHERE fact_id = $1", &[&fact_id, &at])?;
+            tx.execute(
+                "UPDATE visit_facts SET valid_to = $2 WHERE fact_id = $1",
+                &[&fact_id, &at],
+            )?;
         }
     }
     let params = fx::visit_params(facts, at);
@@ -519,7 +522,10 @@ pub(super) fn judge_visits_without_facts(tx: &mut Transaction<'_>) -> Result<()>
 }
 
 fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Result<()> {
-    let visits = tx.query(&format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{column} = $1"), &[&id])?;
+    let visits = tx.query(
+        &format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{column} = $1"),
+        &[&id],
+    )?;
     for row in rows(visits, visit_from)? {
         refresh_facts(tx, &row, at)?;
     }
@@ -529,13 +535,14 @@ fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Resu
 fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
     let range: [&(dyn ToSql + Sync); 3] = [&q.from, &q.to, &q.as_of];
     let mut out = ReportSnapshot::default();
-    let tallies = |tx: &mut Transaction<'_>, key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
-        let r = tx.query(&fx::tallies_sql(key, &q.offsets), &range)?;
-        rows(r, |r| {
-            let counts: Vec<i64> = (0..fx::COUNT_WIDTH).map(|i| r.get(i + 2)).collect();
-            fx::tally_from(r.get(0), r.get(1), &counts)
-        })
-    };
+    let tallies =
+        |tx: &mut Transaction<'_>, key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
+            let r = tx.query(&fx::tallies_sql(key, &q.offsets), &range)?;
+            rows(r, |r| {
+                let counts: Vec<i64> = (0..fx::COUNT_WIDTH).map(|i| r.get(i + 2)).collect();
+                fx::tally_from(r.get(0), r.get(1), &counts)
+            })
+        };
     if let Some(key) = q.tallies {
         out.tallies = tallies(tx, key)?;
     }
@@ -603,7 +610,10 @@ fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSn
         out.visits = visits;
     }
     let mut contracts = rows(
-        tx.query(&format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"), &[])?,
+        tx.query(
+            &format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"),
+            &[],
+        )?,
         contract_from,
     )?;
     for c in &mut contracts {
@@ -618,7 +628,10 @@ fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSn
     }
     out.contracts = contracts;
     out.people = rows(
-        tx.query(&format!("SELECT {PERSON_COLS} FROM people p ORDER BY p.name, p.person_id"), &[])?,
+        tx.query(
+            &format!("SELECT {PERSON_COLS} FROM people p ORDER BY p.name, p.person_id"),
+            &[],
+        )?,
         person_from,
     )?;
     out.devices = rows(

@@ -252,7 +252,9 @@ fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
 fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
     let id = facts.visit_id.to_string();
     let standing: Option<(i64, Millis)> = tx
-        .prepare_cached("SELECT fact_id, valid_from FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL")?
+        .prepare_cached(
+            "SELECT fact_id, valid_from FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL",
+        )?
         .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     // Versions of one visit never go back in time, whatever the clock of the instance.
@@ -270,10 +272,15 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
     }
     let fact_id: i64 = tx
         .prepare_cached(&fx::sqlite(&fx::insert_visit_sql()))?
-        .query_row(rusqlite::params_from_iter(bind(fx::visit_params(facts, at))), |r| r.get(0))?;
+        .query_row(
+            rusqlite::params_from_iter(bind(fx::visit_params(facts, at))),
+            |r| r.get(0),
+        )?;
     let mut insert = tx.prepare_cached(&fx::sqlite(&fx::insert_carer_sql()))?;
     for (rank, c) in facts.carers.iter().enumerate() {
-        insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(fact_id, rank, c))))?;
+        insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
+            fact_id, rank, c,
+        ))))?;
     }
     Ok(())
 }
@@ -282,7 +289,9 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
 /// a client's after their location does).
 fn rejudge(tx: &Transaction<'_>, filter: &str, id: &str, at: Millis) -> Result<()> {
     let rows: Vec<VisitRow> = {
-        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"))?;
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"
+        ))?;
         let rows = stmt.query_map([id], visit_from)?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -421,7 +430,9 @@ fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapsh
     // Contracts with the rules that stood at `as_of` (the current ones for a contract whose
     // history starts later).
     let mut contracts: Vec<Contract> = tx
-        .prepare_cached(&format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"))?
+        .prepare_cached(&format!(
+            "SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"
+        ))?
         .query_map([], contract_from)?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare_cached(
