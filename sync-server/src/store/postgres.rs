@@ -454,8 +454,10 @@ fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis) -> Result
         )?,
         amendment_from,
     )?;
+    // FOR SHARE, like the rules below: a location change committing meanwhile waits, then
+    // judges this visit again with what this commit wrote.
     let location = match tx.query_opt(
-        &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1"),
+        &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1 FOR SHARE"),
         &[&row.client_id.to_string()],
     )? {
         Some(r) => client_from(&r)?.location,
