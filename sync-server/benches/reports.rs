@@ -349,7 +349,8 @@ fn benches(c: &mut Criterion) {
         tz: tz(),
     };
     let t = Instant::now();
-    let report = reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report");
+    let report =
+        reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report");
     eprintln!("one monthly report by contract: {:.2?}", t.elapsed());
     let scheduled: u64 = report.rows.iter().map(|r| r.scheduled).sum();
     assert_eq!(scheduled, VISITS as u64, "the month holds every generated visit");
@@ -359,10 +360,14 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10))
         .warm_up_time(Duration::from_secs(2));
     g.bench_function("monthly_punctuality_by_contract", |b| {
-        b.iter(|| reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report"))
+        b.iter(|| {
+            reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report")
+        })
     });
     g.bench_function("monthly_punctuality_by_carer_week", |b| {
-        b.iter(|| reports::punctuality(store.as_ref(), span, GroupBy::Carer, PeriodKind::Week).expect("report"))
+        b.iter(|| {
+            reports::punctuality(store.as_ref(), span, GroupBy::Carer, PeriodKind::Week).expect("report")
+        })
     });
     g.bench_function("weekly_reconciliation_month", |b| {
         b.iter(|| reports::reconciliation(store.as_ref(), span).expect("reconciliation"))
@@ -375,7 +380,9 @@ fn benches(c: &mut Criterion) {
             as_of: start + 15 * DAY_MS,
             ..span
         };
-        b.iter(|| reports::punctuality(store.as_ref(), mid, GroupBy::Contract, PeriodKind::Month).expect("report"))
+        b.iter(|| {
+            reports::punctuality(store.as_ref(), mid, GroupBy::Contract, PeriodKind::Month).expect("report")
+        })
     });
     g.finish();
 
@@ -390,7 +397,9 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("report_one_day_of_1m");
     g.sample_size(20);
     g.bench_function("daily_punctuality_by_carer", |b| {
-        b.iter(|| reports::punctuality(store.as_ref(), one_day, GroupBy::Carer, PeriodKind::Day).expect("report"))
+        b.iter(|| {
+            reports::punctuality(store.as_ref(), one_day, GroupBy::Carer, PeriodKind::Day).expect("report")
+        })
     });
     g.finish();
 

@@ -256,7 +256,8 @@ const STANDING: &str =
 
 /// The local day number of `f.planned_start`, by the agency's offsets (literal integers).
 fn local_day(offsets: &[(Millis, i64)]) -> String {
-    let mut case = String::from("(CASE");
+    // No offsets given: UTC days.
+    let mut case = String::from("(CASE WHEN f.planned_start IS NULL THEN 0");
     for (since, offset) in offsets.iter().rev() {
         case.push_str(&format!(" WHEN f.planned_start >= {since} THEN {offset}"));
     }

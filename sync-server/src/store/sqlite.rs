@@ -1322,6 +1322,91 @@ mod tests {
     /// Tokens from before expiry existed get the default 90 days from the upgrade (not forever);
     /// revoked ones stay revoked; the upgraded schema is the fresh one.
     #[test]
+    fn schema_5_backfills_the_facts_of_existing_visits() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("server.db");
+        let (carer, client, contract) = (PersonId::new(), ClientId::new(), ContractId::new());
+        let start = 1_790_064_000_000;
+        let visit = |n: i64| VisitRow {
+            visit_id: VisitId::new(),
+            client_id: client,
+            contract_id: contract,
+            carers: vec![carer],
+            planned_start: start + n * HOUR_MS,
+            planned_end: start + n * HOUR_MS + 30 * MINUTE_MS,
+            status: VisitStatus::Scheduled,
+            chargeable: None,
+            heads: vec![],
+            updated_at: start - DAY_MS,
+        };
+        let (on_time, missed) = (visit(0), visit(1));
+        let clock_in = EventRow {
+            event_id: EventId::new(),
+            visit_id: on_time.visit_id,
+            carer_id: carer,
+            device_id: DeviceId::new(),
+            kind: ClockKind::ClockIn,
+            device_time: start + 2 * MINUTE_MS,
+            clock_offset_ms: Some(0),
+            offset_measured_at: Some(start),
+            trusted_time: start + 2 * MINUTE_MS,
+            received_at: start + 3 * MINUTE_MS,
+            method: ClockMethod::Nfc,
+            reason: None,
+            location: None,
+            flags: String::new(),
+        };
+        let query = SnapshotQuery {
+            from: start - DAY_MS,
+            to: start + DAY_MS,
+            as_of: start + 5 * HOUR_MS,
+            tallies: Some(TallyKey::Contract),
+            visits: true,
+            ..SnapshotQuery::default()
+        };
+        let judged_at_commit = {
+            let store = SqliteStore::open(&path)?;
+            for (row, events) in [(&on_time, vec![clock_in]), (&missed, vec![])] {
+                store.commit_visit(&VisitCommit {
+                    visit: row.clone(),
+                    chunk: None,
+                    new_events: events,
+                    new_amendments: vec![],
+                    sync_state: None,
+                })?;
+            }
+            store.report_snapshot(&query)?
+        };
+        // A database from before the facts: the tables gone, the schema at version 4.
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(
+                "DROP TABLE carer_visit_facts; DROP TABLE visit_facts; DROP TABLE contract_rules;
+                 PRAGMA user_version = 4;",
+            )?;
+        }
+        let store = SqliteStore::open(&path)?;
+        let backfilled = store.report_snapshot(&query)?;
+        assert_eq!(backfilled.tallies, judged_at_commit.tallies);
+        assert_eq!(backfilled.tallies.len(), 1);
+        let counts = &backfilled.tallies[0].counts;
+        assert_eq!(
+            (counts.scheduled, counts.attended, counts.on_time, counts.missed),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(backfilled.visits, judged_at_commit.visits);
+        // Backfilled facts stand from the start of time.
+        let old = store.report_snapshot(&SnapshotQuery {
+            as_of: 0,
+            ..query.clone()
+        })?;
+        assert_eq!(old.tallies[0].counts.scheduled, 2);
+        let fresh = SqliteStore::open(&dir.path().join("fresh.db"))?;
+        assert_eq!(schema_of(&*store.lock()?)?, schema_of(&*fresh.lock()?)?);
+        Ok(())
+    }
+
+    #[test]
     fn schema_2_upgrades_with_tokens_expiring_and_the_fresh_schema() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let path = dir.path().join("server.db");
