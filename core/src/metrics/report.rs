@@ -348,11 +348,11 @@ impl PunctualityReport {
             let Ok(contract) = t.key.parse::<ContractId>() else {
                 continue;
             };
-            if !context
+            let has_kpi = context
                 .contracts
                 .get(&contract)
-                .is_some_and(|c| c.rules.kpi.is_some())
-            {
+                .is_some_and(|c| c.rules.kpi.is_some());
+            if !has_kpi {
                 continue;
             }
             let month = period_of_day(PeriodKind::Month, t.day, tz).start;
