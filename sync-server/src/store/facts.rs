@@ -210,13 +210,35 @@ pub fn visit_params(f: &VisitFacts, valid_from: Millis) -> Vec<Param> {
     p
 }
 
-/// `INSERT` of a visit-level row, placeholders from `$1`, returning its `fact_id`.
+/// `INSERT` of a visit-level row ([`visit_params`], then the fingerprint), placeholders from
+/// `$1`, returning its `fact_id`.
 pub fn insert_visit_sql() -> String {
-    let n = 11 + UNIT_WIDTH;
+    let n = 12 + UNIT_WIDTH;
     format!(
-        "INSERT INTO visit_facts ({VISIT_COLS}, valid_from, {UNIT_COLS}) VALUES ({}) RETURNING fact_id",
+        "INSERT INTO visit_facts ({VISIT_COLS}, valid_from, {UNIT_COLS}, fingerprint) VALUES ({}) RETURNING fact_id",
         placeholders(1, n)
     )
+}
+
+/// A digest of everything a version holds but its time: a commit that changes no figure (a note,
+/// a replayed message) keeps the standing version instead of adding an identical one.
+pub fn fingerprint(f: &VisitFacts) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    let mut feed = |params: Vec<Param>| {
+        for p in params {
+            match p {
+                Param::Int(v) => v.hash(&mut h),
+                Param::Text(t) => t.hash(&mut h),
+            }
+        }
+    };
+    feed(visit_params(f, 0));
+    for (rank, c) in f.carers.iter().enumerate() {
+        feed(carer_params(0, rank, c));
+    }
+    // Stored in a signed 64-bit column.
+    h.finish() as i64
 }
 
 /// The values of a carer row: `fact_id`, `carer_id`, `assigned`, `rank`, then [`UNIT_COLS`].
@@ -520,7 +542,8 @@ pub fn ddl(int: &str, fact_key: &str) -> String {
     billable_minutes {int} NOT NULL,
     valid_from {int} NOT NULL,
     valid_to {int},
-    {unit}
+    {unit},
+    fingerprint {int} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS visit_facts_by_start ON visit_facts (planned_start, valid_from);
 CREATE INDEX IF NOT EXISTS visit_facts_by_visit ON visit_facts (visit_id, valid_to);

@@ -481,13 +481,17 @@ fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis) -> Result
 
 fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
     let id = facts.visit_id.to_string();
+    let fingerprint = fx::fingerprint(facts);
     let standing = tx.query_opt(
-        "SELECT fact_id, valid_from FROM visit_facts WHERE visit_id = $1 AND valid_to IS NULL",
+        "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = $1 AND valid_to IS NULL",
         &[&id],
     )?;
-    let standing: Option<(i64, Millis)> = standing.map(|r| (r.get(0), r.get(1)));
-    let at = standing.map_or(at, |(_, from)| at.max(from));
-    if let Some((fact_id, from)) = standing {
+    let standing: Option<(i64, Millis, i64)> = standing.map(|r| (r.get(0), r.get(1), r.get(2)));
+    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+        return Ok(());
+    }
+    let at = standing.map_or(at, |(_, from, _)| at.max(from));
+    if let Some((fact_id, from, _)) = standing {
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -498,7 +502,8 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Resu
             )?;
         }
     }
-    let params = fx::visit_params(facts, at);
+    let mut params = fx::visit_params(facts, at);
+    params.push(Param::Int(Some(fingerprint)));
     let fact_id: i64 = tx.query_one(&fx::insert_visit_sql(), &bind(&params))?.get(0);
     let insert = fx::insert_carer_sql();
     for (rank, c) in facts.carers.iter().enumerate() {

@@ -251,15 +251,19 @@ fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
 
 fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
     let id = facts.visit_id.to_string();
-    let standing: Option<(i64, Millis)> = tx
+    let fingerprint = fx::fingerprint(facts);
+    let standing: Option<(i64, Millis, i64)> = tx
         .prepare_cached(
-            "SELECT fact_id, valid_from FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL",
+            "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL",
         )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
+    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+        return Ok(());
+    }
     // Versions of one visit never go back in time, whatever the clock of the instance.
-    let at = standing.map_or(at, |(_, from)| at.max(from));
-    if let Some((fact_id, from)) = standing {
+    let at = standing.map_or(at, |(_, from, _)| at.max(from));
+    if let Some((fact_id, from, _)) = standing {
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
@@ -270,12 +274,11 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
                 .execute(params![fact_id, at])?;
         }
     }
+    let mut params = fx::visit_params(facts, at);
+    params.push(Param::Int(Some(fingerprint)));
     let fact_id: i64 = tx
         .prepare_cached(&fx::sqlite(&fx::insert_visit_sql()))?
-        .query_row(
-            rusqlite::params_from_iter(bind(fx::visit_params(facts, at))),
-            |r| r.get(0),
-        )?;
+        .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
     let mut insert = tx.prepare_cached(&fx::sqlite(&fx::insert_carer_sql()))?;
     for (rank, c) in facts.carers.iter().enumerate() {
         insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
