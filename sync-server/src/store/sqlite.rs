@@ -1325,6 +1325,59 @@ mod tests {
     /// Tokens from before expiry existed get the default 90 days from the upgrade (not forever);
     /// revoked ones stay revoked; the upgraded schema is the fresh one.
     #[test]
+    fn a_commit_that_changes_no_figure_keeps_the_standing_version() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let start = 1_790_064_000_000;
+        let mut row = VisitRow {
+            visit_id: VisitId::new(),
+            client_id: ClientId::new(),
+            contract_id: ContractId::new(),
+            carers: vec![PersonId::new()],
+            planned_start: start,
+            planned_end: start + 30 * MINUTE_MS,
+            status: VisitStatus::Scheduled,
+            chargeable: None,
+            heads: vec![],
+            updated_at: start - 3 * HOUR_MS,
+        };
+        let commit = |row: &VisitRow| {
+            store.commit_visit(&VisitCommit {
+                visit: row.clone(),
+                chunk: None,
+                new_events: vec![],
+                new_amendments: vec![],
+                sync_state: None,
+            })
+        };
+        let versions = || -> Result<Vec<(Millis, Option<Millis>)>> {
+            let conn = store.lock()?;
+            let mut stmt =
+                conn.prepare("SELECT valid_from, valid_to FROM visit_facts ORDER BY valid_from")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        commit(&row)?;
+        // A note or a replayed message: the row is rewritten, no figure changes.
+        row.updated_at = start - 2 * HOUR_MS;
+        commit(&row)?;
+        assert_eq!(versions()?, vec![(start - 3 * HOUR_MS, None)]);
+        // A reschedule: the standing version closes, a new one opens.
+        row.planned_start += HOUR_MS;
+        row.planned_end += HOUR_MS;
+        row.updated_at = start - HOUR_MS;
+        commit(&row)?;
+        assert_eq!(
+            versions()?,
+            vec![
+                (start - 3 * HOUR_MS, Some(start - HOUR_MS)),
+                (start - HOUR_MS, None)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
     fn schema_5_backfills_the_facts_of_existing_visits() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let path = dir.path().join("server.db");
