@@ -1,4 +1,4 @@
-//! Office figures over a generated database of 1,000,000 visits, all in one month (March 2026,
+//! Office figures over a generated database of 1,000,000 visits (`CARESYNC_BENCH_VISITS` to change), all in one month (March 2026,
 //! with the clocks changing on the 29th): a provider of about 2,000 carers and 20,000 clients.
 //!
 //! The database is written once through the store's own commit path (the same rows the sync
@@ -24,7 +24,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const VISITS: usize = 1_000_000;
+/// `CARESYNC_BENCH_VISITS` overrides the size (on a busy machine, a smaller month; every figure
+/// below scales with the visits of the period).
+fn visits() -> usize {
+    std::env::var("CARESYNC_BENCH_VISITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 const CARERS: usize = 2_000;
 const TEAMS: usize = 100;
 const CLIENTS: usize = 20_000;
@@ -60,7 +67,7 @@ fn data_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target
         .join("bench-data")
-        .join(format!("reports-{VISITS}-v{DATA_VERSION}.db"))
+        .join(format!("reports-{}-v{DATA_VERSION}.db", visits()))
 }
 
 fn id(rng: &mut StdRng) -> Uuid {
@@ -82,7 +89,7 @@ fn ensure_database() -> PathBuf {
     ] {
         let _ = std::fs::remove_file(stale);
     }
-    eprintln!("generating {VISITS} visits into {} (once)...", path.display());
+    eprintln!("generating {} visits into {} (once)...", visits(), path.display());
     let started = Instant::now();
     let store = SqliteStore::open(&path).expect("open bench store");
     generate(&store).expect("generate");
@@ -159,14 +166,14 @@ fn generate(store: &SqliteStore) -> Result<()> {
     }
     let devices: Vec<DeviceId> = (0..CARERS).map(|_| DeviceId(id(&mut rng))).collect();
     let (first, _) = month();
-    for n in 0..VISITS {
+    for n in 0..visits() {
         if n % 100_000 == 0 {
             eprintln!("  {n} visits");
         }
         // Day by day, as an office loads rotas and phones' events arrive: rows of one period sit
         // together in the file. (Interleaving the days instead made the month's report 1.5x
         // slower; see docs/performance.md.)
-        let day = first + chrono::Days::new((n * DAYS as usize / VISITS) as u64);
+        let day = first + chrono::Days::new((n * DAYS as usize / visits()) as u64);
         let start = local_ms(day, 7 * 60 + rng.random_range(0..15 * 60));
         let minutes = [30, 45, 60][rng.random_range(0..3)];
         let end = start + minutes * MINUTE_MS;
@@ -352,7 +359,11 @@ fn benches(c: &mut Criterion) {
         reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report");
     eprintln!("one monthly report by contract: {:.2?}", t.elapsed());
     let scheduled: u64 = report.rows.iter().map(|r| r.scheduled).sum();
-    assert_eq!(scheduled, VISITS as u64, "the month holds every generated visit");
+    assert_eq!(
+        scheduled,
+        visits() as u64,
+        "the month holds every generated visit"
+    );
 
     let mut g = c.benchmark_group("report_1m_visits");
     g.sample_size(10)
