@@ -147,6 +147,18 @@ pub fn continuity(store: &dyn ServerStore, span: Span) -> Result<Vec<ContinuityR
     Ok(continuity_from_weeks(&snapshot.continuity, span.time_zone()))
 }
 
+/// Each visit planned in the span, with its figures at `as_of` (the live boards: today, a
+/// carer's day). Ordered by planned start.
+pub fn visits(store: &dyn ServerStore, span: Span) -> Result<Vec<VisitFigures>, StoreError> {
+    let snapshot = store.report_snapshot(&SnapshotQuery {
+        visits: true,
+        ..span.query()
+    })?;
+    let mut out: Vec<VisitFigures> = snapshot.visits.iter().map(|f| f.figures_at(span.as_of)).collect();
+    out.sort_by_key(|f| (f.planned_start, f.visit_id));
+    Ok(out)
+}
+
 /// Why one visit's figures cannot be given.
 #[derive(Debug, thiserror::Error)]
 pub enum FiguresError {
