@@ -1,4 +1,4 @@
-//! Office figures over a generated database of 1,000,000 visits, all in one month (March 2026,
+//! Office figures over a generated database of 1,000,000 visits (`CARESYNC_BENCH_VISITS` to change), all in one month (March 2026,
 //! with the clocks changing on the 29th): a provider of about 2,000 carers and 20,000 clients.
 //!
 //! The database is written once through the store's own commit path (the same rows the sync
@@ -6,32 +6,38 @@
 //!
 //! Run: `cargo bench -p caresync-server --bench reports`
 //!
-//! The benches split a report into its phases so docs/performance.md can say where time goes:
-//! reading the projected rows, judging each visit, and grouping.
+//! Reports are sums over the per-visit facts the commit path keeps (one snapshot per report). With
+//! `CARESYNC_BENCH_BACKFILL=1` the facts are dropped first, so opening the store times the
+//! backfill migration over the 1,000,000 visits.
 
 use caresync_core::domain::*;
 use caresync_core::metrics::*;
 use caresync_server::services::reports;
 use caresync_server::store::sqlite::SqliteStore;
 use caresync_server::store::*;
-use caresync_server::AppState;
 use chrono::{NaiveDate, TimeZone};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const VISITS: usize = 1_000_000;
+/// `CARESYNC_BENCH_VISITS` overrides the size (on a busy machine, a smaller month; every figure
+/// below scales with the visits of the period).
+fn visits() -> usize {
+    std::env::var("CARESYNC_BENCH_VISITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 const CARERS: usize = 2_000;
 const TEAMS: usize = 100;
 const CLIENTS: usize = 20_000;
 const DAYS: u32 = 31;
 /// Bump when the generated data changes, so an old file is not reused.
-const DATA_VERSION: u32 = 2;
+const DATA_VERSION: u32 = 3;
 
 fn tz() -> chrono_tz::Tz {
     chrono_tz::Europe::London
@@ -61,7 +67,7 @@ fn data_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target
         .join("bench-data")
-        .join(format!("reports-{VISITS}-v{DATA_VERSION}.db"))
+        .join(format!("reports-{}-v{DATA_VERSION}.db", visits()))
 }
 
 fn id(rng: &mut StdRng) -> Uuid {
@@ -83,7 +89,7 @@ fn ensure_database() -> PathBuf {
     ] {
         let _ = std::fs::remove_file(stale);
     }
-    eprintln!("generating {VISITS} visits into {} (once)...", path.display());
+    eprintln!("generating {} visits into {} (once)...", visits(), path.display());
     let started = Instant::now();
     let store = SqliteStore::open(&path).expect("open bench store");
     generate(&store).expect("generate");
@@ -160,14 +166,14 @@ fn generate(store: &SqliteStore) -> Result<()> {
     }
     let devices: Vec<DeviceId> = (0..CARERS).map(|_| DeviceId(id(&mut rng))).collect();
     let (first, _) = month();
-    for n in 0..VISITS {
+    for n in 0..visits() {
         if n % 100_000 == 0 {
             eprintln!("  {n} visits");
         }
         // Day by day, as an office loads rotas and phones' events arrive: rows of one period sit
         // together in the file. (Interleaving the days instead made the month's report 1.5x
         // slower; see docs/performance.md.)
-        let day = first + chrono::Days::new((n * DAYS as usize / VISITS) as u64);
+        let day = first + chrono::Days::new((n * DAYS as usize / visits()) as u64);
         let start = local_ms(day, 7 * 60 + rng.random_range(0..15 * 60));
         let minutes = [30, 45, 60][rng.random_range(0..3)];
         let end = start + minutes * MINUTE_MS;
@@ -266,103 +272,154 @@ fn hex_head(rng: &mut StdRng) -> String {
     format!("{:032x}{:032x}", rng.random::<u128>(), rng.random::<u128>())
 }
 
+/// With `CARESYNC_BENCH_BACKFILL=1`: drop the facts and step the schema back, so the next open
+/// runs the facts migration (the backfill) over the whole database, timed.
+fn reset_facts(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).expect("open for reset");
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS carer_visit_facts; DROP TABLE IF EXISTS visit_facts;
+         DROP TABLE IF EXISTS contract_rules; PRAGMA user_version = 4;",
+    )
+    .expect("reset facts");
+}
+
+/// 1,500 visits planned today (a provider's day), in a store of their own, for the live alerts.
+fn todays_store(dir: &std::path::Path, now: Millis) -> Arc<dyn ServerStore> {
+    let store = SqliteStore::open(&dir.join("today.db")).expect("open");
+    let mut rng = StdRng::seed_from_u64(11);
+    let contract = ContractId(id(&mut rng));
+    let carers: Vec<PersonId> = (0..120).map(|_| PersonId(id(&mut rng))).collect();
+    let day_start = now - now.rem_euclid(DAY_MS);
+    for n in 0..1_500 {
+        let start = day_start + 7 * HOUR_MS + rng.random_range(0..15 * 60) * MINUTE_MS;
+        let carer = carers[n % carers.len()];
+        let visit_id = VisitId(id(&mut rng));
+        let mut events = Vec::new();
+        if start + 10 * MINUTE_MS < now && rng.random_bool(0.9) {
+            let at = start + rng.random_range(-10..25) * MINUTE_MS;
+            events.push(EventRow {
+                event_id: EventId(id(&mut rng)),
+                visit_id,
+                carer_id: carer,
+                device_id: DeviceId(id(&mut rng)),
+                kind: ClockKind::ClockIn,
+                device_time: at,
+                clock_offset_ms: Some(40),
+                offset_measured_at: Some(at - HOUR_MS),
+                trusted_time: at + 40,
+                received_at: at + MINUTE_MS,
+                method: ClockMethod::Nfc,
+                reason: None,
+                location: None,
+                flags: String::new(),
+            });
+        }
+        store
+            .commit_visit(&VisitCommit {
+                visit: VisitRow {
+                    visit_id,
+                    client_id: ClientId(id(&mut rng)),
+                    contract_id: contract,
+                    carers: vec![carer],
+                    planned_start: start,
+                    planned_end: start + 30 * MINUTE_MS,
+                    status: VisitStatus::Scheduled,
+                    chargeable: None,
+                    heads: vec![hex_head(&mut rng)],
+                    updated_at: day_start,
+                },
+                chunk: None,
+                new_events: events,
+                new_amendments: vec![],
+                sync_state: None,
+            })
+            .expect("commit");
+    }
+    Arc::new(store)
+}
+
 fn benches(c: &mut Criterion) {
     let path = ensure_database();
+    if std::env::var_os("CARESYNC_BENCH_BACKFILL").is_some() {
+        reset_facts(&path);
+    }
     let t = Instant::now();
     let store: Arc<dyn ServerStore> = Arc::new(SqliteStore::open(&path).expect("open"));
     eprintln!("opened in {:.2?} (including any schema migration)", t.elapsed());
-    let state = AppState::new(store.clone());
     let (from, to) = month();
-    let (start, end) = reports::day_range(&state, from, to).expect("range");
-    let as_of = end + 30 * DAY_MS;
-    // One pass of each phase, timed, so a run shows where a report's time goes.
+    let (start, end) = reports::day_range(tz(), from, to).expect("range");
+    let span = reports::Span {
+        from: start,
+        to: end,
+        as_of: end + 30 * DAY_MS,
+        tz: tz(),
+    };
     let t = Instant::now();
-    let visits = store.visits_planned_between(start, end).expect("visits").len();
-    let read_visits = t.elapsed();
-    let t = Instant::now();
-    let events = store.events_planned_between(start, end).expect("events").len();
-    let read_events = t.elapsed();
-    let t = Instant::now();
-    let amendments = store
-        .amendments_planned_between(start, end)
-        .expect("amendments")
-        .len();
-    let read_amendments = t.elapsed();
-    let t = Instant::now();
-    let judged = reports::judge(&state, start, end, as_of).expect("judge");
-    let judge_all = t.elapsed();
-    let t = Instant::now();
-    let report = reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, tz());
-    let group = t.elapsed();
-    eprintln!(
-        "one pass: read {visits} visits {read_visits:.2?}, {events} events {read_events:.2?}, \
-         {amendments} amendments {read_amendments:.2?}; judge (reads included) {judge_all:.2?}; \
-         group into {} rows {group:.2?}",
-        report.rows.len()
-    );
+    let report =
+        reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report");
+    eprintln!("one monthly report by contract: {:.2?}", t.elapsed());
+    let scheduled: u64 = report.rows.iter().map(|r| r.scheduled).sum();
     assert_eq!(
-        judged.outcomes.len(),
-        VISITS,
+        scheduled,
+        visits() as u64,
         "the month holds every generated visit"
     );
 
     let mut g = c.benchmark_group("report_1m_visits");
     g.sample_size(10)
-        .measurement_time(Duration::from_secs(60))
-        .warm_up_time(Duration::from_secs(5));
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(2));
     g.bench_function("monthly_punctuality_by_contract", |b| {
         b.iter(|| {
-            let judged = reports::judge(&state, start, end, as_of).expect("judge");
-            reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, tz())
+            reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report")
+        })
+    });
+    g.bench_function("monthly_punctuality_by_carer_week", |b| {
+        b.iter(|| {
+            reports::punctuality(store.as_ref(), span, GroupBy::Carer, PeriodKind::Week).expect("report")
         })
     });
     g.bench_function("weekly_reconciliation_month", |b| {
+        b.iter(|| reports::reconciliation(store.as_ref(), span).expect("reconciliation"))
+    });
+    g.bench_function("continuity_month", |b| {
+        b.iter(|| reports::continuity(store.as_ref(), span).expect("continuity"))
+    });
+    g.bench_function("monthly_punctuality_as_of_mid_month", |b| {
+        let mid = reports::Span {
+            as_of: start + 15 * DAY_MS,
+            ..span
+        };
         b.iter(|| {
-            let judged = reports::judge(&state, start, end, as_of).expect("judge");
-            weekly_reconciliation(&judged.outcomes, AgencyTimeZone(tz()))
+            reports::punctuality(store.as_ref(), mid, GroupBy::Contract, PeriodKind::Month).expect("report")
         })
-    });
-    g.bench_function("phase_read_rows", |b| {
-        b.iter(|| {
-            let v = store.visits_planned_between(start, end).expect("visits");
-            let e = store.events_planned_between(start, end).expect("events");
-            let a = store.amendments_planned_between(start, end).expect("amendments");
-            (v.len(), e.len(), a.len())
-        })
-    });
-    g.bench_function("phase_judge_and_read", |b| {
-        b.iter(|| {
-            reports::judge(&state, start, end, as_of)
-                .expect("judge")
-                .outcomes
-                .len()
-        })
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("report_grouping_1m_outcomes");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("punctuality_by_contract_month", |b| {
-        b.iter(|| reports::punctuality(black_box(&judged), GroupBy::Contract, PeriodKind::Month, tz()))
-    });
-    g.bench_function("punctuality_by_carer_week", |b| {
-        b.iter(|| reports::punctuality(black_box(&judged), GroupBy::Carer, PeriodKind::Week, tz()))
-    });
-    g.bench_function("weekly_reconciliation", |b| {
-        b.iter(|| weekly_reconciliation(black_box(&judged.outcomes), AgencyTimeZone(tz())))
     });
     g.finish();
 
     // The same database, a one-day report: cost follows the visits in the period, not the table.
     let day = NaiveDate::from_ymd_opt(2026, 3, 16).expect("date");
-    let (day_start, day_end) = reports::day_range(&state, day, day.succ_opt().expect("date")).expect("range");
+    let (day_start, day_end) = reports::day_range(tz(), day, day.succ_opt().expect("date")).expect("range");
+    let one_day = reports::Span {
+        from: day_start,
+        to: day_end,
+        ..span
+    };
     let mut g = c.benchmark_group("report_one_day_of_1m");
     g.sample_size(20);
     g.bench_function("daily_punctuality_by_carer", |b| {
         b.iter(|| {
-            let judged = reports::judge(&state, day_start, day_end, as_of).expect("judge");
-            reports::punctuality(&judged, GroupBy::Carer, PeriodKind::Day, tz())
+            reports::punctuality(store.as_ref(), one_day, GroupBy::Carer, PeriodKind::Day).expect("report")
         })
+    });
+    g.finish();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let now = caresync_core::clock::system_now();
+    let today = todays_store(dir.path(), now);
+    let mut g = c.benchmark_group("alerts");
+    g.sample_size(50);
+    g.bench_function("todays_alerts_1500_visits", |b| {
+        b.iter(|| reports::alerts(today.as_ref(), now, None).expect("alerts"))
     });
     g.finish();
 }

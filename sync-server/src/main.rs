@@ -539,7 +539,7 @@ fn run_demo(state: &AppState, url: &str, phones_dir: &Path) {
             println!("  {url}/api/v1/reports/reconciliation?from={from}&to={to}");
             println!("  {url}/api/v1/reports/continuity?from={from}&to={to}");
             println!("  {url}/api/v1/alerts");
-            match caresync_server::services::reports::demo_table(state, from, to) {
+            match caresync_server::services::reports::demo_table(state.store.as_ref(), state.tz, from, to) {
                 Ok(table) => println!("\n{table}"),
                 Err(e) => eprintln!("demo: report failed: {e}"),
             }

@@ -9,10 +9,13 @@
 //!
 //! `docs/metrics.md` states each definition exactly as implemented here.
 
+pub mod alerts;
 pub mod billing;
 mod csv;
+pub mod facts;
 pub mod periods;
 pub mod reconciliation;
+pub mod record;
 pub mod report;
 pub mod rules;
 pub mod time_trust;
@@ -21,18 +24,22 @@ pub mod visit_outcome;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+pub use alerts::{alert_kinds, phone_silent_since_due, AlertKind};
 pub use billing::{billable_minutes, round_to_unit, Billable};
 pub use csv::CsvRow;
+pub use facts::{CarerFacts, CarerFigures, FlagCounts, UnitFacts, VisitFacts, VisitFigures};
 pub use periods::{local_date, AgencyTimeZone, Period, PeriodKind, UnknownTimeZone};
 pub use reconciliation::{
-    continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, ContinuityRow, ReconciliationRow,
+    continuity, continuity_csv, continuity_from_weeks, reconciliation_csv, reconciliation_from_days,
+    weekly_reconciliation, ContinuityRow, ContinuityWeek, DayMinutes, ReconciliationRow,
 };
+pub use record::{TimeCorrection, VisitRecord};
 pub use report::{
-    ContractInfo, CountUnit, GroupBy, KpiRow, KpiStatus, PunctualityReport, ReportContext, ReportQuery,
-    ReportRow,
+    kpi_status, ContractInfo, CountUnit, DayTally, GroupBy, KpiRow, KpiStatus, PunctualityReport,
+    ReportContext, ReportQuery, ReportRow, TallyKey,
 };
 pub use rules::{BillingBasis, BillingRule, ContractRules, KpiTargets, Rounding, RulesError, TimeTrustRules};
 pub use time_trust::{event_trust, time_trust_flags, EventTrust, TimeTrustFlags};
 pub use visit_outcome::{
-    visit_outcome, Attendance, CarerOutcome, Figures, Punctuality, VisitInputs, VisitOutcome,
+    record_outcome, visit_outcome, Attendance, CarerOutcome, Figures, Punctuality, VisitInputs, VisitOutcome,
 };

@@ -3,6 +3,7 @@
 
 use super::billing::round_to_unit;
 use super::csv::{to_csv, CsvRow};
+use super::facts::period_of_day;
 use super::periods::{AgencyTimeZone, Period, PeriodKind};
 use super::rules::Rounding;
 use super::visit_outcome::{Attendance, VisitOutcome};
@@ -23,7 +24,8 @@ pub struct ReconciliationRow {
     pub cancelled: u64,
     /// Planned minutes of visits not cancelled.
     pub authorised_minutes: i64,
-    /// o − i of attended visits with a clock-out.
+    /// o − i of visits with a clock-in and a clock-out, cancelled ones included: work done
+    /// is never lost from the figures.
     pub delivered_minutes: i64,
     /// The contract's billing rule per visit, summed (cancelled-but-chargeable visits included).
     pub billable_minutes: i64,
@@ -81,8 +83,40 @@ fn minutes(ms: Millis) -> i64 {
     round_to_unit(ms, 1, Rounding::Nearest)
 }
 
+/// One client's minutes on one contract on one local day, as a store sums them from facts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DayMinutes {
+    pub day: NaiveDate,
+    pub client_id: ClientId,
+    pub contract_id: ContractId,
+    pub visits: u64,
+    pub cancelled: u64,
+    pub authorised_ms: Millis,
+    /// Work done, cancelled visits included.
+    pub delivered_ms: Millis,
+    pub billable_minutes: i64,
+}
+
 /// Per ISO week (of the planned start, local), client and contract; sorted in that order.
 pub fn weekly_reconciliation(outcomes: &[VisitOutcome], tz: AgencyTimeZone) -> Vec<ReconciliationRow> {
+    let days: Vec<DayMinutes> = outcomes
+        .iter()
+        .map(|o| DayMinutes {
+            day: Period::containing(PeriodKind::Day, o.planned_start, tz).start,
+            client_id: o.client_id,
+            contract_id: o.contract_id,
+            visits: 1,
+            cancelled: u64::from(o.is_cancelled()),
+            authorised_ms: o.authorised_ms,
+            delivered_ms: o.work_done_ms(),
+            billable_minutes: o.billable_minutes,
+        })
+        .collect();
+    reconciliation_from_days(&days, tz)
+}
+
+/// The same rows from per-day sums.
+pub fn reconciliation_from_days(days: &[DayMinutes], tz: AgencyTimeZone) -> Vec<ReconciliationRow> {
     #[derive(Default)]
     struct Sums {
         visits: u64,
@@ -92,16 +126,16 @@ pub fn weekly_reconciliation(outcomes: &[VisitOutcome], tz: AgencyTimeZone) -> V
         billable_minutes: i64,
     }
     let mut weeks: BTreeMap<(NaiveDate, ClientId, ContractId), (Period, Sums)> = BTreeMap::new();
-    for o in outcomes {
-        let week = week_of(o, tz);
+    for d in days {
+        let week = period_of_day(PeriodKind::Week, d.day, tz);
         let (_, s) = weeks
-            .entry((week.start, o.client_id, o.contract_id))
+            .entry((week.start, d.client_id, d.contract_id))
             .or_insert_with(|| (week, Sums::default()));
-        s.visits += 1;
-        s.cancelled += u64::from(o.is_cancelled());
-        s.authorised_ms = s.authorised_ms.saturating_add(o.authorised_ms);
-        s.delivered_ms = s.delivered_ms.saturating_add(o.delivered_ms);
-        s.billable_minutes = s.billable_minutes.saturating_add(o.billable_minutes);
+        s.visits += d.visits;
+        s.cancelled += d.cancelled;
+        s.authorised_ms = s.authorised_ms.saturating_add(d.authorised_ms);
+        s.delivered_ms = s.delivered_ms.saturating_add(d.delivered_ms);
+        s.billable_minutes = s.billable_minutes.saturating_add(d.billable_minutes);
     }
     weeks
         .into_iter()
@@ -120,6 +154,37 @@ pub fn weekly_reconciliation(outcomes: &[VisitOutcome], tz: AgencyTimeZone) -> V
                 billable_minutes: s.billable_minutes,
                 delivered_minus_authorised: delivered.saturating_sub(authorised),
                 billable_minus_authorised: s.billable_minutes.saturating_sub(authorised),
+            }
+        })
+        .collect()
+}
+
+/// One client's week, as a store counts it from facts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContinuityWeek {
+    /// The Monday.
+    pub week_start: NaiveDate,
+    pub client_id: ClientId,
+    pub visits: u64,
+    pub distinct_carers: u64,
+    pub distinct_carers_scheduled: u64,
+}
+
+/// Continuity rows from per-week counts (weeks with no visit not cancelled are left out).
+pub fn continuity_from_weeks(weeks: &[ContinuityWeek], tz: AgencyTimeZone) -> Vec<ContinuityRow> {
+    let mut sorted: Vec<&ContinuityWeek> = weeks.iter().filter(|w| w.visits > 0).collect();
+    sorted.sort_by_key(|w| (w.week_start, w.client_id));
+    sorted
+        .into_iter()
+        .map(|w| {
+            let week = period_of_day(PeriodKind::Week, w.week_start, tz);
+            ContinuityRow {
+                week: week.label(),
+                week_start: week.start.format("%Y-%m-%d").to_string(),
+                client_id: w.client_id,
+                visits: w.visits,
+                distinct_carers: w.distinct_carers,
+                distinct_carers_scheduled: w.distinct_carers_scheduled,
             }
         })
         .collect()

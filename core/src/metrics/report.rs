@@ -6,10 +6,10 @@
 //! location verified ÷ attended visits whose client has a recorded location.
 
 use super::csv::{to_csv, CsvRow};
+use super::facts::{period_of_day, FlagCounts};
 use super::periods::{AgencyTimeZone, Period, PeriodKind};
 use super::rules::ContractRules;
 use super::visit_outcome::{visit_outcome, Attendance, Figures, Punctuality, VisitInputs, VisitOutcome};
-use super::EventTrust;
 use crate::domain::*;
 use crate::visit_document::Visit;
 use chrono::NaiveDate;
@@ -62,7 +62,57 @@ pub enum GroupBy {
     Team,
 }
 
+/// What a store groups facts by to answer a grouping; the rest is mapped here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TallyKey {
+    Contract,
+    Client,
+    Carer,
+}
+
+/// Counts of one key on one local day, as a store sums them from facts (the count fields of a
+/// [`ReportRow`]; its labels and rates are left empty).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DayTally {
+    pub day: NaiveDate,
+    /// A contract, client or carer id, per the [`TallyKey`].
+    pub key: String,
+    pub counts: ReportRow,
+}
+
 impl GroupBy {
+    pub fn tally_key(self) -> TallyKey {
+        match self {
+            GroupBy::Client => TallyKey::Client,
+            GroupBy::Carer | GroupBy::Team => TallyKey::Carer,
+            _ => TallyKey::Contract,
+        }
+    }
+
+    /// The group a tally key falls in.
+    fn group_of(self, key: &str, context: &ReportContext) -> String {
+        let contract = || {
+            key.parse::<ContractId>()
+                .ok()
+                .and_then(|id| context.contracts.get(&id))
+        };
+        match self {
+            GroupBy::All => "all".to_string(),
+            GroupBy::Contract | GroupBy::Client | GroupBy::Carer => key.to_string(),
+            GroupBy::CommissioningModel => {
+                contract().map_or_else(|| "unknown".to_string(), |c| c.model.to_string())
+            }
+            GroupBy::Commissioner => {
+                contract().map_or_else(|| "unknown".to_string(), |c| c.commissioner.clone())
+            }
+            GroupBy::Team => key
+                .parse::<PersonId>()
+                .ok()
+                .and_then(|p| context.teams.get(&p))
+                .map_or_else(|| "no_team".to_string(), TeamId::to_string),
+        }
+    }
+
     /// Carer and team rows count each carer's part of a visit, judged on that carer's own times.
     pub fn unit(self) -> CountUnit {
         match self {
@@ -242,7 +292,7 @@ impl PunctualityReport {
                         tallies.entry(visit_group(key)).or_default().add(
                             &c.figures,
                             o.partially_attended,
-                            events,
+                            FlagCounts::of(events),
                         );
                     }
                 }
@@ -261,7 +311,7 @@ impl PunctualityReport {
                     tallies.entry(visit_group(key)).or_default().add(
                         &o.figures,
                         o.partially_attended,
-                        o.events.iter(),
+                        FlagCounts::of(o.events.iter()),
                     );
                 }
             }
@@ -275,6 +325,50 @@ impl PunctualityReport {
             unit: query.group_by.unit(),
             rows,
             kpi: kpi_rows(outcomes, context, tz),
+        }
+    }
+
+    /// The same report from counts a store summed per local day and key: `tallies` keyed by
+    /// `query.group_by.tally_key()`, `by_contract` keyed by contract (for the KPI rows).
+    pub fn from_tallies(
+        tallies: &[DayTally],
+        by_contract: &[DayTally],
+        context: &ReportContext,
+        query: ReportQuery,
+    ) -> Self {
+        let tz = query.time_zone;
+        let mut rows: BTreeMap<(Period, String), Tally> = BTreeMap::new();
+        for t in tallies {
+            let period = period_of_day(query.period, t.day, tz);
+            let group = query.group_by.group_of(&t.key, context);
+            rows.entry((period, group)).or_default().merge(&t.counts);
+        }
+        let mut months: BTreeMap<(ContractId, NaiveDate), (u64, u64, u64)> = BTreeMap::new();
+        for t in by_contract {
+            let Ok(contract) = t.key.parse::<ContractId>() else {
+                continue;
+            };
+            let has_kpi = context
+                .contracts
+                .get(&contract)
+                .is_some_and(|c| c.rules.kpi.is_some());
+            if !has_kpi {
+                continue;
+            }
+            let month = period_of_day(PeriodKind::Month, t.day, tz).start;
+            let m = months.entry((contract, month)).or_default();
+            m.0 += t.counts.attended;
+            m.1 += t.counts.late;
+            m.2 += t.counts.missed;
+        }
+        Self {
+            query,
+            unit: query.group_by.unit(),
+            rows: rows
+                .into_iter()
+                .map(|((period, group), t)| t.row(&period, group))
+                .collect(),
+            kpi: kpi_from_months(months, context),
         }
     }
 
@@ -296,7 +390,7 @@ fn pct(part: u64, whole: u64) -> Option<f64> {
 
 /// Strictly above the maximum, compared as part·100 > max·whole so a rate exactly at the maximum
 /// is never a breach by a rounding error.
-fn kpi_status(part: u64, whole: u64, max_pct: f64) -> KpiStatus {
+pub fn kpi_status(part: u64, whole: u64, max_pct: f64) -> KpiStatus {
     if whole > 0 && part as f64 * 100.0 > max_pct * whole as f64 {
         KpiStatus::Breach
     } else {
@@ -310,21 +404,15 @@ struct Tally {
 }
 
 impl Tally {
-    fn add<'a>(
-        &mut self,
-        f: &Figures,
-        partially_attended: bool,
-        events: impl Iterator<Item = &'a EventTrust>,
-    ) {
+    /// The one counting rule: what one visit (or carer-visit) adds to its row.
+    fn add(&mut self, f: &Figures, partially_attended: bool, flags: FlagCounts) {
         let r = &mut self.row;
         let yes = |b: bool| u64::from(b);
         r.scheduled += 1;
-        for e in events {
-            r.flagged_events += yes(e.flags.any());
-            r.unverified_time_events += yes(e.flags.unverified_time);
-            r.clock_skew_events += yes(e.flags.clock_skew);
-            r.future_time_events += yes(e.flags.future_time);
-        }
+        r.flagged_events += u64::from(flags.flagged);
+        r.unverified_time_events += u64::from(flags.unverified_time);
+        r.clock_skew_events += u64::from(flags.clock_skew);
+        r.future_time_events += u64::from(flags.future_time);
         match f.attendance {
             Attendance::Cancelled => r.cancelled += 1,
             Attendance::Missed => r.missed += 1,
@@ -346,6 +434,35 @@ impl Tally {
                 r.location_checked += yes(f.location_verified.is_some());
                 r.location_verified += yes(f.location_verified == Some(true));
             }
+        }
+    }
+
+    /// Adds counts summed elsewhere (by a store, per local day).
+    fn merge(&mut self, c: &ReportRow) {
+        let r = &mut self.row;
+        for (into, from) in [
+            (&mut r.scheduled, c.scheduled),
+            (&mut r.cancelled, c.cancelled),
+            (&mut r.attended, c.attended),
+            (&mut r.on_time, c.on_time),
+            (&mut r.late, c.late),
+            (&mut r.early, c.early),
+            (&mut r.missed, c.missed),
+            (&mut r.pending, c.pending),
+            (&mut r.overdue, c.overdue),
+            (&mut r.short, c.short),
+            (&mut r.overrun, c.overrun),
+            (&mut r.no_clock_out, c.no_clock_out),
+            (&mut r.partially_attended, c.partially_attended),
+            (&mut r.electronic, c.electronic),
+            (&mut r.location_checked, c.location_checked),
+            (&mut r.location_verified, c.location_verified),
+            (&mut r.flagged_events, c.flagged_events),
+            (&mut r.unverified_time_events, c.unverified_time_events),
+            (&mut r.clock_skew_events, c.clock_skew_events),
+            (&mut r.future_time_events, c.future_time_events),
+        ] {
+            *into += from;
         }
     }
 
@@ -387,6 +504,14 @@ fn kpi_rows(outcomes: &[VisitOutcome], context: &ReportContext, tz: AgencyTimeZo
             _ => {}
         }
     }
+    kpi_from_months(months, context)
+}
+
+/// KPI rows from (contract, month start) → (attended, late, missed).
+fn kpi_from_months(
+    months: BTreeMap<(ContractId, NaiveDate), (u64, u64, u64)>,
+    context: &ReportContext,
+) -> Vec<KpiRow> {
     months
         .into_iter()
         .filter_map(|((contract_id, start), (attended, late, missed))| {

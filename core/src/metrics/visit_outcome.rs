@@ -5,10 +5,11 @@
 //! left). Each carer is also judged on their own i and o, for carer and team figures.
 
 use super::billing::{billable_minutes, Billable};
+use super::record::VisitRecord;
 use super::rules::ContractRules;
 use super::time_trust::{event_trust, EventTrust};
 use crate::domain::*;
-use crate::visit_document::{Amendment, ClockEvent, Visit};
+use crate::visit_document::{ClockEvent, Visit};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
@@ -132,19 +133,28 @@ pub fn visit_outcome(
     inputs: &VisitInputs,
     now: Millis,
 ) -> VisitOutcome {
-    let s = &visit.schedule;
-    let cancelled = s.is_cancelled();
+    record_outcome(&VisitRecord::of(visit), rules, inputs, now)
+}
+
+/// Derives the outcome of a visit's record (the narrow input) at `now` under `rules`.
+pub fn record_outcome(
+    visit: &VisitRecord,
+    rules: &ContractRules,
+    inputs: &VisitInputs,
+    now: Millis,
+) -> VisitOutcome {
+    let cancelled = visit.cancelled;
     let judge = Judge {
         rules,
-        planned_start: s.planned_start,
-        planned_end: s.planned_end,
+        planned_start: visit.planned_start,
+        planned_end: visit.planned_end,
         cancelled,
         now,
         client_location: inputs.client_location,
     };
 
     let mut carer_ids: Vec<PersonId> = Vec::new();
-    for c in &s.carers {
+    for c in &visit.carers {
         if !carer_ids.contains(c) {
             carer_ids.push(*c);
         }
@@ -153,7 +163,7 @@ pub fn visit_outcome(
         .events
         .iter()
         .map(|e| e.carer_id)
-        .chain(visit.amendments.iter().map(|a| a.carer_id))
+        .chain(visit.corrections.iter().map(|a| a.carer_id))
         .filter(|c| !carer_ids.contains(c))
         .collect();
     let assigned_count = carer_ids.len();
@@ -190,8 +200,8 @@ pub fn visit_outcome(
         .map(|e| event_trust(e, inputs.received_at.get(&e.id).copied(), &rules.time_trust))
         .collect();
 
-    let planned_ms = s.planned_end.saturating_sub(s.planned_start).max(0);
-    let chargeable = cancelled && s.chargeable == Some(true);
+    let planned_ms = visit.planned_end.saturating_sub(visit.planned_start).max(0);
+    let chargeable = cancelled && visit.chargeable == Some(true);
     let billable = match figures.attendance {
         Attendance::Cancelled if chargeable => Billable::CancelledChargeable { planned_ms },
         Attendance::Attended => Billable::Attended {
@@ -202,10 +212,10 @@ pub fn visit_outcome(
     };
     VisitOutcome {
         visit_id: visit.visit_id,
-        contract_id: s.contract_id,
-        client_id: s.client_id,
-        planned_start: s.planned_start,
-        planned_end: s.planned_end,
+        contract_id: visit.contract_id,
+        client_id: visit.client_id,
+        planned_start: visit.planned_start,
+        planned_end: visit.planned_end,
         partially_attended,
         clock_out_without_clock_in,
         chargeable,
@@ -221,15 +231,6 @@ pub fn visit_outcome(
     }
 }
 
-/// The latest amendment (by `written_at`; on a tie, the later in the list) of a carer's time.
-fn latest_amendment(visit: &Visit, carer: PersonId, time: AmendedTime) -> Option<&Amendment> {
-    visit
-        .amendments
-        .iter()
-        .filter(|a| a.carer_id == carer && a.time == time)
-        .max_by_key(|a| a.written_at)
-}
-
 struct Judge<'a> {
     rules: &'a ContractRules,
     planned_start: Millis,
@@ -240,11 +241,11 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    fn carer(&self, visit: &Visit, carer: PersonId, assigned: bool) -> CarerOutcome {
+    fn carer(&self, visit: &VisitRecord, carer: PersonId, assigned: bool) -> CarerOutcome {
         let first_in: Option<&ClockEvent> = visit.clock_in_of(carer);
         let last_out: Option<&ClockEvent> = visit.clock_out_of(carer);
-        let in_amendment = latest_amendment(visit, carer, AmendedTime::ClockIn);
-        let out_amendment = latest_amendment(visit, carer, AmendedTime::ClockOut);
+        let in_amendment = visit.latest_correction(carer, AmendedTime::ClockIn);
+        let out_amendment = visit.latest_correction(carer, AmendedTime::ClockOut);
         let clock_in = in_amendment
             .map(|a| a.corrected_time)
             .or(first_in.map(ClockEvent::trusted_time));

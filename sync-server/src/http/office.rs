@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/visits/{id}/reschedule", post(reschedule))
         .route("/api/v1/visits/{id}/reassign", post(reassign))
         .route("/api/v1/visits/{id}/cancel", post(cancel))
+        .route("/api/v1/visits/{id}/contract", post(move_contract))
 }
 
 pub(super) fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
@@ -423,6 +424,11 @@ pub struct Reassign {
 }
 
 #[derive(Deserialize)]
+pub struct MoveContract {
+    contract_id: ContractId,
+}
+
+#[derive(Deserialize)]
 pub struct Cancel {
     reason: String,
     chargeable: bool,
@@ -548,6 +554,39 @@ async fn cancel(
             s.status = VisitStatus::Cancelled;
             s.cancel_reason = Some(c.reason);
             s.chargeable = Some(c.chargeable);
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// Move a visit to another contract (a package that changes commissioner or model mid-month):
+/// from now on its figures fall in the new contract's; a report as of earlier keeps the old one.
+async fn move_contract(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<MoveContract>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Visit>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let m = json_body(body)?;
+        if st.store.contract(m.contract_id)?.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid",
+                format!("no contract {}", m.contract_id),
+            ));
+        }
+        edit_schedule(&st, &who, &id, "moved to another contract", |s| {
+            if s.contract_id == m.contract_id {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "same_contract",
+                    "the visit is already on that contract",
+                ));
+            }
+            s.contract_id = m.contract_id;
             Ok(())
         })
     })

@@ -109,6 +109,8 @@ pub const OPERATIONS: &[Operation] = &[
     op!("post" "/api/v1/visits/{id}/reschedule" Office Visit "rescheduleVisit" "Move a visit", Some("Reschedule"), (200, "Visit")),
     op!("post" "/api/v1/visits/{id}/reassign" Office Visit "reassignVisit" "Change the assigned carer(s)", Some("Reassign"), (200, "Visit")),
     op!("post" "/api/v1/visits/{id}/cancel" Office Visit "cancelVisit" "Cancel with a reason and a chargeable flag", Some("Cancel"), (200, "Visit")),
+    op!("post" "/api/v1/visits/{id}/contract" Office Visit "moveVisitContract" "Move a visit to another contract (timeline: \"moved to another contract\")", Some("MoveContract"), (200, "Visit")),
+    op!("get" "/api/v1/visits/{id}/figures" OfficeOrSupervisor Visit "visitFigures" "One visit's figures as of an instant (default now; a future as_of is refused with as_of_in_future)", None, (200, "VisitFigures"), &["as_of:date-time:false"]),
     op!("post" "/api/v1/visits/{id}/amendments" OfficeOrSupervisor Visit "amendVisit" "Correct an actual time with a reason code; the original is kept", Some("NewAmendment"), (201, "Amendment")),
     op!("post" "/api/v1/visits/{id}/notes" OfficeOrSupervisor Visit "addVisitNote" "A supervisor's or the office's note", Some("NewNote"), (201, "Note")),
     op!("get" "/api/v1/visits/{id}/timeline" OfficeOrSupervisor Visit "visitTimeline" "Schedule changes, clock events, notes, outcomes and amendments in order", None, (200, "VisitTimeline")),
@@ -430,6 +432,18 @@ fn schemas() -> Map<String, Value> {
             &[("planned_start", time.clone()), ("planned_end", time.clone())],
             &["planned_start", "planned_end"],
         ),
+    );
+    add(
+        "MoveContract",
+        obj(&[("contract_id", uuid.clone())], &["contract_id"]),
+    );
+    add(
+        "VisitFigures",
+        json!({
+            "type": "object",
+            "description": "caresync_core::metrics::VisitFigures: the visit's state (attendance), punctuality, start_offset_ms and minutes_late (negative when early), planned_minutes, actual_minutes, short, overrun, no_clock_out, electronic, location_verified, partially_attended, flags (time-trust counts), authorised/delivered/billable minutes, and the same per carer",
+            "required": ["visit_id", "attendance", "as_of", "planned_minutes", "billable_minutes", "flags", "carers"],
+        }),
     );
     add(
         "Reassign",

@@ -2,17 +2,15 @@
 
 use super::office::{require, OFFICE, OFFICE_OR_SUPERVISOR};
 use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
-use crate::services::reports::{self, Alert};
+use crate::services::reports::{self, Alert, FiguresError, Span};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use caresync_core::metrics::{
-    continuity, continuity_csv, reconciliation_csv, weekly_reconciliation, AgencyTimeZone, GroupBy,
-    PeriodKind,
-};
+use caresync_core::metrics::{continuity_csv, reconciliation_csv, GroupBy, KpiRow, PeriodKind, VisitFigures};
+use caresync_core::VisitId;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
@@ -51,6 +49,7 @@ pub fn routes() -> Router<AppState> {
             get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Csv)),
         )
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/visits/{id}/figures", get(visit_figures))
 }
 
 #[derive(Clone, Copy)]
@@ -83,13 +82,21 @@ fn default_period() -> PeriodKind {
 
 type Params = Result<Query<ReportParams>, QueryRejection>;
 
-fn judged(st: &AppState, headers: &HeaderMap, params: Params) -> ApiResult<(reports::Judged, ReportParams)> {
+fn span(st: &AppState, headers: &HeaderMap, params: Params) -> ApiResult<(Span, ReportParams)> {
     require(&authenticate(st, headers)?, OFFICE)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (from, to) =
-        reports::day_range(st, p.from, p.to).map_err(|e| ApiError::bad_request("invalid_query", e))?;
+        reports::day_range(st.tz, p.from, p.to).map_err(|e| ApiError::bad_request("invalid_query", e))?;
     let as_of = p.as_of.map_or_else(now, |t| t.timestamp_millis());
-    Ok((reports::judge(st, from, to, as_of)?, p))
+    Ok((
+        Span {
+            from,
+            to,
+            as_of,
+            tz: st.tz,
+        },
+        p,
+    ))
 }
 
 fn respond<T: serde::Serialize>(
@@ -129,23 +136,24 @@ async fn figures(
     };
     blocking(move || {
         let _permit = permit;
-        let (judged, p) = judged(&st, &headers, params)?;
-        let tz = AgencyTimeZone(st.tz);
+        let (span, p) = span(&st, &headers, params)?;
+        let store = st.store.as_ref();
         match figure {
             Figure::Punctuality => {
-                let report = reports::punctuality(&judged, p.group_by, p.period, st.tz);
+                let report = reports::punctuality(store, span, p.group_by, p.period)?;
                 respond(format, &report, || report.rows_csv())
             }
             Figure::Kpi => {
-                let report = reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, st.tz);
-                respond(format, &report.kpi, || report.kpi_csv())
+                let report = reports::punctuality(store, span, GroupBy::Contract, PeriodKind::Month)?;
+                let kpi: &Vec<KpiRow> = &report.kpi;
+                respond(format, kpi, || report.kpi_csv())
             }
             Figure::Reconciliation => {
-                let rows = weekly_reconciliation(&judged.outcomes, tz);
+                let rows = reports::reconciliation(store, span)?;
                 respond(format, &rows, || reconciliation_csv(&rows))
             }
             Figure::Continuity => {
-                let rows = continuity(&judged.outcomes, tz);
+                let rows = reports::continuity(store, span)?;
                 respond(format, &rows, || continuity_csv(&rows))
             }
         }
@@ -159,7 +167,46 @@ async fn alerts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Jso
         let who = authenticate(&st, &headers)?;
         require(&who, OFFICE_OR_SUPERVISOR)?;
         let scope = crate::services::scope::carers(st.store.as_ref(), &who)?;
-        Ok(Json(reports::alerts(&st, now(), scope.as_ref())?))
+        Ok(Json(reports::alerts(st.store.as_ref(), now(), scope.as_ref())?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct FiguresParams {
+    /// Judge as the server knew things at this instant (default: now; never later than now).
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// One visit's figures: state, minutes late or early, actual and planned minutes, short,
+/// overrun, flags, billable minutes. Office, or a supervisor for a visit in their scope.
+async fn visit_figures(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Result<Query<FiguresParams>, QueryRejection>,
+) -> ApiResult<Json<VisitFigures>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let visit_id: VisitId = super::office::parse_id(&id)?;
+        // Scope first: out of scope answers 404 like an unknown visit.
+        super::supervision::visit_in_scope(&st, &who, visit_id)?;
+        let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let at = now();
+        let as_of = p.as_of.map_or(at, |t| t.timestamp_millis());
+        match reports::visit_figures(st.store.as_ref(), visit_id, as_of, at) {
+            Ok(f) => Ok(Json(f)),
+            Err(e @ FiguresError::FutureAsOf { .. }) => {
+                Err(ApiError::bad_request("as_of_in_future", e.to_string()))
+            }
+            Err(e @ FiguresError::Unknown(_)) => Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                e.to_string(),
+            )),
+            Err(FiguresError::Store(e)) => Err(e.into()),
+        }
     })
     .await
 }

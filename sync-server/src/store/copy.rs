@@ -196,6 +196,13 @@ const TABLES: &[Table] = &[
         append_only: true,
         order_by: "amendment_id",
     },
+    Table {
+        name: "contract_rules",
+        columns: &[("contract_id", Text), ("valid_from", Int), ("rules", Text)],
+        key: &["contract_id", "valid_from"],
+        append_only: true,
+        order_by: "contract_id, valid_from",
+    },
 ];
 
 /// How many rows of each table the copy read from the embedded store.
@@ -264,6 +271,8 @@ pub fn copy_sqlite_to_postgres(from: &SqliteStore, to: &PostgresStore) -> Result
         }
         report.push((table.name, n));
     }
+    // Facts are judged again from the copied rows (one version each, as a backfill does).
+    super::postgres::judge_visits_without_facts(&mut tx)?;
     tx.commit()?;
     Ok(report)
 }

@@ -6,6 +6,7 @@
 //! it merged. Methods are blocking; handlers call them on tokio's blocking pool.
 
 pub mod copy;
+pub mod facts;
 pub mod postgres;
 pub mod sqlite;
 
@@ -266,7 +267,12 @@ pub trait ServerStore: Send + Sync + 'static {
     fn upsert_client(&self, client: &Client) -> Result<()>;
     fn client(&self, id: ClientId) -> Result<Option<Client>>;
     fn clients(&self) -> Result<Vec<Client>>;
-    fn upsert_contract(&self, contract: &Contract) -> Result<()>;
+    /// Create or change a contract. A change of rules is kept with `at` (reports `as_of` earlier
+    /// use the rules before it) and its visits' facts are judged again from `at`.
+    fn upsert_contract_at(&self, contract: &Contract, at: Millis) -> Result<()>;
+    fn upsert_contract(&self, contract: &Contract) -> Result<()> {
+        self.upsert_contract_at(contract, caresync_core::clock::system_now())
+    }
     fn contract(&self, id: ContractId) -> Result<Option<Contract>>;
     fn contracts(&self) -> Result<Vec<Contract>>;
 
@@ -285,4 +291,7 @@ pub trait ServerStore: Send + Sync + 'static {
     fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>>;
     /// Sign-out: the session is gone; ending an unknown one is harmless.
     fn end_web_session(&self, id_hash: &str) -> Result<()>;
+
+    /// Everything one report reads, from the per-visit facts, in one read transaction.
+    fn report_snapshot(&self, query: &facts::SnapshotQuery) -> Result<facts::ReportSnapshot>;
 }

@@ -2,13 +2,17 @@
 //! embedded store; writes to one visit take a transaction-scoped advisory lock on the visit so two
 //! instances committing the same visit are serialised by the database, not by a process lock.
 
+use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
+use ::postgres::types::ToSql;
 use ::postgres::{Client as PgClient, NoTls, Row, Transaction};
+use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Condvar, Mutex};
 
 /// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_WEB_SESSIONS];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_WEB_SESSIONS, SCHEMA_V4];
 
 /// Dashboard sessions (see [`WebSession`]).
 const SCHEMA_WEB_SESSIONS: &str = "
@@ -20,6 +24,13 @@ CREATE TABLE web_sessions (
 );
 CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
 ";
+
+/// Per-visit facts and contract rules history: the tables come from `store::facts::ddl` and
+/// existing visits are judged (the backfill) by [`PostgresStore::migrate`] after this step.
+const SCHEMA_V4: &str = "";
+
+/// The version whose step creates and backfills the facts.
+const FACTS_VERSION: usize = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE people (
@@ -281,6 +292,15 @@ impl PostgresStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.batch_execute(sql)?;
+            if i + 1 == FACTS_VERSION {
+                tx.batch_execute(&fx::ddl("BIGINT", "BIGSERIAL PRIMARY KEY"))?;
+                tx.execute(
+                    "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
+             ON CONFLICT DO NOTHING",
+                    &[],
+                )?;
+                judge_visits_without_facts(&mut tx)?;
+            }
             tx.execute("UPDATE caresync_schema SET version = $1", &[&((i + 1) as i32)])?;
         }
         tx.commit()?;
@@ -411,6 +431,243 @@ fn amendment_from(r: &Row) -> Result<AmendmentRow> {
 
 fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
+}
+
+fn bind(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(v) => v as &(dyn ToSql + Sync),
+            Param::Text(t) => t as &(dyn ToSql + Sync),
+        })
+        .collect()
+}
+
+/// Judge a visit from its rows in this transaction and make the result its standing facts from
+/// `at` (as the embedded store does).
+fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis) -> Result<()> {
+    let id = row.visit_id.to_string();
+    let events = rows(
+        tx.query(
+            &format!("SELECT {EVENT_COLS} FROM clock_events e WHERE e.visit_id = $1 ORDER BY e.received_at, e.event_id"),
+            &[&id],
+        )?,
+        event_from,
+    )?;
+    let amendments = rows(
+        tx.query(
+            "SELECT amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at
+             FROM amendments WHERE visit_id = $1 ORDER BY written_at, amendment_id",
+            &[&id],
+        )?,
+        amendment_from,
+    )?;
+    // FOR SHARE, like the rules below: a location change committing meanwhile waits, then
+    // judges this visit again with what this commit wrote.
+    let location = match tx.query_opt(
+        &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1 FOR SHARE"),
+        &[&row.client_id.to_string()],
+    )? {
+        Some(r) => client_from(&r)?.location,
+        None => None,
+    };
+    // FOR SHARE: a rules change committing meanwhile waits for this commit, then judges it again.
+    let rules: ContractRules = tx
+        .query_opt(
+            "SELECT rules FROM contracts WHERE contract_id = $1 FOR SHARE",
+            &[&row.contract_id.to_string()],
+        )?
+        .and_then(|r| serde_json::from_str(&r.get::<_, String>(0)).ok())
+        .unwrap_or_default();
+    let facts = VisitFacts::judge(
+        &fx::record_from_rows(row, &events, &amendments),
+        &rules,
+        &fx::inputs(location, &events),
+    );
+    write_facts(tx, &facts, at)
+}
+
+fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
+    let id = facts.visit_id.to_string();
+    let fingerprint = fx::fingerprint(facts);
+    let standing = tx.query_opt(
+        "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = $1 AND valid_to IS NULL",
+        &[&id],
+    )?;
+    let standing: Option<(i64, Millis, i64)> = standing.map(|r| (r.get(0), r.get(1), r.get(2)));
+    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+        return Ok(());
+    }
+    let at = standing.map_or(at, |(_, from, _)| at.max(from));
+    if let Some((fact_id, from, _)) = standing {
+        if from == at {
+            tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
+            tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
+        } else {
+            tx.execute(
+                "UPDATE visit_facts SET valid_to = $2 WHERE fact_id = $1",
+                &[&fact_id, &at],
+            )?;
+        }
+    }
+    let mut params = fx::visit_params(facts, at);
+    params.push(Param::Int(Some(fingerprint)));
+    let fact_id: i64 = tx.query_one(&fx::insert_visit_sql(), &bind(&params))?.get(0);
+    let insert = fx::insert_carer_sql();
+    for (rank, c) in facts.carers.iter().enumerate() {
+        let params = fx::carer_params(fact_id, rank, c);
+        tx.execute(&insert, &bind(&params))?;
+    }
+    Ok(())
+}
+
+/// Judge every visit that has no facts yet, valid from the start of time (backfill, copy).
+pub(super) fn judge_visits_without_facts(tx: &mut Transaction<'_>) -> Result<()> {
+    let visits = tx.query(
+        &format!(
+            "SELECT {VISIT_COLS} FROM visits v WHERE NOT EXISTS
+                 (SELECT 1 FROM visit_facts f WHERE f.visit_id = v.visit_id)"
+        ),
+        &[],
+    )?;
+    for row in rows(visits, visit_from)? {
+        refresh_facts(tx, &row, 0)?;
+    }
+    Ok(())
+}
+
+fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Result<()> {
+    let visits = tx.query(
+        &format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{column} = $1"),
+        &[&id],
+    )?;
+    for row in rows(visits, visit_from)? {
+        refresh_facts(tx, &row, at)?;
+    }
+    Ok(())
+}
+
+fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
+    let range: [&(dyn ToSql + Sync); 3] = [&q.from, &q.to, &q.as_of];
+    let mut out = ReportSnapshot::default();
+    let tallies =
+        |tx: &mut Transaction<'_>, key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
+            let r = tx.query(&fx::tallies_sql(key, &q.offsets), &range)?;
+            rows(r, |r| {
+                let counts: Vec<i64> = (0..fx::COUNT_WIDTH).map(|i| r.get(i + 2)).collect();
+                fx::tally_from(r.get(0), r.get(1), &counts)
+            })
+        };
+    if let Some(key) = q.tallies {
+        out.tallies = tallies(tx, key)?;
+    }
+    if q.by_contract {
+        out.by_contract = tallies(tx, TallyKey::Contract)?;
+    }
+    if q.reconciliation {
+        let r = tx.query(&fx::reconciliation_sql(&q.offsets), &range)?;
+        out.reconciliation = rows(r, |r| {
+            Ok(caresync_core::metrics::DayMinutes {
+                day: caresync_core::metrics::facts::day_of_number(r.get(0)),
+                client_id: parse(r.get(1))?,
+                contract_id: parse(r.get(2))?,
+                visits: r.get::<_, i64>(3).max(0) as u64,
+                cancelled: r.get::<_, i64>(4).max(0) as u64,
+                authorised_ms: r.get(5),
+                delivered_ms: r.get(6),
+                billable_minutes: r.get(7),
+            })
+        })?;
+    }
+    if q.continuity {
+        let visits = rows(tx.query(&fx::continuity_visits_sql(&q.offsets), &range)?, |r| {
+            Ok((r.get(0), parse(r.get(1))?, r.get(2)))
+        })?;
+        let carers = rows(tx.query(&fx::continuity_carers_sql(&q.offsets), &range)?, |r| {
+            Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
+        })?;
+        out.continuity = fx::continuity_weeks(visits, carers);
+    }
+    if q.visits {
+        let one = q.visit.map(|v| v.to_string());
+        let mut args: Vec<&(dyn ToSql + Sync)> = range.to_vec();
+        if let Some(v) = &one {
+            args.push(v);
+        }
+        let mut visits = Vec::new();
+        let mut at: HashMap<i64, usize> = HashMap::new();
+        for r in tx.query(&fx::visits_sql(one.is_some()), &args)? {
+            let unit: Vec<Option<i64>> = (0..fx::UNIT_WIDTH).map(|i| r.get(11 + i)).collect();
+            let row = fx::visit_row_from(
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                (r.get(4), r.get(5)),
+                r.get(7),
+                (r.get(8), r.get(9), r.get(10)),
+                &unit,
+            )?;
+            at.insert(row.fact_id, visits.len());
+            visits.push(row.facts);
+        }
+        for r in tx.query(&fx::carers_sql(one.is_some()), &args)? {
+            let unit: Vec<Option<i64>> = (0..fx::UNIT_WIDTH).map(|i| r.get(3 + i)).collect();
+            let fact_id: i64 = r.get(0);
+            if let Some(v) = at.get(&fact_id).and_then(|i| visits.get_mut(*i)) {
+                v.carers.push(caresync_core::metrics::CarerFacts {
+                    carer_id: parse(r.get(1))?,
+                    assigned: r.get::<_, i64>(2) != 0,
+                    facts: fx::unit_from(&unit)?,
+                });
+            }
+        }
+        out.visits = visits;
+    }
+    let mut contracts = rows(
+        tx.query(
+            &format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"),
+            &[],
+        )?,
+        contract_from,
+    )?;
+    for c in &mut contracts {
+        let then = tx.query_opt(
+            "SELECT rules FROM contract_rules WHERE contract_id = $1 AND valid_from <= $2
+             ORDER BY valid_from DESC LIMIT 1",
+            &[&c.id.to_string(), &q.as_of],
+        )?;
+        if let Some(rules) = then.and_then(|r| serde_json::from_str(&r.get::<_, String>(0)).ok()) {
+            c.rules = rules;
+        }
+    }
+    out.contracts = contracts;
+    out.people = rows(
+        tx.query(
+            &format!("SELECT {PERSON_COLS} FROM people p ORDER BY p.name, p.person_id"),
+            &[],
+        )?,
+        person_from,
+    )?;
+    out.devices = rows(
+        tx.query(
+            "SELECT device_id, person_id, name, enrolled_at, revoked_at, last_sync_at FROM devices ORDER BY enrolled_at",
+            &[],
+        )?,
+        device_from,
+    )?;
+    Ok(out)
+}
+
+fn device_from(r: &Row) -> Result<Device> {
+    Ok(Device {
+        id: parse(r.get(0))?,
+        person_id: parse(r.get(1))?,
+        name: r.get(2),
+        enrolled_at: r.get(3),
+        revoked_at: r.get(4),
+        last_sync_at: r.get(5),
+    })
 }
 
 impl ServerStore for PostgresStore {
@@ -673,16 +930,7 @@ impl ServerStore for PostgresStore {
             "SELECT device_id, person_id, name, enrolled_at, revoked_at, last_sync_at FROM devices ORDER BY enrolled_at",
             &[],
         )?;
-        rows(r, |r| {
-            Ok(Device {
-                id: parse(r.get(0))?,
-                person_id: parse(r.get(1))?,
-                name: r.get(2),
-                enrolled_at: r.get(3),
-                revoked_at: r.get(4),
-                last_sync_at: r.get(5),
-            })
-        })
+        rows(r, device_from)
     }
 
     fn device_synced(&self, device: DeviceId, at: Millis) -> Result<()> {
@@ -809,6 +1057,7 @@ impl ServerStore for PostgresStore {
                     &[&device.to_string(), &id, state],
                 )?;
             }
+            refresh_facts(tx, v, v.updated_at)?;
             Ok(())
         })
     }
@@ -917,19 +1166,32 @@ impl ServerStore for PostgresStore {
     }
 
     fn upsert_client(&self, c: &Client) -> Result<()> {
-        self.conn()?.execute(
-            "INSERT INTO clients (client_id, name, lat, lon, accuracy_m, tag_ids) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (client_id) DO UPDATE SET name = $2, lat = $3, lon = $4, accuracy_m = $5, tag_ids = $6",
-            &[
-                &c.id.to_string(),
-                &c.name,
-                &c.location.map(|l| l.lat),
-                &c.location.map(|l| l.lon),
-                &c.location.map(|l| l.accuracy_m),
-                &c.tag_ids.join(","),
-            ],
-        )?;
-        Ok(())
+        self.write(|tx| {
+            let id = c.id.to_string();
+            let before = match tx.query_opt(
+                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1 FOR UPDATE"),
+                &[&id],
+            )? {
+                Some(r) => Some(client_from(&r)?),
+                None => None,
+            };
+            tx.execute(
+                "INSERT INTO clients (client_id, name, lat, lon, accuracy_m, tag_ids) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (client_id) DO UPDATE SET name = $2, lat = $3, lon = $4, accuracy_m = $5, tag_ids = $6",
+                &[
+                    &id,
+                    &c.name,
+                    &c.location.map(|l| l.lat),
+                    &c.location.map(|l| l.lon),
+                    &c.location.map(|l| l.accuracy_m),
+                    &c.tag_ids.join(","),
+                ],
+            )?;
+            if before.is_some_and(|b| b.location != c.location) {
+                rejudge(tx, "client_id", &id, caresync_core::clock::system_now())?;
+            }
+            Ok(())
+        })
     }
 
     fn client(&self, id: ClientId) -> Result<Option<Client>> {
@@ -948,19 +1210,31 @@ impl ServerStore for PostgresStore {
         rows(r, client_from)
     }
 
-    fn upsert_contract(&self, c: &Contract) -> Result<()> {
-        self.conn()?.execute(
-            "INSERT INTO contracts (contract_id, name, commissioner, model, rules) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (contract_id) DO UPDATE SET name = $2, commissioner = $3, model = $4, rules = $5",
-            &[
-                &c.id.to_string(),
-                &c.name,
-                &c.commissioner,
-                &c.model.as_str(),
-                &c.rules.to_string(),
-            ],
-        )?;
-        Ok(())
+    fn upsert_contract_at(&self, c: &Contract, at: Millis) -> Result<()> {
+        self.write(|tx| {
+            let id = c.id.to_string();
+            let rules = c.rules.to_string();
+            let before: Option<String> = tx
+                .query_opt("SELECT rules FROM contracts WHERE contract_id = $1 FOR UPDATE", &[&id])?
+                .map(|r| r.get(0));
+            let changed = before.as_deref() != Some(rules.as_str());
+            if changed {
+                tx.execute(
+                    "INSERT INTO contract_rules (contract_id, valid_from, rules) VALUES ($1, $2, $3)
+                     ON CONFLICT (contract_id, valid_from) DO UPDATE SET rules = $3",
+                    &[&id, &at, &rules],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO contracts (contract_id, name, commissioner, model, rules) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (contract_id) DO UPDATE SET name = $2, commissioner = $3, model = $4, rules = $5",
+                &[&id, &c.name, &c.commissioner, &c.model.as_str(), &rules],
+            )?;
+            if changed && before.is_some() {
+                rejudge(tx, "contract_id", &id, at)?;
+            }
+            Ok(())
+        })
     }
 
     fn contract(&self, id: ContractId) -> Result<Option<Contract>> {
@@ -999,6 +1273,18 @@ impl ServerStore for PostgresStore {
             &[&from, &to],
         )?;
         rows(r, event_from)
+    }
+
+    fn report_snapshot(&self, q: &SnapshotQuery) -> Result<ReportSnapshot> {
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let out = read_snapshot(&mut tx, q)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>> {

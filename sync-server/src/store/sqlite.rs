@@ -1,13 +1,16 @@
 //! The embedded default: one SQLite file in the data directory.
 
+use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
+use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
 use caresync_core::sqlite::{self, Durability, Migration};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4];
+const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4, schema_v5];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -183,6 +186,290 @@ fn schema_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          );
          CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);",
     )
+}
+
+/// Per-visit facts (judged once at commit, versioned by the server's time) and contract rules
+/// with the time they were set, so reports are sums over compact rows, exact for any `as_of`.
+/// Existing visits are judged here (the backfill): each gets one version valid from the start
+/// of time, so an `as_of` before the upgrade sees the visit as it stood at the upgrade.
+fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(&fx::ddl("INTEGER", "INTEGER PRIMARY KEY"))?;
+    tx.execute(
+        "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
+             WHERE true ON CONFLICT DO NOTHING",
+        [],
+    )?;
+    let rows: Vec<VisitRow> = {
+        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v"))?;
+        let rows = stmt.query_map([], visit_from)?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for row in &rows {
+        refresh_facts(tx, row, 0).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    }
+    Ok(())
+}
+
+/// Judge a visit from its rows in this transaction and make the result its standing facts
+/// from `at` (the version standing before closes at `at`; one opened at the same instant or
+/// later is replaced, so versions never overlap).
+fn refresh_facts(tx: &Transaction<'_>, row: &VisitRow, at: Millis) -> Result<()> {
+    let id = row.visit_id.to_string();
+    let events: Vec<EventRow> = tx
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLS} FROM clock_events WHERE visit_id = ?1 ORDER BY rowid"
+        ))?
+        .query_map([&id], event_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    let amendments: Vec<AmendmentRow> = tx
+        .prepare_cached(&format!(
+            "SELECT {AMENDMENT_COLS} FROM amendments WHERE visit_id = ?1 ORDER BY rowid"
+        ))?
+        .query_map([&id], amendment_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    let location = tx
+        .prepare_cached(&format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"))?
+        .query_row([row.client_id.to_string()], client_from)
+        .optional()?
+        .and_then(|c| c.location);
+    let rules: ContractRules = tx
+        .prepare_cached("SELECT rules FROM contracts WHERE contract_id = ?1")?
+        .query_row([row.contract_id.to_string()], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    let facts = VisitFacts::judge(
+        &fx::record_from_rows(row, &events, &amendments),
+        &rules,
+        &fx::inputs(location, &events),
+    );
+    write_facts(tx, &facts, at)
+}
+
+fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            Param::Int(Some(v)) => rusqlite::types::Value::Integer(v),
+            Param::Int(None) => rusqlite::types::Value::Null,
+            Param::Text(t) => rusqlite::types::Value::Text(t),
+        })
+        .collect()
+}
+
+fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
+    let id = facts.visit_id.to_string();
+    let fingerprint = fx::fingerprint(facts);
+    let standing: Option<(i64, Millis, i64)> = tx
+        .prepare_cached(
+            "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL",
+        )?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+        return Ok(());
+    }
+    // Versions of one visit never go back in time, whatever the clock of the instance.
+    let at = standing.map_or(at, |(_, from, _)| at.max(from));
+    if let Some((fact_id, from, _)) = standing {
+        if from == at {
+            tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
+                .execute([fact_id])?;
+            tx.prepare_cached("DELETE FROM visit_facts WHERE fact_id = ?1")?
+                .execute([fact_id])?;
+        } else {
+            tx.prepare_cached("UPDATE visit_facts SET valid_to = ?2 WHERE fact_id = ?1")?
+                .execute(params![fact_id, at])?;
+        }
+    }
+    let mut params = fx::visit_params(facts, at);
+    params.push(Param::Int(Some(fingerprint)));
+    let fact_id: i64 = tx
+        .prepare_cached(&fx::sqlite(&fx::insert_visit_sql()))?
+        .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
+    let mut insert = tx.prepare_cached(&fx::sqlite(&fx::insert_carer_sql()))?;
+    for (rank, c) in facts.carers.iter().enumerate() {
+        insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
+            fact_id, rank, c,
+        ))))?;
+    }
+    Ok(())
+}
+
+/// Judge again, from `at`, every visit matching `filter` (a contract's after its rules change,
+/// a client's after their location does).
+fn rejudge(tx: &Transaction<'_>, filter: &str, id: &str, at: Millis) -> Result<()> {
+    let rows: Vec<VisitRow> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"
+        ))?;
+        let rows = stmt.query_map([id], visit_from)?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for row in &rows {
+        refresh_facts(tx, row, at)?;
+    }
+    Ok(())
+}
+
+fn device_from(r: &Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: column(r, 0)?,
+        person_id: column(r, 1)?,
+        name: r.get(2)?,
+        enrolled_at: r.get(3)?,
+        revoked_at: r.get(4)?,
+        last_sync_at: r.get(5)?,
+    })
+}
+
+fn amendment_from(r: &Row<'_>) -> rusqlite::Result<AmendmentRow> {
+    Ok(AmendmentRow {
+        amendment_id: column(r, 0)?,
+        visit_id: column(r, 1)?,
+        author_id: column(r, 2)?,
+        carer_id: column(r, 3)?,
+        time: column(r, 4)?,
+        corrected_time: r.get(5)?,
+        reason: column(r, 6)?,
+        written_at: r.get(7)?,
+    })
+}
+
+const AMENDMENT_COLS: &str =
+    "amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at";
+
+/// Every read of one report, inside one read transaction (one snapshot).
+fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
+    let range = params![q.from, q.to, q.as_of];
+    let mut out = ReportSnapshot::default();
+    let tallies = |key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
+        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::tallies_sql(key, &q.offsets)))?;
+        let mut rows = stmt.query(range)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let counts: Vec<i64> = (0..fx::COUNT_WIDTH)
+                .map(|i| r.get::<_, i64>(i + 2))
+                .collect::<rusqlite::Result<_>>()?;
+            out.push(fx::tally_from(r.get(0)?, r.get(1)?, &counts)?);
+        }
+        Ok(out)
+    };
+    if let Some(key) = q.tallies {
+        out.tallies = tallies(key)?;
+    }
+    if q.by_contract {
+        out.by_contract = tallies(TallyKey::Contract)?;
+    }
+    if q.reconciliation {
+        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::reconciliation_sql(&q.offsets)))?;
+        let rows = stmt.query_map(range, |r| {
+            Ok(caresync_core::metrics::DayMinutes {
+                day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
+                client_id: column(r, 1)?,
+                contract_id: column(r, 2)?,
+                visits: r.get::<_, i64>(3)?.max(0) as u64,
+                cancelled: r.get::<_, i64>(4)?.max(0) as u64,
+                authorised_ms: r.get(5)?,
+                delivered_ms: r.get(6)?,
+                billable_minutes: r.get(7)?,
+            })
+        })?;
+        out.reconciliation = rows.collect::<rusqlite::Result<_>>()?;
+    }
+    if q.continuity {
+        let visits = tx
+            .prepare_cached(&fx::sqlite(&fx::continuity_visits_sql(&q.offsets)))?
+            .query_map(range, |r| Ok((r.get(0)?, column(r, 1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let carers = tx
+            .prepare_cached(&fx::sqlite(&fx::continuity_carers_sql(&q.offsets)))?
+            .query_map(range, |r| Ok((r.get(0)?, column(r, 1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        out.continuity = fx::continuity_weeks(visits, carers);
+    }
+    if q.visits {
+        let one = q.visit.map(|v| v.to_string());
+        let mut args: Vec<rusqlite::types::Value> = bind(vec![
+            Param::Int(Some(q.from)),
+            Param::Int(Some(q.to)),
+            Param::Int(Some(q.as_of)),
+        ]);
+        if let Some(v) = &one {
+            args.push(rusqlite::types::Value::Text(v.clone()));
+        }
+        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::visits_sql(one.is_some())))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+        let mut visits = Vec::new();
+        let mut at: HashMap<i64, usize> = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let unit: Vec<Option<i64>> = (0..fx::UNIT_WIDTH)
+                .map(|i| r.get(11 + i))
+                .collect::<rusqlite::Result<_>>()?;
+            let text = |i: usize| r.get::<_, String>(i);
+            let row = fx::visit_row_from(
+                r.get(0)?,
+                &text(1)?,
+                &text(2)?,
+                &text(3)?,
+                (r.get(4)?, r.get(5)?),
+                r.get(7)?,
+                (r.get(8)?, r.get(9)?, r.get(10)?),
+                &unit,
+            )?;
+            at.insert(row.fact_id, visits.len());
+            visits.push(row.facts);
+        }
+        drop(rows);
+        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::carers_sql(one.is_some())))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+        while let Some(r) = rows.next()? {
+            let unit: Vec<Option<i64>> = (0..fx::UNIT_WIDTH)
+                .map(|i| r.get(3 + i))
+                .collect::<rusqlite::Result<_>>()?;
+            let fact_id: i64 = r.get(0)?;
+            if let Some(v) = at.get(&fact_id).and_then(|i| visits.get_mut(*i)) {
+                v.carers.push(caresync_core::metrics::CarerFacts {
+                    carer_id: column(r, 1)?,
+                    assigned: r.get::<_, i64>(2)? != 0,
+                    facts: fx::unit_from(&unit)?,
+                });
+            }
+        }
+        out.visits = visits;
+    }
+    // Contracts with the rules that stood at `as_of` (the current ones for a contract whose
+    // history starts later).
+    let mut contracts: Vec<Contract> = tx
+        .prepare_cached(&format!(
+            "SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"
+        ))?
+        .query_map([], contract_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT rules FROM contract_rules WHERE contract_id = ?1 AND valid_from <= ?2
+         ORDER BY valid_from DESC LIMIT 1",
+    )?;
+    for c in &mut contracts {
+        let then: Option<String> = stmt
+            .query_row(params![c.id.to_string(), q.as_of], |r| r.get(0))
+            .optional()?;
+        if let Some(rules) = then.and_then(|json| serde_json::from_str(&json).ok()) {
+            c.rules = rules;
+        }
+    }
+    out.contracts = contracts;
+    out.people = tx
+        .prepare_cached("SELECT person_id, name, role, team_id, active FROM people ORDER BY name, person_id")?
+        .query_map([], person_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    out.devices = tx
+        .prepare_cached(
+            "SELECT device_id, person_id, name, enrolled_at, revoked_at, last_sync_at FROM devices ORDER BY enrolled_at",
+        )?
+        .query_map([], device_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(out)
 }
 
 pub struct SqliteStore {
@@ -655,16 +942,7 @@ impl ServerStore for SqliteStore {
         let mut stmt = conn.prepare_cached(
             "SELECT device_id, person_id, name, enrolled_at, revoked_at, last_sync_at FROM devices ORDER BY enrolled_at",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Device {
-                id: column(r, 0)?,
-                person_id: column(r, 1)?,
-                name: r.get(2)?,
-                enrolled_at: r.get(3)?,
-                revoked_at: r.get(4)?,
-                last_sync_at: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map([], device_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -802,6 +1080,7 @@ impl ServerStore for SqliteStore {
                      ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3")?.execute(params![device.to_string(), id, state],
                 )?;
             }
+            refresh_facts(tx, v, v.updated_at)?;
             Ok(())
         })
     }
@@ -916,6 +1195,10 @@ impl ServerStore for SqliteStore {
 
     fn upsert_client(&self, c: &Client) -> Result<()> {
         self.write(|tx| {
+            let id = c.id.to_string();
+            let before = tx
+                .query_row(&format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"), [&id], client_from)
+                .optional()?;
             tx.execute(
                 "INSERT INTO clients (client_id, name, lat, lon, accuracy_m, tag_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (client_id) DO UPDATE SET name = ?2, lat = ?3, lon = ?4, accuracy_m = ?5, tag_ids = ?6",
@@ -928,6 +1211,10 @@ impl ServerStore for SqliteStore {
                     c.tag_ids.join(",")
                 ],
             )?;
+            // "Location verified" is judged against the client's recorded location.
+            if before.is_some_and(|b| b.location != c.location) {
+                rejudge(tx, "client_id", &id, caresync_core::clock::system_now())?;
+            }
             Ok(())
         })
     }
@@ -952,13 +1239,29 @@ impl ServerStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn upsert_contract(&self, c: &Contract) -> Result<()> {
+    fn upsert_contract_at(&self, c: &Contract, at: Millis) -> Result<()> {
         self.write(|tx| {
+            let id = c.id.to_string();
+            let before: Option<String> = tx
+                .query_row("SELECT rules FROM contracts WHERE contract_id = ?1", [&id], |r| r.get(0))
+                .optional()?;
+            let rules = c.rules.to_string();
+            let changed = before.as_deref() != Some(rules.as_str());
+            if changed {
+                tx.execute(
+                    "INSERT INTO contract_rules (contract_id, valid_from, rules) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (contract_id, valid_from) DO UPDATE SET rules = ?3",
+                    params![id, at, rules],
+                )?;
+            }
             tx.execute(
                 "INSERT INTO contracts (contract_id, name, commissioner, model, rules) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (contract_id) DO UPDATE SET name = ?2, commissioner = ?3, model = ?4, rules = ?5",
                 params![c.id.to_string(), c.name, c.commissioner, c.model.as_str(), c.rules.to_string()],
             )?;
+            if changed && before.is_some() {
+                rejudge(tx, "contract_id", &id, at)?;
+            }
             Ok(())
         })
     }
@@ -1004,6 +1307,14 @@ impl ServerStore for SqliteStore {
         ))?;
         let rows = stmt.query_map(params![from, to], event_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn report_snapshot(&self, q: &SnapshotQuery) -> Result<ReportSnapshot> {
+        let mut conn = self.lock_reports()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = read_snapshot(&tx, q)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     fn amendments_planned_between(&self, from: Millis, to: Millis) -> Result<Vec<AmendmentRow>> {
@@ -1078,6 +1389,144 @@ mod tests {
 
     /// Tokens from before expiry existed get the default 90 days from the upgrade (not forever);
     /// revoked ones stay revoked; the upgraded schema is the fresh one.
+    #[test]
+    fn a_commit_that_changes_no_figure_keeps_the_standing_version() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let start = 1_790_064_000_000;
+        let mut row = VisitRow {
+            visit_id: VisitId::new(),
+            client_id: ClientId::new(),
+            contract_id: ContractId::new(),
+            carers: vec![PersonId::new()],
+            planned_start: start,
+            planned_end: start + 30 * MINUTE_MS,
+            status: VisitStatus::Scheduled,
+            chargeable: None,
+            heads: vec![],
+            updated_at: start - 3 * HOUR_MS,
+        };
+        let commit = |row: &VisitRow| {
+            store.commit_visit(&VisitCommit {
+                visit: row.clone(),
+                chunk: None,
+                new_events: vec![],
+                new_amendments: vec![],
+                sync_state: None,
+            })
+        };
+        let versions = || -> Result<Vec<(Millis, Option<Millis>)>> {
+            let conn = store.lock()?;
+            let mut stmt =
+                conn.prepare("SELECT valid_from, valid_to FROM visit_facts ORDER BY valid_from")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        commit(&row)?;
+        // A note or a replayed message: the row is rewritten, no figure changes.
+        row.updated_at = start - 2 * HOUR_MS;
+        commit(&row)?;
+        assert_eq!(versions()?, vec![(start - 3 * HOUR_MS, None)]);
+        // A reschedule: the standing version closes, a new one opens.
+        row.planned_start += HOUR_MS;
+        row.planned_end += HOUR_MS;
+        row.updated_at = start - HOUR_MS;
+        commit(&row)?;
+        assert_eq!(
+            versions()?,
+            vec![
+                (start - 3 * HOUR_MS, Some(start - HOUR_MS)),
+                (start - HOUR_MS, None)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn schema_5_backfills_the_facts_of_existing_visits() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("server.db");
+        let (carer, client, contract) = (PersonId::new(), ClientId::new(), ContractId::new());
+        let start = 1_790_064_000_000;
+        let visit = |n: i64| VisitRow {
+            visit_id: VisitId::new(),
+            client_id: client,
+            contract_id: contract,
+            carers: vec![carer],
+            planned_start: start + n * HOUR_MS,
+            planned_end: start + n * HOUR_MS + 30 * MINUTE_MS,
+            status: VisitStatus::Scheduled,
+            chargeable: None,
+            heads: vec![],
+            updated_at: start - DAY_MS,
+        };
+        let (on_time, missed) = (visit(0), visit(1));
+        let clock_in = EventRow {
+            event_id: EventId::new(),
+            visit_id: on_time.visit_id,
+            carer_id: carer,
+            device_id: DeviceId::new(),
+            kind: ClockKind::ClockIn,
+            device_time: start + 2 * MINUTE_MS,
+            clock_offset_ms: Some(0),
+            offset_measured_at: Some(start),
+            trusted_time: start + 2 * MINUTE_MS,
+            received_at: start + 3 * MINUTE_MS,
+            method: ClockMethod::Nfc,
+            reason: None,
+            location: None,
+            flags: String::new(),
+        };
+        let query = SnapshotQuery {
+            from: start - DAY_MS,
+            to: start + DAY_MS,
+            as_of: start + 5 * HOUR_MS,
+            tallies: Some(TallyKey::Contract),
+            visits: true,
+            ..SnapshotQuery::default()
+        };
+        let judged_at_commit = {
+            let store = SqliteStore::open(&path)?;
+            for (row, events) in [(&on_time, vec![clock_in]), (&missed, vec![])] {
+                store.commit_visit(&VisitCommit {
+                    visit: row.clone(),
+                    chunk: None,
+                    new_events: events,
+                    new_amendments: vec![],
+                    sync_state: None,
+                })?;
+            }
+            store.report_snapshot(&query)?
+        };
+        // A database from before the facts: the tables gone, the schema at version 4.
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(
+                "DROP TABLE carer_visit_facts; DROP TABLE visit_facts; DROP TABLE contract_rules;
+                 PRAGMA user_version = 4;",
+            )?;
+        }
+        let store = SqliteStore::open(&path)?;
+        let backfilled = store.report_snapshot(&query)?;
+        assert_eq!(backfilled.tallies, judged_at_commit.tallies);
+        assert_eq!(backfilled.tallies.len(), 1);
+        let counts = &backfilled.tallies[0].counts;
+        assert_eq!(
+            (counts.scheduled, counts.attended, counts.on_time, counts.missed),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(backfilled.visits, judged_at_commit.visits);
+        // Backfilled facts stand from the start of time.
+        let old = store.report_snapshot(&SnapshotQuery {
+            as_of: 0,
+            ..query.clone()
+        })?;
+        assert_eq!(old.tallies[0].counts.scheduled, 2);
+        let fresh = SqliteStore::open(&dir.path().join("fresh.db"))?;
+        assert_eq!(schema_of(&*store.lock()?)?, schema_of(&*fresh.lock()?)?);
+        Ok(())
+    }
+
     #[test]
     fn schema_2_upgrades_with_tokens_expiring_and_the_fresh_schema() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -81,10 +81,15 @@ pub async fn page_route(
             .unwrap_or_else(|| format::today(&st, now));
         let (from, to) = caresync_core::store::local_day_bounds(st.tz, day);
         let names = Names::load(&st)?;
-        let judged = reports::judge(&st, from, to, now)?;
-        let alerts = reports::alerts(&st, now, None)?;
-        let mut mine: Vec<_> = judged
-            .outcomes
+        let span = reports::Span {
+            from,
+            to,
+            as_of: now,
+            tz: st.tz,
+        };
+        let visits = reports::visits(&*st.store, span)?;
+        let alerts = reports::alerts(&*st.store, now, None)?;
+        let mut mine: Vec<_> = visits
             .iter()
             .filter(|o| o.carers.iter().any(|c| c.carer_id == carer && c.assigned))
             .collect();

@@ -7,16 +7,13 @@ use super::format::{self, Names};
 use super::session::Viewer;
 use super::{blocking, page, Chrome, WebError, WebResult};
 use crate::http::{now, AppState};
-use crate::services::reports::{self, Judged};
+use crate::services::reports::{self, Span};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use caresync_core::domain::*;
-use caresync_core::metrics::{
-    continuity as continuity_rows, weekly_reconciliation, AgencyTimeZone, GroupBy, KpiStatus, PeriodKind,
-    PunctualityReport,
-};
+use caresync_core::metrics::{GroupBy, KpiStatus, PeriodKind, PunctualityReport};
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -98,8 +95,9 @@ fn pick(st: &AppState, q: &FigureQuery, default_days: i64) -> WebResult<Picked> 
     })
 }
 
-/// Judge the picked period, holding one of the report permits the API's reports also take.
-async fn judged(st: &AppState, p: &Picked) -> WebResult<(Judged, tokio::sync::OwnedSemaphorePermit)> {
+/// The picked days as a report span (as of now), holding one of the report permits the API's
+/// reports also take.
+async fn span(st: &AppState, p: &Picked) -> WebResult<(Span, tokio::sync::OwnedSemaphorePermit)> {
     let permit = tokio::time::timeout(st.permit_wait, st.reports_in_flight.clone().acquire_owned())
         .await
         .ok()
@@ -107,13 +105,15 @@ async fn judged(st: &AppState, p: &Picked) -> WebResult<(Judged, tokio::sync::Ow
         .ok_or_else(|| {
             WebError::BadRequest("The server is busy with other reports; try again in a moment.".into())
         })?;
-    let (st, from, to) = (st.clone(), p.from, p.to + chrono::Duration::days(1));
-    let judged = blocking(move || {
-        let (start, end) = reports::day_range(&st, from, to).map_err(WebError::BadRequest)?;
-        Ok(reports::judge(&st, start, end, now())?)
-    })
-    .await?;
-    Ok((judged, permit))
+    let (from, to) =
+        reports::day_range(st.tz, p.from, p.to + chrono::Duration::days(1)).map_err(WebError::BadRequest)?;
+    let span = Span {
+        from,
+        to,
+        as_of: now(),
+        tz: st.tz,
+    };
+    Ok((span, permit))
 }
 
 pub struct Choice {
@@ -177,7 +177,7 @@ fn rows(report: &PunctualityReport, names: &Names) -> Vec<PunctRow> {
 
 /// Late % and missed % per week: each framework contract against its KPI maximum, or spot and
 /// framework side by side.
-fn charts_for(judged: &Judged, names: &Names, chart: &str, tz: chrono_tz::Tz) -> (String, String, String) {
+fn charts_for(st: &AppState, span: Span, names: &Names, chart: &str) -> WebResult<(String, String, String)> {
     let (group, note) = if chart == "models" {
         (
             GroupBy::CommissioningModel,
@@ -189,7 +189,7 @@ fn charts_for(judged: &Judged, names: &Names, chart: &str, tz: chrono_tz::Tz) ->
             "Each framework contract week by week; the dashed line is its KPI maximum.",
         )
     };
-    let report = reports::punctuality(judged, group, PeriodKind::Week, tz);
+    let report = reports::punctuality(&*st.store, span, group, PeriodKind::Week)?;
     let periods: Vec<String> = report
         .rows
         .iter()
@@ -208,11 +208,14 @@ fn charts_for(judged: &Judged, names: &Names, chart: &str, tz: chrono_tz::Tz) ->
         groups
             .iter()
             .filter_map(|g| {
-                let kpi = g
-                    .parse::<ContractId>()
-                    .ok()
-                    .and_then(|id| judged.context.contracts.get(&id))
-                    .and_then(|c| c.rules.kpi);
+                // The targets the report judged this contract by (only KPI contracts have any).
+                let kpi = g.parse::<ContractId>().ok().and_then(|id| {
+                    report
+                        .kpi
+                        .iter()
+                        .find(|k| k.contract_id == id)
+                        .map(|k| (k.max_late_pct, k.max_missed_pct))
+                });
                 if chart != "models" && kpi.is_none() {
                     return None; // only framework contracts carry KPI targets
                 }
@@ -228,7 +231,7 @@ fn charts_for(judged: &Judged, names: &Names, chart: &str, tz: chrono_tz::Tz) ->
                                 .and_then(rate)
                         })
                         .collect(),
-                    threshold: kpi.map(|k| if late { k.max_late_pct } else { k.max_missed_pct }),
+                    threshold: kpi.map(|(max_late, max_missed)| if late { max_late } else { max_missed }),
                 })
             })
             .collect()
@@ -239,7 +242,7 @@ fn charts_for(judged: &Judged, names: &Names, chart: &str, tz: chrono_tz::Tz) ->
         &series(|r| r.late_pct, true),
     );
     let missed = charts::percent_lines("Missed calls, %", &periods, &series(|r| r.missed_pct, false));
-    (late, missed, note.to_string())
+    Ok((late, missed, note.to_string()))
 }
 
 fn query_string(p: &Picked, chart: &str) -> String {
@@ -256,11 +259,11 @@ pub async fn punctuality(
     viewer.require_office()?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let p = pick(&st, &q, 28)?;
-    let (judged, _permit) = judged(&st, &p).await?;
+    let (span, _permit) = span(&st, &p).await?;
     blocking(move || {
         let names = Names::load(&st)?;
-        let report = reports::punctuality(&judged, p.group, p.period, st.tz);
-        let (late_chart, missed_chart, chart_note) = charts_for(&judged, &names, p.chart, st.tz);
+        let report = reports::punctuality(&*st.store, span, p.group, p.period)?;
+        let (late_chart, missed_chart, chart_note) = charts_for(&st, span, &names, p.chart)?;
         page(&PunctualityPage {
             chrome: viewer.chrome(&st, "punctuality"),
             from: p.from.to_string(),
@@ -324,10 +327,10 @@ pub async fn punctuality_csv(
     viewer.require_office()?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let p = pick(&st, &q, 28)?;
-    let (judged, _permit) = judged(&st, &p).await?;
+    let (span, _permit) = span(&st, &p).await?;
     blocking(move || {
         let names = Names::load(&st)?;
-        let report = reports::punctuality(&judged, p.group, p.period, st.tz);
+        let report = reports::punctuality(&*st.store, span, p.group, p.period)?;
         let mut out = String::from(
             "period,group,group_id,visits,attended,on_time_pct,late_pct,missed_pct,short_pct,electronic_pct\r\n",
         );
@@ -403,12 +406,11 @@ pub async fn kpi(
         // Whole months: from the first of the month three months back.
         p.from = (p.to - chrono::Duration::days(75)).with_day(1).unwrap_or(p.from);
     }
-    let (judged, _permit) = judged(&st, &p).await?;
+    let (span, _permit) = span(&st, &p).await?;
     blocking(move || {
         let names = Names::load(&st)?;
-        let report = reports::punctuality(&judged, GroupBy::Contract, PeriodKind::Month, st.tz);
         let mut lines: Vec<KpiLine> = Vec::new();
-        for k in &report.kpi {
+        for k in &reports::kpi(&*st.store, span)? {
             let cellv = KpiCell {
                 month: k.month.clone(),
                 late: format::pct(k.late_pct),
@@ -428,7 +430,7 @@ pub async fn kpi(
                 }),
             }
         }
-        let (late_chart, _, _) = charts_for(&judged, &names, "kpi", st.tz);
+        let (late_chart, _, _) = charts_for(&st, span, &names, "kpi")?;
         page(&KpiPage {
             chrome: viewer.chrome(&st, "kpi"),
             from: p.from.to_string(),
@@ -482,10 +484,10 @@ pub async fn reconciliation(
     viewer.require_office()?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let p = pick(&st, &q, 14)?;
-    let (judged, _permit) = judged(&st, &p).await?;
+    let (span, _permit) = span(&st, &p).await?;
     blocking(move || {
         let names = Names::load(&st)?;
-        let mut rows = weekly_reconciliation(&judged.outcomes, AgencyTimeZone(st.tz));
+        let mut rows = reports::reconciliation(&*st.store, span)?;
         // Mismatches first, the largest first.
         rows.sort_by_key(|r| {
             (
@@ -549,10 +551,10 @@ pub async fn continuity(
     viewer.require_office()?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let p = pick(&st, &q, 14)?;
-    let (judged, _permit) = judged(&st, &p).await?;
+    let (span, _permit) = span(&st, &p).await?;
     blocking(move || {
         let names = Names::load(&st)?;
-        let mut rows = continuity_rows(&judged.outcomes, AgencyTimeZone(st.tz));
+        let mut rows = reports::continuity(&*st.store, span)?;
         rows.sort_by_key(|r| (std::cmp::Reverse(r.distinct_carers), r.week.clone()));
         page(&ContinuityPage {
             chrome: viewer.chrome(&st, "continuity"),

@@ -10,7 +10,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use caresync_core::domain::*;
-use caresync_core::metrics::{Attendance, Punctuality, VisitOutcome};
+use caresync_core::metrics::{AlertKind, Attendance, Punctuality, VisitFigures};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -78,7 +78,7 @@ struct TodayPage {
 }
 
 /// The live state of a visit as the board shows it: a CSS class and words.
-pub fn live_state(o: &VisitOutcome, silent: bool) -> (&'static str, &'static str) {
+pub fn live_state(o: &VisitFigures, silent: bool) -> (&'static str, &'static str) {
     match o.figures.attendance {
         Attendance::Cancelled => ("cancelled", "Cancelled"),
         Attendance::Pending => ("upcoming", "Upcoming"),
@@ -93,7 +93,7 @@ pub fn live_state(o: &VisitOutcome, silent: bool) -> (&'static str, &'static str
 }
 
 /// Extra marks beside the state.
-pub fn tags(o: &VisitOutcome) -> Vec<String> {
+pub fn tags(o: &VisitFigures) -> Vec<String> {
     let mut t = Vec::new();
     if o.figures.punctuality == Some(Punctuality::Late) {
         let by = o.figures.start_offset_ms.unwrap_or_default();
@@ -108,7 +108,7 @@ pub fn tags(o: &VisitOutcome) -> Vec<String> {
     if o.partially_attended {
         t.push("Partly attended".into());
     }
-    if o.flagged_events() > 0 {
+    if o.flags.flagged > 0 {
         t.push("Time flagged".into());
     }
     t
@@ -139,8 +139,14 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
         let names = Names::load(&st)?;
         let mut scope = Scope::new(&st, &viewer.who);
         let visible_carers = scope.carers()?;
-        let judged = reports::judge(&st, from, to, now)?;
-        let alerts = reports::alerts(&st, now, visible_carers.as_ref())?;
+        let span = reports::Span {
+            from,
+            to,
+            as_of: now,
+            tz: st.tz,
+        };
+        let mut visits = reports::visits(&*st.store, span)?;
+        let alerts = reports::alerts(&*st.store, now, visible_carers.as_ref())?;
         let silent: HashSet<VisitId> = alerts
             .iter()
             .filter(|a| a.phone_silent_since_due)
@@ -152,12 +158,11 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
         let client_filter = chosen(&q.client);
         let state_filter = chosen(&q.state);
 
-        let mut outcomes: Vec<&VisitOutcome> = judged.outcomes.iter().collect();
-        outcomes.sort_by_key(|o| (o.planned_start, o.client_id));
+        visits.sort_by_key(|o| (o.planned_start, o.client_id));
         let mut rows = Vec::new();
         let mut counts = [0usize; 6];
         let mut board_clients: Vec<(String, String)> = Vec::new();
-        for o in outcomes {
+        for o in &visits {
             let carers: Vec<PersonId> = o
                 .carers
                 .iter()
@@ -193,7 +198,7 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
             let matches_state = |s: &str| match s {
                 "late" => o.figures.punctuality == Some(Punctuality::Late),
                 "short" => o.figures.short,
-                "flagged" => o.flagged_events() > 0,
+                "flagged" => o.flags.flagged > 0,
                 "noclockout" => o.figures.no_clock_out,
                 other => other == state,
             };
@@ -246,12 +251,11 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
                     .collect::<Vec<_>>()
                     .join(" & "),
                 kind: match a.kind {
-                    "overdue" => "Overdue: nobody has clocked in".into(),
-                    "missed" => "Missed: nobody clocked in".into(),
-                    "no_clock_out" => "No clock-out".into(),
-                    "short" => "Short visit".into(),
-                    "time_trust" => "Clock time flagged".into(),
-                    other => format::words(other),
+                    AlertKind::Overdue => "Overdue: nobody has clocked in".into(),
+                    AlertKind::Missed => "Missed: nobody clocked in".into(),
+                    AlertKind::NoClockOut => "No clock-out".into(),
+                    AlertKind::Short => "Short visit".into(),
+                    AlertKind::TimeTrust => "Clock time flagged".into(),
                 },
                 silent: a.phone_silent_since_due,
             })

@@ -209,7 +209,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
     Ok(out)
 }
 
-fn actual(st: &AppState, o: &caresync_core::metrics::VisitOutcome) -> Vec<(String, String)> {
+fn actual(st: &AppState, o: &caresync_core::metrics::VisitFigures) -> Vec<(String, String)> {
     let f = &o.figures;
     let mut out = Vec::new();
     if let Some(i) = f.clock_in {
@@ -264,12 +264,16 @@ pub async fn page_(st: AppState, viewer: Viewer, id: String) -> WebResult<Respon
         let visit = visit_in_scope(&st, &viewer, visit_id)?;
         let names = Names::load(&st)?;
         let s = &visit.schedule;
-        let judged = reports::judge(&st, s.planned_start, s.planned_start + 1, now)?;
-        let alerts = reports::alerts(&st, now, None)?;
+        let figures = match reports::visit_figures(&*st.store, visit_id, now, now) {
+            Ok(f) => Some(f),
+            Err(reports::FiguresError::Unknown(_)) => None,
+            Err(e) => return Err(WebError::Internal(e.to_string())),
+        };
+        let alerts = reports::alerts(&*st.store, now, None)?;
         let silent = alerts
             .iter()
             .any(|a| a.visit_id == visit_id && a.phone_silent_since_due);
-        let outcome = judged.outcomes.iter().find(|o| o.visit_id == visit_id);
+        let outcome = figures.as_ref();
         let (state, state_label) = outcome.map_or(("upcoming", "Upcoming"), |o| live_state(o, silent));
         let mut amend_carers: Vec<Choice> = s
             .carers

@@ -1,0 +1,565 @@
+//! Per-visit facts in the store: the rows `caresync_core::metrics::VisitFacts` are kept in, and
+//! the queries that sum them into reports. Shared by both backends (the SQL is written once with
+//! `$n` placeholders; SQLite takes `?n`).
+//!
+//! Facts are versioned: each commit that changes a visit closes its current version
+//! (`valid_to` = the commit's time) and opens a new one, so a report `as_of` T reads the version
+//! that stood at T: the schedule, events, amendments and contract rules as the server knew them.
+//! The SQL only sums columns and compares the stored instants with `as_of`; what each column
+//! means is decided in `caresync_core::metrics::facts`.
+
+use super::{AmendmentRow, EventRow, Result, StoreError, VisitRow};
+use caresync_core::domain::*;
+use caresync_core::metrics::{
+    ContinuityWeek, DayMinutes, DayTally, FlagCounts, Punctuality, ReportRow, TallyKey, TimeCorrection,
+    UnitFacts, VisitFacts, VisitInputs, VisitRecord,
+};
+use caresync_core::ClockEvent;
+use std::collections::HashMap;
+
+/// What one report reads, in one snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotQuery {
+    /// Planned starts in `[from, to)`.
+    pub from: Millis,
+    pub to: Millis,
+    pub as_of: Millis,
+    /// The agency's UTC offset over the range (`caresync_core::metrics::facts::utc_offsets`).
+    pub offsets: Vec<(Millis, i64)>,
+    /// Punctuality counts per local day and this key.
+    pub tallies: Option<TallyKey>,
+    /// Punctuality counts per local day and contract (for KPI rows).
+    pub by_contract: bool,
+    pub reconciliation: bool,
+    pub continuity: bool,
+    /// The visits' facts themselves (alerts, one visit's figures).
+    pub visits: bool,
+    /// Only this visit (with `visits`).
+    pub visit: Option<VisitId>,
+}
+
+/// One consistent read for one report.
+#[derive(Clone, Debug, Default)]
+pub struct ReportSnapshot {
+    pub tallies: Vec<DayTally>,
+    pub by_contract: Vec<DayTally>,
+    pub reconciliation: Vec<DayMinutes>,
+    pub continuity: Vec<ContinuityWeek>,
+    pub visits: Vec<VisitFacts>,
+    /// Contracts with their rules as they stood at `as_of`.
+    pub contracts: Vec<super::Contract>,
+    pub people: Vec<super::Person>,
+    pub devices: Vec<super::Device>,
+}
+
+/// The narrow input of the metrics, from a visit's projected rows.
+pub fn record_from_rows(row: &VisitRow, events: &[EventRow], amendments: &[AmendmentRow]) -> VisitRecord {
+    VisitRecord {
+        visit_id: row.visit_id,
+        client_id: row.client_id,
+        contract_id: row.contract_id,
+        carers: row.carers.clone(),
+        planned_start: row.planned_start,
+        planned_end: row.planned_end,
+        cancelled: row.status == VisitStatus::Cancelled,
+        chargeable: row.chargeable,
+        events: events
+            .iter()
+            .map(|e| ClockEvent {
+                id: e.event_id,
+                kind: e.kind,
+                carer_id: e.carer_id,
+                device_id: e.device_id,
+                device_time: e.device_time,
+                clock_offset_ms: e.clock_offset_ms,
+                offset_measured_at: e.offset_measured_at,
+                method: e.method,
+                reason: e.reason,
+                location: e.location,
+                tag_id: None,
+            })
+            .collect(),
+        corrections: amendments
+            .iter()
+            .map(|a| TimeCorrection {
+                id: a.amendment_id,
+                carer_id: a.carer_id,
+                time: a.time,
+                corrected_time: a.corrected_time,
+                written_at: a.written_at,
+            })
+            .collect(),
+    }
+}
+
+pub fn inputs(client_location: Option<Location>, events: &[EventRow]) -> VisitInputs {
+    VisitInputs {
+        client_location,
+        received_at: events.iter().map(|e| (e.event_id, e.received_at)).collect(),
+    }
+}
+
+/// The columns of one unit (a visit, or a carer's part of it), in table order.
+pub const UNIT_COLS: &str =
+    "cancelled, attended, clock_in, clock_out, on_time, late, early, start_offset_ms, \
+     duration_ms, short, overrun, electronic, location_checked, location_verified, partially_attended, \
+     overdue_after, missed_after, open_after, flagged_events, unverified_time_events, clock_skew_events, \
+     future_time_events";
+pub const UNIT_WIDTH: usize = 22;
+
+/// The visit-level columns beyond the unit's.
+pub const VISIT_COLS: &str =
+    "visit_id, contract_id, client_id, planned_start, planned_end, carers, chargeable, \
+     authorised_ms, delivered_ms, billable_minutes";
+
+/// A unit's values, in [`UNIT_COLS`] order.
+pub fn unit_values(u: &UnitFacts) -> [Option<i64>; UNIT_WIDTH] {
+    let b = |v: bool| Some(i64::from(v));
+    let p = |want: Punctuality| b(u.punctuality == Some(want));
+    [
+        b(u.cancelled),
+        b(u.attended),
+        u.clock_in,
+        u.clock_out,
+        p(Punctuality::OnTime),
+        p(Punctuality::Late),
+        p(Punctuality::Early),
+        u.start_offset_ms,
+        u.duration_ms,
+        b(u.short),
+        b(u.overrun),
+        b(u.electronic),
+        b(u.location_verified.is_some()),
+        b(u.location_verified == Some(true)),
+        b(u.partially_attended),
+        u.overdue_after,
+        u.missed_after,
+        u.open_after,
+        Some(i64::from(u.flags.flagged)),
+        Some(i64::from(u.flags.unverified_time)),
+        Some(i64::from(u.flags.clock_skew)),
+        Some(i64::from(u.flags.future_time)),
+    ]
+}
+
+/// A unit back from its values.
+pub fn unit_from(v: &[Option<i64>]) -> Result<UnitFacts> {
+    if v.len() != UNIT_WIDTH {
+        return Err(StoreError::Corrupt("facts row of the wrong width".into()));
+    }
+    let b = |i: usize| v[i].unwrap_or(0) != 0;
+    let n = |i: usize| u32::try_from(v[i].unwrap_or(0)).unwrap_or(u32::MAX);
+    let punctuality = if b(4) {
+        Some(Punctuality::OnTime)
+    } else if b(5) {
+        Some(Punctuality::Late)
+    } else if b(6) {
+        Some(Punctuality::Early)
+    } else {
+        None
+    };
+    Ok(UnitFacts {
+        cancelled: b(0),
+        attended: b(1),
+        clock_in: v[2],
+        clock_out: v[3],
+        punctuality,
+        start_offset_ms: v[7],
+        duration_ms: v[8],
+        short: b(9),
+        overrun: b(10),
+        electronic: b(11),
+        location_verified: b(12).then(|| b(13)),
+        partially_attended: b(14),
+        overdue_after: v[15],
+        missed_after: v[16],
+        open_after: v[17],
+        flags: FlagCounts {
+            flagged: n(18),
+            unverified_time: n(19),
+            clock_skew: n(20),
+            future_time: n(21),
+        },
+    })
+}
+
+/// A value to bind, for either backend.
+#[derive(Clone, Debug)]
+pub enum Param {
+    Int(Option<i64>),
+    Text(String),
+}
+
+/// The values of a visit-level facts row: [`VISIT_COLS`], `valid_from`, then [`UNIT_COLS`].
+pub fn visit_params(f: &VisitFacts, valid_from: Millis) -> Vec<Param> {
+    let assigned: Vec<String> = f.assigned().map(|c| c.to_string()).collect();
+    let mut p = vec![
+        Param::Text(f.visit_id.to_string()),
+        Param::Text(f.contract_id.to_string()),
+        Param::Text(f.client_id.to_string()),
+        Param::Int(Some(f.planned_start)),
+        Param::Int(Some(f.planned_end)),
+        Param::Text(assigned.join(",")),
+        Param::Int(Some(i64::from(f.chargeable))),
+        Param::Int(Some(f.authorised_ms)),
+        Param::Int(Some(f.delivered_ms)),
+        Param::Int(Some(f.billable_minutes)),
+        Param::Int(Some(valid_from)),
+    ];
+    p.extend(unit_values(&f.visit).into_iter().map(Param::Int));
+    p
+}
+
+/// `INSERT` of a visit-level row ([`visit_params`], then the fingerprint), placeholders from
+/// `$1`, returning its `fact_id`.
+pub fn insert_visit_sql() -> String {
+    let n = 12 + UNIT_WIDTH;
+    format!(
+        "INSERT INTO visit_facts ({VISIT_COLS}, valid_from, {UNIT_COLS}, fingerprint) VALUES ({}) RETURNING fact_id",
+        placeholders(1, n)
+    )
+}
+
+/// A digest of everything a version holds but its time: a commit that changes no figure (a note,
+/// a replayed message) keeps the standing version instead of adding an identical one.
+pub fn fingerprint(f: &VisitFacts) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    let mut feed = |params: Vec<Param>| {
+        for p in params {
+            match p {
+                Param::Int(v) => v.hash(&mut h),
+                Param::Text(t) => t.hash(&mut h),
+            }
+        }
+    };
+    feed(visit_params(f, 0));
+    for (rank, c) in f.carers.iter().enumerate() {
+        feed(carer_params(0, rank, c));
+    }
+    // Stored in a signed 64-bit column.
+    h.finish() as i64
+}
+
+/// The values of a carer row: `fact_id`, `carer_id`, `assigned`, `rank`, then [`UNIT_COLS`].
+pub fn carer_params(fact_id: i64, rank: usize, c: &caresync_core::metrics::CarerFacts) -> Vec<Param> {
+    let mut p = vec![
+        Param::Int(Some(fact_id)),
+        Param::Text(c.carer_id.to_string()),
+        Param::Int(Some(i64::from(c.assigned))),
+        Param::Int(Some(i64::try_from(rank).unwrap_or(i64::MAX))),
+    ];
+    p.extend(unit_values(&c.facts).into_iter().map(Param::Int));
+    p
+}
+
+pub fn insert_carer_sql() -> String {
+    format!(
+        "INSERT INTO carer_visit_facts (fact_id, carer_id, assigned, rank, {UNIT_COLS}) VALUES ({})",
+        placeholders(1, 4 + UNIT_WIDTH)
+    )
+}
+
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SQL for SQLite: `?n` for `$n`.
+pub fn sqlite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// The version of a visit's facts standing at `$3`, among visits planned in `[$1, $2)`.
+const STANDING: &str =
+    "f.planned_start >= $1 AND f.planned_start < $2 AND f.valid_from <= $3 AND (f.valid_to IS NULL OR f.valid_to > $3)";
+
+/// The local day number of `f.planned_start`, by the agency's offsets (literal integers).
+fn local_day(offsets: &[(Millis, i64)]) -> String {
+    // No offsets given: UTC days.
+    let mut case = String::from("(CASE WHEN f.planned_start IS NULL THEN 0");
+    for (since, offset) in offsets.iter().rev() {
+        case.push_str(&format!(" WHEN f.planned_start >= {since} THEN {offset}"));
+    }
+    case.push_str(" ELSE 0 END)");
+    let x = format!("(f.planned_start + {case})");
+    format!("(({x} - ((({x} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})) / {DAY_MS})")
+}
+
+/// The counts of [`ReportRow`] from unit columns of alias `u`, in its field order.
+fn counts(u: &str) -> String {
+    let sum = |c: &str| format!("CAST(SUM({u}.{c}) AS BIGINT)");
+    let when = |cond: String| format!("CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT)");
+    [
+        "COUNT(*)".to_string(),
+        sum("cancelled"),
+        sum("attended"),
+        sum("on_time"),
+        sum("late"),
+        sum("early"),
+        when(format!("{u}.missed_after < $3")),
+        when(format!("{u}.missed_after >= $3 AND {u}.overdue_after >= $3")),
+        when(format!("{u}.missed_after >= $3 AND {u}.overdue_after < $3")),
+        sum("short"),
+        sum("overrun"),
+        when(format!("{u}.open_after < $3")),
+        sum("partially_attended"),
+        sum("electronic"),
+        sum("location_checked"),
+        sum("location_verified"),
+        sum("flagged_events"),
+        sum("unverified_time_events"),
+        sum("clock_skew_events"),
+        sum("future_time_events"),
+    ]
+    .join(", ")
+}
+
+pub const COUNT_WIDTH: usize = 20;
+
+/// Counts per local day and key: columns day, key, then [`COUNT_WIDTH`] counts.
+pub fn tallies_sql(key: TallyKey, offsets: &[(Millis, i64)]) -> String {
+    let day = local_day(offsets);
+    match key {
+        TallyKey::Carer => format!(
+            "SELECT {day} AS d, c.carer_id AS k, {} FROM carer_visit_facts c JOIN visit_facts f ON f.fact_id = c.fact_id
+             WHERE {STANDING} GROUP BY d, k",
+            counts("c")
+        ),
+        TallyKey::Contract | TallyKey::Client => {
+            let k = if key == TallyKey::Contract { "contract_id" } else { "client_id" };
+            format!(
+                "SELECT {day} AS d, f.{k} AS k, {} FROM visit_facts f WHERE {STANDING} GROUP BY d, k",
+                counts("f")
+            )
+        }
+    }
+}
+
+/// A tally from its row values: day, key, counts.
+pub fn tally_from(day: i64, key: String, c: &[i64]) -> Result<DayTally> {
+    if c.len() != COUNT_WIDTH {
+        return Err(StoreError::Corrupt("tally of the wrong width".into()));
+    }
+    let u = |i: usize| u64::try_from(c[i]).unwrap_or(0);
+    Ok(DayTally {
+        day: caresync_core::metrics::facts::day_of_number(day),
+        key,
+        counts: ReportRow {
+            scheduled: u(0),
+            cancelled: u(1),
+            attended: u(2),
+            on_time: u(3),
+            late: u(4),
+            early: u(5),
+            missed: u(6),
+            pending: u(7),
+            overdue: u(8),
+            short: u(9),
+            overrun: u(10),
+            no_clock_out: u(11),
+            partially_attended: u(12),
+            electronic: u(13),
+            location_checked: u(14),
+            location_verified: u(15),
+            flagged_events: u(16),
+            unverified_time_events: u(17),
+            clock_skew_events: u(18),
+            future_time_events: u(19),
+            ..ReportRow::default()
+        },
+    })
+}
+
+/// day, client, contract, visits, cancelled, authorised, delivered, billable.
+pub fn reconciliation_sql(offsets: &[(Millis, i64)]) -> String {
+    format!(
+        "SELECT {} AS d, f.client_id, f.contract_id, COUNT(*), CAST(SUM(f.cancelled) AS BIGINT),
+                CAST(SUM(f.authorised_ms) AS BIGINT), CAST(SUM(f.delivered_ms) AS BIGINT),
+                CAST(SUM(f.billable_minutes) AS BIGINT)
+         FROM visit_facts f WHERE {STANDING} GROUP BY d, f.client_id, f.contract_id",
+        local_day(offsets)
+    )
+}
+
+/// Monday of a local day number (day 0, 1970-01-01, was a Thursday).
+fn week(day: &str) -> String {
+    format!("({day} - ((({day} % 7) + 10) % 7))")
+}
+
+/// week, client, visits (not cancelled).
+pub fn continuity_visits_sql(offsets: &[(Millis, i64)]) -> String {
+    format!(
+        "SELECT {} AS w, f.client_id, COUNT(*) FROM visit_facts f
+         WHERE {STANDING} AND f.cancelled = 0 GROUP BY w, f.client_id",
+        week(&local_day(offsets))
+    )
+}
+
+/// week, client, distinct carers who came, distinct carers assigned (visits not cancelled).
+pub fn continuity_carers_sql(offsets: &[(Millis, i64)]) -> String {
+    format!(
+        "SELECT {} AS w, f.client_id,
+                COUNT(DISTINCT CASE WHEN c.attended = 1 THEN c.carer_id END),
+                COUNT(DISTINCT CASE WHEN c.assigned = 1 THEN c.carer_id END)
+         FROM carer_visit_facts c JOIN visit_facts f ON f.fact_id = c.fact_id
+         WHERE {STANDING} AND f.cancelled = 0 GROUP BY w, f.client_id",
+        week(&local_day(offsets))
+    )
+}
+
+/// Merges the two continuity queries.
+pub fn continuity_weeks(
+    visits: Vec<(i64, ClientId, i64)>,
+    carers: Vec<(i64, ClientId, i64, i64)>,
+) -> Vec<ContinuityWeek> {
+    let mut weeks: HashMap<(i64, ClientId), ContinuityWeek> = HashMap::new();
+    for (w, client_id, n) in visits {
+        weeks.entry((w, client_id)).or_default().visits = u64::try_from(n).unwrap_or(0);
+    }
+    for (w, client_id, came, assigned) in carers {
+        let e = weeks.entry((w, client_id)).or_default();
+        e.distinct_carers = u64::try_from(came).unwrap_or(0);
+        e.distinct_carers_scheduled = u64::try_from(assigned).unwrap_or(0);
+    }
+    weeks
+        .into_iter()
+        .map(|((w, client_id), mut c)| {
+            c.week_start = caresync_core::metrics::facts::day_of_number(w);
+            c.client_id = client_id;
+            c
+        })
+        .collect()
+}
+
+/// Visit-level rows standing at `$3` in `[$1, $2)` (optionally one visit, `$4`): fact_id,
+/// [`VISIT_COLS`], [`UNIT_COLS`].
+pub fn visits_sql(one: bool) -> String {
+    let cols = format!(
+        "f.fact_id, {}, {}",
+        prefixed("f", VISIT_COLS),
+        prefixed("f", UNIT_COLS)
+    );
+    let only = if one { " AND f.visit_id = $4" } else { "" };
+    format!("SELECT {cols} FROM visit_facts f WHERE {STANDING}{only} ORDER BY f.planned_start, f.visit_id")
+}
+
+/// Their carer rows: fact_id, carer_id, assigned, [`UNIT_COLS`].
+pub fn carers_sql(one: bool) -> String {
+    let only = if one { " AND f.visit_id = $4" } else { "" };
+    format!(
+        "SELECT c.fact_id, c.carer_id, c.assigned, {} FROM carer_visit_facts c JOIN visit_facts f ON f.fact_id = c.fact_id
+         WHERE {STANDING}{only} ORDER BY c.fact_id, c.rank",
+        prefixed("c", UNIT_COLS)
+    )
+}
+
+fn prefixed(alias: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A visit-level row read back (before its carers are attached).
+pub struct VisitFactsRow {
+    pub fact_id: i64,
+    pub facts: VisitFacts,
+}
+
+pub fn parse<T: std::str::FromStr>(s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad value {s:?}")))
+}
+
+/// From `fact_id`, the visit columns' text and integer values, and the unit values.
+#[allow(clippy::too_many_arguments)]
+pub fn visit_row_from(
+    fact_id: i64,
+    visit_id: &str,
+    contract_id: &str,
+    client_id: &str,
+    planned: (i64, i64),
+    chargeable: i64,
+    sums: (i64, i64, i64),
+    unit: &[Option<i64>],
+) -> Result<VisitFactsRow> {
+    Ok(VisitFactsRow {
+        fact_id,
+        facts: VisitFacts {
+            visit_id: parse(visit_id)?,
+            contract_id: parse(contract_id)?,
+            client_id: parse(client_id)?,
+            planned_start: planned.0,
+            planned_end: planned.1,
+            visit: unit_from(unit)?,
+            carers: vec![],
+            chargeable: chargeable != 0,
+            authorised_ms: sums.0,
+            delivered_ms: sums.1,
+            billable_minutes: sums.2,
+        },
+    })
+}
+
+/// The tables, for a backend's integer type (`INTEGER` or `BIGINT`) and key declaration.
+pub fn ddl(int: &str, fact_key: &str) -> String {
+    let nullable = [
+        "clock_in",
+        "clock_out",
+        "start_offset_ms",
+        "duration_ms",
+        "overdue_after",
+        "missed_after",
+        "open_after",
+    ];
+    let unit: Vec<String> = UNIT_COLS
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            if nullable.contains(&c) {
+                format!("{c} {int}")
+            } else {
+                format!("{c} {int} NOT NULL")
+            }
+        })
+        .collect();
+    let unit = unit.join(",\n    ");
+    format!(
+        "CREATE TABLE IF NOT EXISTS visit_facts (
+    fact_id {fact_key},
+    visit_id TEXT NOT NULL,
+    contract_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    planned_start {int} NOT NULL,
+    planned_end {int} NOT NULL,
+    carers TEXT NOT NULL,
+    chargeable {int} NOT NULL,
+    authorised_ms {int} NOT NULL,
+    delivered_ms {int} NOT NULL,
+    billable_minutes {int} NOT NULL,
+    valid_from {int} NOT NULL,
+    valid_to {int},
+    {unit},
+    fingerprint {int} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS visit_facts_by_start ON visit_facts (planned_start, valid_from);
+CREATE INDEX IF NOT EXISTS visit_facts_by_visit ON visit_facts (visit_id, valid_to);
+CREATE TABLE IF NOT EXISTS carer_visit_facts (
+    fact_id {int} NOT NULL REFERENCES visit_facts (fact_id) ON DELETE CASCADE,
+    carer_id TEXT NOT NULL,
+    assigned {int} NOT NULL,
+    rank {int} NOT NULL,
+    {unit},
+    PRIMARY KEY (fact_id, carer_id)
+);
+CREATE TABLE IF NOT EXISTS contract_rules (
+    contract_id TEXT NOT NULL,
+    valid_from {int} NOT NULL,
+    rules TEXT NOT NULL,
+    PRIMARY KEY (contract_id, valid_from)
+);"
+    )
+}
