@@ -1403,7 +1403,7 @@ mod tests {
             planned_end: start + 30 * MINUTE_MS,
             status: VisitStatus::Scheduled,
             chargeable: None,
-            heads: vec![],
+            heads: Heads::default(),
             updated_at: start - 3 * HOUR_MS,
         };
         let commit = |row: &VisitRow| {
@@ -1457,7 +1457,7 @@ mod tests {
             planned_end: start + n * HOUR_MS + 30 * MINUTE_MS,
             status: VisitStatus::Scheduled,
             chargeable: None,
-            heads: vec![],
+            heads: Heads::default(),
             updated_at: start - DAY_MS,
         };
         let (on_time, missed) = (visit(0), visit(1));
