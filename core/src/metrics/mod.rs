@@ -35,8 +35,8 @@ pub use reconciliation::{
 };
 pub use record::{TimeCorrection, VisitRecord};
 pub use report::{
-    kpi_status, ContractInfo, CountUnit, DayTally, GroupBy, KpiRow, KpiStatus, PunctualityReport, ReportContext,
-    ReportQuery, ReportRow, TallyKey,
+    kpi_status, ContractInfo, CountUnit, DayTally, GroupBy, KpiRow, KpiStatus, PunctualityReport,
+    ReportContext, ReportQuery, ReportRow, TallyKey,
 };
 pub use rules::{BillingBasis, BillingRule, ContractRules, KpiTargets, Rounding, RulesError, TimeTrustRules};
 pub use time_trust::{event_trust, time_trust_flags, EventTrust, TimeTrustFlags};

@@ -3,6 +3,7 @@
 mod office;
 pub mod openapi;
 mod ops;
+mod oversight;
 mod reference;
 mod reports;
 mod sign_in;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub token_ttl_ms: Millis,
     /// Failed sign-ins and enrolments per source and per person (in this process's memory).
     pub sign_in_limits: Arc<crate::services::sign_in_limits::SignInLimits>,
+    /// Alert deadlines and the sweep's pace (`services::alerts`).
+    pub oversight: Arc<crate::services::alerts::OversightSettings>,
 }
 
 /// See [`AppState::reports_in_flight`].
@@ -69,7 +72,18 @@ impl AppState {
             permit_wait: PERMIT_WAIT,
             token_ttl_ms: crate::services::people::DEFAULT_TOKEN_TTL_MS,
             sign_in_limits: Arc::default(),
+            oversight: Arc::default(),
         }
+    }
+
+    /// With the agency's alert settings: the visit service raises with them too. For start-up,
+    /// before the state is shared.
+    pub fn with_oversight(mut self, settings: crate::services::alerts::OversightSettings) -> Self {
+        let settings = Arc::new(settings);
+        self.visits =
+            Arc::new(VisitService::new(self.store.clone(), 10_000).with_oversight(settings.clone()));
+        self.oversight = settings;
+        self
     }
 }
 
@@ -84,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reference::routes())
         .merge(supervision::routes())
         .merge(reports::routes())
+        .merge(oversight::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         .layer(axum::middleware::from_fn_with_state(

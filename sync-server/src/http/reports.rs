@@ -197,7 +197,9 @@ async fn visit_figures(
         let as_of = p.as_of.map_or(at, |t| t.timestamp_millis());
         match reports::visit_figures(st.store.as_ref(), visit_id, as_of, at) {
             Ok(f) => Ok(Json(f)),
-            Err(e @ FiguresError::FutureAsOf { .. }) => Err(ApiError::bad_request("as_of_in_future", e.to_string())),
+            Err(e @ FiguresError::FutureAsOf { .. }) => {
+                Err(ApiError::bad_request("as_of_in_future", e.to_string()))
+            }
             Err(e @ FiguresError::Unknown(_)) => Err(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "not_found",

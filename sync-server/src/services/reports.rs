@@ -132,7 +132,10 @@ pub fn reconciliation(store: &dyn ServerStore, span: Span) -> Result<Vec<Reconci
         reconciliation: true,
         ..span.query()
     })?;
-    Ok(reconciliation_from_days(&snapshot.reconciliation, span.time_zone()))
+    Ok(reconciliation_from_days(
+        &snapshot.reconciliation,
+        span.time_zone(),
+    ))
 }
 
 /// Distinct carers per client per ISO week.

@@ -100,14 +100,16 @@ pub fn inputs(client_location: Option<Location>, events: &[EventRow]) -> VisitIn
 }
 
 /// The columns of one unit (a visit, or a carer's part of it), in table order.
-pub const UNIT_COLS: &str = "cancelled, attended, clock_in, clock_out, on_time, late, early, start_offset_ms, \
+pub const UNIT_COLS: &str =
+    "cancelled, attended, clock_in, clock_out, on_time, late, early, start_offset_ms, \
      duration_ms, short, overrun, electronic, location_checked, location_verified, partially_attended, \
      overdue_after, missed_after, open_after, flagged_events, unverified_time_events, clock_skew_events, \
      future_time_events";
 pub const UNIT_WIDTH: usize = 22;
 
 /// The visit-level columns beyond the unit's.
-pub const VISIT_COLS: &str = "visit_id, contract_id, client_id, planned_start, planned_end, carers, chargeable, \
+pub const VISIT_COLS: &str =
+    "visit_id, contract_id, client_id, planned_start, planned_end, carers, chargeable, \
      authorised_ms, delivered_ms, billable_minutes";
 
 /// A unit's values, in [`UNIT_COLS`] order.
@@ -237,7 +239,10 @@ pub fn insert_carer_sql() -> String {
 }
 
 fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// SQL for SQLite: `?n` for `$n`.
@@ -409,7 +414,11 @@ pub fn continuity_weeks(
 /// Visit-level rows standing at `$3` in `[$1, $2)` (optionally one visit, `$4`): fact_id,
 /// [`VISIT_COLS`], [`UNIT_COLS`].
 pub fn visits_sql(one: bool) -> String {
-    let cols = format!("f.fact_id, {}, {}", prefixed("f", VISIT_COLS), prefixed("f", UNIT_COLS));
+    let cols = format!(
+        "f.fact_id, {}, {}",
+        prefixed("f", VISIT_COLS),
+        prefixed("f", UNIT_COLS)
+    );
     let only = if one { " AND f.visit_id = $4" } else { "" };
     format!("SELECT {cols} FROM visit_facts f WHERE {STANDING}{only} ORDER BY f.planned_start, f.visit_id")
 }

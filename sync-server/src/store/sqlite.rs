@@ -1,5 +1,6 @@
 //! The embedded default: one SQLite file in the data directory.
 
+use super::alerts as al;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4, schema_v5];
+const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -201,6 +202,68 @@ fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Alerts as records with an append-only history, and named leases (`store::alerts`).
+fn schema_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(&al::ddl("INTEGER"))
+}
+
+fn al_bind(values: Vec<al::Value>) -> Vec<rusqlite::types::Value> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            al::Value::Int(Some(i)) => rusqlite::types::Value::Integer(i),
+            al::Value::Text(Some(t)) => rusqlite::types::Value::Text(t),
+            al::Value::Int(None) | al::Value::Text(None) => rusqlite::types::Value::Null,
+        })
+        .collect()
+}
+
+fn al_insert(tx: &Transaction<'_>, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+    let inserted = tx
+        .prepare_cached(&al::sqlite_sql(al::INSERT_ALERT))?
+        .execute(rusqlite::params_from_iter(al_bind(al::alert_values(alert))))?;
+    if inserted == 1 {
+        tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+            .execute(rusqlite::params_from_iter(al_bind(al::entry_values(entry))))?;
+    }
+    Ok(inserted == 1)
+}
+
+/// A row read as text and integers by column kind.
+fn al_row<const N: usize>(
+    r: &Row<'_>,
+    ints: &[bool; N],
+) -> rusqlite::Result<(Vec<Option<String>>, Vec<Option<i64>>)> {
+    let mut t = Vec::with_capacity(N);
+    let mut i = Vec::with_capacity(N);
+    for (k, is_int) in ints.iter().enumerate() {
+        if *is_int {
+            t.push(None);
+            i.push(r.get(k)?);
+        } else {
+            t.push(r.get(k)?);
+            i.push(None);
+        }
+    }
+    Ok((t, i))
+}
+
+fn al_alerts(conn: &Connection, where_sql: &str, values: Vec<al::Value>) -> Result<Vec<al::AlertRecord>> {
+    let mut stmt = conn.prepare_cached(&al::sqlite_sql(&format!(
+        "SELECT {} FROM alerts {where_sql} ORDER BY raised_at, alert_id",
+        al::ALERT_COLS
+    )))?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(al_bind(values)), |r| {
+        al_row(r, &al::ALERT_INT_COLS)
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (t, i) = row?;
+        out.push(al::alert_from(&t, &i)?);
+    }
+    Ok(out)
+}
+
 /// Judge a visit from its rows in this transaction and make the result its standing facts
 /// from `at` (the version standing before closes at `at`; one opened at the same instant or
 /// later is replaced, so versions never overlap).
@@ -251,7 +314,9 @@ fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
 fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
     let id = facts.visit_id.to_string();
     let standing: Option<(i64, Millis)> = tx
-        .prepare_cached("SELECT fact_id, valid_from FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL")?
+        .prepare_cached(
+            "SELECT fact_id, valid_from FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL",
+        )?
         .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     // Versions of one visit never go back in time, whatever the clock of the instance.
@@ -269,10 +334,15 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
     }
     let fact_id: i64 = tx
         .prepare_cached(&fx::sqlite(&fx::insert_visit_sql()))?
-        .query_row(rusqlite::params_from_iter(bind(fx::visit_params(facts, at))), |r| r.get(0))?;
+        .query_row(
+            rusqlite::params_from_iter(bind(fx::visit_params(facts, at))),
+            |r| r.get(0),
+        )?;
     let mut insert = tx.prepare_cached(&fx::sqlite(&fx::insert_carer_sql()))?;
     for (rank, c) in facts.carers.iter().enumerate() {
-        insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(fact_id, rank, c))))?;
+        insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
+            fact_id, rank, c,
+        ))))?;
     }
     Ok(())
 }
@@ -281,7 +351,9 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
 /// a client's after their location does).
 fn rejudge(tx: &Transaction<'_>, filter: &str, id: &str, at: Millis) -> Result<()> {
     let rows: Vec<VisitRow> = {
-        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"))?;
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"
+        ))?;
         let rows = stmt.query_map([id], visit_from)?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -420,7 +492,9 @@ fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapsh
     // Contracts with the rules that stood at `as_of` (the current ones for a contract whose
     // history starts later).
     let mut contracts: Vec<Contract> = tx
-        .prepare_cached(&format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"))?
+        .prepare_cached(&format!(
+            "SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"
+        ))?
         .query_map([], contract_from)?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare_cached(
@@ -897,7 +971,7 @@ impl ServerStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
+    fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
         // Events and amendments take the commit's planned start, so they must be its visit's.
         let visit = c.visit.visit_id;
         if c.new_events.iter().any(|e| e.visit_id != visit)
@@ -1001,6 +1075,9 @@ impl ServerStore for SqliteStore {
                 )?;
             }
             refresh_facts(tx, v, v.updated_at)?;
+            for alert in raise {
+                al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
+            }
             Ok(())
         })
     }
@@ -1227,6 +1304,77 @@ impl ServerStore for SqliteStore {
         ))?;
         let rows = stmt.query_map(params![from, to], event_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+        self.write(|tx| al_insert(tx, alert, entry))
+    }
+
+    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
+        let conn = self.lock()?;
+        Ok(al_alerts(
+            &conn,
+            "WHERE alert_id = $1",
+            vec![al::Value::Text(Some(id.to_string()))],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn alerts(&self, query: &al::AlertQuery) -> Result<Vec<al::AlertRecord>> {
+        let conn = self.lock()?;
+        let (where_sql, values) = al::query_where(query);
+        al_alerts(&conn, &where_sql, values)
+    }
+
+    fn alert_history(&self, id: AlertId) -> Result<Vec<al::AlertEntry>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM alert_history WHERE alert_id = ?1 ORDER BY seq",
+            al::ENTRY_COLS
+        ))?;
+        let rows = stmt.query_map([id.to_string()], |r| al_row(r, &al::ENTRY_INT_COLS))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, i) = row?;
+            out.push(al::entry_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn update_alert(
+        &self,
+        alert: &al::AlertRecord,
+        expected_version: u32,
+        entries: &[al::AlertEntry],
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let changed =
+                tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
+                    .execute(rusqlite::params_from_iter(al_bind(al::update_values(
+                        alert,
+                        expected_version,
+                    ))))?;
+            if changed != 1 {
+                return Ok(false);
+            }
+            for e in entries {
+                tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+                    .execute(rusqlite::params_from_iter(al_bind(al::entry_values(e))))?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
+        self.write(|tx| {
+            tx.prepare_cached(&al::sqlite_sql(al::ADD_LEASE))?
+                .execute([name])?;
+            let n = tx
+                .prepare_cached(&al::sqlite_sql(al::CLAIM_LEASE))?
+                .execute(params![name, holder, now, until])?;
+            Ok(n == 1)
+        })
     }
 
     fn report_snapshot(&self, q: &SnapshotQuery) -> Result<ReportSnapshot> {
