@@ -69,9 +69,20 @@ impl ServerProcess {
 
     /// Start storing in PostgreSQL at `database` when given (`--database`).
     pub fn start_with(data_dir: &Path, listen: &str, database: Option<&str>) -> TestResult<Self> {
+        Self::start_with_args(data_dir, listen, database, &[])
+    }
+
+    /// `start_with`, with more `serve` options (e.g. `--alert-sweep-secs`).
+    pub fn start_with_args(
+        data_dir: &Path,
+        listen: &str,
+        database: Option<&str>,
+        extra: &[&str],
+    ) -> TestResult<Self> {
         let mut cmd = Command::new(server_binary());
         cmd.args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(extra);
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
