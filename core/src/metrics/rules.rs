@@ -175,15 +175,15 @@ impl ContractRules {
         Ok(())
     }
 
-    pub(crate) fn late_after_ms(&self) -> Millis {
+    pub fn late_after_ms(&self) -> Millis {
         Millis::from(self.late_after_min) * MINUTE_MS
     }
 
-    pub(crate) fn early_before_ms(&self) -> Millis {
+    pub fn early_before_ms(&self) -> Millis {
         Millis::from(self.early_before_min) * MINUTE_MS
     }
 
-    pub(crate) fn missed_after_end_ms(&self) -> Millis {
+    pub fn missed_after_end_ms(&self) -> Millis {
         Millis::from(self.missed_after_end_min) * MINUTE_MS
     }
 }

@@ -505,7 +505,7 @@ pub fn ddl(int: &str, fact_key: &str) -> String {
         .collect();
     let unit = unit.join(",\n    ");
     format!(
-        "CREATE TABLE visit_facts (
+        "CREATE TABLE IF NOT EXISTS visit_facts (
     fact_id {fact_key},
     visit_id TEXT NOT NULL,
     contract_id TEXT NOT NULL,
@@ -521,9 +521,9 @@ pub fn ddl(int: &str, fact_key: &str) -> String {
     valid_to {int},
     {unit}
 );
-CREATE INDEX visit_facts_by_start ON visit_facts (planned_start, valid_from);
-CREATE INDEX visit_facts_by_visit ON visit_facts (visit_id, valid_to);
-CREATE TABLE carer_visit_facts (
+CREATE INDEX IF NOT EXISTS visit_facts_by_start ON visit_facts (planned_start, valid_from);
+CREATE INDEX IF NOT EXISTS visit_facts_by_visit ON visit_facts (visit_id, valid_to);
+CREATE TABLE IF NOT EXISTS carer_visit_facts (
     fact_id {int} NOT NULL REFERENCES visit_facts (fact_id) ON DELETE CASCADE,
     carer_id TEXT NOT NULL,
     assigned {int} NOT NULL,
@@ -531,7 +531,7 @@ CREATE TABLE carer_visit_facts (
     {unit},
     PRIMARY KEY (fact_id, carer_id)
 );
-CREATE TABLE contract_rules (
+CREATE TABLE IF NOT EXISTS contract_rules (
     contract_id TEXT NOT NULL,
     valid_from {int} NOT NULL,
     rules TEXT NOT NULL,

@@ -295,7 +295,8 @@ impl PostgresStore {
             if i + 1 == FACTS_VERSION {
                 tx.batch_execute(&fx::ddl("BIGINT", "BIGSERIAL PRIMARY KEY"))?;
                 tx.execute(
-                    "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts",
+                    "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
+             ON CONFLICT DO NOTHING",
                     &[],
                 )?;
                 judge_visits_without_facts(&mut tx)?;

@@ -188,7 +188,8 @@ fn schema_v4(_tx: &Transaction<'_>) -> rusqlite::Result<()> {
 fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(&fx::ddl("INTEGER", "INTEGER PRIMARY KEY"))?;
     tx.execute(
-        "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts",
+        "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
+             WHERE true ON CONFLICT DO NOTHING",
         [],
     )?;
     let rows: Vec<VisitRow> = {
