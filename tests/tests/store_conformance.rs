@@ -787,13 +787,37 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
     let settings = svc::OversightSettings::default();
     let (visit, carer, team) = (VisitId::new(), PersonId::new(), TeamId::new());
     let t = 1_790_064_000_000;
-    let a = svc::new_alert(&settings, visit, AlertKind::Missed, carer, String::new(), Some(team), t);
+    let a = svc::new_alert(
+        &settings,
+        visit,
+        AlertKind::Missed,
+        carer,
+        String::new(),
+        Some(team),
+        t,
+    );
     assert!(store.raise_alert(&a, &svc::raised_entry(&a)).unwrap());
     // The same (visit, kind, carer, subject) under another id: not raised again.
-    let again = svc::new_alert(&settings, visit, AlertKind::Missed, carer, String::new(), Some(team), t + 5);
+    let again = svc::new_alert(
+        &settings,
+        visit,
+        AlertKind::Missed,
+        carer,
+        String::new(),
+        Some(team),
+        t + 5,
+    );
     assert!(!store.raise_alert(&again, &svc::raised_entry(&again)).unwrap());
     // Another subject (a second concern note) is another alert.
-    let note = svc::new_alert(&settings, visit, AlertKind::Concern, carer, "n1".into(), Some(team), t);
+    let note = svc::new_alert(
+        &settings,
+        visit,
+        AlertKind::Concern,
+        carer,
+        "n1".into(),
+        Some(team),
+        t,
+    );
     assert!(store.raise_alert(&note, &svc::raised_entry(&note)).unwrap());
     assert_eq!(store.alert(again.alert_id).unwrap(), None);
     assert_eq!(store.alert(a.alert_id).unwrap().as_ref(), Some(&a));
@@ -802,14 +826,18 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
     let (acked, entries) = svc::acknowledge(&a, sup, t + 60_000).unwrap();
     assert!(store.update_alert(&acked, 1, &entries).unwrap());
     // A writer who read version 1 is refused and nothing is appended.
-    let (late, late_entries) = svc::resolve(&a, sup, t + 70_000, ResolutionAction::NoActionNeeded, "x").unwrap();
+    let (late, late_entries) =
+        svc::resolve(&a, sup, t + 70_000, ResolutionAction::NoActionNeeded, "x").unwrap();
     assert!(!store.update_alert(&late, 1, &late_entries).unwrap());
     let stored = store.alert(a.alert_id).unwrap().unwrap();
     assert_eq!(stored, acked);
     let history = store.alert_history(a.alert_id).unwrap();
     assert_eq!(
         history.iter().map(|e| (e.seq, e.step, e.by)).collect::<Vec<_>>(),
-        vec![(1, AlertStep::Raised, None), (2, AlertStep::Acknowledged, Some(sup))]
+        vec![
+            (1, AlertStep::Raised, None),
+            (2, AlertStep::Acknowledged, Some(sup))
+        ]
     );
     let open = store
         .alerts(&AlertQuery {
@@ -827,7 +855,10 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
             ..AlertQuery::default()
         })
         .unwrap();
-    assert_eq!(open.iter().map(|a| a.alert_id).collect::<Vec<_>>(), vec![a.alert_id]);
+    assert_eq!(
+        open.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
+        vec![a.alert_id]
+    );
     let window = store
         .alerts(&AlertQuery {
             raised_from: Some(t),
@@ -836,14 +867,29 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
         })
         .unwrap();
     assert_eq!(window.len(), 2);
-    assert_eq!(store.alert_history(note.alert_id).unwrap()[1].close_reason, Some(CloseReason::Cancelled));
+    assert_eq!(
+        store.alert_history(note.alert_id).unwrap()[1].close_reason,
+        Some(CloseReason::Cancelled)
+    );
 }
 
 fn leases(store: &dyn ServerStore) {
     assert!(store.claim_lease("sweep", "a", 1000, 2000).unwrap());
-    assert!(!store.claim_lease("sweep", "b", 1500, 2500).unwrap(), "a holds it");
-    assert!(store.claim_lease("sweep", "a", 1500, 2500).unwrap(), "the holder renews");
-    assert!(store.claim_lease("sweep", "b", 2500, 3500).unwrap(), "lapsed at 2500");
+    assert!(
+        !store.claim_lease("sweep", "b", 1500, 2500).unwrap(),
+        "a holds it"
+    );
+    assert!(
+        store.claim_lease("sweep", "a", 1500, 2500).unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        store.claim_lease("sweep", "b", 2500, 3500).unwrap(),
+        "lapsed at 2500"
+    );
     assert!(!store.claim_lease("sweep", "a", 2600, 3600).unwrap());
-    assert!(store.claim_lease("other", "a", 2600, 3600).unwrap(), "leases are by name");
+    assert!(
+        store.claim_lease("other", "a", 2600, 3600).unwrap(),
+        "leases are by name"
+    );
 }
