@@ -796,7 +796,7 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
         Some(team),
         t,
     );
-    assert!(store.raise_alert(&a, &svc::raised_entry(&a)).unwrap());
+    assert!(store.raise_alert(&a, &svc::raised_entry(&a)).expect("store"));
     // The same (visit, kind, carer, subject) under another id: not raised again.
     let again = svc::new_alert(
         &settings,
@@ -807,7 +807,9 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
         Some(team),
         t + 5,
     );
-    assert!(!store.raise_alert(&again, &svc::raised_entry(&again)).unwrap());
+    assert!(!store
+        .raise_alert(&again, &svc::raised_entry(&again))
+        .expect("store"));
     // Another subject (a second concern note) is another alert.
     let note = svc::new_alert(
         &settings,
@@ -818,20 +820,22 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
         Some(team),
         t,
     );
-    assert!(store.raise_alert(&note, &svc::raised_entry(&note)).unwrap());
-    assert_eq!(store.alert(again.alert_id).unwrap(), None);
-    assert_eq!(store.alert(a.alert_id).unwrap().as_ref(), Some(&a));
+    assert!(store
+        .raise_alert(&note, &svc::raised_entry(&note))
+        .expect("store"));
+    assert_eq!(store.alert(again.alert_id).expect("store"), None);
+    assert_eq!(store.alert(a.alert_id).expect("store").as_ref(), Some(&a));
 
     let sup = PersonId::new();
-    let (acked, entries) = svc::acknowledge(&a, sup, t + 60_000).unwrap();
-    assert!(store.update_alert(&acked, 1, &entries).unwrap());
+    let (acked, entries) = svc::acknowledge(&a, sup, t + 60_000).expect("store");
+    assert!(store.update_alert(&acked, 1, &entries).expect("store"));
     // A writer who read version 1 is refused and nothing is appended.
     let (late, late_entries) =
-        svc::resolve(&a, sup, t + 70_000, ResolutionAction::NoActionNeeded, "x").unwrap();
-    assert!(!store.update_alert(&late, 1, &late_entries).unwrap());
-    let stored = store.alert(a.alert_id).unwrap().unwrap();
+        svc::resolve(&a, sup, t + 70_000, ResolutionAction::NoActionNeeded, "x").expect("store");
+    assert!(!store.update_alert(&late, 1, &late_entries).expect("store"));
+    let stored = store.alert(a.alert_id).expect("store").expect("store");
     assert_eq!(stored, acked);
-    let history = store.alert_history(a.alert_id).unwrap();
+    let history = store.alert_history(a.alert_id).expect("store");
     assert_eq!(
         history.iter().map(|e| (e.seq, e.step, e.by)).collect::<Vec<_>>(),
         vec![
@@ -845,16 +849,16 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
             visit: Some(visit),
             ..AlertQuery::default()
         })
-        .unwrap();
+        .expect("store");
     assert_eq!(open.len(), 2);
-    let (closed, entries) = svc::close(&note, t + 1, CloseReason::Cancelled).unwrap();
-    assert!(store.update_alert(&closed, 1, &entries).unwrap());
+    let (closed, entries) = svc::close(&note, t + 1, CloseReason::Cancelled).expect("store");
+    assert!(store.update_alert(&closed, 1, &entries).expect("store"));
     let open = store
         .alerts(&AlertQuery {
             open_only: true,
             ..AlertQuery::default()
         })
-        .unwrap();
+        .expect("store");
     assert_eq!(
         open.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
         vec![a.alert_id]
@@ -865,31 +869,31 @@ fn alerts_once_and_versioned(store: &dyn ServerStore) {
             raised_to: Some(t + 1),
             ..AlertQuery::default()
         })
-        .unwrap();
+        .expect("store");
     assert_eq!(window.len(), 2);
     assert_eq!(
-        store.alert_history(note.alert_id).unwrap()[1].close_reason,
+        store.alert_history(note.alert_id).expect("store")[1].close_reason,
         Some(CloseReason::Cancelled)
     );
 }
 
 fn leases(store: &dyn ServerStore) {
-    assert!(store.claim_lease("sweep", "a", 1000, 2000).unwrap());
+    assert!(store.claim_lease("sweep", "a", 1000, 2000).expect("store"));
     assert!(
-        !store.claim_lease("sweep", "b", 1500, 2500).unwrap(),
+        !store.claim_lease("sweep", "b", 1500, 2500).expect("store"),
         "a holds it"
     );
     assert!(
-        store.claim_lease("sweep", "a", 1500, 2500).unwrap(),
+        store.claim_lease("sweep", "a", 1500, 2500).expect("store"),
         "the holder renews"
     );
     assert!(
-        store.claim_lease("sweep", "b", 2500, 3500).unwrap(),
+        store.claim_lease("sweep", "b", 2500, 3500).expect("store"),
         "lapsed at 2500"
     );
-    assert!(!store.claim_lease("sweep", "a", 2600, 3600).unwrap());
+    assert!(!store.claim_lease("sweep", "a", 2600, 3600).expect("store"));
     assert!(
-        store.claim_lease("other", "a", 2600, 3600).unwrap(),
+        store.claim_lease("other", "a", 2600, 3600).expect("store"),
         "leases are by name"
     );
 }

@@ -72,7 +72,7 @@ impl OversightSettings {
                 .trim()
                 .parse()
                 .map_err(|_| format!("{part:?}: minutes must be a number"))?;
-            if !(minutes.is_finite() && minutes >= 0.0 && minutes <= 7.0 * 24.0 * 60.0) {
+            if !(minutes.is_finite() && (0.0..=7.0 * 24.0 * 60.0).contains(&minutes)) {
                 return Err(format!("{part:?}: minutes must be between 0 and 10080"));
             }
             self.ack_within
@@ -525,10 +525,12 @@ pub fn sweep(
         open_only: true,
         ..AlertQuery::default()
     })? {
-        if a.state == AlertState::Raised && a.escalated_at.is_none() && now > a.ack_due_at {
-            if change::<StoreError>(store, a.alert_id, |cur| Ok(escalate(cur, now)))?.is_some() {
-                swept.escalated += 1;
-            }
+        if a.state == AlertState::Raised
+            && a.escalated_at.is_none()
+            && now > a.ack_due_at
+            && change::<StoreError>(store, a.alert_id, |cur| Ok(escalate(cur, now)))?.is_some()
+        {
+            swept.escalated += 1;
         }
     }
     Ok(swept)
@@ -735,7 +737,7 @@ mod tests {
             "the deadline itself is in time"
         );
         let sup = PersonId::new();
-        let (acked, entries) = acknowledge(&a, sup, T + 15 * MINUTE_MS).unwrap();
+        let (acked, entries) = acknowledge(&a, sup, T + 15 * MINUTE_MS).expect("allowed");
         assert_eq!(acked.escalated_at, None);
         assert_eq!(acked.state, AlertState::Acknowledged);
         assert_eq!(acked.version, 2);
@@ -751,14 +753,14 @@ mod tests {
     fn one_second_late_escalates_whether_the_sweep_or_the_acknowledgement_sees_it_first() {
         let a = alert(AlertKind::Missed);
         let late = T + 15 * MINUTE_MS + 1000;
-        let (escalated, entries) = escalate(&a, late).unwrap();
+        let (escalated, entries) = escalate(&a, late).expect("allowed");
         assert_eq!(escalated.escalated_at, Some(late));
         assert_eq!(entries[0].step, AlertStep::Escalated);
         assert_eq!(entries[0].seq, 2);
         // An escalation is recorded once.
         assert!(escalate(&escalated, late + 1000).is_none());
         // Acknowledged late before any sweep: the escalation is recorded first.
-        let (acked, entries) = acknowledge(&a, PersonId::new(), late).unwrap();
+        let (acked, entries) = acknowledge(&a, PersonId::new(), late).expect("allowed");
         assert_eq!(acked.escalated_at, Some(late));
         assert_eq!(
             entries.iter().map(|e| (e.seq, e.step)).collect::<Vec<_>>(),
@@ -770,7 +772,7 @@ mod tests {
     fn per_kind_deadlines_are_configurable_and_bad_settings_are_refused() {
         let s = OversightSettings::default()
             .with_ack_minutes("missed=5, concern=0.5")
-            .unwrap();
+            .expect("allowed");
         assert_eq!(s.ack_within(AlertKind::Missed), 5 * MINUTE_MS);
         assert_eq!(s.ack_within(AlertKind::Concern), 30_000);
         assert_eq!(s.ack_within(AlertKind::Overdue), 15 * MINUTE_MS);
@@ -789,7 +791,8 @@ mod tests {
             resolve(&a, sup, T + 1, ResolutionAction::ContactedCarer, "  "),
             Err(LifecycleError::BadNote)
         ));
-        let (done, entries) = resolve(&a, sup, T + 1, ResolutionAction::ContactedCarer, "rang Ann").unwrap();
+        let (done, entries) =
+            resolve(&a, sup, T + 1, ResolutionAction::ContactedCarer, "rang Ann").expect("allowed");
         assert_eq!(done.state, AlertState::Resolved);
         assert_eq!(done.acknowledged_at, Some(T + 1));
         assert_eq!(entries.len(), 2);

@@ -248,6 +248,9 @@ pub const CLAIM_LEASE: &str =
 pub const ADD_LEASE: &str =
     "INSERT INTO leases (name, holder, until_ms) VALUES ($1, '', 0) ON CONFLICT (name) DO NOTHING";
 
+/// A row read back: its text columns and its integer columns (each `None` where the other kind).
+pub type RawRow = (Vec<Option<String>>, Vec<Option<i64>>);
+
 /// A value to bind, for either backend.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -327,12 +330,6 @@ pub fn entry_values(e: &AlertEntry) -> Vec<Value> {
         opt_text(e.close_reason.map(|x| x.as_str())),
         text(&e.detail),
     ]
-}
-
-/// A row's columns as read back, in [`ALERT_COLS`] order.
-pub struct RawAlert {
-    pub text: [Option<String>; 19],
-    pub int: [Option<i64>; 19],
 }
 
 fn parse<T: FromStr>(s: &Option<String>, what: &str) -> Result<T> {

@@ -468,7 +468,7 @@ fn al_insert(tx: &mut Transaction<'_>, alert: &al::AlertRecord, entry: &al::Aler
     Ok(inserted == 1)
 }
 
-fn al_row<const N: usize>(r: &Row, ints: &[bool; N]) -> Result<(Vec<Option<String>>, Vec<Option<i64>>)> {
+fn al_row<const N: usize>(r: &Row, ints: &[bool; N]) -> Result<al::RawRow> {
     let mut t = Vec::with_capacity(N);
     let mut i = Vec::with_capacity(N);
     for (k, is_int) in ints.iter().enumerate() {

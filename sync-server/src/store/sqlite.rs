@@ -231,10 +231,7 @@ fn al_insert(tx: &Transaction<'_>, alert: &al::AlertRecord, entry: &al::AlertEnt
 }
 
 /// A row read as text and integers by column kind.
-fn al_row<const N: usize>(
-    r: &Row<'_>,
-    ints: &[bool; N],
-) -> rusqlite::Result<(Vec<Option<String>>, Vec<Option<i64>>)> {
+fn al_row<const N: usize>(r: &Row<'_>, ints: &[bool; N]) -> rusqlite::Result<al::RawRow> {
     let mut t = Vec::with_capacity(N);
     let mut i = Vec::with_capacity(N);
     for (k, is_int) in ints.iter().enumerate() {
