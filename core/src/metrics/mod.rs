@@ -20,6 +20,7 @@ pub mod report;
 pub mod rules;
 pub mod time_trust;
 pub mod visit_outcome;
+pub mod working_days;
 
 #[cfg(test)]
 pub(crate) mod test_support;
