@@ -305,6 +305,9 @@ struct Oversight {
     /// Seconds between passes of the alert sweep (raise as time passes, close, escalate).
     #[arg(long, env = "CARESYNC_ALERT_SWEEP_SECS", default_value_t = 60.0)]
     alert_sweep_secs: f64,
+    /// Bank holidays (not working days for escalation deadlines), comma-separated YYYY-MM-DD.
+    #[arg(long, env = "CARESYNC_BANK_HOLIDAYS", default_value = "")]
+    bank_holidays: String,
 }
 
 impl Oversight {
@@ -317,7 +320,9 @@ impl Oversight {
         }
         let mut s = caresync_server::services::alerts::OversightSettings::default()
             .with_ack_minutes(&self.ack_within)
-            .map_err(|e| format!("--ack-within: {e}"))?;
+            .map_err(|e| format!("--ack-within: {e}"))?
+            .with_bank_holidays(&self.bank_holidays)
+            .map_err(|e| format!("--bank-holidays: {e}"))?;
         s.sweep_every_ms = (self.alert_sweep_secs * 1000.0).round() as i64;
         Ok(s)
     }
@@ -329,6 +334,7 @@ fn spawn_alert_sweep(state: &AppState) {
     let store = state.store.clone();
     let settings = state.oversight.clone();
     let holder = uuid::Uuid::new_v4().to_string();
+    let tz = state.tz;
     tokio::spawn(async move {
         let every = std::time::Duration::from_millis(settings.sweep_every_ms.max(100) as u64);
         let mut ticks = tokio::time::interval(every);
@@ -338,7 +344,19 @@ fn spawn_alert_sweep(state: &AppState) {
             let (store, settings, holder) = (store.clone(), settings.clone(), holder.clone());
             let pass = tokio::task::spawn_blocking(move || {
                 let now = caresync_core::clock::system_now();
-                caresync_server::services::alerts::sweep(store.as_ref(), &settings, &holder, now)
+                let swept =
+                    caresync_server::services::alerts::sweep(store.as_ref(), &settings, &holder, now)?;
+                if swept.ran {
+                    // Reconciliation mismatches of the last two complete weeks (each opened once).
+                    caresync_server::services::escalations::open_for_mismatches(
+                        store.as_ref(),
+                        &settings,
+                        tz,
+                        now,
+                        2,
+                    )?;
+                }
+                Ok::<_, caresync_server::store::StoreError>(swept)
             })
             .await;
             match pass {

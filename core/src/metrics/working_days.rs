@@ -42,11 +42,23 @@ mod tests {
         let holidays: BTreeSet<NaiveDate> = [d(2026, 12, 25), d(2026, 12, 28), d(2027, 1, 1)].into();
         assert_eq!(reconciliation_due(d(2026, 12, 21), &holidays), d(2027, 1, 5));
         // No holidays: Mon 28 .. Fri 1 January.
-        assert_eq!(reconciliation_due(d(2026, 12, 21), &BTreeSet::new()), d(2027, 1, 1));
+        assert_eq!(
+            reconciliation_due(d(2026, 12, 21), &BTreeSet::new()),
+            d(2027, 1, 1)
+        );
         // An ordinary week: Sunday 29 November → Mon 30 .. Fri 4 December.
-        assert_eq!(reconciliation_due(d(2026, 11, 23), &BTreeSet::new()), d(2026, 12, 4));
+        assert_eq!(
+            reconciliation_due(d(2026, 11, 23), &BTreeSet::new()),
+            d(2026, 12, 4)
+        );
         // From a Friday, one working day is the Monday.
-        assert_eq!(add_working_days(d(2026, 11, 27), 1, &BTreeSet::new()), d(2026, 11, 30));
-        assert_eq!(add_working_days(d(2026, 11, 27), 0, &BTreeSet::new()), d(2026, 11, 27));
+        assert_eq!(
+            add_working_days(d(2026, 11, 27), 1, &BTreeSet::new()),
+            d(2026, 11, 30)
+        );
+        assert_eq!(
+            add_working_days(d(2026, 11, 27), 0, &BTreeSet::new()),
+            d(2026, 11, 27)
+        );
     }
 }

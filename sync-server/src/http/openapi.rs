@@ -131,6 +131,10 @@ pub const OPERATIONS: &[Operation] = &[
     op!("post" "/api/v1/oversight/alerts/{id}/acknowledge" OfficeOrSupervisor Alert "acknowledgeAlert" "Acknowledge; past the kind's deadline it is recorded as escalated first", None, (200, "AlertRecord")),
     op!("post" "/api/v1/oversight/alerts/{id}/resolve" OfficeOrSupervisor Alert "resolveAlert" "Resolve with an action from the fixed list and a note (acknowledges too if needed)", Some("Resolution"), (200, "AlertRecord")),
     op!("get" "/api/v1/oversight/figures" OfficeOrSupervisor Nothing "oversightFigures" "Per team and month: alerts by kind, median and p90 minutes to acknowledge and resolve, share escalated (a supervisor: their team)", None, (200, "OversightRowList"), &["from:date:true", "to:date:true"]),
+    op!("get" "/api/v1/oversight/escalations" Office Nothing "listEscalations" "Weekly reconciliation mismatches: due within 5 working days of the week's end, status, raised on time", None, (200, "EscalationList")),
+    op!("post" "/api/v1/oversight/escalations/raise" Office Nothing "raiseEscalation" "Raise an escalation with the commissioner now (records the contact; 409 already_raised)", Some("RaiseEscalation"), (200, "Escalation")),
+    op!("get" "/api/v1/oversight/commissioner-contacts" Office Nothing "listCommissionerContacts" "Contacts with commissioners (evidence of proactive communication)", None, (200, "CommissionerContactList")),
+    op!("post" "/api/v1/oversight/commissioner-contacts" Office Nothing "addCommissionerContact" "Record a contact with a commissioner: date, contract, summary", Some("NewCommissionerContact"), (201, "CommissionerContact")),
     op!("get" "/api/v1/oversight/figures.csv" OfficeOrSupervisor Nothing "oversightFiguresCsv" "The oversight figures as CSV", None, (200, "csv"), &["from:date:true", "to:date:true"]),
 ];
 
@@ -932,6 +936,82 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     add("OversightRowList", list("OversightRow"));
+    let day = json!({ "type": "string", "format": "date" });
+    let opt_day = json!({ "type": ["string", "null"], "format": "date" });
+    add(
+        "Escalation",
+        obj(
+            &[
+                ("escalation_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                ("client_id", uuid.clone()),
+                ("week_start", day.clone()),
+                ("authorised_minutes", int.clone()),
+                ("delivered_minutes", int.clone()),
+                ("opened_at", ms.clone()),
+                ("due_on", day.clone()),
+                ("raised_at", opt_ms.clone()),
+                ("raised_on", opt_day.clone()),
+                ("raised_by", opt_uuid.clone()),
+                ("contact_id", opt_uuid.clone()),
+                ("status", e(&["open", "raised"])),
+                (
+                    "on_time",
+                    json!({ "type": ["boolean", "null"], "description": "raised: by the due day; open: false once past it, else null" }),
+                ),
+            ],
+            &[
+                "escalation_id",
+                "contract_id",
+                "client_id",
+                "week_start",
+                "due_on",
+                "status",
+            ],
+        ),
+    );
+    add("EscalationList", list("Escalation"));
+    add(
+        "RaiseEscalation",
+        obj(
+            &[("escalation_id", uuid.clone()), ("summary", text.clone())],
+            &["escalation_id", "summary"],
+        ),
+    );
+    add(
+        "CommissionerContact",
+        obj(
+            &[
+                ("contact_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                ("contact_on", day.clone()),
+                ("summary", text.clone()),
+                ("recorded_by", uuid.clone()),
+                ("recorded_at", ms.clone()),
+                ("escalation_id", opt_uuid.clone()),
+            ],
+            &[
+                "contact_id",
+                "contract_id",
+                "contact_on",
+                "summary",
+                "recorded_by",
+                "recorded_at",
+            ],
+        ),
+    );
+    add("CommissionerContactList", list("CommissionerContact"));
+    add(
+        "NewCommissionerContact",
+        obj(
+            &[
+                ("contract_id", uuid.clone()),
+                ("date", day.clone()),
+                ("summary", text.clone()),
+            ],
+            &["contract_id", "date", "summary"],
+        ),
+    );
     for cbor in ["EnrolRequest", "EnrolResponse", "SyncRequest", "SyncResponse"] {
         add(
             cbor,

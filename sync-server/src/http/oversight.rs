@@ -2,11 +2,12 @@
 //! resolve; and the oversight figures per team and month. Scoping is the visits' scoping
 //! (`services::scope`): an alert is in a supervisor's scope when its visit is.
 
-use super::office::{json_body, parse_id, require, OFFICE_OR_SUPERVISOR};
+use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
 use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
 use crate::services::alerts::{self, LifecycleError, OversightRow};
+use crate::services::escalations::{self, EscalationView, RaiseError};
 use crate::services::scope::{self, Scope};
-use crate::store::alerts::{AlertEntry, AlertQuery, AlertRecord, ResolutionAction};
+use crate::store::alerts::{AlertEntry, AlertQuery, AlertRecord, CommissionerContact, ResolutionAction};
 use crate::store::{Principal, StoreError};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -32,6 +33,12 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/oversight/figures.csv",
             get(|s, h, q| figures(s, h, q, true)),
+        )
+        .route("/api/v1/oversight/escalations", get(list_escalations))
+        .route("/api/v1/oversight/escalations/raise", post(raise_escalation))
+        .route(
+            "/api/v1/oversight/commissioner-contacts",
+            get(list_contacts).post(add_contact),
         )
 }
 
@@ -232,6 +239,113 @@ async fn figures(
         } else {
             Json(rows).into_response()
         })
+    })
+    .await
+}
+
+impl From<RaiseError> for ApiError {
+    fn from(e: RaiseError) -> Self {
+        match e {
+            RaiseError::Unknown(_) => ApiError::not_found(e.to_string()),
+            RaiseError::AlreadyRaised(_) => {
+                ApiError::new(StatusCode::CONFLICT, "already_raised", e.to_string())
+            }
+            RaiseError::BadSummary => ApiError::bad_request("invalid", e.to_string()),
+            RaiseError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Reconciliation escalations with their due day, status and whether raised in time (office).
+async fn list_escalations(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<EscalationView>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let today = escalations::local_day(now(), st.tz);
+        Ok(Json(
+            st.store
+                .escalations()?
+                .into_iter()
+                .map(|e| escalations::view(e, today))
+                .collect(),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct RaiseBody {
+    escalation_id: String,
+    /// What the commissioner was told (kept as the contact's summary).
+    summary: String,
+}
+
+async fn raise_escalation(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RaiseBody>, JsonRejection>,
+) -> ApiResult<Json<EscalationView>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let b = json_body(body)?;
+        Ok(Json(escalations::raise(
+            st.store.as_ref(),
+            st.tz,
+            &b.escalation_id,
+            who.person.id,
+            &b.summary,
+            now(),
+        )?))
+    })
+    .await
+}
+
+async fn list_contacts(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<CommissionerContact>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        Ok(Json(st.store.commissioner_contacts()?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NewContact {
+    contract_id: ContractId,
+    /// The local day of the contact.
+    date: NaiveDate,
+    summary: String,
+}
+
+async fn add_contact(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewContact>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CommissionerContact>)> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let c = json_body(body)?;
+        if st.store.contract(c.contract_id)?.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid",
+                format!("no contract {}", c.contract_id),
+            ));
+        }
+        let contact = escalations::record_contact(
+            st.store.as_ref(),
+            c.contract_id,
+            c.date,
+            &c.summary,
+            who.person.id,
+            now(),
+        )?;
+        Ok((StatusCode::CREATED, Json(contact)))
     })
     .await
 }

@@ -36,6 +36,8 @@ pub struct OversightSettings {
     pub sweep_every_ms: Millis,
     /// How far back the sweep looks at visits' planned starts.
     pub sweep_back_ms: Millis,
+    /// Days that are not working days for escalation deadlines (`--bank-holidays`).
+    pub bank_holidays: std::collections::BTreeSet<chrono::NaiveDate>,
 }
 
 impl Default for OversightSettings {
@@ -56,6 +58,7 @@ impl Default for OversightSettings {
             ack_within,
             sweep_every_ms: MINUTE_MS,
             sweep_back_ms: 2 * DAY_MS,
+            bank_holidays: Default::default(),
         }
     }
 }
@@ -77,6 +80,17 @@ impl OversightSettings {
             }
             self.ack_within
                 .insert(kind, (minutes * MINUTE_MS as f64).round() as Millis);
+        }
+        Ok(self)
+    }
+
+    /// Bank holidays from comma-separated `YYYY-MM-DD` days.
+    pub fn with_bank_holidays(mut self, spec: &str) -> Result<Self, String> {
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let day = part
+                .parse::<chrono::NaiveDate>()
+                .map_err(|_| format!("{part:?}: expected YYYY-MM-DD"))?;
+            self.bank_holidays.insert(day);
         }
         Ok(self)
     }

@@ -213,6 +213,30 @@ pub fn ddl(int: &str) -> String {
              detail TEXT NOT NULL,
              PRIMARY KEY (alert_id, seq)
          );
+         CREATE TABLE IF NOT EXISTS escalations (
+             escalation_id TEXT PRIMARY KEY,
+             contract_id TEXT NOT NULL,
+             client_id TEXT NOT NULL,
+             week_start TEXT NOT NULL,
+             authorised_minutes {int} NOT NULL,
+             delivered_minutes {int} NOT NULL,
+             opened_at {int} NOT NULL,
+             due_on TEXT NOT NULL,
+             raised_at {int},
+             raised_on TEXT,
+             raised_by TEXT,
+             contact_id TEXT,
+             UNIQUE (contract_id, client_id, week_start)
+         );
+         CREATE TABLE IF NOT EXISTS commissioner_contacts (
+             contact_id TEXT PRIMARY KEY,
+             contract_id TEXT NOT NULL,
+             contact_on TEXT NOT NULL,
+             summary TEXT NOT NULL,
+             recorded_by TEXT NOT NULL,
+             recorded_at {int} NOT NULL,
+             escalation_id TEXT
+         );
          CREATE TABLE IF NOT EXISTS leases (
              name TEXT PRIMARY KEY,
              holder TEXT NOT NULL,
@@ -432,4 +456,125 @@ pub fn query_where(q: &AlertQuery) -> (String, Vec<Value>) {
 /// SQLite's placeholders (`?n`) for SQL written with PostgreSQL's (`$n`).
 pub fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
+}
+
+/// A weekly reconciliation mismatch (authorised against delivered minutes) for one client and
+/// contract, to be raised with the commissioner within 5 working days of the week's end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub escalation_id: String,
+    pub contract_id: ContractId,
+    pub client_id: ClientId,
+    /// The ISO week's Monday, `YYYY-MM-DD`.
+    pub week_start: String,
+    pub authorised_minutes: i64,
+    pub delivered_minutes: i64,
+    pub opened_at: Millis,
+    /// Raise by this local day (inclusive).
+    pub due_on: String,
+    pub raised_at: Option<Millis>,
+    /// The local day it was raised with the commissioner.
+    pub raised_on: Option<String>,
+    pub raised_by: Option<PersonId>,
+    /// The commissioner contact that raised it.
+    pub contact_id: Option<String>,
+}
+
+/// A contact with a commissioner: evidence of proactive communication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionerContact {
+    pub contact_id: String,
+    pub contract_id: ContractId,
+    /// The local day of the contact, `YYYY-MM-DD`.
+    pub contact_on: String,
+    pub summary: String,
+    pub recorded_by: PersonId,
+    pub recorded_at: Millis,
+    /// The escalation it raised, if any.
+    pub escalation_id: Option<String>,
+}
+
+pub const ESCALATION_COLS: &str = "escalation_id, contract_id, client_id, week_start, authorised_minutes, \
+     delivered_minutes, opened_at, due_on, raised_at, raised_on, raised_by, contact_id";
+pub const ESCALATION_INT_COLS: [bool; 12] = [
+    false, false, false, false, true, true, true, false, true, false, false, false,
+];
+pub const INSERT_ESCALATION: &str =
+    "INSERT INTO escalations (escalation_id, contract_id, client_id, week_start, \
+     authorised_minutes, delivered_minutes, opened_at, due_on, raised_at, raised_on, raised_by, contact_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+     ON CONFLICT (contract_id, client_id, week_start) DO NOTHING";
+/// Mark an escalation raised, once.
+pub const RAISE_ESCALATION: &str =
+    "UPDATE escalations SET raised_at = $2, raised_on = $3, raised_by = $4, contact_id = $5 \
+     WHERE escalation_id = $1 AND raised_at IS NULL";
+pub const CONTACT_COLS: &str =
+    "contact_id, contract_id, contact_on, summary, recorded_by, recorded_at, escalation_id";
+pub const CONTACT_INT_COLS: [bool; 7] = [false, false, false, false, false, true, false];
+pub const INSERT_CONTACT: &str =
+    "INSERT INTO commissioner_contacts (contact_id, contract_id, contact_on, summary, \
+     recorded_by, recorded_at, escalation_id) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub fn escalation_values(e: &Escalation) -> Vec<Value> {
+    vec![
+        text(&e.escalation_id),
+        text(e.contract_id),
+        text(e.client_id),
+        text(&e.week_start),
+        Value::Int(Some(e.authorised_minutes)),
+        Value::Int(Some(e.delivered_minutes)),
+        Value::Int(Some(e.opened_at)),
+        text(&e.due_on),
+        Value::Int(e.raised_at),
+        Value::Text(e.raised_on.clone()),
+        opt_text(e.raised_by),
+        Value::Text(e.contact_id.clone()),
+    ]
+}
+
+pub fn escalation_from(t: &[Option<String>], i: &[Option<i64>]) -> Result<Escalation> {
+    if t.len() != 12 || i.len() != 12 {
+        return Err(StoreError::Corrupt("escalation row of the wrong width".into()));
+    }
+    Ok(Escalation {
+        escalation_id: t[0].clone().unwrap_or_default(),
+        contract_id: parse(&t[1], "contract")?,
+        client_id: parse(&t[2], "client")?,
+        week_start: t[3].clone().unwrap_or_default(),
+        authorised_minutes: i[4].unwrap_or(0),
+        delivered_minutes: i[5].unwrap_or(0),
+        opened_at: i[6].unwrap_or(0),
+        due_on: t[7].clone().unwrap_or_default(),
+        raised_at: i[8],
+        raised_on: t[9].clone(),
+        raised_by: parse_opt(&t[10], "raised_by")?,
+        contact_id: t[11].clone(),
+    })
+}
+
+pub fn contact_values(c: &CommissionerContact) -> Vec<Value> {
+    vec![
+        text(&c.contact_id),
+        text(c.contract_id),
+        text(&c.contact_on),
+        text(&c.summary),
+        text(c.recorded_by),
+        Value::Int(Some(c.recorded_at)),
+        Value::Text(c.escalation_id.clone()),
+    ]
+}
+
+pub fn contact_from(t: &[Option<String>], i: &[Option<i64>]) -> Result<CommissionerContact> {
+    if t.len() != 7 || i.len() != 7 {
+        return Err(StoreError::Corrupt("contact row of the wrong width".into()));
+    }
+    Ok(CommissionerContact {
+        contact_id: t[0].clone().unwrap_or_default(),
+        contract_id: parse(&t[1], "contract")?,
+        contact_on: t[2].clone().unwrap_or_default(),
+        summary: t[3].clone().unwrap_or_default(),
+        recorded_by: parse(&t[4], "recorded_by")?,
+        recorded_at: i[5].unwrap_or(0),
+        escalation_id: t[6].clone(),
+    })
 }

@@ -301,4 +301,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Take or renew a named lease until `until` (true), unless another holder has it past `now`.
     /// The time-driven alert sweep holds one so several instances do not repeat each other's work.
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool>;
+    /// Open a reconciliation escalation unless one exists for its (contract, client, week).
+    fn open_escalation(&self, e: &alerts::Escalation) -> Result<bool>;
+    fn escalations(&self) -> Result<Vec<alerts::Escalation>>;
+    /// In one transaction: record the contact and mark the escalation it names raised (once;
+    /// false and nothing written if it was already raised or does not exist).
+    fn raise_escalation(&self, contact: &alerts::CommissionerContact) -> Result<bool>;
+    fn add_commissioner_contact(&self, contact: &alerts::CommissionerContact) -> Result<()>;
+    fn commissioner_contacts(&self) -> Result<Vec<alerts::CommissionerContact>>;
 }

@@ -1337,6 +1337,68 @@ impl ServerStore for PostgresStore {
         })
     }
 
+    fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
+        self.write(|tx| {
+            let values = al::escalation_values(e);
+            Ok(tx.execute(al::INSERT_ESCALATION, &al_bind(&values))? == 1)
+        })
+    }
+
+    fn escalations(&self) -> Result<Vec<al::Escalation>> {
+        let mut conn = self.conn()?;
+        let sql = format!(
+            "SELECT {} FROM escalations ORDER BY week_start, contract_id, client_id",
+            al::ESCALATION_COLS
+        );
+        let mut out = Vec::new();
+        for r in conn.query(&sql, &[])? {
+            let (t, i) = al_row(&r, &al::ESCALATION_INT_COLS)?;
+            out.push(al::escalation_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn raise_escalation(&self, c: &al::CommissionerContact) -> Result<bool> {
+        let Some(escalation) = c.escalation_id.clone() else {
+            return Ok(false);
+        };
+        self.write(|tx| {
+            let by = c.recorded_by.to_string();
+            let n = tx.execute(
+                al::RAISE_ESCALATION,
+                &[&escalation, &c.recorded_at, &c.contact_on, &by, &c.contact_id],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+            let values = al::contact_values(c);
+            tx.execute(al::INSERT_CONTACT, &al_bind(&values))?;
+            Ok(true)
+        })
+    }
+
+    fn add_commissioner_contact(&self, c: &al::CommissionerContact) -> Result<()> {
+        self.write(|tx| {
+            let values = al::contact_values(c);
+            tx.execute(al::INSERT_CONTACT, &al_bind(&values))?;
+            Ok(())
+        })
+    }
+
+    fn commissioner_contacts(&self) -> Result<Vec<al::CommissionerContact>> {
+        let mut conn = self.conn()?;
+        let sql = format!(
+            "SELECT {} FROM commissioner_contacts ORDER BY contact_on, recorded_at",
+            al::CONTACT_COLS
+        );
+        let mut out = Vec::new();
+        for r in conn.query(&sql, &[])? {
+            let (t, i) = al_row(&r, &al::CONTACT_INT_COLS)?;
+            out.push(al::contact_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
         self.write(|tx| {
             tx.execute(al::ADD_LEASE, &[&name])?;

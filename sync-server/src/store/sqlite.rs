@@ -1364,6 +1364,76 @@ impl ServerStore for SqliteStore {
         })
     }
 
+    fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached(&al::sqlite_sql(al::INSERT_ESCALATION))?
+                .execute(rusqlite::params_from_iter(al_bind(al::escalation_values(e))))?
+                == 1)
+        })
+    }
+
+    fn escalations(&self) -> Result<Vec<al::Escalation>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM escalations ORDER BY week_start, contract_id, client_id",
+            al::ESCALATION_COLS
+        ))?;
+        let rows = stmt.query_map([], |r| al_row(r, &al::ESCALATION_INT_COLS))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, i) = row?;
+            out.push(al::escalation_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn raise_escalation(&self, c: &al::CommissionerContact) -> Result<bool> {
+        let Some(escalation) = c.escalation_id.clone() else {
+            return Ok(false);
+        };
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(&al::sqlite_sql(al::RAISE_ESCALATION))?
+                .execute(params![
+                    escalation,
+                    c.recorded_at,
+                    c.contact_on,
+                    c.recorded_by.to_string(),
+                    c.contact_id
+                ])?;
+            if n != 1 {
+                return Ok(false);
+            }
+            tx.prepare_cached(&al::sqlite_sql(al::INSERT_CONTACT))?
+                .execute(rusqlite::params_from_iter(al_bind(al::contact_values(c))))?;
+            Ok(true)
+        })
+    }
+
+    fn add_commissioner_contact(&self, c: &al::CommissionerContact) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached(&al::sqlite_sql(al::INSERT_CONTACT))?
+                .execute(rusqlite::params_from_iter(al_bind(al::contact_values(c))))?;
+            Ok(())
+        })
+    }
+
+    fn commissioner_contacts(&self) -> Result<Vec<al::CommissionerContact>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM commissioner_contacts ORDER BY contact_on, recorded_at",
+            al::CONTACT_COLS
+        ))?;
+        let rows = stmt.query_map([], |r| al_row(r, &al::CONTACT_INT_COLS))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, i) = row?;
+            out.push(al::contact_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
         self.write(|tx| {
             tx.prepare_cached(&al::sqlite_sql(al::ADD_LEASE))?
