@@ -355,3 +355,101 @@ fn a_missed_visit_escalates_unacknowledged_and_closes_itself_when_a_late_sync_sh
     assert_eq!(closed["close_reason"], "clocked_out");
     Ok(())
 }
+
+#[test]
+fn a_reconciliation_mismatch_opens_an_escalation_raised_once_with_the_commissioner() -> TestResult {
+    let agency = Agency::start(&[
+        "--alert-sweep-secs",
+        "0.2",
+        "--bank-holidays",
+        "2026-12-25,2026-12-28",
+    ])?;
+    let ann = agency.carer_in_north("Ann")?;
+    // Eight days ago: in one of the last two complete weeks, authorised 30 minutes, delivered 0.
+    agency.office.create_visit(&[ann.carer], now() - 8 * DAY_MS)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let escalation = loop {
+        let (status, v) = agency.office.call("GET", "/api/v1/oversight/escalations", None)?;
+        assert_eq!(status, 200, "{v}");
+        if let Some(e) = v.as_array().and_then(|a| a.first()).cloned() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no escalation opened");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        (
+            escalation["authorised_minutes"].as_i64(),
+            escalation["delivered_minutes"].as_i64()
+        ),
+        (Some(30), Some(0))
+    );
+    assert_eq!(escalation["status"], "open");
+    let week_start: chrono::NaiveDate = escalation["week_start"].as_str().ok_or("no week")?.parse()?;
+    let due: chrono::NaiveDate = escalation["due_on"].as_str().ok_or("no due")?.parse()?;
+    // Five working days after the week's Sunday, skipping the configured bank holidays.
+    assert_eq!(
+        due,
+        caresync_core::metrics::working_days::reconciliation_due(
+            week_start,
+            &[
+                chrono::NaiveDate::from_ymd_opt(2026, 12, 25).ok_or("date")?,
+                chrono::NaiveDate::from_ymd_opt(2026, 12, 28).ok_or("date")?
+            ]
+            .into()
+        )
+    );
+    // A supervisor may not see or raise escalations.
+    let (status, _) = agency.as_who(&agency.sue, "GET", "/api/v1/oversight/escalations", None)?;
+    assert_eq!(status, 403);
+
+    let id = escalation["escalation_id"].as_str().ok_or("no id")?;
+    let (status, body) = agency.office.call(
+        "POST",
+        "/api/v1/oversight/escalations/raise",
+        Some(json!({"escalation_id": id, "summary": " "})),
+    )?;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid")));
+    let (status, raised) = agency.office.call(
+        "POST",
+        "/api/v1/oversight/escalations/raise",
+        Some(json!({"escalation_id": id, "summary": "Told the commissioner: one visit not delivered, week of the 16th"})),
+    )?;
+    assert_eq!(status, 200, "{raised}");
+    assert_eq!(raised["status"], "raised");
+    let today = chrono::Utc::now().with_timezone(&chrono_tz_london()).date_naive();
+    assert_eq!(raised["raised_on"], json!(today.to_string()));
+    assert_eq!(raised["on_time"], json!(today <= due));
+    let (status, again) = agency.office.call(
+        "POST",
+        "/api/v1/oversight/escalations/raise",
+        Some(json!({"escalation_id": id, "summary": "again"})),
+    )?;
+    assert_eq!((status, again["code"].as_str()), (409, Some("already_raised")));
+    // Later sweeps do not open it again.
+    std::thread::sleep(Duration::from_millis(600));
+    let (_, all) = agency.office.call("GET", "/api/v1/oversight/escalations", None)?;
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+
+    // The contact is on record, and contacts can be recorded on their own.
+    let contract = raised["contract_id"].clone();
+    let (status, c) = agency.office.call(
+        "POST",
+        "/api/v1/oversight/commissioner-contacts",
+        Some(json!({"contract_id": contract, "date": today.to_string(), "summary": "Late calls rising: sickness in North"})),
+    )?;
+    assert_eq!(status, 201, "{c}");
+    let (status, bad) = agency.office.call(
+        "POST",
+        "/api/v1/oversight/commissioner-contacts",
+        Some(json!({"contract_id": uuid::Uuid::new_v4(), "date": today.to_string(), "summary": "x"})),
+    )?;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("invalid")));
+    let (_, contacts) = agency
+        .office
+        .call("GET", "/api/v1/oversight/commissioner-contacts", None)?;
+    let contacts = contacts.as_array().ok_or("not a list")?;
+    assert_eq!(contacts.len(), 2, "{contacts:?}");
+    assert!(contacts.iter().any(|c| c["escalation_id"] == json!(id)));
+    Ok(())
+}

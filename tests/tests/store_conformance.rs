@@ -52,6 +52,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
         alerts_once_and_versioned,
     ),
     ("a lease has one holder until it lapses", leases),
+    (
+        "escalations open once per client, contract and week, and are raised once",
+        escalations_once,
+    ),
 ];
 
 fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
@@ -895,5 +899,75 @@ fn leases(store: &dyn ServerStore) {
     assert!(
         store.claim_lease("other", "a", 2600, 3600).expect("store"),
         "leases are by name"
+    );
+}
+
+fn escalations_once(store: &dyn ServerStore) {
+    use caresync_server::store::alerts::*;
+    let (contract, client, office) = (ContractId::new(), ClientId::new(), PersonId::new());
+    let e = Escalation {
+        escalation_id: "e1".into(),
+        contract_id: contract,
+        client_id: client,
+        week_start: "2026-12-21".into(),
+        authorised_minutes: 120,
+        delivered_minutes: 90,
+        opened_at: 5,
+        due_on: "2027-01-05".into(),
+        raised_at: None,
+        raised_on: None,
+        raised_by: None,
+        contact_id: None,
+    };
+    assert!(store.open_escalation(&e).expect("open"));
+    let twin = Escalation {
+        escalation_id: "e2".into(),
+        ..e.clone()
+    };
+    assert!(
+        !store.open_escalation(&twin).expect("open"),
+        "same client, contract and week"
+    );
+    assert_eq!(store.escalations().expect("list"), vec![e.clone()]);
+    let contact = |id: &str, escalation: Option<&str>| CommissionerContact {
+        contact_id: id.into(),
+        contract_id: contract,
+        contact_on: "2027-01-04".into(),
+        summary: "told them".into(),
+        recorded_by: office,
+        recorded_at: 7,
+        escalation_id: escalation.map(str::to_string),
+    };
+    assert!(store.raise_escalation(&contact("c1", Some("e1"))).expect("raise"));
+    assert!(
+        !store.raise_escalation(&contact("c2", Some("e1"))).expect("raise"),
+        "once"
+    );
+    assert!(!store
+        .raise_escalation(&contact("c3", Some("nope")))
+        .expect("raise"));
+    store
+        .add_commissioner_contact(&contact("c4", None))
+        .expect("contact");
+    let raised = &store.escalations().expect("list")[0];
+    assert_eq!(
+        (
+            raised.raised_at,
+            raised.raised_on.as_deref(),
+            raised.raised_by,
+            raised.contact_id.as_deref()
+        ),
+        (Some(7), Some("2027-01-04"), Some(office), Some("c1"))
+    );
+    let mut ids: Vec<String> = store
+        .commissioner_contacts()
+        .expect("contacts")
+        .into_iter()
+        .map(|c| c.contact_id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["c1".to_string(), "c4".to_string()],
+        "a refused raise records no contact"
     );
 }
