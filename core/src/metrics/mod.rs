@@ -14,6 +14,7 @@ pub mod billing;
 mod csv;
 pub mod facts;
 pub mod periods;
+pub mod projection;
 pub mod reconciliation;
 pub mod record;
 pub mod report;
