@@ -131,6 +131,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("post" "/api/v1/oversight/alerts/{id}/acknowledge" OfficeOrSupervisor Alert "acknowledgeAlert" "Acknowledge; past the kind's deadline it is recorded as escalated first", None, (200, "AlertRecord")),
     op!("post" "/api/v1/oversight/alerts/{id}/resolve" OfficeOrSupervisor Alert "resolveAlert" "Resolve with an action from the fixed list and a note (acknowledges too if needed)", Some("Resolution"), (200, "AlertRecord")),
     op!("get" "/api/v1/oversight/figures" OfficeOrSupervisor Nothing "oversightFigures" "Per team and month: alerts by kind, median and p90 minutes to acknowledge and resolve, share escalated (a supervisor: their team)", None, (200, "OversightRowList"), &["from:date:true", "to:date:true"]),
+    op!("get" "/api/v1/oversight/kpi-projection" Office Nothing "kpiProjection" "Per framework contract: month-to-date late % and missed % against the KPI maximum, projected to the month's end at the last seven days' rates; outlook ok, warning or breach", None, (200, "KpiProjectionList")),
     op!("get" "/api/v1/oversight/escalations" Office Nothing "listEscalations" "Weekly reconciliation mismatches: due within 5 working days of the week's end, status, raised on time", None, (200, "EscalationList")),
     op!("post" "/api/v1/oversight/escalations/raise" Office Nothing "raiseEscalation" "Raise an escalation with the commissioner now (records the contact; 409 already_raised)", Some("RaiseEscalation"), (200, "Escalation")),
     op!("get" "/api/v1/oversight/commissioner-contacts" Office Nothing "listCommissionerContacts" "Contacts with commissioners (evidence of proactive communication)", None, (200, "CommissionerContactList")),
@@ -971,6 +972,51 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     add("EscalationList", list("Escalation"));
+    let counts = obj(
+        &[
+            ("attended", int.clone()),
+            ("late", int.clone()),
+            ("missed", int.clone()),
+        ],
+        &["attended", "late", "missed"],
+    );
+    let measure = obj(
+        &[
+            ("month_to_date_pct", opt_num.clone()),
+            ("projected_pct", opt_num.clone()),
+            ("max_pct", num.clone()),
+            ("outlook", e(&["ok", "warning", "breach"])),
+        ],
+        &["max_pct", "outlook"],
+    );
+    add(
+        "KpiProjection",
+        obj(
+            &[
+                ("contract_id", uuid.clone()),
+                ("commissioner", text.clone()),
+                (
+                    "month",
+                    json!({ "type": "string", "description": "YYYY-MM, local" }),
+                ),
+                ("month_to_date", counts.clone()),
+                ("recent", counts),
+                ("remaining", int.clone()),
+                ("late", measure.clone()),
+                ("missed", measure),
+            ],
+            &[
+                "contract_id",
+                "month",
+                "month_to_date",
+                "recent",
+                "remaining",
+                "late",
+                "missed",
+            ],
+        ),
+    );
+    add("KpiProjectionList", list("KpiProjection"));
     add(
         "RaiseEscalation",
         obj(

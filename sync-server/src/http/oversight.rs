@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/oversight/figures.csv",
             get(|s, h, q| figures(s, h, q, true)),
         )
+        .route("/api/v1/oversight/kpi-projection", get(kpi_projection))
         .route("/api/v1/oversight/escalations", get(list_escalations))
         .route("/api/v1/oversight/escalations/raise", post(raise_escalation))
         .route(
@@ -346,6 +347,22 @@ async fn add_contact(
             now(),
         )?;
         Ok((StatusCode::CREATED, Json(contact)))
+    })
+    .await
+}
+
+/// Each framework contract's month to date and its projection to the month's end (office).
+async fn kpi_projection(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<escalations::ContractProjection>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        Ok(Json(escalations::kpi_projections(
+            st.store.as_ref(),
+            st.tz,
+            now(),
+        )?))
     })
     .await
 }

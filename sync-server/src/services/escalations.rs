@@ -217,3 +217,78 @@ mod tests {
         assert_eq!((late.status, late.on_time), ("open", Some(false)));
     }
 }
+
+/// One framework contract's month so far and where it is heading.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContractProjection {
+    pub contract_id: ContractId,
+    pub commissioner: String,
+    /// `YYYY-MM`, local.
+    pub month: String,
+    pub month_to_date: caresync_core::metrics::projection::KpiCounts,
+    /// The last seven days (within the month).
+    pub recent: caresync_core::metrics::projection::KpiCounts,
+    /// Visits planned from now to the month's end, not cancelled.
+    pub remaining: u64,
+    #[serde(flatten)]
+    pub projection: caresync_core::metrics::projection::KpiProjection,
+}
+
+/// For each contract with KPI targets: this month to date, projected to its end at `now`.
+pub fn kpi_projections(store: &dyn ServerStore, tz: Tz, now: Millis) -> Result<Vec<ContractProjection>> {
+    use caresync_core::metrics::projection::{project, KpiCounts};
+    use caresync_core::metrics::{ContractRules, KpiRow};
+    let today = local_day(now, tz);
+    let month_start = today.with_day(1).unwrap_or(today);
+    let next_month = month_start
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(month_start);
+    let tomorrow = today + Duration::days(1);
+    let recent_start = (today - Duration::days(6)).max(month_start);
+    let span = |from: NaiveDate, to: NaiveDate| -> Result<Span> {
+        let (from, to) = reports::day_range(tz, from, to).map_err(StoreError::Conflict)?;
+        Ok(Span {
+            from,
+            to,
+            as_of: now,
+            tz,
+        })
+    };
+    let counts = |rows: &[KpiRow], contract: ContractId| {
+        rows.iter()
+            .filter(|r| r.contract_id == contract)
+            .fold(KpiCounts::default(), |c, r| KpiCounts {
+                attended: c.attended + r.attended,
+                late: c.late + r.late,
+                missed: c.missed + r.missed,
+            })
+    };
+    let mtd = reports::kpi(store, span(month_start, tomorrow)?)?;
+    let recent = reports::kpi(store, span(recent_start, tomorrow)?)?;
+    let (_, month_end) = reports::day_range(tz, month_start, next_month).map_err(StoreError::Conflict)?;
+    let scheduled = store.visits_planned_between(now, month_end)?;
+    let mut out = Vec::new();
+    for c in store.contracts()? {
+        let Some(kpi) = serde_json::from_value::<ContractRules>(c.rules.clone())
+            .ok()
+            .and_then(|r| r.kpi)
+        else {
+            continue;
+        };
+        let remaining = scheduled
+            .iter()
+            .filter(|v| v.contract_id == c.id && v.status != VisitStatus::Cancelled)
+            .count() as u64;
+        let (m, r) = (counts(&mtd, c.id), counts(&recent, c.id));
+        out.push(ContractProjection {
+            contract_id: c.id,
+            commissioner: c.commissioner.clone(),
+            month: month_start.format("%Y-%m").to_string(),
+            month_to_date: m,
+            recent: r,
+            remaining,
+            projection: project(m, r, remaining, kpi),
+        });
+    }
+    Ok(out)
+}
