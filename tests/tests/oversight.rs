@@ -453,3 +453,53 @@ fn a_reconciliation_mismatch_opens_an_escalation_raised_once_with_the_commission
     assert!(contacts.iter().any(|c| c["escalation_id"] == json!(id)));
     Ok(())
 }
+
+#[test]
+fn the_kpi_projection_counts_the_month_so_far_and_the_visits_still_scheduled() -> TestResult {
+    let agency = Agency::start(&[])?;
+    let ann = agency.carer_in_north("Ann")?;
+    let client = agency.office.create_client("Mrs K", None)?;
+    let framework = agency.office.create_contract(
+        "Framework 2026",
+        "framework",
+        json!({"kpi": {"max_late_pct": 10, "max_missed_pct": 2}}),
+    )?;
+    agency.office.create_contract("Spot", "spot", json!({}))?;
+    let t = now();
+    // Missed a minute ago (E + 30 min), and one still to come.
+    let missed_at = t - 61 * MINUTE_MS;
+    agency
+        .office
+        .create_visit_for(client, framework, &[ann.carer], missed_at, 30)?;
+    agency
+        .office
+        .create_visit_for(client, framework, &[ann.carer], t + 10 * MINUTE_MS, 30)?;
+    let (status, rows) = agency
+        .office
+        .call("GET", "/api/v1/oversight/kpi-projection", None)?;
+    assert_eq!(status, 200, "{rows}");
+    let rows = rows.as_array().ok_or("not a list")?;
+    assert_eq!(rows.len(), 1, "only the contract with KPI targets: {rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["contract_id"], json!(framework));
+    // Hand-computed, allowing for a month boundary within the last hour.
+    let month = |at: Millis| {
+        chrono::DateTime::from_timestamp_millis(at)
+            .map(|d| d.with_timezone(&chrono_tz_london()).format("%Y-%m").to_string())
+            .unwrap_or_default()
+    };
+    let this_month = month(now());
+    assert_eq!(row["month"], json!(this_month));
+    let missed = u64::from(month(missed_at) == this_month);
+    let remaining = u64::from(month(t + 10 * MINUTE_MS) == this_month);
+    assert_eq!(row["month_to_date"]["missed"], json!(missed));
+    assert_eq!(row["remaining"], json!(remaining));
+    if missed == 1 {
+        // 1 missed of 1: 100 % against a 2 % maximum.
+        assert_eq!(row["missed"]["month_to_date_pct"], 100.0);
+        assert_eq!(row["missed"]["outlook"], "breach");
+    }
+    let (status, _) = agency.as_who(&agency.sue, "GET", "/api/v1/oversight/kpi-projection", None)?;
+    assert_eq!(status, 403);
+    Ok(())
+}
