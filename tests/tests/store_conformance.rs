@@ -965,6 +965,7 @@ fn escalations_once(store: &dyn ServerStore) {
         .into_iter()
         .map(|c| c.contact_id)
         .collect();
+    ids.sort();
     assert_eq!(
         ids,
         vec!["c1".to_string(), "c4".to_string()],
