@@ -53,6 +53,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ),
     ("a lease has one holder until it lapses", leases),
     (
+        "reviews racing on one visit raise its alert once",
+        racing_reviews_raise_once,
+    ),
+    (
         "escalations open once per client, contract and week, and are raised once",
         escalations_once,
     ),
@@ -971,4 +975,46 @@ fn escalations_once(store: &dyn ServerStore) {
         vec!["c1".to_string(), "c4".to_string()],
         "a refused raise records no contact"
     );
+}
+
+fn racing_reviews_raise_once(store: &dyn ServerStore) {
+    use caresync_server::services::alerts as svc;
+    use caresync_server::store::alerts::*;
+    let carer = person(store, "Ann", Role::Carer);
+    let visit = VisitId::new();
+    let start = 1_790_064_000_000;
+    store
+        .commit_visit(&commit(visit_row(visit, vec![carer.id], start)))
+        .expect("commit");
+    // Long after the visit's end: missed. Eight reviews at once, as instances and the commit
+    // path might: each reads "no open alert" and tries to raise.
+    let now = start + 10 * HOUR_MS;
+    let settings = svc::OversightSettings::default();
+    let barrier = std::sync::Barrier::new(8);
+    let raised: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    svc::review_visit(store, &settings, visit, now)
+                        .expect("review")
+                        .raised
+                        .len()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    assert_eq!(raised, 1, "one review raised it");
+    let alerts = store
+        .alerts(&AlertQuery {
+            visit: Some(visit),
+            ..AlertQuery::default()
+        })
+        .expect("alerts");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, caresync_core::metrics::AlertKind::Missed);
+    let history = store.alert_history(alerts[0].alert_id).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].step, AlertStep::Raised);
 }
