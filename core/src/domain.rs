@@ -72,6 +72,10 @@ id_type!(NoteId);
 id_type!(AmendmentId);
 id_type!(OutcomeId);
 id_type!(TeamId);
+id_type!(
+    /// A persisted alert (server-side oversight record).
+    AlertId
+);
 
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {

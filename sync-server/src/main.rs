@@ -51,6 +51,8 @@ enum Command {
         tokens: TokenTtl,
         #[command(flatten)]
         limits: ClientLimits,
+        #[command(flatten)]
+        oversight: Oversight,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -259,9 +261,11 @@ fn main() -> ExitCode {
             demo,
             tokens,
             limits,
-        } => tokens
-            .millis()
-            .and_then(|ttl| serve(listen, &data_dir, database.as_deref(), demo, ttl, &limits)),
+            oversight,
+        } => tokens.millis().and_then(|ttl| {
+            let settings = oversight.settings()?;
+            serve(listen, &data_dir, database.as_deref(), demo, ttl, &limits, settings)
+        }),
         Command::Bootstrap {
             data_dir,
             database,
@@ -398,6 +402,87 @@ fn bootstrap(data_dir: &Path, database: Option<&str>, name: &str, ttl_ms: i64) -
     Ok(())
 }
 
+/// Alert deadlines and the time-driven sweep (docs/oversight.md).
+#[derive(clap::Args)]
+struct Oversight {
+    /// Minutes to acknowledge an alert before it escalates to the office, per kind, as
+    /// `kind=minutes` pairs (e.g. `missed=15,concern=30`); kinds not named keep their defaults.
+    #[arg(long, env = "CARESYNC_ACK_WITHIN", default_value = "")]
+    ack_within: String,
+    /// Seconds between passes of the alert sweep (raise as time passes, close, escalate).
+    #[arg(long, env = "CARESYNC_ALERT_SWEEP_SECS", default_value_t = 60.0)]
+    alert_sweep_secs: f64,
+    /// Bank holidays (not working days for escalation deadlines), comma-separated YYYY-MM-DD.
+    #[arg(long, env = "CARESYNC_BANK_HOLIDAYS", default_value = "")]
+    bank_holidays: String,
+}
+
+impl Oversight {
+    fn settings(&self) -> Result<caresync_server::services::alerts::OversightSettings, String> {
+        if !(self.alert_sweep_secs.is_finite()
+            && self.alert_sweep_secs >= 0.1
+            && self.alert_sweep_secs <= 3600.0)
+        {
+            return Err("--alert-sweep-secs must be between 0.1 and 3600".into());
+        }
+        let mut s = caresync_server::services::alerts::OversightSettings::default()
+            .with_ack_minutes(&self.ack_within)
+            .map_err(|e| format!("--ack-within: {e}"))?
+            .with_bank_holidays(&self.bank_holidays)
+            .map_err(|e| format!("--bank-holidays: {e}"))?;
+        s.sweep_every_ms = (self.alert_sweep_secs * 1000.0).round() as i64;
+        Ok(s)
+    }
+}
+
+/// Run the alert sweep every `sweep_every_ms` until the process ends. Each instance tries;
+/// the store's lease lets one at a time do a pass.
+fn spawn_alert_sweep(state: &AppState) {
+    let store = state.store.clone();
+    let settings = state.oversight.clone();
+    let holder = uuid::Uuid::new_v4().to_string();
+    let tz = state.tz;
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_millis(settings.sweep_every_ms.max(100) as u64);
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let (store, settings, holder) = (store.clone(), settings.clone(), holder.clone());
+            let pass = tokio::task::spawn_blocking(move || {
+                let now = caresync_core::clock::system_now();
+                let swept =
+                    caresync_server::services::alerts::sweep(store.as_ref(), &settings, &holder, now)?;
+                if swept.ran {
+                    // Reconciliation mismatches of the last two complete weeks (each opened once).
+                    caresync_server::services::escalations::open_for_mismatches(
+                        store.as_ref(),
+                        &settings,
+                        tz,
+                        now,
+                        2,
+                    )?;
+                }
+                Ok::<_, caresync_server::store::StoreError>(swept)
+            })
+            .await;
+            match pass {
+                Ok(Ok(s)) if s.raised + s.closed + s.escalated > 0 => {
+                    tracing::info!(
+                        raised = s.raised,
+                        closed = s.closed,
+                        escalated = s.escalated,
+                        "alert sweep"
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "alert sweep failed; next pass retries"),
+                Err(e) => tracing::warn!(error = %e, "alert sweep panicked; next pass retries"),
+            }
+        }
+    });
+}
+
 fn serve(
     listen: SocketAddr,
     data_dir: &Path,
@@ -405,6 +490,7 @@ fn serve(
     demo: bool,
     token_ttl_ms: i64,
     limits: &ClientLimits,
+    oversight: caresync_server::services::alerts::OversightSettings,
 ) -> Result<(), String> {
     let store = open_store(data_dir, database)?;
     let has_office = store
@@ -438,7 +524,7 @@ fn serve(
         // Tests and scripts read this line to find the port.
         println!("listening on http://{addr}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
-        let mut state = AppState::new(store);
+        let mut state = AppState::new(store).with_oversight(oversight);
         state.token_ttl_ms = token_ttl_ms;
         state.body_timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
         let connection_limits = ConnectionLimits {
@@ -446,6 +532,7 @@ fn serve(
             idle_timeout: std::time::Duration::from_secs(limits.idle_timeout_secs),
             max_connections: limits.max_connections,
         };
+        spawn_alert_sweep(&state);
         if demo {
             // The demo plays two weeks back; let phones see all of it.
             state.scope_back_ms = (caresync_server::demo::DEMO_DAYS + 1) * caresync_core::domain::DAY_MS;

@@ -69,7 +69,7 @@ impl ServerProcess {
 
     /// Start storing in PostgreSQL at `database` when given (`--database`).
     pub fn start_with(data_dir: &Path, listen: &str, database: Option<&str>) -> TestResult<Self> {
-        Self::start_with_env(data_dir, listen, database, &[])
+        Self::start_with_options(data_dir, listen, database, &[], &[])
     }
 
     /// Start with further `serve` settings given as environment variables (`CARESYNC_...`:
@@ -80,9 +80,31 @@ impl ServerProcess {
         database: Option<&str>,
         env: &[(&str, &str)],
     ) -> TestResult<Self> {
+        Self::start_with_options(data_dir, listen, database, &[], env)
+    }
+
+    /// `start_with`, with more `serve` options (e.g. `--alert-sweep-secs`).
+    pub fn start_with_args(
+        data_dir: &Path,
+        listen: &str,
+        database: Option<&str>,
+        extra: &[&str],
+    ) -> TestResult<Self> {
+        Self::start_with_options(data_dir, listen, database, extra, &[])
+    }
+
+    /// `start_with`, with more `serve` options and environment variables.
+    pub fn start_with_options(
+        data_dir: &Path,
+        listen: &str,
+        database: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestResult<Self> {
         let mut cmd = Command::new(server_binary());
         cmd.args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(extra);
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }

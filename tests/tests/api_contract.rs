@@ -62,6 +62,9 @@ struct Fixture {
     ann_client: ClientId,
     bob_client: ClientId,
     contract: ContractId,
+    /// Alerts raised by a concern each carer's phone synced (on their own visit).
+    ann_alert: String,
+    bob_alert: String,
 }
 
 impl Fixture {
@@ -95,6 +98,22 @@ impl Fixture {
         let start = now() + HOUR_MS;
         let ann_visit = office.create_visit_for(ann_client, contract, &[ann.carer], start, 30)?;
         let bob_visit = office.create_visit_for(bob_client, contract, &[bob.carer], start, 30)?;
+        let concern = |phone: &Phone, visit: VisitId| -> TestResult<String> {
+            phone.sync()?;
+            phone
+                .store
+                .add_note(visit, NoteCategory::Concern, "Seemed low today")?;
+            phone.sync()?;
+            let (status, all) = office.call("GET", "/api/v1/oversight/alerts", None)?;
+            assert_eq!(status, 200, "{all}");
+            all.as_array()
+                .and_then(|a| a.iter().find(|x| x["visit_id"] == json!(visit)))
+                .and_then(|x| x["alert_id"].as_str())
+                .map(str::to_string)
+                .ok_or_else(|| "no alert raised by the concern".into())
+        };
+        let ann_alert = concern(&ann, ann_visit)?;
+        let bob_alert = concern(&bob, bob_visit)?;
         Ok(Self {
             supervisor,
             supervisor_id,
@@ -105,6 +124,8 @@ impl Fixture {
             ann_client,
             bob_client,
             contract,
+            ann_alert,
+            bob_alert,
         })
     }
 
@@ -121,6 +142,7 @@ impl Fixture {
             Names::Client => pick(self.ann_client.to_string(), self.bob_client.to_string()),
             Names::Contract => self.contract.to_string(),
             Names::Device => pick(self.ann.device.to_string(), self.bob.device.to_string()),
+            Names::Alert => pick(self.ann_alert.clone(), self.bob_alert.clone()),
         }
     }
 }

@@ -375,3 +375,62 @@ fn copy_to_postgres_moves_a_populated_store_and_the_report_is_unchanged() -> Tes
     assert_eq!(devices.as_array().map(Vec::len), Some(2));
     Ok(())
 }
+
+/// Two instances on one database, each sweeping every 100 ms and raising as visits are created
+/// through it: every missed visit gets exactly one alert, raised once and escalated once (with no
+/// time to acknowledge), whichever instance got there first.
+#[test]
+fn two_instances_raise_and_escalate_each_alert_exactly_once() -> TestResult {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir()?;
+    let url = cluster.create_database();
+    let token = ServerProcess::bootstrap_with(&dir.path().join("a"), Some(&url))?;
+    let args = ["--alert-sweep-secs", "0.1", "--ack-within", "missed=0"];
+    let a = ServerProcess::start_with_args(&dir.path().join("a"), "127.0.0.1:0", Some(&url), &args)?;
+    let b = ServerProcess::start_with_args(&dir.path().join("b"), "127.0.0.1:0", Some(&url), &args)?;
+    let offices = [Office::new(&a.url, &token), Office::new(&b.url, &token)];
+    let carer = offices[0].create_person("Ann", "carer")?;
+    let mut visits = Vec::new();
+    for i in 0..12i64 {
+        // Planned two hours ago or earlier, 30 minutes long: already missed.
+        let office = &offices[(i % 2) as usize];
+        visits.push(office.create_visit(&[carer], now() - 2 * HOUR_MS - i * MINUTE_MS)?);
+    }
+    let all = |office: &Office| -> TestResult<Vec<Value>> {
+        let (status, v) = office.call("GET", "/api/v1/oversight/alerts?state=all", None)?;
+        assert_eq!(status, 200, "{v}");
+        Ok(v.as_array().ok_or("not a list")?.clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let escalated = all(&offices[0])?
+            .iter()
+            .filter(|a| !a["escalated_at"].is_null())
+            .count();
+        if escalated >= visits.len() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {escalated} escalated");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Let both instances run several more passes over the same visits.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let alerts = all(&offices[1])?;
+    assert_eq!(alerts.len(), visits.len(), "{alerts:?}");
+    for (i, visit) in visits.iter().enumerate() {
+        let of_visit: Vec<&Value> = alerts.iter().filter(|a| a["visit_id"] == json!(visit)).collect();
+        assert_eq!(of_visit.len(), 1, "{visit}: {of_visit:?}");
+        assert_eq!(of_visit[0]["kind"], "missed");
+        let id = of_visit[0]["alert_id"].as_str().ok_or("no id")?;
+        let (status, v) = offices[i % 2].call("GET", &format!("/api/v1/oversight/alerts/{id}"), None)?;
+        assert_eq!(status, 200, "{v}");
+        let steps: Vec<&str> = v["history"]
+            .as_array()
+            .ok_or("no history")?
+            .iter()
+            .filter_map(|e| e["step"].as_str())
+            .collect();
+        assert_eq!(steps, vec!["raised", "escalated"], "{visit}");
+    }
+    Ok(())
+}

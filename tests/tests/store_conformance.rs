@@ -48,6 +48,19 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ),
     ("a client's carers are those now assigned", client_carers),
     ("dashboard sessions", web_sessions),
+    (
+        "alerts are raised once, changed only from the version read, history appended",
+        alerts_once_and_versioned,
+    ),
+    ("a lease has one holder until it lapses", leases),
+    (
+        "reviews racing on one visit raise its alert once",
+        racing_reviews_raise_once,
+    ),
+    (
+        "escalations open once per client, contract and week, and are raised once",
+        escalations_once,
+    ),
 ];
 
 fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
@@ -811,4 +824,235 @@ fn web_sessions(store: &dyn ServerStore) {
     store.end_web_session("live").expect("ending twice is harmless");
     assert_eq!(store.web_session("live").expect("read"), None);
     assert!(store.web_session("new").expect("read").is_some());
+}
+
+fn alerts_once_and_versioned(store: &dyn ServerStore) {
+    use caresync_core::metrics::AlertKind;
+    use caresync_server::services::alerts as svc;
+    use caresync_server::store::alerts::*;
+    let settings = svc::OversightSettings::default();
+    let (visit, carer, team) = (VisitId::new(), PersonId::new(), TeamId::new());
+    let t = 1_790_064_000_000;
+    let a = svc::new_alert(
+        &settings,
+        visit,
+        AlertKind::Missed,
+        carer,
+        String::new(),
+        Some(team),
+        t,
+    );
+    assert!(store.raise_alert(&a, &svc::raised_entry(&a)).expect("store"));
+    // The same (visit, kind, carer, subject) under another id: not raised again.
+    let again = svc::new_alert(
+        &settings,
+        visit,
+        AlertKind::Missed,
+        carer,
+        String::new(),
+        Some(team),
+        t + 5,
+    );
+    assert!(!store
+        .raise_alert(&again, &svc::raised_entry(&again))
+        .expect("store"));
+    // Another subject (a second concern note) is another alert.
+    let note = svc::new_alert(
+        &settings,
+        visit,
+        AlertKind::Concern,
+        carer,
+        "n1".into(),
+        Some(team),
+        t,
+    );
+    assert!(store
+        .raise_alert(&note, &svc::raised_entry(&note))
+        .expect("store"));
+    assert_eq!(store.alert(again.alert_id).expect("store"), None);
+    assert_eq!(store.alert(a.alert_id).expect("store").as_ref(), Some(&a));
+
+    let sup = PersonId::new();
+    let (acked, entries) = svc::acknowledge(&a, sup, t + 60_000).expect("store");
+    assert!(store.update_alert(&acked, 1, &entries).expect("store"));
+    // A writer who read version 1 is refused and nothing is appended.
+    let (late, late_entries) =
+        svc::resolve(&a, sup, t + 70_000, ResolutionAction::NoActionNeeded, "x").expect("store");
+    assert!(!store.update_alert(&late, 1, &late_entries).expect("store"));
+    let stored = store.alert(a.alert_id).expect("store").expect("store");
+    assert_eq!(stored, acked);
+    let history = store.alert_history(a.alert_id).expect("store");
+    assert_eq!(
+        history.iter().map(|e| (e.seq, e.step, e.by)).collect::<Vec<_>>(),
+        vec![
+            (1, AlertStep::Raised, None),
+            (2, AlertStep::Acknowledged, Some(sup))
+        ]
+    );
+    let open = store
+        .alerts(&AlertQuery {
+            open_only: true,
+            visit: Some(visit),
+            ..AlertQuery::default()
+        })
+        .expect("store");
+    assert_eq!(open.len(), 2);
+    let (closed, entries) = svc::close(&note, t + 1, CloseReason::Cancelled).expect("store");
+    assert!(store.update_alert(&closed, 1, &entries).expect("store"));
+    let open = store
+        .alerts(&AlertQuery {
+            open_only: true,
+            ..AlertQuery::default()
+        })
+        .expect("store");
+    assert_eq!(
+        open.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
+        vec![a.alert_id]
+    );
+    let window = store
+        .alerts(&AlertQuery {
+            raised_from: Some(t),
+            raised_to: Some(t + 1),
+            ..AlertQuery::default()
+        })
+        .expect("store");
+    assert_eq!(window.len(), 2);
+    assert_eq!(
+        store.alert_history(note.alert_id).expect("store")[1].close_reason,
+        Some(CloseReason::Cancelled)
+    );
+}
+
+fn leases(store: &dyn ServerStore) {
+    assert!(store.claim_lease("sweep", "a", 1000, 2000).expect("store"));
+    assert!(
+        !store.claim_lease("sweep", "b", 1500, 2500).expect("store"),
+        "a holds it"
+    );
+    assert!(
+        store.claim_lease("sweep", "a", 1500, 2500).expect("store"),
+        "the holder renews"
+    );
+    assert!(
+        store.claim_lease("sweep", "b", 2500, 3500).expect("store"),
+        "lapsed at 2500"
+    );
+    assert!(!store.claim_lease("sweep", "a", 2600, 3600).expect("store"));
+    assert!(
+        store.claim_lease("other", "a", 2600, 3600).expect("store"),
+        "leases are by name"
+    );
+}
+
+fn escalations_once(store: &dyn ServerStore) {
+    use caresync_server::store::alerts::*;
+    let (contract, client, office) = (ContractId::new(), ClientId::new(), PersonId::new());
+    let e = Escalation {
+        escalation_id: "e1".into(),
+        contract_id: contract,
+        client_id: client,
+        week_start: "2026-12-21".into(),
+        authorised_minutes: 120,
+        delivered_minutes: 90,
+        opened_at: 5,
+        due_on: "2027-01-05".into(),
+        raised_at: None,
+        raised_on: None,
+        raised_by: None,
+        contact_id: None,
+    };
+    assert!(store.open_escalation(&e).expect("open"));
+    let twin = Escalation {
+        escalation_id: "e2".into(),
+        ..e.clone()
+    };
+    assert!(
+        !store.open_escalation(&twin).expect("open"),
+        "same client, contract and week"
+    );
+    assert_eq!(store.escalations().expect("list"), vec![e.clone()]);
+    let contact = |id: &str, escalation: Option<&str>| CommissionerContact {
+        contact_id: id.into(),
+        contract_id: contract,
+        contact_on: "2027-01-04".into(),
+        summary: "told them".into(),
+        recorded_by: office,
+        recorded_at: 7,
+        escalation_id: escalation.map(str::to_string),
+    };
+    assert!(store.raise_escalation(&contact("c1", Some("e1"))).expect("raise"));
+    assert!(
+        !store.raise_escalation(&contact("c2", Some("e1"))).expect("raise"),
+        "once"
+    );
+    assert!(!store
+        .raise_escalation(&contact("c3", Some("nope")))
+        .expect("raise"));
+    store
+        .add_commissioner_contact(&contact("c4", None))
+        .expect("contact");
+    let raised = &store.escalations().expect("list")[0];
+    assert_eq!(
+        (
+            raised.raised_at,
+            raised.raised_on.as_deref(),
+            raised.raised_by,
+            raised.contact_id.as_deref()
+        ),
+        (Some(7), Some("2027-01-04"), Some(office), Some("c1"))
+    );
+    let mut ids: Vec<String> = store
+        .commissioner_contacts()
+        .expect("contacts")
+        .into_iter()
+        .map(|c| c.contact_id)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec!["c1".to_string(), "c4".to_string()],
+        "a refused raise records no contact"
+    );
+}
+
+fn racing_reviews_raise_once(store: &dyn ServerStore) {
+    use caresync_server::services::alerts as svc;
+    use caresync_server::store::alerts::*;
+    let carer = person(store, "Ann", Role::Carer);
+    let visit = VisitId::new();
+    let start = 1_790_064_000_000;
+    store
+        .commit_visit(&commit(visit_row(visit, vec![carer.id], start)))
+        .expect("commit");
+    // Long after the visit's end: missed. Eight reviews at once, as instances and the commit
+    // path might: each reads "no open alert" and tries to raise.
+    let now = start + 10 * HOUR_MS;
+    let settings = svc::OversightSettings::default();
+    let barrier = std::sync::Barrier::new(8);
+    let raised: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    svc::review_visit(store, &settings, visit, now)
+                        .expect("review")
+                        .raised
+                        .len()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    assert_eq!(raised, 1, "one review raised it");
+    let alerts = store
+        .alerts(&AlertQuery {
+            visit: Some(visit),
+            ..AlertQuery::default()
+        })
+        .expect("alerts");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, caresync_core::metrics::AlertKind::Missed);
+    let history = store.alert_history(alerts[0].alert_id).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].step, AlertStep::Raised);
 }

@@ -19,6 +19,12 @@ pub enum AlertKind {
     Short,
     /// Some clock event's time is flagged (brief, section 4).
     TimeTrust,
+    /// A carer's note in the `concern` category.
+    Concern,
+    /// A carer's note in the `safeguarding` category.
+    Safeguarding,
+    /// A task recorded as refused or not done (for example medication).
+    TaskNotDone,
 }
 
 impl AlertKind {
@@ -29,12 +35,49 @@ impl AlertKind {
             AlertKind::NoClockOut => "no_clock_out",
             AlertKind::Short => "short",
             AlertKind::TimeTrust => "time_trust",
+            AlertKind::Concern => "concern",
+            AlertKind::Safeguarding => "safeguarding",
+            AlertKind::TaskNotDone => "task_not_done",
         }
+    }
+
+    pub const ALL: &'static [AlertKind] = &[
+        AlertKind::Overdue,
+        AlertKind::Missed,
+        AlertKind::NoClockOut,
+        AlertKind::Short,
+        AlertKind::TimeTrust,
+        AlertKind::Concern,
+        AlertKind::Safeguarding,
+        AlertKind::TaskNotDone,
+    ];
+
+    /// Whether the kind follows from the visit's facts (and so may close itself when they
+    /// change), rather than from something a carer wrote (a concern stays until handled).
+    pub fn from_visit_state(self) -> bool {
+        !matches!(
+            self,
+            AlertKind::Concern | AlertKind::Safeguarding | AlertKind::TaskNotDone
+        )
     }
 
     /// Whether "the phone has been silent since the visit was due" matters for this kind.
     pub fn may_be_offline(self) -> bool {
         matches!(self, AlertKind::Overdue | AlertKind::Missed)
+    }
+}
+
+impl std::str::FromStr for AlertKind {
+    type Err = crate::domain::UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AlertKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| crate::domain::UnknownValue {
+                kind: "AlertKind",
+                value: s.to_string(),
+            })
     }
 }
 

@@ -14,12 +14,14 @@ pub mod billing;
 mod csv;
 pub mod facts;
 pub mod periods;
+pub mod projection;
 pub mod reconciliation;
 pub mod record;
 pub mod report;
 pub mod rules;
 pub mod time_trust;
 pub mod visit_outcome;
+pub mod working_days;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -3,6 +3,7 @@
 mod office;
 pub mod openapi;
 mod ops;
+mod oversight;
 mod reference;
 mod reports;
 pub mod serve;
@@ -54,6 +55,8 @@ pub struct AppState {
     /// read before a work permit is taken, so this, not the permits, bounds their memory
     /// whatever the number of connections.
     pub body_budget_kib: Arc<tokio::sync::Semaphore>,
+    /// Alert deadlines and the sweep's pace (`services::alerts`).
+    pub oversight: Arc<crate::services::alerts::OversightSettings>,
 }
 
 /// See [`AppState::reports_in_flight`].
@@ -92,7 +95,18 @@ impl AppState {
             sign_in_limits: Arc::default(),
             body_timeout: BODY_TIMEOUT,
             body_budget_kib: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
+            oversight: Arc::default(),
         }
+    }
+
+    /// With the agency's alert settings: the visit service raises with them too. For start-up,
+    /// before the state is shared.
+    pub fn with_oversight(mut self, settings: crate::services::alerts::OversightSettings) -> Self {
+        let settings = Arc::new(settings);
+        self.visits =
+            Arc::new(VisitService::new(self.store.clone(), 10_000).with_oversight(settings.clone()));
+        self.oversight = settings;
+        self
     }
 }
 
@@ -108,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(supervision::routes())
         .merge(reports::routes())
         .merge(crate::web::routes())
+        .merge(oversight::routes())
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         // Matched routes only: an unknown path or method answers 404/405 as before.

@@ -34,6 +34,8 @@ pub enum Names {
     Contract,
     /// An enrolled phone (office only).
     Device,
+    /// A persisted alert: in scope when its visit is.
+    Alert,
 }
 
 /// One documented operation: method, path, who may call it, summary, request schema, response.
@@ -124,6 +126,17 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/api/v1/reports/continuity" Office Nothing "continuityReport" "Distinct carers per client per week", None, (200, "ContinuityRowList"), WINDOW_QUERY),
     op!("get" "/api/v1/reports/continuity.csv" Office Nothing "continuityReportCsv" "Continuity as CSV", None, (200, "csv"), WINDOW_QUERY),
     op!("get" "/api/v1/alerts" OfficeOrSupervisor Nothing "alerts" "Live alerts (a supervisor sees their team's)", None, (200, "AlertList")),
+    op!("get" "/api/v1/oversight/alerts" OfficeOrSupervisor Nothing "listAlertRecords" "Alerts as records: open (default) or all, by raising day (a supervisor: their team's visits)", None, (200, "AlertRecordList"), &["state:AlertListState:false", "from:date:false", "to:date:false"]),
+    op!("get" "/api/v1/oversight/alerts/{id}" OfficeOrSupervisor Alert "getAlertRecord" "One alert with its history (append-only)", None, (200, "AlertWithHistory")),
+    op!("post" "/api/v1/oversight/alerts/{id}/acknowledge" OfficeOrSupervisor Alert "acknowledgeAlert" "Acknowledge; past the kind's deadline it is recorded as escalated first", None, (200, "AlertRecord")),
+    op!("post" "/api/v1/oversight/alerts/{id}/resolve" OfficeOrSupervisor Alert "resolveAlert" "Resolve with an action from the fixed list and a note (acknowledges too if needed)", Some("Resolution"), (200, "AlertRecord")),
+    op!("get" "/api/v1/oversight/figures" OfficeOrSupervisor Nothing "oversightFigures" "Per team and month: alerts by kind, median and p90 minutes to acknowledge and resolve, share escalated (a supervisor: their team)", None, (200, "OversightRowList"), &["from:date:true", "to:date:true"]),
+    op!("get" "/api/v1/oversight/kpi-projection" Office Nothing "kpiProjection" "Per framework contract: month-to-date late % and missed % against the KPI maximum, projected to the month's end at the last seven days' rates; outlook ok, warning or breach", None, (200, "KpiProjectionList")),
+    op!("get" "/api/v1/oversight/escalations" Office Nothing "listEscalations" "Weekly reconciliation mismatches: due within 5 working days of the week's end, status, raised on time", None, (200, "EscalationList")),
+    op!("post" "/api/v1/oversight/escalations/raise" Office Nothing "raiseEscalation" "Raise an escalation with the commissioner now (records the contact; 409 already_raised)", Some("RaiseEscalation"), (200, "Escalation")),
+    op!("get" "/api/v1/oversight/commissioner-contacts" Office Nothing "listCommissionerContacts" "Contacts with commissioners (evidence of proactive communication)", None, (200, "CommissionerContactList")),
+    op!("post" "/api/v1/oversight/commissioner-contacts" Office Nothing "addCommissionerContact" "Record a contact with a commissioner: date, contract, summary", Some("NewCommissionerContact"), (201, "CommissionerContact")),
+    op!("get" "/api/v1/oversight/figures.csv" OfficeOrSupervisor Nothing "oversightFiguresCsv" "The oversight figures as CSV", None, (200, "csv"), &["from:date:true", "to:date:true"]),
 ];
 
 pub async fn openapi() -> Json<Value> {
@@ -810,6 +823,257 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     add("AlertList", list("Alert"));
+    let kinds: Vec<&str> = caresync_core::metrics::AlertKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    let opt_ms = json!({ "type": ["integer", "null"], "description": "milliseconds since 1970-01-01 UTC" });
+    let opt_uuid = json!({ "type": ["string", "null"], "format": "uuid" });
+    let opt_text = json!({ "type": ["string", "null"] });
+    let opt_min = json!({ "type": ["number", "null"], "description": "minutes, one decimal" });
+    use crate::store::alerts::{AlertState, AlertStep, CloseReason, ResolutionAction};
+    let names = |all: &[&'static str]| json!({ "type": ["string", "null"], "enum": all.iter().map(|s| json!(s)).chain([Value::Null]).collect::<Vec<_>>() });
+    let actions: Vec<&'static str> = ResolutionAction::ALL.iter().map(|a| a.as_str()).collect();
+    let reasons: Vec<&'static str> = CloseReason::ALL.iter().map(|a| a.as_str()).collect();
+    let states: Vec<&'static str> = AlertState::ALL.iter().map(|a| a.as_str()).collect();
+    let steps: Vec<&'static str> = AlertStep::ALL.iter().map(|a| a.as_str()).collect();
+    add("AlertListState", e(&["open", "all"]));
+    add(
+        "AlertRecord",
+        obj(
+            &[
+                ("alert_id", uuid.clone()),
+                ("visit_id", uuid.clone()),
+                ("kind", e(&kinds)),
+                ("carer_id", uuid.clone()),
+                (
+                    "subject",
+                    json!({ "type": "string", "description": "a note's or task outcome's id for a concern; empty otherwise" }),
+                ),
+                ("team_id", opt_uuid.clone()),
+                ("raised_at", ms.clone()),
+                (
+                    "ack_due_at",
+                    json!({ "type": "integer", "description": "acknowledge by this instant (inclusive) or the alert escalates to the office" }),
+                ),
+                ("state", e(&states)),
+                ("acknowledged_at", opt_ms.clone()),
+                ("acknowledged_by", opt_uuid.clone()),
+                ("escalated_at", opt_ms.clone()),
+                ("resolved_at", opt_ms.clone()),
+                ("resolved_by", opt_uuid.clone()),
+                ("action", names(&actions)),
+                ("note", opt_text.clone()),
+                ("closed_at", opt_ms.clone()),
+                ("close_reason", names(&reasons)),
+                (
+                    "version",
+                    json!({ "type": "integer", "description": "number of history entries" }),
+                ),
+            ],
+            &[
+                "alert_id",
+                "visit_id",
+                "kind",
+                "carer_id",
+                "raised_at",
+                "ack_due_at",
+                "state",
+                "version",
+            ],
+        ),
+    );
+    add("AlertRecordList", list("AlertRecord"));
+    add(
+        "AlertEntry",
+        obj(
+            &[
+                ("alert_id", uuid.clone()),
+                ("seq", int.clone()),
+                ("at", ms.clone()),
+                ("step", e(&steps)),
+                ("by", opt_uuid.clone()),
+                ("action", names(&actions)),
+                ("note", opt_text.clone()),
+                ("close_reason", names(&reasons)),
+                ("detail", text.clone()),
+            ],
+            &["alert_id", "seq", "at", "step", "detail"],
+        ),
+    );
+    add(
+        "AlertWithHistory",
+        obj(
+            &[("alert", r("AlertRecord")), ("history", list("AlertEntry"))],
+            &["alert", "history"],
+        ),
+    );
+    add(
+        "Resolution",
+        obj(
+            &[("action", e(&actions)), ("note", text.clone())],
+            &["action", "note"],
+        ),
+    );
+    let mut by_kind = Map::new();
+    for k in &kinds {
+        by_kind.insert((*k).to_string(), int.clone());
+    }
+    add(
+        "OversightRow",
+        obj(
+            &[
+                ("team_id", text.clone()),
+                ("team", text.clone()),
+                (
+                    "month",
+                    json!({ "type": "string", "description": "YYYY-MM, local" }),
+                ),
+                ("raised", int.clone()),
+                ("by_kind", json!({ "type": "object", "properties": by_kind })),
+                ("acknowledged", int.clone()),
+                ("ack_median_minutes", opt_min.clone()),
+                ("ack_p90_minutes", opt_min.clone()),
+                ("resolved", int.clone()),
+                ("resolve_median_minutes", opt_min.clone()),
+                ("resolve_p90_minutes", opt_min.clone()),
+                ("closed_by_server", int.clone()),
+                ("escalated", int.clone()),
+                ("escalated_pct", opt_num.clone()),
+            ],
+            &[
+                "team",
+                "month",
+                "raised",
+                "by_kind",
+                "acknowledged",
+                "resolved",
+                "escalated",
+            ],
+        ),
+    );
+    add("OversightRowList", list("OversightRow"));
+    let day = json!({ "type": "string", "format": "date" });
+    let opt_day = json!({ "type": ["string", "null"], "format": "date" });
+    add(
+        "Escalation",
+        obj(
+            &[
+                ("escalation_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                ("client_id", uuid.clone()),
+                ("week_start", day.clone()),
+                ("authorised_minutes", int.clone()),
+                ("delivered_minutes", int.clone()),
+                ("opened_at", ms.clone()),
+                ("due_on", day.clone()),
+                ("raised_at", opt_ms.clone()),
+                ("raised_on", opt_day.clone()),
+                ("raised_by", opt_uuid.clone()),
+                ("contact_id", opt_uuid.clone()),
+                ("status", e(&["open", "raised"])),
+                (
+                    "on_time",
+                    json!({ "type": ["boolean", "null"], "description": "raised: by the due day; open: false once past it, else null" }),
+                ),
+            ],
+            &[
+                "escalation_id",
+                "contract_id",
+                "client_id",
+                "week_start",
+                "due_on",
+                "status",
+            ],
+        ),
+    );
+    add("EscalationList", list("Escalation"));
+    let counts = obj(
+        &[
+            ("attended", int.clone()),
+            ("late", int.clone()),
+            ("missed", int.clone()),
+        ],
+        &["attended", "late", "missed"],
+    );
+    let measure = obj(
+        &[
+            ("month_to_date_pct", opt_num.clone()),
+            ("projected_pct", opt_num.clone()),
+            ("max_pct", num.clone()),
+            ("outlook", e(&["ok", "warning", "breach"])),
+        ],
+        &["max_pct", "outlook"],
+    );
+    add(
+        "KpiProjection",
+        obj(
+            &[
+                ("contract_id", uuid.clone()),
+                ("commissioner", text.clone()),
+                (
+                    "month",
+                    json!({ "type": "string", "description": "YYYY-MM, local" }),
+                ),
+                ("month_to_date", counts.clone()),
+                ("recent", counts),
+                ("remaining", int.clone()),
+                ("late", measure.clone()),
+                ("missed", measure),
+            ],
+            &[
+                "contract_id",
+                "month",
+                "month_to_date",
+                "recent",
+                "remaining",
+                "late",
+                "missed",
+            ],
+        ),
+    );
+    add("KpiProjectionList", list("KpiProjection"));
+    add(
+        "RaiseEscalation",
+        obj(
+            &[("escalation_id", uuid.clone()), ("summary", text.clone())],
+            &["escalation_id", "summary"],
+        ),
+    );
+    add(
+        "CommissionerContact",
+        obj(
+            &[
+                ("contact_id", uuid.clone()),
+                ("contract_id", uuid.clone()),
+                ("contact_on", day.clone()),
+                ("summary", text.clone()),
+                ("recorded_by", uuid.clone()),
+                ("recorded_at", ms.clone()),
+                ("escalation_id", opt_uuid.clone()),
+            ],
+            &[
+                "contact_id",
+                "contract_id",
+                "contact_on",
+                "summary",
+                "recorded_by",
+                "recorded_at",
+            ],
+        ),
+    );
+    add("CommissionerContactList", list("CommissionerContact"));
+    add(
+        "NewCommissionerContact",
+        obj(
+            &[
+                ("contract_id", uuid.clone()),
+                ("date", day.clone()),
+                ("summary", text.clone()),
+            ],
+            &["contract_id", "date", "summary"],
+        ),
+    );
     for cbor in ["EnrolRequest", "EnrolResponse", "SyncRequest", "SyncResponse"] {
         add(
             cbor,
@@ -1079,6 +1343,7 @@ mod tests {
             include_str!("reference.rs"),
             include_str!("supervision.rs"),
             include_str!("reports.rs"),
+            include_str!("oversight.rs"),
         ];
         let consts = [
             ("SYNC_PATH", caresync_core::protocol::SYNC_PATH),

@@ -1,5 +1,7 @@
 //! The server's logic, between the HTTP handlers and the store.
 
+pub mod alerts;
+pub mod escalations;
 pub mod people;
 pub mod reports;
 pub mod rules;

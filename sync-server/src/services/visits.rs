@@ -1,6 +1,7 @@
 //! Visit documents on the server: a bounded cache over the store, the one commit path every
 //! change goes through (phones' sync messages and the office's edits), and the write rules.
 
+use crate::services::alerts::{self, OversightSettings};
 use crate::services::rules::{judge_device_changes, Judgement};
 use crate::store::{
     AmendmentRow, Chunk, EventRow, Principal, ServerStore, StoreError, VisitCommit, VisitRow,
@@ -101,6 +102,8 @@ struct CommitExtras {
     /// Events accepted from a carer reassigned since writing them.
     reassigned: Vec<EventId>,
     new_amendments: Vec<AmendmentRow>,
+    /// Concerns a carer's phone just wrote, raised in the commit's transaction.
+    raise: Vec<crate::store::alerts::AlertRecord>,
 }
 
 pub struct VisitService {
@@ -108,6 +111,8 @@ pub struct VisitService {
     cache: Mutex<DocCache>,
     /// This process's Automerge actor for the office's and supervisors' edits.
     actor: ActorId,
+    /// Deadlines of the alerts raised as visits are committed.
+    oversight: Arc<OversightSettings>,
 }
 
 fn chunk_of(bytes: Vec<u8>) -> Chunk {
@@ -127,7 +132,14 @@ impl VisitService {
                 entries: HashMap::new(),
             }),
             actor: ActorId::random(),
+            oversight: Arc::default(),
         }
+    }
+
+    /// With the agency's alert deadlines (`--ack-within`).
+    pub fn with_oversight(mut self, settings: Arc<OversightSettings>) -> Self {
+        self.oversight = settings;
+        self
     }
 
     pub fn cached_documents(&self) -> usize {
@@ -391,6 +403,14 @@ impl VisitService {
                 new_events: audit.new_events,
                 reassigned: flagged,
                 new_amendments: vec![],
+                raise: alerts::concerns(
+                    &self.oversight,
+                    visit,
+                    &who.person,
+                    &audit.new_notes,
+                    &audit.new_task_outcomes,
+                    now,
+                ),
             };
             self.commit(visit, cached, copy, &before, now, extras)?;
             Ok(Ingested::Accepted { reply, new_changes })
@@ -420,13 +440,17 @@ impl VisitService {
             .iter()
             .map(|e| event_row(visit, e, now, extras.reassigned.contains(&e.id)))
             .collect();
-        self.store.commit_visit(&VisitCommit {
-            visit: row,
-            chunk: chunk.clone(),
-            new_events: events,
-            new_amendments: extras.new_amendments,
-            sync_state: extras.sync_state,
-        })?;
+        let due = row.planned_start <= now;
+        self.store.commit_visit_raising(
+            &VisitCommit {
+                visit: row,
+                chunk: chunk.clone(),
+                new_events: events,
+                new_amendments: extras.new_amendments,
+                sync_state: extras.sync_state,
+            },
+            &extras.raise,
+        )?;
         cached.doc = copy;
         if let Some(chunk) = chunk {
             if !cached.chunk_hashes.contains(&chunk.hash) {
@@ -449,6 +473,13 @@ impl VisitService {
                 new_amendments: vec![],
                 sync_state: None,
             })?;
+        }
+        // A visit already due may raise or close alerts by this change (a late clock-in closes
+        // a missed alert). The change is stored whatever happens here; the sweep catches up.
+        if due {
+            if let Err(e) = alerts::review_visit(self.store.as_ref(), &self.oversight, visit, now) {
+                tracing::warn!(%visit, error = %e, "alert review after a commit failed; the sweep will retry");
+            }
         }
         if cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS {
             let snapshot = chunk_of(cached.doc.save());

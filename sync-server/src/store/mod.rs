@@ -5,6 +5,7 @@
 //! a chunk is harmless), compacted now and then into a snapshot that replaces exactly the chunks
 //! it merged. Methods are blocking; handlers call them on tokio's blocking pool.
 
+pub mod alerts;
 pub mod copy;
 pub mod facts;
 pub mod postgres;
@@ -244,7 +245,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// The hashes of a visit's chunks, oldest first: a cheap check whether another server
     /// instance has written to the visit since this one last read it.
     fn visit_chunk_hashes(&self, visit: VisitId) -> Result<Vec<String>>;
-    fn commit_visit(&self, commit: &VisitCommit) -> Result<()>;
+    fn commit_visit(&self, commit: &VisitCommit) -> Result<()> {
+        self.commit_visit_raising(commit, &[])
+    }
+    /// Commit a change and, in the same transaction, raise the alerts it gives rise to (a
+    /// concern a carer wrote): each raised at most once (see [`alerts`]).
+    fn commit_visit_raising(&self, commit: &VisitCommit, raise: &[alerts::AlertRecord]) -> Result<()>;
     /// Replace exactly the `merged` chunks with one snapshot; chunks written meanwhile stay.
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()>;
     fn sync_state(&self, device: DeviceId, visit: VisitId) -> Result<Option<Vec<u8>>>;
@@ -294,4 +300,32 @@ pub trait ServerStore: Send + Sync + 'static {
 
     /// Everything one report reads, from the per-visit facts, in one read transaction.
     fn report_snapshot(&self, query: &facts::SnapshotQuery) -> Result<facts::ReportSnapshot>;
+
+    // ---- alerts (oversight) -------------------------------------------------------------------
+    /// Insert an alert with its "raised" history entry, unless one with the same (visit, kind,
+    /// carer, subject) exists. True if this call raised it.
+    fn raise_alert(&self, alert: &alerts::AlertRecord, entry: &alerts::AlertEntry) -> Result<bool>;
+    fn alert(&self, id: AlertId) -> Result<Option<alerts::AlertRecord>>;
+    /// Alerts by raising time, oldest first.
+    fn alerts(&self, query: &alerts::AlertQuery) -> Result<Vec<alerts::AlertRecord>>;
+    fn alert_history(&self, id: AlertId) -> Result<Vec<alerts::AlertEntry>>;
+    /// Write an alert's new standing and append its history entries, if its version is still
+    /// `expected_version`; false (nothing written) if someone else changed it first.
+    fn update_alert(
+        &self,
+        alert: &alerts::AlertRecord,
+        expected_version: u32,
+        entries: &[alerts::AlertEntry],
+    ) -> Result<bool>;
+    /// Take or renew a named lease until `until` (true), unless another holder has it past `now`.
+    /// The time-driven alert sweep holds one so several instances do not repeat each other's work.
+    fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool>;
+    /// Open a reconciliation escalation unless one exists for its (contract, client, week).
+    fn open_escalation(&self, e: &alerts::Escalation) -> Result<bool>;
+    fn escalations(&self) -> Result<Vec<alerts::Escalation>>;
+    /// In one transaction: record the contact and mark the escalation it names raised (once;
+    /// false and nothing written if it was already raised or does not exist).
+    fn raise_escalation(&self, contact: &alerts::CommissionerContact) -> Result<bool>;
+    fn add_commissioner_contact(&self, contact: &alerts::CommissionerContact) -> Result<()>;
+    fn commissioner_contacts(&self) -> Result<Vec<alerts::CommissionerContact>>;
 }

@@ -2,6 +2,7 @@
 //! embedded store; writes to one visit take a transaction-scoped advisory lock on the visit so two
 //! instances committing the same visit are serialised by the database, not by a process lock.
 
+use super::alerts as al;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use ::postgres::types::ToSql;
@@ -12,7 +13,14 @@ use std::str::FromStr;
 use std::sync::{Condvar, Mutex};
 
 /// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_WEB_SESSIONS, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_WEB_SESSIONS, SCHEMA_V4, SCHEMA_V5];
+
+/// Alerts as records with an append-only history, and named leases: the tables come from
+/// `store::alerts::ddl` (the same as the embedded store's).
+const SCHEMA_V5: &str = "";
+
+/// The version whose step creates the alert tables.
+const ALERTS_VERSION: usize = 5;
 
 /// Dashboard sessions (see [`WebSession`]).
 const SCHEMA_WEB_SESSIONS: &str = "
@@ -301,6 +309,9 @@ impl PostgresStore {
                 )?;
                 judge_visits_without_facts(&mut tx)?;
             }
+            if i + 1 == ALERTS_VERSION {
+                tx.batch_execute(&al::ddl("BIGINT"))?;
+            }
             tx.execute("UPDATE caresync_schema SET version = $1", &[&((i + 1) as i32)])?;
         }
         tx.commit()?;
@@ -445,6 +456,54 @@ fn bind(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 
 /// Judge a visit from its rows in this transaction and make the result its standing facts from
 /// `at` (as the embedded store does).
+fn al_bind(values: &[al::Value]) -> Vec<&(dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| match v {
+            al::Value::Int(i) => i as &(dyn ToSql + Sync),
+            al::Value::Text(t) => t as &(dyn ToSql + Sync),
+        })
+        .collect()
+}
+
+fn al_insert(tx: &mut Transaction<'_>, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+    let values = al::alert_values(alert);
+    let inserted = tx.execute(al::INSERT_ALERT, &al_bind(&values))?;
+    if inserted == 1 {
+        let values = al::entry_values(entry);
+        tx.execute(al::INSERT_ENTRY, &al_bind(&values))?;
+    }
+    Ok(inserted == 1)
+}
+
+fn al_row<const N: usize>(r: &Row, ints: &[bool; N]) -> Result<al::RawRow> {
+    let mut t = Vec::with_capacity(N);
+    let mut i = Vec::with_capacity(N);
+    for (k, is_int) in ints.iter().enumerate() {
+        if *is_int {
+            t.push(None);
+            i.push(r.try_get(k)?);
+        } else {
+            t.push(r.try_get(k)?);
+            i.push(None);
+        }
+    }
+    Ok((t, i))
+}
+
+fn al_alerts(client: &mut PgClient, where_sql: &str, values: Vec<al::Value>) -> Result<Vec<al::AlertRecord>> {
+    let sql = format!(
+        "SELECT {} FROM alerts {where_sql} ORDER BY raised_at, alert_id",
+        al::ALERT_COLS
+    );
+    let mut out = Vec::new();
+    for r in client.query(&sql, &al_bind(&values))? {
+        let (t, i) = al_row(&r, &al::ALERT_INT_COLS)?;
+        out.push(al::alert_from(&t, &i)?);
+    }
+    Ok(out)
+}
+
 fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis) -> Result<()> {
     let id = row.visit_id.to_string();
     let events = rows(
@@ -962,7 +1021,7 @@ impl ServerStore for PostgresStore {
         Ok(r.iter().map(|r| r.get(0)).collect())
     }
 
-    fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
+    fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
         self.write(|tx| {
             let v = &c.visit;
             let id = v.visit_id.to_string();
@@ -1058,6 +1117,9 @@ impl ServerStore for PostgresStore {
                 )?;
             }
             refresh_facts(tx, v, v.updated_at)?;
+            for alert in raise {
+                al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
+            }
             Ok(())
         })
     }
@@ -1273,6 +1335,129 @@ impl ServerStore for PostgresStore {
             &[&from, &to],
         )?;
         rows(r, event_from)
+    }
+
+    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+        self.write(|tx| al_insert(tx, alert, entry))
+    }
+
+    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
+        let mut conn = self.conn()?;
+        Ok(al_alerts(
+            &mut conn,
+            "WHERE alert_id = $1",
+            vec![al::Value::Text(Some(id.to_string()))],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn alerts(&self, query: &al::AlertQuery) -> Result<Vec<al::AlertRecord>> {
+        let mut conn = self.conn()?;
+        let (where_sql, values) = al::query_where(query);
+        al_alerts(&mut conn, &where_sql, values)
+    }
+
+    fn alert_history(&self, id: AlertId) -> Result<Vec<al::AlertEntry>> {
+        let mut conn = self.conn()?;
+        let sql = format!(
+            "SELECT {} FROM alert_history WHERE alert_id = $1 ORDER BY seq",
+            al::ENTRY_COLS
+        );
+        let mut out = Vec::new();
+        for r in conn.query(&sql, &[&id.to_string()])? {
+            let (t, i) = al_row(&r, &al::ENTRY_INT_COLS)?;
+            out.push(al::entry_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn update_alert(
+        &self,
+        alert: &al::AlertRecord,
+        expected_version: u32,
+        entries: &[al::AlertEntry],
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let values = al::update_values(alert, expected_version);
+            if tx.execute(al::UPDATE_ALERT, &al_bind(&values))? != 1 {
+                return Ok(false);
+            }
+            for e in entries {
+                let values = al::entry_values(e);
+                tx.execute(al::INSERT_ENTRY, &al_bind(&values))?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
+        self.write(|tx| {
+            let values = al::escalation_values(e);
+            Ok(tx.execute(al::INSERT_ESCALATION, &al_bind(&values))? == 1)
+        })
+    }
+
+    fn escalations(&self) -> Result<Vec<al::Escalation>> {
+        let mut conn = self.conn()?;
+        let sql = format!(
+            "SELECT {} FROM escalations ORDER BY week_start, contract_id, client_id",
+            al::ESCALATION_COLS
+        );
+        let mut out = Vec::new();
+        for r in conn.query(&sql, &[])? {
+            let (t, i) = al_row(&r, &al::ESCALATION_INT_COLS)?;
+            out.push(al::escalation_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn raise_escalation(&self, c: &al::CommissionerContact) -> Result<bool> {
+        let Some(escalation) = c.escalation_id.clone() else {
+            return Ok(false);
+        };
+        self.write(|tx| {
+            let by = c.recorded_by.to_string();
+            let n = tx.execute(
+                al::RAISE_ESCALATION,
+                &[&escalation, &c.recorded_at, &c.contact_on, &by, &c.contact_id],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+            let values = al::contact_values(c);
+            tx.execute(al::INSERT_CONTACT, &al_bind(&values))?;
+            Ok(true)
+        })
+    }
+
+    fn add_commissioner_contact(&self, c: &al::CommissionerContact) -> Result<()> {
+        self.write(|tx| {
+            let values = al::contact_values(c);
+            tx.execute(al::INSERT_CONTACT, &al_bind(&values))?;
+            Ok(())
+        })
+    }
+
+    fn commissioner_contacts(&self) -> Result<Vec<al::CommissionerContact>> {
+        let mut conn = self.conn()?;
+        let sql = format!(
+            "SELECT {} FROM commissioner_contacts ORDER BY contact_on, recorded_at",
+            al::CONTACT_COLS
+        );
+        let mut out = Vec::new();
+        for r in conn.query(&sql, &[])? {
+            let (t, i) = al_row(&r, &al::CONTACT_INT_COLS)?;
+            out.push(al::contact_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
+        self.write(|tx| {
+            tx.execute(al::ADD_LEASE, &[&name])?;
+            Ok(tx.execute(al::CLAIM_LEASE, &[&name, &holder, &now, &until])? == 1)
+        })
     }
 
     fn report_snapshot(&self, q: &SnapshotQuery) -> Result<ReportSnapshot> {

@@ -1,5 +1,6 @@
 //! The embedded default: one SQLite file in the data directory.
 
+use super::alerts as al;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4, schema_v5];
+const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6];
 
 fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -208,6 +209,65 @@ fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         refresh_facts(tx, row, 0).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     }
     Ok(())
+}
+
+/// Alerts as records with an append-only history, and named leases (`store::alerts`).
+fn schema_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(&al::ddl("INTEGER"))
+}
+
+fn al_bind(values: Vec<al::Value>) -> Vec<rusqlite::types::Value> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            al::Value::Int(Some(i)) => rusqlite::types::Value::Integer(i),
+            al::Value::Text(Some(t)) => rusqlite::types::Value::Text(t),
+            al::Value::Int(None) | al::Value::Text(None) => rusqlite::types::Value::Null,
+        })
+        .collect()
+}
+
+fn al_insert(tx: &Transaction<'_>, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+    let inserted = tx
+        .prepare_cached(&al::sqlite_sql(al::INSERT_ALERT))?
+        .execute(rusqlite::params_from_iter(al_bind(al::alert_values(alert))))?;
+    if inserted == 1 {
+        tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+            .execute(rusqlite::params_from_iter(al_bind(al::entry_values(entry))))?;
+    }
+    Ok(inserted == 1)
+}
+
+/// A row read as text and integers by column kind.
+fn al_row<const N: usize>(r: &Row<'_>, ints: &[bool; N]) -> rusqlite::Result<al::RawRow> {
+    let mut t = Vec::with_capacity(N);
+    let mut i = Vec::with_capacity(N);
+    for (k, is_int) in ints.iter().enumerate() {
+        if *is_int {
+            t.push(None);
+            i.push(r.get(k)?);
+        } else {
+            t.push(r.get(k)?);
+            i.push(None);
+        }
+    }
+    Ok((t, i))
+}
+
+fn al_alerts(conn: &Connection, where_sql: &str, values: Vec<al::Value>) -> Result<Vec<al::AlertRecord>> {
+    let mut stmt = conn.prepare_cached(&al::sqlite_sql(&format!(
+        "SELECT {} FROM alerts {where_sql} ORDER BY raised_at, alert_id",
+        al::ALERT_COLS
+    )))?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(al_bind(values)), |r| {
+        al_row(r, &al::ALERT_INT_COLS)
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (t, i) = row?;
+        out.push(al::alert_from(&t, &i)?);
+    }
+    Ok(out)
 }
 
 /// Judge a visit from its rows in this transaction and make the result its standing facts
@@ -977,7 +1037,7 @@ impl ServerStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
+    fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
         // Events and amendments take the commit's planned start, so they must be its visit's.
         let visit = c.visit.visit_id;
         if c.new_events.iter().any(|e| e.visit_id != visit)
@@ -1081,6 +1141,9 @@ impl ServerStore for SqliteStore {
                 )?;
             }
             refresh_facts(tx, v, v.updated_at)?;
+            for alert in raise {
+                al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
+            }
             Ok(())
         })
     }
@@ -1307,6 +1370,147 @@ impl ServerStore for SqliteStore {
         ))?;
         let rows = stmt.query_map(params![from, to], event_from)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+        self.write(|tx| al_insert(tx, alert, entry))
+    }
+
+    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
+        let conn = self.lock()?;
+        Ok(al_alerts(
+            &conn,
+            "WHERE alert_id = $1",
+            vec![al::Value::Text(Some(id.to_string()))],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn alerts(&self, query: &al::AlertQuery) -> Result<Vec<al::AlertRecord>> {
+        let conn = self.lock()?;
+        let (where_sql, values) = al::query_where(query);
+        al_alerts(&conn, &where_sql, values)
+    }
+
+    fn alert_history(&self, id: AlertId) -> Result<Vec<al::AlertEntry>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM alert_history WHERE alert_id = ?1 ORDER BY seq",
+            al::ENTRY_COLS
+        ))?;
+        let rows = stmt.query_map([id.to_string()], |r| al_row(r, &al::ENTRY_INT_COLS))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, i) = row?;
+            out.push(al::entry_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn update_alert(
+        &self,
+        alert: &al::AlertRecord,
+        expected_version: u32,
+        entries: &[al::AlertEntry],
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let changed =
+                tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
+                    .execute(rusqlite::params_from_iter(al_bind(al::update_values(
+                        alert,
+                        expected_version,
+                    ))))?;
+            if changed != 1 {
+                return Ok(false);
+            }
+            for e in entries {
+                tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+                    .execute(rusqlite::params_from_iter(al_bind(al::entry_values(e))))?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached(&al::sqlite_sql(al::INSERT_ESCALATION))?
+                .execute(rusqlite::params_from_iter(al_bind(al::escalation_values(e))))?
+                == 1)
+        })
+    }
+
+    fn escalations(&self) -> Result<Vec<al::Escalation>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM escalations ORDER BY week_start, contract_id, client_id",
+            al::ESCALATION_COLS
+        ))?;
+        let rows = stmt.query_map([], |r| al_row(r, &al::ESCALATION_INT_COLS))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, i) = row?;
+            out.push(al::escalation_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn raise_escalation(&self, c: &al::CommissionerContact) -> Result<bool> {
+        let Some(escalation) = c.escalation_id.clone() else {
+            return Ok(false);
+        };
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(&al::sqlite_sql(al::RAISE_ESCALATION))?
+                .execute(params![
+                    escalation,
+                    c.recorded_at,
+                    c.contact_on,
+                    c.recorded_by.to_string(),
+                    c.contact_id
+                ])?;
+            if n != 1 {
+                return Ok(false);
+            }
+            tx.prepare_cached(&al::sqlite_sql(al::INSERT_CONTACT))?
+                .execute(rusqlite::params_from_iter(al_bind(al::contact_values(c))))?;
+            Ok(true)
+        })
+    }
+
+    fn add_commissioner_contact(&self, c: &al::CommissionerContact) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached(&al::sqlite_sql(al::INSERT_CONTACT))?
+                .execute(rusqlite::params_from_iter(al_bind(al::contact_values(c))))?;
+            Ok(())
+        })
+    }
+
+    fn commissioner_contacts(&self) -> Result<Vec<al::CommissionerContact>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM commissioner_contacts ORDER BY contact_on, recorded_at",
+            al::CONTACT_COLS
+        ))?;
+        let rows = stmt.query_map([], |r| al_row(r, &al::CONTACT_INT_COLS))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, i) = row?;
+            out.push(al::contact_from(&t, &i)?);
+        }
+        Ok(out)
+    }
+
+    fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
+        self.write(|tx| {
+            tx.prepare_cached(&al::sqlite_sql(al::ADD_LEASE))?
+                .execute([name])?;
+            let n = tx
+                .prepare_cached(&al::sqlite_sql(al::CLAIM_LEASE))?
+                .execute(params![name, holder, now, until])?;
+            Ok(n == 1)
+        })
     }
 
     fn report_snapshot(&self, q: &SnapshotQuery) -> Result<ReportSnapshot> {

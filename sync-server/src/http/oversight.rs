@@ -1,0 +1,368 @@
+//! Alerts as records, for supervisors and the office: list, read with history, acknowledge,
+//! resolve; and the oversight figures per team and month. Scoping is the visits' scoping
+//! (`services::scope`): an alert is in a supervisor's scope when its visit is.
+
+use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
+use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use crate::services::alerts::{self, LifecycleError, OversightRow};
+use crate::services::escalations::{self, EscalationView, RaiseError};
+use crate::services::scope::{self, Scope};
+use crate::store::alerts::{AlertEntry, AlertQuery, AlertRecord, CommissionerContact, ResolutionAction};
+use crate::store::{Principal, StoreError};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use caresync_core::domain::*;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/oversight/alerts", get(list))
+        .route("/api/v1/oversight/alerts/{id}", get(one))
+        .route("/api/v1/oversight/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/oversight/alerts/{id}/resolve", post(resolve))
+        .route(
+            "/api/v1/oversight/figures",
+            get(|s, h, q| figures(s, h, q, false)),
+        )
+        .route(
+            "/api/v1/oversight/figures.csv",
+            get(|s, h, q| figures(s, h, q, true)),
+        )
+        .route("/api/v1/oversight/kpi-projection", get(kpi_projection))
+        .route("/api/v1/oversight/escalations", get(list_escalations))
+        .route("/api/v1/oversight/escalations/raise", post(raise_escalation))
+        .route(
+            "/api/v1/oversight/commissioner-contacts",
+            get(list_contacts).post(add_contact),
+        )
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Final(_) | LifecycleError::AlreadyAcknowledged => {
+                ApiError::new(StatusCode::CONFLICT, "alert_closed", e.to_string())
+            }
+            LifecycleError::BadNote => ApiError::bad_request("invalid", e.to_string()),
+            LifecycleError::Unknown(id) => ApiError::not_found(format!("no alert {id}")),
+            LifecycleError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The alert if it exists and its visit is in the caller's scope; otherwise 404.
+fn alert_in_scope(st: &AppState, who: &Principal, id: AlertId) -> ApiResult<AlertRecord> {
+    let alert = st
+        .store
+        .alert(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
+    scope::visit(st.store.as_ref(), who, alert.visit_id)?
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
+    Ok(alert)
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    /// `open` (default: raised or acknowledged) or `all`.
+    state: Option<String>,
+    /// Raised on or after this local day.
+    from: Option<NaiveDate>,
+    /// Raised before this local day.
+    to: Option<NaiveDate>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Vec<AlertRecord>>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let open_only = match p.state.as_deref() {
+            None | Some("open") => true,
+            Some("all") => false,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("state {other:?}: open or all"),
+                ))
+            }
+        };
+        let day = |d: NaiveDate| caresync_core::store::local_day_bounds(st.tz, d).0;
+        let alerts = st.store.alerts(&AlertQuery {
+            open_only,
+            raised_from: p.from.map(day),
+            raised_to: p.to.map(day),
+            visit: None,
+        })?;
+        Ok(Json(in_scope(&st, &who, alerts)?))
+    })
+    .await
+}
+
+/// The alerts whose visits the caller may see (each visit checked once).
+fn in_scope(
+    st: &AppState,
+    who: &Principal,
+    alerts: Vec<AlertRecord>,
+) -> Result<Vec<AlertRecord>, StoreError> {
+    if Scope::of(who) == Scope::Everything {
+        return Ok(alerts);
+    }
+    let mut seen: HashMap<VisitId, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for a in alerts {
+        let visible = match seen.get(&a.visit_id) {
+            Some(v) => *v,
+            None => {
+                let v = scope::visit(st.store.as_ref(), who, a.visit_id)?.is_some();
+                seen.insert(a.visit_id, v);
+                v
+            }
+        };
+        if visible {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+pub struct AlertWithHistory {
+    alert: AlertRecord,
+    history: Vec<AlertEntry>,
+}
+
+async fn one(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AlertWithHistory>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
+        let history = st.store.alert_history(alert.alert_id)?;
+        Ok(Json(AlertWithHistory { alert, history }))
+    })
+    .await
+}
+
+async fn acknowledge(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AlertRecord>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
+        let at = now();
+        let by = who.person.id;
+        let done = alerts::change::<ApiError>(st.store.as_ref(), alert.alert_id, |a| {
+            Ok(Some(alerts::acknowledge(a, by, at)?))
+        })?;
+        done.map(Json)
+            .ok_or_else(|| ApiError::internal("acknowledge wrote nothing"))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct Resolution {
+    action: ResolutionAction,
+    note: String,
+}
+
+async fn resolve(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Resolution>, JsonRejection>,
+) -> ApiResult<Json<AlertRecord>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        // Scope before the body: a malformed body must not tell another team's alert exists.
+        let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
+        let r = json_body(body)?;
+        let at = now();
+        let by = who.person.id;
+        let done = alerts::change::<ApiError>(st.store.as_ref(), alert.alert_id, |a| {
+            Ok(Some(alerts::resolve(a, by, at, r.action, &r.note)?))
+        })?;
+        done.map(Json)
+            .ok_or_else(|| ApiError::internal("resolve wrote nothing"))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct FiguresParams {
+    /// First local day, `YYYY-MM-DD`.
+    from: NaiveDate,
+    /// Day after the last (exclusive).
+    to: NaiveDate,
+}
+
+/// Per team and month. A supervisor gets their own team's rows only.
+async fn figures(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<FiguresParams>, QueryRejection>,
+    csv: bool,
+) -> ApiResult<Response> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE_OR_SUPERVISOR)?;
+        let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let (from, to) = crate::services::reports::day_range(st.tz, p.from, p.to)
+            .map_err(|e| ApiError::bad_request("invalid_query", e))?;
+        let rows: Vec<OversightRow> = match Scope::of(&who) {
+            Scope::Everything => alerts::figures(st.store.as_ref(), st.tz, from, to, None)?,
+            Scope::Team(team) => alerts::figures(st.store.as_ref(), st.tz, from, to, Some(team))?,
+            Scope::Nothing => vec![],
+        };
+        Ok(if csv {
+            (
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                alerts::figures_csv(&rows),
+            )
+                .into_response()
+        } else {
+            Json(rows).into_response()
+        })
+    })
+    .await
+}
+
+impl From<RaiseError> for ApiError {
+    fn from(e: RaiseError) -> Self {
+        match e {
+            RaiseError::Unknown(_) => ApiError::not_found(e.to_string()),
+            RaiseError::AlreadyRaised(_) => {
+                ApiError::new(StatusCode::CONFLICT, "already_raised", e.to_string())
+            }
+            RaiseError::BadSummary => ApiError::bad_request("invalid", e.to_string()),
+            RaiseError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Reconciliation escalations with their due day, status and whether raised in time (office).
+async fn list_escalations(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<EscalationView>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        let today = escalations::local_day(now(), st.tz);
+        Ok(Json(
+            st.store
+                .escalations()?
+                .into_iter()
+                .map(|e| escalations::view(e, today))
+                .collect(),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct RaiseBody {
+    escalation_id: String,
+    /// What the commissioner was told (kept as the contact's summary).
+    summary: String,
+}
+
+async fn raise_escalation(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RaiseBody>, JsonRejection>,
+) -> ApiResult<Json<EscalationView>> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let b = json_body(body)?;
+        Ok(Json(escalations::raise(
+            st.store.as_ref(),
+            st.tz,
+            &b.escalation_id,
+            who.person.id,
+            &b.summary,
+            now(),
+        )?))
+    })
+    .await
+}
+
+async fn list_contacts(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<CommissionerContact>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        Ok(Json(st.store.commissioner_contacts()?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NewContact {
+    contract_id: ContractId,
+    /// The local day of the contact.
+    date: NaiveDate,
+    summary: String,
+}
+
+async fn add_contact(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewContact>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CommissionerContact>)> {
+    blocking(move || {
+        let who = authenticate(&st, &headers)?;
+        require(&who, OFFICE)?;
+        let c = json_body(body)?;
+        if st.store.contract(c.contract_id)?.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid",
+                format!("no contract {}", c.contract_id),
+            ));
+        }
+        let contact = escalations::record_contact(
+            st.store.as_ref(),
+            c.contract_id,
+            c.date,
+            &c.summary,
+            who.person.id,
+            now(),
+        )?;
+        Ok((StatusCode::CREATED, Json(contact)))
+    })
+    .await
+}
+
+/// Each framework contract's month to date and its projection to the month's end (office).
+async fn kpi_projection(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<escalations::ContractProjection>>> {
+    blocking(move || {
+        require(&authenticate(&st, &headers)?, OFFICE)?;
+        Ok(Json(escalations::kpi_projections(
+            st.store.as_ref(),
+            st.tz,
+            now(),
+        )?))
+    })
+    .await
+}
