@@ -178,7 +178,9 @@ fn raw_message(f: &mut Fixture, edit: impl FnOnce(&mut automerge::AutoCommit)) -
 fn entries_that_do_not_read_as_the_schema_are_refused_for_their_visit_alone() {
     use automerge::transaction::Transactable;
     use automerge::{ObjType, ReadDoc, ROOT};
-    let cases: [(&str, fn(&mut automerge::AutoCommit, &str, &str)); 2] = [
+    /// Breaks a visit document, given the carer's and the device's ids.
+    type Breakage = fn(&mut automerge::AutoCommit, &str, &str);
+    let cases: [(&str, Breakage); 2] = [
         ("an event without an id", |doc, _, _| {
             let (_, events) = doc.get(ROOT, "events").expect("get").expect("events");
             let entry = doc.insert_object(&events, 0, ObjType::Map).expect("insert");
