@@ -264,7 +264,15 @@ fn main() -> ExitCode {
             oversight,
         } => tokens.millis().and_then(|ttl| {
             let settings = oversight.settings()?;
-            serve(listen, &data_dir, database.as_deref(), demo, ttl, &limits, settings)
+            serve(
+                listen,
+                &data_dir,
+                database.as_deref(),
+                demo,
+                ttl,
+                &limits,
+                settings,
+            )
         }),
         Command::Bootstrap {
             data_dir,

@@ -256,6 +256,9 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
                     AlertKind::NoClockOut => "No clock-out".into(),
                     AlertKind::Short => "Short visit".into(),
                     AlertKind::TimeTrust => "Clock time flagged".into(),
+                    AlertKind::Concern => "Concern noted".into(),
+                    AlertKind::Safeguarding => "Safeguarding concern".into(),
+                    AlertKind::TaskNotDone => "Task refused or not done".into(),
                 },
                 silent: a.phone_silent_since_due,
             })
