@@ -758,6 +758,11 @@ impl ServerStore for PostgresStore {
                      ON CONFLICT (device_id, visit_id) DO UPDATE SET state = $3",
                     &[&device.to_string(), &id, state],
                 )?;
+                // The device's last sync, in the same transaction (not a second one per request).
+                tx.execute(
+                    "UPDATE devices SET last_sync_at = $2 WHERE device_id = $1",
+                    &[&device.to_string(), &v.updated_at],
+                )?;
             }
             Ok(())
         })
