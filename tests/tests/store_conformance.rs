@@ -47,6 +47,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
         code_owner_and_lock,
     ),
     ("a client's carers are those now assigned", client_carers),
+    (
+        "a token's standing changes at the next sign-in",
+        sign_in_sees_changes_at_once,
+    ),
 ];
 
 fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
@@ -773,4 +777,35 @@ fn client_carers(store: &dyn ServerStore) {
     expected.sort();
     assert_eq!(carers, expected, "ann still on v2, cat now on v1");
     assert!(store.client_carers(ClientId::new()).expect("none").is_empty());
+}
+
+/// Sign-ins answered from memory (PostgreSQL) still see this instance's revocations,
+/// deactivations and role changes at the very next sign-in.
+fn sign_in_sees_changes_at_once(store: &dyn ServerStore) {
+    let mut person = Person {
+        id: PersonId::new(),
+        name: "Office".into(),
+        role: Role::Office,
+        team_id: None,
+        active: true,
+    };
+    store.create_person(&person).expect("person");
+    store.add_api_token(person.id, "one", 1, None).expect("token");
+    store.add_api_token(person.id, "two", 1, None).expect("token");
+    let signed_in = |hash: &str| store.sign_in(hash).expect("lookup").expect("known");
+    assert_eq!(signed_in("one").revoked_at, None);
+    assert_eq!(signed_in("one").revoked_at, None, "asked twice");
+
+    store.revoke_api_token("one", 9).expect("revoke");
+    assert_eq!(signed_in("one").revoked_at, Some(9));
+
+    assert_eq!(signed_in("two").principal.person.role, Role::Office);
+    person.role = Role::Supervisor;
+    store.create_person(&person).expect("update");
+    assert_eq!(signed_in("two").principal.person.role, Role::Supervisor);
+
+    store.deactivate_person(person.id, 10).expect("deactivate");
+    let two = signed_in("two");
+    assert!(!two.principal.person.active);
+    assert_eq!(two.revoked_at, Some(10));
 }

@@ -7,6 +7,7 @@
 
 pub mod copy;
 pub mod postgres;
+pub(crate) mod sign_in_cache;
 pub mod sqlite;
 
 use caresync_core::domain::*;

@@ -562,47 +562,49 @@ impl ServerStore for SqliteStore {
 
     fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
         let conn = self.lock()?;
+        // Read every time, not from memory: the command-line tools change tokens in this file
+        // beside the running server, and that must take effect at once. Prepared once (every
+        // request signs in).
         let device = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT p.person_id, p.name, p.role, p.team_id, p.active, d.device_id, d.revoked_at
                  FROM devices d JOIN people p ON p.person_id = d.person_id
                  WHERE d.token_hash = ?1",
-                [token_hash],
-                |r| {
-                    let person = person_from(r)?;
-                    let device: DeviceId = column(r, 5)?;
-                    Ok(SignIn {
-                        principal: Principal {
-                            person,
-                            device_id: Some(device),
-                        },
-                        revoked_at: r.get(6)?,
-                        expires_at: None,
-                    })
-                },
-            )
+            )?
+            .query_row([token_hash], |r| {
+                let person = person_from(r)?;
+                let device: DeviceId = column(r, 5)?;
+                Ok(SignIn {
+                    principal: Principal {
+                        person,
+                        device_id: Some(device),
+                    },
+                    revoked_at: r.get(6)?,
+                    expires_at: None,
+                })
+            })
             .optional()?;
         if device.is_some() {
             return Ok(device);
         }
-        Ok(conn
-            .query_row(
+        let token = conn
+            .prepare_cached(
                 "SELECT p.person_id, p.name, p.role, p.team_id, p.active, t.revoked_at, t.expires_at
                  FROM api_tokens t JOIN people p ON p.person_id = t.person_id
                  WHERE t.token_hash = ?1",
-                [token_hash],
-                |r| {
-                    Ok(SignIn {
-                        principal: Principal {
-                            person: person_from(r)?,
-                            device_id: None,
-                        },
-                        revoked_at: r.get(5)?,
-                        expires_at: r.get(6)?,
-                    })
-                },
-            )
-            .optional()?)
+            )?
+            .query_row([token_hash], |r| {
+                Ok(SignIn {
+                    principal: Principal {
+                        person: person_from(r)?,
+                        device_id: None,
+                    },
+                    revoked_at: r.get(5)?,
+                    expires_at: r.get(6)?,
+                })
+            })
+            .optional()?;
+        Ok(token)
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
