@@ -51,6 +51,8 @@ enum Command {
         tokens: TokenTtl,
         #[command(flatten)]
         limits: ClientLimits,
+        #[command(flatten)]
+        memory: MemoryLimits,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -138,6 +140,14 @@ impl TokenTtl {
 
 fn person_id(s: &str) -> Result<caresync_core::domain::PersonId, String> {
     s.trim().parse().map_err(|_| format!("{s:?} is not a person id"))
+}
+
+/// What the server's own caches may hold (docs/performance.md, "Memory").
+#[derive(clap::Args)]
+struct MemoryLimits {
+    /// Visit documents kept in memory, least recently used evicted (about 25 KiB each).
+    #[arg(long, env = "CARESYNC_DOCUMENT_CACHE", default_value_t = caresync_server::http::DOCUMENT_CACHE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    document_cache: usize,
 }
 
 /// What slow, idle or numerous clients may hold (docs/security.md).
@@ -259,9 +269,18 @@ fn main() -> ExitCode {
             demo,
             tokens,
             limits,
-        } => tokens
-            .millis()
-            .and_then(|ttl| serve(listen, &data_dir, database.as_deref(), demo, ttl, &limits)),
+            memory,
+        } => tokens.millis().and_then(|ttl| {
+            serve(
+                listen,
+                &data_dir,
+                database.as_deref(),
+                demo,
+                ttl,
+                &limits,
+                &memory,
+            )
+        }),
         Command::Bootstrap {
             data_dir,
             database,
@@ -405,6 +424,7 @@ fn serve(
     demo: bool,
     token_ttl_ms: i64,
     limits: &ClientLimits,
+    memory: &MemoryLimits,
 ) -> Result<(), String> {
     let store = open_store(data_dir, database)?;
     let has_office = store
@@ -428,6 +448,9 @@ fn serve(
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Handlers run on the blocking pool and at most MAX_IN_FLIGHT at once; tokio's default of
+        // 512 threads would only add idle stacks and malloc arenas.
+        .max_blocking_threads(caresync_server::http::MAX_BLOCKING_THREADS)
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
@@ -439,6 +462,10 @@ fn serve(
         println!("listening on http://{addr}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
         let mut state = AppState::new(store);
+        state.visits = std::sync::Arc::new(caresync_server::services::visits::VisitService::new(
+            state.store.clone(),
+            memory.document_cache,
+        ));
         state.token_ttl_ms = token_ttl_ms;
         state.body_timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
         let connection_limits = ConnectionLimits {

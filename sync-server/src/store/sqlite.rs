@@ -141,8 +141,9 @@ fn tune(conn: &Connection) -> rusqlite::Result<()> {
 /// The bundled SQLite's ceiling (`SQLITE_MAX_MMAP_SIZE`, just under 2 GiB); a larger file reads
 /// its remainder through ordinary reads.
 const MMAP_BYTES: i64 = 0x7fff_0000;
-/// Per connection.
-const CACHE_KIB: i64 = 64 << 10;
+/// Per connection (three: reads, the writer, reports). Reads go through the memory map, whose
+/// pages are the OS's file cache, so SQLite's own cache holds little but written pages.
+const CACHE_KIB: i64 = 16 << 10;
 
 /// Each clock event and amendment carries its visit's planned start, kept equal on every commit,
 /// so a report reads a period's events as one index range instead of one join probe per visit.
