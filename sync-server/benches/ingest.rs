@@ -13,9 +13,10 @@
 //! `ingest_counted`, the only function callgrind counts:
 //!
 //!     INGEST_COUNT=200 valgrind --tool=callgrind --toggle-collect='*ingest_counted*' \
-//!         target/release/deps/ingest-<hash>
+//!         --toggle-collect='*commit_group*' target/release/deps/ingest-<hash>
 //!
-//! then divide the total `Ir` by 2N.
+//! then divide the total `Ir` by 2N. (`commit_group` is the SQLite writer thread's share, which
+//! runs outside the calling thread since group commit.)
 
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
@@ -193,6 +194,27 @@ fn benches(c: &mut Criterion) {
             )
         });
     }
+    // Eight phones' syncs at once, as the server's blocking pool runs them: what group commit
+    // shares (one transaction and fsync for the commits that arrive together).
+    g.throughput(Throughput::Elements(48));
+    g.bench_function("concurrent_messages/8x6", |b| {
+        b.iter_batched(
+            || batch(&s, 48),
+            |batch| {
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = batch
+                        .chunks(6)
+                        .map(|slice| scope.spawn(|| ingest_all(&s, slice)))
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().expect("worker"))
+                        .sum::<usize>()
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
     let replay = batch(&s, 10);
     ingest_all(&s, &replay);
     g.throughput(Throughput::Elements(10));
