@@ -179,6 +179,9 @@ impl VisitService {
     /// later compaction may replace. One cheap query when nothing changed. Returns whether
     /// anything was merged.
     fn catch_up(&self, visit: VisitId, cached: &mut Cached) -> Result<bool> {
+        if !self.store.shared_by_instances() {
+            return Ok(false);
+        }
         let stored = self.store.visit_chunk_hashes(visit)?;
         if stored == cached.chunk_hashes {
             return Ok(false);

@@ -235,6 +235,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// instance has written to the visit since this one last read it.
     fn visit_chunk_hashes(&self, visit: VisitId) -> Result<Vec<String>>;
     fn commit_visit(&self, commit: &VisitCommit) -> Result<()>;
+    /// Whether other server instances may write this store's visit documents (PostgreSQL), so a
+    /// cached document must be checked against the stored chunks before each use. The embedded
+    /// store belongs to one process.
+    fn shared_by_instances(&self) -> bool {
+        true
+    }
     /// Replace exactly the `merged` chunks with one snapshot; chunks written meanwhile stay.
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()>;
     fn sync_state(&self, device: DeviceId, visit: VisitId) -> Result<Option<Vec<u8>>>;

@@ -667,6 +667,12 @@ impl ServerStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// One server process owns the file (the command-line tools write people and tokens, never
+    /// documents).
+    fn shared_by_instances(&self) -> bool {
+        false
+    }
+
     fn commit_visit(&self, c: &VisitCommit) -> Result<()> {
         // Events and amendments take the commit's planned start, so they must be its visit's.
         let visit = c.visit.visit_id;
