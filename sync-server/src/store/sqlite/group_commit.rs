@@ -172,7 +172,9 @@ fn run(mut conn: Connection, jobs: Receiver<Box<dyn Pending>>, counters: &Counte
     }
 }
 
-/// One transaction for the group, a savepoint for each write in it.
+/// One transaction for the group, a savepoint for each write in it. (Never inlined: callgrind
+/// counts the ingest bench's writer-thread share by this name.)
+#[inline(never)]
 fn commit_group(conn: &mut Connection, group: &mut [Box<dyn Pending>]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for pending in group.iter_mut() {
