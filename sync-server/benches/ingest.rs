@@ -7,6 +7,16 @@
 //! transaction, as in production.
 //!
 //! Run: `cargo bench -p caresync-server --bench ingest`
+//!
+//! Instructions per clock event, repeatable on a noisy machine: with `INGEST_COUNT=N` the bench
+//! skips Criterion, prepares N messages (2 clock events each) and ingests them in
+//! `ingest_counted`, the only function callgrind counts:
+//!
+//!     INGEST_COUNT=200 valgrind --tool=callgrind --toggle-collect='*ingest_counted*' \
+//!         --toggle-collect='*commit_group*' target/release/deps/ingest-<hash>
+//!
+//! then divide the total `Ir` by 2N. (`commit_group` is the SQLite writer thread's share, which
+//! runs outside the calling thread since group commit.)
 
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
@@ -145,7 +155,27 @@ fn ingest_all(s: &Server, batch: &[(VisitId, Vec<u8>)]) -> usize {
         .sum()
 }
 
+/// The part of `INGEST_COUNT` mode that callgrind counts (see the module comment).
+#[inline(never)]
+fn ingest_counted(s: &Server, batch: &[(VisitId, Vec<u8>)]) -> usize {
+    ingest_all(s, batch)
+}
+
 fn benches(c: &mut Criterion) {
+    if let Some(n) = std::env::var("INGEST_COUNT")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let s = server();
+        // Warm what a running server has warm (prepared statements, the writer).
+        let warm = batch(&s, 3);
+        ingest_all(&s, &warm);
+        let messages = batch(&s, n);
+        let changes = ingest_counted(&s, &messages);
+        assert_eq!(changes, 3 * n, "three changes per visit");
+        println!("ingested {n} messages, {} clock events", 2 * n);
+        return;
+    }
     let s = server();
     // Sanity: a batch is accepted whole, and a replay adds nothing.
     let check = batch(&s, 3);
@@ -164,6 +194,27 @@ fn benches(c: &mut Criterion) {
             )
         });
     }
+    // Eight phones' syncs at once, as the server's blocking pool runs them: what group commit
+    // shares (one transaction and fsync for the commits that arrive together).
+    g.throughput(Throughput::Elements(48));
+    g.bench_function("concurrent_messages/8x6", |b| {
+        b.iter_batched(
+            || batch(&s, 48),
+            |batch| {
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = batch
+                        .chunks(6)
+                        .map(|slice| scope.spawn(|| ingest_all(&s, slice)))
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().expect("worker"))
+                        .sum::<usize>()
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
     let replay = batch(&s, 10);
     ingest_all(&s, &replay);
     g.throughput(Throughput::Elements(10));

@@ -53,6 +53,8 @@ enum Command {
         limits: ClientLimits,
         #[command(flatten)]
         oversight: Oversight,
+        #[command(flatten)]
+        memory: MemoryLimits,
     },
     /// Create the first office account and print its API token (shown once).
     Bootstrap {
@@ -140,6 +142,14 @@ impl TokenTtl {
 
 fn person_id(s: &str) -> Result<caresync_core::domain::PersonId, String> {
     s.trim().parse().map_err(|_| format!("{s:?} is not a person id"))
+}
+
+/// What the server's own caches may hold (docs/performance.md, "Memory").
+#[derive(clap::Args)]
+struct MemoryLimits {
+    /// Visit documents kept in memory, least recently used evicted (about 25 KiB each).
+    #[arg(long, env = "CARESYNC_DOCUMENT_CACHE", default_value_t = caresync_server::http::DOCUMENT_CACHE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    document_cache: usize,
 }
 
 /// What slow, idle or numerous clients may hold (docs/security.md).
@@ -262,6 +272,7 @@ fn main() -> ExitCode {
             tokens,
             limits,
             oversight,
+            memory,
         } => tokens.millis().and_then(|ttl| {
             let settings = oversight.settings()?;
             serve(
@@ -272,6 +283,7 @@ fn main() -> ExitCode {
                 ttl,
                 &limits,
                 settings,
+                &memory,
             )
         }),
         Command::Bootstrap {
@@ -499,6 +511,7 @@ fn serve(
     token_ttl_ms: i64,
     limits: &ClientLimits,
     oversight: caresync_server::services::alerts::OversightSettings,
+    memory: &MemoryLimits,
 ) -> Result<(), String> {
     let store = open_store(data_dir, database)?;
     let has_office = store
@@ -522,6 +535,9 @@ fn serve(
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Handlers run on the blocking pool and at most MAX_IN_FLIGHT at once; tokio's default of
+        // 512 threads would only add idle stacks and malloc arenas.
+        .max_blocking_threads(caresync_server::http::MAX_BLOCKING_THREADS)
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
@@ -533,6 +549,10 @@ fn serve(
         println!("listening on http://{addr}");
         tracing::info!(%addr, data_dir = %data_dir.display(), "caresync-server serving");
         let mut state = AppState::new(store).with_oversight(oversight);
+        state.visits = std::sync::Arc::new(
+            caresync_server::services::visits::VisitService::new(state.store.clone(), memory.document_cache)
+                .with_oversight(state.oversight.clone()),
+        );
         state.token_ttl_ms = token_ttl_ms;
         state.body_timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
         let connection_limits = ConnectionLimits {

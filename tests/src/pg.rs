@@ -135,6 +135,12 @@ impl PgCluster {
         );
     }
 
+    /// The postmaster's process id (from its pid file), for measuring the cluster's CPU.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

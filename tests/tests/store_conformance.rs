@@ -61,6 +61,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
         "escalations open once per client, contract and week, and are raised once",
         escalations_once,
     ),
+    (
+        "a token's standing changes at the next sign-in",
+        sign_in_sees_changes_at_once,
+    ),
 ];
 
 fn run_all(mut fresh: impl FnMut() -> Box<dyn ServerStore>) {
@@ -1055,4 +1059,35 @@ fn racing_reviews_raise_once(store: &dyn ServerStore) {
     let history = store.alert_history(alerts[0].alert_id).expect("history");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].step, AlertStep::Raised);
+}
+
+/// Sign-ins answered from memory (PostgreSQL) still see this instance's revocations,
+/// deactivations and role changes at the very next sign-in.
+fn sign_in_sees_changes_at_once(store: &dyn ServerStore) {
+    let mut person = Person {
+        id: PersonId::new(),
+        name: "Office".into(),
+        role: Role::Office,
+        team_id: None,
+        active: true,
+    };
+    store.create_person(&person).expect("person");
+    store.add_api_token(person.id, "one", 1, None).expect("token");
+    store.add_api_token(person.id, "two", 1, None).expect("token");
+    let signed_in = |hash: &str| store.sign_in(hash).expect("lookup").expect("known");
+    assert_eq!(signed_in("one").revoked_at, None);
+    assert_eq!(signed_in("one").revoked_at, None, "asked twice");
+
+    store.revoke_api_token("one", 9).expect("revoke");
+    assert_eq!(signed_in("one").revoked_at, Some(9));
+
+    assert_eq!(signed_in("two").principal.person.role, Role::Office);
+    person.role = Role::Supervisor;
+    store.create_person(&person).expect("update");
+    assert_eq!(signed_in("two").principal.person.role, Role::Supervisor);
+
+    store.deactivate_person(person.id, 10).expect("deactivate");
+    let two = signed_in("two");
+    assert!(!two.principal.person.active);
+    assert_eq!(two.revoked_at, Some(10));
 }

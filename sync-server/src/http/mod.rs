@@ -78,11 +78,18 @@ const PROBE_PATHS: &[&str] = &["/healthz", "/metrics"];
 
 /// More than the two cores and the one SQLite writer can use; each holds at most one body.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Threads in tokio's blocking pool: the handlers holding a permit, plus room for the
+/// reports' own work and the odd probe.
+pub const MAX_BLOCKING_THREADS: usize = MAX_IN_FLIGHT + 8;
+/// Visit documents kept in memory unless `--document-cache` says otherwise: about 25 KiB each
+/// (Automerge's op set), so about 50 MiB. A document not cached is loaded from its chunks on
+/// its next sync (a few hundred microseconds).
+pub const DOCUMENT_CACHE: usize = 2_000;
 
 impl AppState {
     pub fn new(store: Arc<dyn ServerStore>) -> Self {
         Self {
-            visits: Arc::new(VisitService::new(store.clone(), 10_000)),
+            visits: Arc::new(VisitService::new(store.clone(), DOCUMENT_CACHE)),
             store,
             telemetry: Arc::new(Telemetry::default()),
             scope_back_ms: 7 * DAY_MS,

@@ -144,10 +144,13 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
         manifest: vec![],
         manifest_complete: false,
     };
+    // Each accepted message's commit records the device's sync in its own transaction.
+    let mut recorded_sync = false;
     for m in &req.visits {
         t.sync_visit_messages.fetch_add(1, Relaxed);
         match state.visits.ingest(&who, m.visit_id, &m.message, at)? {
             Ingested::Accepted { reply, new_changes } => {
+                recorded_sync = true;
                 t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
                 if let Some(message) = reply {
                     response.visits.push(VisitMessage {
@@ -191,7 +194,9 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
             heads: row.heads.clone(),
         });
     }
-    state.store.device_synced(device, at)?;
+    if !recorded_sync {
+        state.store.device_synced(device, at)?;
+    }
     response.server_time = now();
     Ok(cbor(to_cbor(&response)))
 }

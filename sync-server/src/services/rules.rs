@@ -3,7 +3,7 @@
 
 use crate::store::Principal;
 use caresync_core::domain::*;
-use caresync_core::visit_document::{Section, VisitDocument, WriteAudit};
+use caresync_core::visit_document::{Section, Visit, VisitDocument, WriteAudit};
 
 use super::visits::VisitServiceError;
 
@@ -26,12 +26,14 @@ fn refused(code: &'static str, reason: impl Into<String>) -> Result<Judgement, V
     })
 }
 
-/// Judge the changes a carer's enrolled phone sent. `copy` already holds them.
+/// Judge the changes a carer's enrolled phone sent. `copy` already holds them; `visit` is `copy`
+/// read (once, by the caller, who hands the same value on to the projection).
 pub fn judge_device_changes(
     who: &Principal,
     device: DeviceId,
     audit: &WriteAudit,
     copy: &mut VisitDocument,
+    visit: &Visit,
 ) -> Result<Judgement, VisitServiceError> {
     let me = who.person.id;
     if who.person.role != Role::Carer {
@@ -82,10 +84,6 @@ pub fn judge_device_changes(
             );
         }
     }
-    let visit = copy.read().map_err(|source| VisitServiceError::Document {
-        visit: VisitId(uuid::Uuid::nil()),
-        source,
-    })?;
     if visit.schedule.carers.contains(&me) {
         return Ok(Judgement::Allowed {
             reassigned_events: vec![],

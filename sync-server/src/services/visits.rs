@@ -51,6 +51,8 @@ pub enum Ingested {
 
 struct Cached {
     doc: VisitDocument,
+    /// `doc` read: kept with it so a write reads the document once, not before and after.
+    visit: Visit,
     chunk_hashes: Vec<String>,
 }
 
@@ -169,8 +171,12 @@ impl VisitService {
             }
             let doc =
                 VisitDocument::load(&all).map_err(|source| VisitServiceError::Document { visit, source })?;
+            let read = doc
+                .read()
+                .map_err(|source| VisitServiceError::Document { visit, source })?;
             *guard = Some(Cached {
                 doc,
+                visit: read,
                 chunk_hashes: chunks.into_iter().map(|c| c.hash).collect(),
             });
         } else if let Some(cached) = guard.as_mut() {
@@ -186,6 +192,9 @@ impl VisitService {
     /// later compaction may replace. One cheap query when nothing changed. Returns whether
     /// anything was merged.
     fn catch_up(&self, visit: VisitId, cached: &mut Cached) -> Result<bool> {
+        if !self.store.shared_by_instances() {
+            return Ok(false);
+        }
         let stored = self.store.visit_chunk_hashes(visit)?;
         if stored == cached.chunk_hashes {
             return Ok(false);
@@ -210,15 +219,17 @@ impl VisitService {
             }
         }
         cached.chunk_hashes = stored;
+        if !unseen.is_empty() {
+            cached.visit = cached
+                .doc
+                .read()
+                .map_err(|source| VisitServiceError::Document { visit, source })?;
+        }
         Ok(!unseen.is_empty())
     }
 
     pub fn read(&self, visit: VisitId) -> Result<Visit> {
-        self.with_doc(visit, |c| {
-            c.doc
-                .read()
-                .map_err(|source| VisitServiceError::Document { visit, source })
-        })
+        self.with_doc(visit, |c| Ok(c.visit.clone()))
     }
 
     pub fn schedule_history(&self, visit: VisitId) -> Result<Vec<ScheduleChange>> {
@@ -255,7 +266,10 @@ impl VisitService {
         let mut doc = VisitDocument::create_by(visit, schedule, &self.actor, &label)
             .map_err(|source| VisitServiceError::Document { visit, source })?;
         let chunk = chunk_of(doc.save());
-        let row = project(visit, &mut doc, now)?;
+        let read = doc
+            .read()
+            .map_err(|source| VisitServiceError::Document { visit, source })?;
+        let row = project(visit, &read, &mut doc, now);
         self.store.commit_visit(&VisitCommit {
             visit: row.clone(),
             chunk: Some(chunk.clone()),
@@ -265,6 +279,7 @@ impl VisitService {
         })?;
         *guard = Some(Cached {
             doc,
+            visit: read,
             chunk_hashes: vec![chunk.hash],
         });
         Ok(row)
@@ -281,9 +296,7 @@ impl VisitService {
         self.with_doc(visit, |cached| {
             let before = cached.doc.heads();
             let mut copy = cached.doc.fork().with_actor(&actor);
-            let current = copy
-                .read()
-                .map_err(|source| VisitServiceError::Document { visit, source })?;
+            let current = cached.visit.clone();
             edit(&mut copy, &current)?;
             let after = copy
                 .read()
@@ -296,6 +309,7 @@ impl VisitService {
                 visit,
                 cached,
                 copy,
+                after.clone(),
                 &before,
                 now,
                 CommitExtras {
@@ -332,11 +346,7 @@ impl VisitService {
         };
         let carer = who.person.id;
         let result = self.with_doc(visit, |cached| {
-            let current = cached
-                .doc
-                .read()
-                .map_err(|source| VisitServiceError::Document { visit, source })?;
-            let assigned_now = current.schedule.carers.contains(&carer);
+            let assigned_now = cached.visit.schedule.carers.contains(&carer);
             if !assigned_now && !self.store.was_ever_assigned(visit, carer)? {
                 return Ok(Ingested::Refused(VisitError {
                     visit_id: visit,
@@ -371,12 +381,19 @@ impl VisitService {
                 Ok(audit) => audit,
                 Err(e) => return unreadable(e),
             };
+            // The one read of the document this message produced, for the rules and the
+            // projection alike (nothing new: the cached read stands).
+            let after = if audit.change_hashes.is_empty() {
+                cached.visit.clone()
+            } else {
+                match copy.read() {
+                    Ok(after) => after,
+                    Err(e) => return unreadable(e),
+                }
+            };
             let mut flagged = Vec::new();
             if !audit.change_hashes.is_empty() {
-                if let Err(e) = copy.read() {
-                    return unreadable(e);
-                }
-                match judge_device_changes(who, device, &audit, &mut copy) {
+                match judge_device_changes(who, device, &audit, &mut copy, &after) {
                     Ok(Judgement::Allowed { reassigned_events }) => flagged = reassigned_events,
                     Ok(Judgement::Refused { code, reason }) => {
                         return Ok(Ingested::Refused(VisitError {
@@ -412,7 +429,7 @@ impl VisitService {
                     now,
                 ),
             };
-            self.commit(visit, cached, copy, &before, now, extras)?;
+            self.commit(visit, cached, copy, after, &before, now, extras)?;
             Ok(Ingested::Accepted { reply, new_changes })
         });
         match result {
@@ -428,13 +445,14 @@ impl VisitService {
         visit: VisitId,
         cached: &mut Cached,
         mut copy: VisitDocument,
+        read: Visit,
         before: &[automerge::ChangeHash],
         now: Millis,
         extras: CommitExtras,
     ) -> Result<()> {
         let after = copy.heads();
         let chunk = (after != before).then(|| chunk_of(copy.automerge().save_after(before)));
-        let row = project(visit, &mut copy, now)?;
+        let row = project(visit, &read, &mut copy, now);
         let events: Vec<EventRow> = extras
             .new_events
             .iter()
@@ -452,6 +470,7 @@ impl VisitService {
             &extras.raise,
         )?;
         cached.doc = copy;
+        cached.visit = read;
         if let Some(chunk) = chunk {
             if !cached.chunk_hashes.contains(&chunk.hash) {
                 cached.chunk_hashes.push(chunk.hash);
@@ -465,7 +484,7 @@ impl VisitService {
             if !self.catch_up(visit, cached)? {
                 break;
             }
-            let row = project(visit, &mut cached.doc, now)?;
+            let row = project(visit, &cached.visit, &mut cached.doc, now);
             self.store.commit_visit(&VisitCommit {
                 visit: row,
                 chunk: None,
@@ -566,11 +585,9 @@ fn validate_schedule(s: &caresync_core::Schedule) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn project(visit: VisitId, doc: &mut VisitDocument, now: Millis) -> Result<VisitRow> {
-    let v = doc
-        .read()
-        .map_err(|source| VisitServiceError::Document { visit, source })?;
-    Ok(VisitRow {
+/// The visit row of `doc`, given `v`, the document read.
+pub(crate) fn project(visit: VisitId, v: &Visit, doc: &mut VisitDocument, now: Millis) -> VisitRow {
+    VisitRow {
         visit_id: visit,
         client_id: v.schedule.client_id,
         contract_id: v.schedule.contract_id,
@@ -581,7 +598,7 @@ pub(crate) fn project(visit: VisitId, doc: &mut VisitDocument, now: Millis) -> R
         chargeable: v.schedule.chargeable,
         heads: Heads::from(doc.heads()),
         updated_at: now,
-    })
+    }
 }
 
 /// The time-trust flags stored with an event row at receipt (brief, section 4), by the one

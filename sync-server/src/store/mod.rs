@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod copy;
 pub mod facts;
 pub mod postgres;
+pub(crate) mod sign_in_cache;
 pub mod sqlite;
 
 use caresync_core::domain::*;
@@ -251,6 +252,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Commit a change and, in the same transaction, raise the alerts it gives rise to (a
     /// concern a carer wrote): each raised at most once (see [`alerts`]).
     fn commit_visit_raising(&self, commit: &VisitCommit, raise: &[alerts::AlertRecord]) -> Result<()>;
+    /// Whether other server instances may write this store's visit documents (PostgreSQL), so a
+    /// cached document must be checked against the stored chunks before each use. The embedded
+    /// store belongs to one process.
+    fn shared_by_instances(&self) -> bool {
+        true
+    }
     /// Replace exactly the `merged` chunks with one snapshot; chunks written meanwhile stay.
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()>;
     fn sync_state(&self, device: DeviceId, visit: VisitId) -> Result<Option<Vec<u8>>>;

@@ -174,6 +174,8 @@ pub struct PostgresStore {
     pool: Mutex<Pool>,
     returned: Condvar,
     max_open: usize,
+    /// Tokens' rows in memory; another instance's revocation reaches it within its TTL.
+    sign_ins: super::sign_in_cache::SignInCache,
 }
 
 struct Pool {
@@ -212,6 +214,49 @@ impl Drop for Conn<'_> {
 }
 
 impl PostgresStore {
+    /// The token's row, from the database (see [`super::sign_in_cache`]).
+    fn read_sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
+        let mut conn = self.conn()?;
+        let device = conn.query_opt(
+            &format!(
+                "SELECT {PERSON_COLS}, d.device_id, d.revoked_at
+                 FROM devices d JOIN people p ON p.person_id = d.person_id
+                 WHERE d.token_hash = $1"
+            ),
+            &[&token_hash],
+        )?;
+        if let Some(r) = device {
+            return Ok(Some(SignIn {
+                principal: Principal {
+                    person: person_from(&r)?,
+                    device_id: Some(parse(r.get(5))?),
+                },
+                revoked_at: r.get(6),
+                expires_at: None,
+            }));
+        }
+        let token = conn.query_opt(
+            &format!(
+                "SELECT {PERSON_COLS}, t.revoked_at, t.expires_at
+                 FROM api_tokens t JOIN people p ON p.person_id = t.person_id
+                 WHERE t.token_hash = $1"
+            ),
+            &[&token_hash],
+        )?;
+        token
+            .map(|r| {
+                Ok(SignIn {
+                    principal: Principal {
+                        person: person_from(&r)?,
+                        device_id: None,
+                    },
+                    revoked_at: r.get(5),
+                    expires_at: r.get(6),
+                })
+            })
+            .transpose()
+    }
+
     /// Connect and bring the schema up to date. Must not be called from inside a tokio runtime's
     /// async context (the blocking client runs its own).
     pub fn open(url: &str) -> Result<Self> {
@@ -227,6 +272,7 @@ impl PostgresStore {
             }),
             returned: Condvar::new(),
             max_open: max_open.max(1),
+            sign_ins: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -275,6 +321,8 @@ impl PostgresStore {
         let mut tx = conn.transaction()?;
         let out = f(&mut tx)?;
         tx.commit()?;
+        // People, tokens and devices are written here (and in the revocations below).
+        self.sign_ins.invalidate();
         Ok(out)
     }
 
@@ -852,14 +900,17 @@ impl ServerStore for PostgresStore {
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE token_hash = $1",
             &[&token_hash, &at],
         )?;
+        self.sign_ins.invalidate();
         Ok(n > 0)
     }
 
     fn revoke_api_tokens(&self, person: PersonId, at: Millis) -> Result<u64> {
-        Ok(self.conn()?.execute(
+        let n = self.conn()?.execute(
             "UPDATE api_tokens SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL",
             &[&person.to_string(), &at],
-        )?)
+        )?;
+        self.sign_ins.invalidate();
+        Ok(n)
     }
 
     fn deactivate_person(&self, person: PersonId, at: Millis) -> Result<bool> {
@@ -935,45 +986,15 @@ impl ServerStore for PostgresStore {
     }
 
     fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
-        let mut conn = self.conn()?;
-        let device = conn.query_opt(
-            &format!(
-                "SELECT {PERSON_COLS}, d.device_id, d.revoked_at
-                 FROM devices d JOIN people p ON p.person_id = d.person_id
-                 WHERE d.token_hash = $1"
-            ),
-            &[&token_hash],
-        )?;
-        if let Some(r) = device {
-            return Ok(Some(SignIn {
-                principal: Principal {
-                    person: person_from(&r)?,
-                    device_id: Some(parse(r.get(5))?),
-                },
-                revoked_at: r.get(6),
-                expires_at: None,
-            }));
+        let epoch = match self.sign_ins.get(token_hash) {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(epoch) => epoch,
+        };
+        let found = self.read_sign_in(token_hash)?;
+        if let Some(sign_in) = &found {
+            self.sign_ins.insert(token_hash, sign_in, epoch);
         }
-        let token = conn.query_opt(
-            &format!(
-                "SELECT {PERSON_COLS}, t.revoked_at, t.expires_at
-                 FROM api_tokens t JOIN people p ON p.person_id = t.person_id
-                 WHERE t.token_hash = $1"
-            ),
-            &[&token_hash],
-        )?;
-        token
-            .map(|r| {
-                Ok(SignIn {
-                    principal: Principal {
-                        person: person_from(&r)?,
-                        device_id: None,
-                    },
-                    revoked_at: r.get(5),
-                    expires_at: r.get(6),
-                })
-            })
-            .transpose()
+        Ok(found)
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
@@ -981,6 +1002,7 @@ impl ServerStore for PostgresStore {
             "UPDATE devices SET revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1",
             &[&device.to_string(), &at],
         )?;
+        self.sign_ins.invalidate();
         Ok(n > 0)
     }
 
@@ -1114,6 +1136,11 @@ impl ServerStore for PostgresStore {
                     "INSERT INTO sync_states (device_id, visit_id, state) VALUES ($1, $2, $3)
                      ON CONFLICT (device_id, visit_id) DO UPDATE SET state = $3",
                     &[&device.to_string(), &id, state],
+                )?;
+                // The device's last sync, in the same transaction (not a second one per request).
+                tx.execute(
+                    "UPDATE devices SET last_sync_at = $2 WHERE device_id = $1",
+                    &[&device.to_string(), &v.updated_at],
                 )?;
             }
             refresh_facts(tx, v, v.updated_at)?;

@@ -8,6 +8,10 @@
 //! prints the ratio.
 //!
 //!     caresync-loadgen --phones 500 --visits 4 --seconds 20 --threads 32 --mode both
+//!
+//! `--postgres N` stores in a private PostgreSQL cluster instead, with N server instances in
+//! front of it and the phones spread across them (phone i syncs with instance i mod N); the
+//! server CPU reported is the instances' and the cluster's together.
 
 use automerge::sync::{Have, State, SyncDoc};
 use caresync_core::domain::*;
@@ -28,6 +32,8 @@ struct Args {
     mode: String,
     /// Target total phone actions per second across all phones (0 = as fast as possible).
     rate: f64,
+    /// Server instances in front of a PostgreSQL cluster (0: one instance, embedded SQLite).
+    postgres: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -38,6 +44,7 @@ fn args() -> Result<Args, String> {
         threads: 16,
         mode: "both".into(),
         rate: 0.0,
+        postgres: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,8 +56,9 @@ fn args() -> Result<Args, String> {
             "--threads" => a.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--rate" => a.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--mode" => a.mode = value()?,
+            "--postgres" => a.postgres = value()?.parse().map_err(|e| format!("--postgres: {e}"))?,
             "-h" | "--help" => {
-                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both]");
+                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -168,9 +176,82 @@ fn whole_document_message(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(msg.encode())
 }
 
+/// The servers a run talks to: one with the embedded store, or N sharing a PostgreSQL cluster.
+struct Servers {
+    _dir: tempfile::TempDir,
+    instances: Vec<ServerProcess>,
+    office: Office,
+    cluster: Option<caresync_tests::pg::PgCluster>,
+}
+
+impl Servers {
+    fn start(postgres: usize) -> TestResult<Self> {
+        if postgres == 0 {
+            let world = World::start()?;
+            return Ok(Self {
+                _dir: world.dir,
+                instances: vec![world.server],
+                office: world.office,
+                cluster: None,
+            });
+        }
+        let dir = tempfile::tempdir()?;
+        let cluster = caresync_tests::pg::PgCluster::start();
+        let url = cluster.create_database();
+        let token = ServerProcess::bootstrap_with(&dir.path().join("bootstrap"), Some(&url))?;
+        let instances = (0..postgres)
+            .map(|i| ServerProcess::start_with(&dir.path().join(format!("s{i}")), "127.0.0.1:0", Some(&url)))
+            .collect::<TestResult<Vec<_>>>()?;
+        let office = Office::new(&instances[0].url, &token);
+        Ok(Self {
+            _dir: dir,
+            instances,
+            office,
+            cluster: Some(cluster),
+        })
+    }
+
+    /// Peak RSS of the largest instance (KiB), and the CPU seconds of the instances and the
+    /// PostgreSQL cluster's processes together.
+    fn usage(&self) -> (u64, f64) {
+        let mut peak = 0;
+        let mut cpu = 0.0;
+        for pid in self.instances.iter().filter_map(|s| s.pid()) {
+            let (rss, s) = process_usage(pid);
+            peak = peak.max(rss);
+            cpu += s;
+        }
+        if let Some(postmaster) = self.cluster.as_ref().and_then(|c| c.postmaster_pid()) {
+            cpu += process_usage(postmaster).1;
+            for child in children_of(postmaster) {
+                cpu += process_usage(child).1;
+            }
+        }
+        (peak, cpu)
+    }
+}
+
+/// Processes whose parent is `parent` (PostgreSQL's backends and workers).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command name in parentheses: state, then the parent's pid.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(parent)
+        })
+        .collect()
+}
+
 fn run(a: &Args, whole: bool) -> TestResult<Figures> {
-    let world = World::start()?;
-    let office = &world.office;
+    let servers = Servers::start(a.postgres)?;
+    let office = &servers.office;
     let client = office.create_client("Load client", None)?;
     let contract = office.create_contract("Load contract", "spot", json!({}))?;
     // Phones' stores on tmpfs where there is one: the phones' fsyncs are not what is measured.
@@ -196,20 +277,16 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
         if status != 201 {
             return Err(format!("creating visits: {status} {body}").into());
         }
-        let phone = Phone::enrol(
-            phone_dir.path(),
-            &world.server.url,
-            &code,
-            Arc::new(caresync_core::SystemClock),
-        )?;
+        let url = &servers.instances[i % servers.instances.len()].url;
+        let phone = Phone::enrol(phone_dir.path(), url, &code, Arc::new(caresync_core::SystemClock))?;
         phone.sync()?;
         phones.push(Mutex::new(LoadPhone {
             phone,
+            url: url.clone(),
             step: AtomicU64::new(0),
         }));
     }
-    let server_pid = world.server.pid().ok_or("server not running")?;
-    let (_, cpu_before) = process_usage(server_pid);
+    let (_, cpu_before) = servers.usage();
     eprintln!(
         "running for {} s ({} mode)...",
         a.seconds,
@@ -234,7 +311,6 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
             clock_events.clone(),
             next_phone.clone(),
         );
-        let url = world.server.url.clone();
         workers.push(std::thread::spawn(move || -> Figures {
             let mut f = Figures::default();
             while !stop.load(Relaxed) {
@@ -264,7 +340,7 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
                 }
                 let sync_started = Instant::now();
                 let ok = if whole {
-                    whole_sync(&url, &phone, &ids, &mut f)
+                    whole_sync(&phone.url, &phone, &ids, &mut f)
                 } else {
                     delta_sync(&phone.client, &mut f)
                 };
@@ -298,15 +374,23 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
     }
     total.seconds = started.elapsed().as_secs_f64();
     total.clock_events = clock_events.load(Relaxed);
-    let (rss, cpu_after) = process_usage(server_pid);
+    let (rss, cpu_after) = servers.usage();
     total.server_peak_rss_kib = rss;
-    total.server_anon_kib = status_kib(server_pid, "RssAnon:");
+    total.server_anon_kib = servers
+        .instances
+        .iter()
+        .filter_map(|s| s.pid())
+        .map(|pid| status_kib(pid, "RssAnon:"))
+        .max()
+        .unwrap_or(0);
     total.server_cpu_s = cpu_after - cpu_before;
     Ok(total)
 }
 
 struct LoadPhone {
     phone: Phone,
+    /// The instance this phone syncs with.
+    url: String,
     step: AtomicU64,
 }
 
@@ -369,7 +453,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     println!(
-        "caresync-loadgen: {} phones x {} visits, {} threads, {} s per mode, rate {}",
+        "caresync-loadgen: {} phones x {} visits, {} threads, {} s per mode, rate {}, {}",
         a.phones,
         a.visits,
         a.threads,
@@ -378,6 +462,10 @@ fn main() -> std::process::ExitCode {
             format!("{} actions/s", a.rate)
         } else {
             "unlimited".into()
+        },
+        match a.postgres {
+            0 => "embedded SQLite".to_string(),
+            n => format!("PostgreSQL behind {n} instance(s)"),
         }
     );
     let mut results = Vec::new();

@@ -1,0 +1,125 @@
+//! Presented tokens answered from memory: every request signs in, and the token's row changes
+//! only when someone enrols, revokes, rotates or deactivates.
+//!
+//! What is cached is the token as stored ([`SignIn`]: person, active flag, revocation, expiry),
+//! never the verdict, so expiry is judged against each request's own time. A store clears the
+//! cache after every write of its own that could change a token's standing, so on this instance
+//! a revocation or deactivation takes effect from the next request. Writes this process does not
+//! see (another server instance sharing a PostgreSQL database, the `bootstrap` command on the
+//! same file) take effect within [`SIGN_IN_TTL`]: an entry older than that is read again.
+//! Unknown tokens are not cached (a guess costs the query it always cost).
+
+use super::SignIn;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a token's row is trusted without reading it again: the bound on how late another
+/// instance's revocation takes effect here.
+pub const SIGN_IN_TTL: Duration = Duration::from_secs(5);
+
+/// Tokens held at once (an entry is about 200 bytes); past this the cache starts afresh.
+const CAPACITY: usize = 20_000;
+
+#[derive(Default)]
+pub(crate) struct SignInCache {
+    /// Bumped (under the map's lock) by every invalidation, so a read that began before a
+    /// revocation committed cannot put its stale answer back afterwards.
+    epoch: AtomicU64,
+    entries: Mutex<HashMap<String, (SignIn, Instant)>>,
+}
+
+impl SignInCache {
+    /// The cached row of a token read within the TTL, or the epoch to pass to [`Self::insert`]
+    /// after reading it from the database.
+    pub(crate) fn get(&self, token_hash: &str) -> Result<SignIn, u64> {
+        let Ok(entries) = self.entries.lock() else {
+            return Err(u64::MAX);
+        };
+        match entries.get(token_hash) {
+            Some((sign_in, read_at)) if read_at.elapsed() < SIGN_IN_TTL => Ok(sign_in.clone()),
+            _ => Err(self.epoch.load(Ordering::SeqCst)),
+        }
+    }
+
+    /// Keep a row read from the database, unless an invalidation happened since `epoch`.
+    pub(crate) fn insert(&self, token_hash: &str, sign_in: &SignIn, epoch: u64) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(token_hash.to_owned(), (sign_in.clone(), Instant::now()));
+    }
+
+    /// Forget everything: called after a write commits that may change any token's standing.
+    pub(crate) fn invalidate(&self) {
+        // A poisoned lock still gets its epoch bumped, so nothing read before is kept.
+        match self.entries.lock() {
+            Ok(mut entries) => {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                entries.clear();
+            }
+            Err(poisoned) => {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                poisoned.into_inner().clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Person, Principal};
+    use caresync_core::domain::*;
+
+    fn row(revoked_at: Option<Millis>) -> SignIn {
+        SignIn {
+            principal: Principal {
+                person: Person {
+                    id: PersonId::new(),
+                    name: "Ann".into(),
+                    role: Role::Carer,
+                    team_id: None,
+                    active: true,
+                },
+                device_id: Some(DeviceId::new()),
+            },
+            revoked_at,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn kept_until_invalidated() {
+        let cache = SignInCache::default();
+        let Err(epoch) = cache.get("tok") else {
+            panic!("nothing cached yet");
+        };
+        let live = row(None);
+        cache.insert("tok", &live, epoch);
+        assert_eq!(cache.get("tok"), Ok(live));
+        cache.invalidate();
+        assert!(cache.get("tok").is_err());
+    }
+
+    /// A lookup that read the row before a revocation committed, and finishes after it, must not
+    /// put the unrevoked row back.
+    #[test]
+    fn a_read_that_overlaps_a_revocation_is_not_kept() {
+        let cache = SignInCache::default();
+        let Err(epoch) = cache.get("tok") else {
+            panic!("nothing cached yet");
+        };
+        let read_before_revocation = row(None);
+        cache.invalidate();
+        cache.insert("tok", &read_before_revocation, epoch);
+        assert!(cache.get("tok").is_err(), "the stale row was kept");
+    }
+}
