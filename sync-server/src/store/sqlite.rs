@@ -230,7 +230,7 @@ fn al_bind(values: Vec<al::Value>) -> Vec<rusqlite::types::Value> {
         .collect()
 }
 
-fn al_insert(tx: &Transaction<'_>, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+fn al_insert(tx: &Connection, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
     let inserted = tx
         .prepare_cached(&al::sqlite_sql(al::INSERT_ALERT))?
         .execute(rusqlite::params_from_iter(al_bind(al::alert_values(alert))))?;
@@ -276,7 +276,7 @@ fn al_alerts(conn: &Connection, where_sql: &str, values: Vec<al::Value>) -> Resu
 /// Judge a visit from its rows in this transaction and make the result its standing facts
 /// from `at` (the version standing before closes at `at`; one opened at the same instant or
 /// later is replaced, so versions never overlap).
-fn refresh_facts(tx: &Transaction<'_>, row: &VisitRow, at: Millis) -> Result<()> {
+fn refresh_facts(tx: &Connection, row: &VisitRow, at: Millis) -> Result<()> {
     let id = row.visit_id.to_string();
     let events: Vec<EventRow> = tx
         .prepare_cached(&format!(
@@ -320,7 +320,7 @@ fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
         .collect()
 }
 
-fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
+fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing: Option<(i64, Millis, i64)> = tx
@@ -361,7 +361,7 @@ fn write_facts(tx: &Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<(
 
 /// Judge again, from `at`, every visit matching `filter` (a contract's after its rules change,
 /// a client's after their location does).
-fn rejudge(tx: &Transaction<'_>, filter: &str, id: &str, at: Millis) -> Result<()> {
+fn rejudge(tx: &Connection, filter: &str, id: &str, at: Millis) -> Result<()> {
     let rows: Vec<VisitRow> = {
         let mut stmt = tx.prepare(&format!(
             "SELECT {VISIT_COLS} FROM visits v WHERE v.{filter} = ?1"

@@ -209,7 +209,7 @@ mod tests {
                 planned_end: 2_000_000,
                 status: VisitStatus::Scheduled,
                 chargeable: None,
-                heads: vec![],
+                heads: Default::default(),
                 updated_at: 5,
             },
             chunk: Some(Chunk {
