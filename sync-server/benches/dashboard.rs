@@ -160,7 +160,7 @@ fn generate(store: &SqliteStore) -> Result<(PersonId, PersonId)> {
                     planned_end: end,
                     status: VisitStatus::Scheduled,
                     chargeable: None,
-                    heads: vec![],
+                    heads: Default::default(),
                     updated_at: end,
                 },
                 chunk: None,

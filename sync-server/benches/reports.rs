@@ -256,7 +256,7 @@ fn generate(store: &SqliteStore) -> Result<()> {
                     VisitStatus::Scheduled
                 },
                 chargeable: cancelled.then(|| rng.random_bool(0.5)),
-                heads: caresync_core::Heads::from_hex([hex_head(&mut rng)]).expect("a hex head"),
+                heads: random_heads(&mut rng),
                 updated_at: end,
             },
             chunk: None,
@@ -268,8 +268,10 @@ fn generate(store: &SqliteStore) -> Result<()> {
     Ok(())
 }
 
-fn hex_head(rng: &mut StdRng) -> String {
-    format!("{:032x}{:032x}", rng.random::<u128>(), rng.random::<u128>())
+fn random_heads(rng: &mut StdRng) -> caresync_core::Heads {
+    let mut hash = [0u8; 32];
+    rng.fill(&mut hash);
+    caresync_core::Heads::from_bytes(&[hash])
 }
 
 /// With `CARESYNC_BENCH_BACKFILL=1`: drop the facts and step the schema back, so the next open
@@ -325,7 +327,7 @@ fn todays_store(dir: &std::path::Path, now: Millis) -> Arc<dyn ServerStore> {
                     planned_end: start + 30 * MINUTE_MS,
                     status: VisitStatus::Scheduled,
                     chargeable: None,
-                    heads: vec![hex_head(&mut rng)],
+                    heads: random_heads(&mut rng),
                     updated_at: day_start,
                 },
                 chunk: None,
