@@ -297,8 +297,7 @@ impl VisitService {
             self.commit(
                 visit,
                 cached,
-                copy,
-                after.clone(),
+                (copy, after.clone()),
                 &before,
                 now,
                 CommitExtras {
@@ -394,7 +393,7 @@ impl VisitService {
                 reassigned: flagged,
                 new_amendments: vec![],
             };
-            self.commit(visit, cached, copy, after, &before, now, extras)?;
+            self.commit(visit, cached, (copy, after), &before, now, extras)?;
             Ok(Ingested::Accepted { reply, new_changes })
         });
         match result {
@@ -409,8 +408,7 @@ impl VisitService {
         &self,
         visit: VisitId,
         cached: &mut Cached,
-        mut copy: VisitDocument,
-        read: Visit,
+        (mut copy, read): (VisitDocument, Visit),
         before: &[automerge::ChangeHash],
         now: Millis,
         extras: CommitExtras,
