@@ -403,7 +403,8 @@ impl VisitService {
     }
 
     /// The one commit path: new chunk + projection + sync state in one store transaction, then
-    /// the cache takes the copy. Compacts when chunks pile up.
+    /// the cache takes the copy and its read (the `Visit` the caller already read from it, so
+    /// the projection does not read again). Compacts when chunks pile up.
     fn commit(
         &self,
         visit: VisitId,
