@@ -308,8 +308,7 @@ impl VisitService {
             self.commit(
                 visit,
                 cached,
-                copy,
-                after.clone(),
+                (copy, after.clone()),
                 &before,
                 now,
                 CommitExtras {
@@ -429,7 +428,7 @@ impl VisitService {
                     now,
                 ),
             };
-            self.commit(visit, cached, copy, after, &before, now, extras)?;
+            self.commit(visit, cached, (copy, after), &before, now, extras)?;
             Ok(Ingested::Accepted { reply, new_changes })
         });
         match result {
@@ -439,13 +438,13 @@ impl VisitService {
     }
 
     /// The one commit path: new chunk + projection + sync state in one store transaction, then
-    /// the cache takes the copy. Compacts when chunks pile up.
+    /// the cache takes the copy and its read (the `Visit` the caller already read from it, so
+    /// the projection does not read again). Compacts when chunks pile up.
     fn commit(
         &self,
         visit: VisitId,
         cached: &mut Cached,
-        mut copy: VisitDocument,
-        read: Visit,
+        (mut copy, read): (VisitDocument, Visit),
         before: &[automerge::ChangeHash],
         now: Millis,
         extras: CommitExtras,
