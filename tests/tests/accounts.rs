@@ -313,3 +313,49 @@ fn without_colours(text: &str) -> String {
     }
     out
 }
+
+/// The dashboard's sign-in form, as a browser sends it: a GET that sets the form's double-submit
+/// cookie, then a POST of the token with that cookie and the form's token. The POST's status.
+fn dashboard_sign_in(url: &str, token: &str) -> TestResult<u16> {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut form = agent.get(&format!("{url}/signin")).call()?;
+    let cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("caresync_signin="))
+        .and_then(|c| c.split(';').next())
+        .ok_or("no sign-in cookie")?
+        .to_string();
+    let page = form.body_mut().read_to_string()?;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("no csrf field")?
+        .to_string();
+    let resp = agent
+        .post(&format!("{url}/signin"))
+        .header("cookie", &format!("caresync_signin={cookie}"))
+        .send_form([("token", token), ("csrf", csrf.as_str())])?;
+    Ok(resp.status().as_u16())
+}
+
+/// Tokens guessed at the dashboard's sign-in form count against the address like API guesses:
+/// after ten, even the right token is refused there, and the API is refused too.
+#[test]
+fn dashboard_sign_in_guesses_are_limited_per_source() -> TestResult {
+    let world = World::start()?;
+    let url = world.server.url.clone();
+    for i in 0..10 {
+        assert_eq!(dashboard_sign_in(&url, &format!("{i:064}"))?, 401, "guess {i}");
+    }
+    assert_eq!(dashboard_sign_in(&url, &world.office.token)?, 429);
+    assert_eq!(world.office.call("GET", "/api/v1/people", None)?.0, 429);
+    Ok(())
+}

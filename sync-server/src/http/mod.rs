@@ -8,6 +8,7 @@ mod reference;
 mod reports;
 pub mod serve;
 mod sign_in;
+pub use sign_in::SignInFailure;
 mod supervision;
 mod sync;
 pub use sync::decode_request;

@@ -22,6 +22,18 @@ pub struct SignInFailure {
     pub person: Option<PersonId>,
 }
 
+impl SignInFailure {
+    /// A refused token: guesses count against the source; revoked or expired tokens and
+    /// deactivated people are logged but not counted.
+    pub fn refused(refusal: Refusal) -> Self {
+        Self {
+            reason: refusal.reason(),
+            counts: refusal == Refusal::Unknown,
+            person: None,
+        }
+    }
+}
+
 /// The 401 for a refused bearer token, with a message that says what to do.
 pub(super) fn refused(refusal: Refusal) -> ApiError {
     let message = match refusal {
@@ -34,11 +46,7 @@ pub(super) fn refused(refusal: Refusal) -> ApiError {
         Refusal::Deactivated => "this person's account was deactivated".to_string(),
     };
     let mut e = ApiError::unauthorized(&message);
-    e.sign_in_failure = Some(SignInFailure {
-        reason: refusal.reason(),
-        counts: refusal == Refusal::Unknown,
-        person: None,
-    });
+    e.sign_in_failure = Some(SignInFailure::refused(refusal));
     e
 }
 
@@ -69,8 +77,10 @@ fn source(request: &Request) -> Option<IpAddr> {
 pub async fn limit_failed_sign_ins(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // Only the API signs in: probes and the document answer whatever header they carry.
     let path = request.uri().path();
-    let signs_in = path.starts_with("/api/v1/")
-        && (request.headers().contains_key(header::AUTHORIZATION) || path == ENROL_PATH);
+    let signs_in = (path.starts_with("/api/v1/")
+        && (request.headers().contains_key(header::AUTHORIZATION) || path == ENROL_PATH))
+        // The dashboard's sign-in form takes the same tokens.
+        || (path == "/signin" && request.method() == axum::http::Method::POST);
     let source = source(&request);
     if let (true, Some(ip)) = (signs_in, source) {
         if let Err(wait) = state.sign_in_limits.check_source(ip, now()) {

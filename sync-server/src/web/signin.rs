@@ -3,7 +3,7 @@
 use super::session::{self, cookie, cookie_header, over_tls, Viewer, COOKIE, SESSION_TTL_MS};
 use super::{blocking, page, WebError, WebResult};
 use crate::auth::new_token;
-use crate::http::{now, AppState};
+use crate::http::{now, AppState, SignInFailure};
 use askama::Template;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -60,23 +60,34 @@ pub async fn submit(
     let st2 = st.clone();
     let session = blocking(move || {
         // The API's own check: unknown, revoked, expired and deactivated all refuse.
-        let Ok(who) = crate::services::people::authenticate(st2.store.as_ref(), &token, now())? else {
-            return Ok(None);
+        let who = match crate::services::people::authenticate(st2.store.as_ref(), &token, now())? {
+            Ok(who) => who,
+            Err(refusal) => return Ok(Err(SignInFailure::refused(refusal))),
         };
         if who.device_id.is_some() || who.person.role == Role::Carer {
-            return Ok(None);
+            return Ok(Err(SignInFailure {
+                reason: "not_an_office_or_supervisor_token",
+                counts: false,
+                person: Some(who.person.id),
+            }));
         }
-        session::start(&st2, who.person.id, now()).map(Some)
+        session::start(&st2, who.person.id, now()).map(Ok)
     })
     .await?;
-    let Some(id) = session else {
-        return form_page(
-            &uri,
-            &headers,
-            "That sign-in token is not an office or supervisor token, or it has been revoked or \
-             has expired. Ask the office for a new one.",
-            StatusCode::UNAUTHORIZED,
-        );
+    let id = match session {
+        Ok(id) => id,
+        Err(failure) => {
+            let mut resp = form_page(
+                &uri,
+                &headers,
+                "That sign-in token is not an office or supervisor token, or it has been revoked or \
+                 has expired. Ask the office for a new one.",
+                StatusCode::UNAUTHORIZED,
+            )?;
+            // Logged and counted against the address like a failed API sign-in (`http::sign_in`).
+            resp.extensions_mut().insert(failure);
+            return Ok(resp);
+        }
     };
     let secure = over_tls(&uri, &headers);
     let mut resp = Redirect::to("/").into_response();
