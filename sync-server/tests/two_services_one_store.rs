@@ -47,8 +47,12 @@ fn add_note(service: &VisitService, visit: VisitId, author: PersonId, text: Stri
 #[test]
 fn two_caches_over_one_store_lose_nothing_through_compaction() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn ServerStore> =
-        Arc::new(SqliteStore::open(&dir.path().join("server.db")).expect("open"));
+    // Two services over one store, as two instances over one PostgreSQL database.
+    let store: Arc<dyn ServerStore> = Arc::new(
+        SqliteStore::open(&dir.path().join("server.db"))
+            .expect("open")
+            .shared_by_several_services(),
+    );
     let a = VisitService::new(store.clone(), 100);
     let b = VisitService::new(store.clone(), 100);
     let (office, carer) = (PersonId::new(), PersonId::new());

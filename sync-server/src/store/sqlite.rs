@@ -544,6 +544,9 @@ pub struct SqliteStore {
     reports: Mutex<Connection>,
     /// The commit path: see [`group_commit`].
     writer: group_commit::Writer,
+    /// Several visit services write through this store (tests of the multi-instance catch-up,
+    /// standing in for PostgreSQL); a server process never does.
+    shared: bool,
 }
 
 impl SqliteStore {
@@ -567,7 +570,15 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             reports: Mutex::new(reports),
             writer,
+            shared: false,
         })
+    }
+
+    /// Say that several visit services in this process share the store, so each checks for the
+    /// others' chunks before using a cached document, as instances on PostgreSQL do.
+    pub fn shared_by_several_services(mut self) -> Self {
+        self.shared = true;
+        self
     }
 
     /// How many writes went through the writer and in how many transactions.
@@ -1059,7 +1070,7 @@ impl ServerStore for SqliteStore {
     /// One server process owns the file (the command-line tools write people and tokens, never
     /// documents).
     fn shared_by_instances(&self) -> bool {
-        false
+        self.shared
     }
 
     fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
