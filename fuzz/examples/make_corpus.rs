@@ -192,7 +192,13 @@ fn main() {
     write(
         &root.join("sync_request"),
         "digest",
-        &to_cbor(&request(vec![], Some(manifest_digest([(visit(1), "ab,cd")])))),
+        &to_cbor(&request(
+            vec![],
+            Some(manifest_digest([(
+                visit(1),
+                &caresync_core::Heads::from_bytes(&[[0xab; 32], [0xcd; 32]]),
+            )])),
+        )),
     );
     for (k, (name, message)) in messages.iter().enumerate() {
         let one = VisitMessage {
@@ -250,7 +256,7 @@ fn main() {
             }],
             manifest: vec![ManifestEntry {
                 visit_id: visit(1),
-                heads: heads.clone(),
+                heads: caresync_core::Heads::from_bytes(&heads),
             }],
             manifest_complete: true,
         };

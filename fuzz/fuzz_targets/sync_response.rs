@@ -43,10 +43,6 @@ fuzz_target!(|body: &[u8]| {
         }
     }
     for entry in &response.manifest {
-        let _: Vec<String> = entry.heads.iter().map(hex_of).collect();
+        let _: Vec<String> = entry.heads.to_hex();
     }
 });
-
-fn hex_of(h: &[u8; 32]) -> String {
-    automerge::ChangeHash(*h).to_string()
-}

@@ -539,7 +539,7 @@ impl Server {
             planned_end: world.schedule.planned_end,
             status: world.schedule.status,
             chargeable: None,
-            heads: vec![],
+            heads: Default::default(),
             updated_at: NOW,
         };
         let commit = |row: &VisitRow, bytes: &[u8]| VisitCommit {
