@@ -336,6 +336,7 @@ proptest::proptest! {
         let mut doc = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())
             .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
         full_visit(&mut doc, carer).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        let wrote_bytes = writes.iter().any(|(_, _, value, _)| matches!(value, ScalarValue::Bytes(_)));
         for (key, target, value, how) in writes {
             // Pick an object: the root, the schedule, or an entry of a section.
             let obj = match target {
@@ -369,6 +370,11 @@ proptest::proptest! {
         match (&typed, &json) {
             (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
             (Err(_), Err(_)) => {}
+            // The JSON oracle renders a byte string as an array of numbers, so an empty byte
+            // string over a list field reads there as an empty list. The typed reader is right
+            // to refuse it: a byte string is not a list.
+            (Err(DocumentError::Malformed(m)), Ok(_))
+                if m.ends_with("is not a list") && wrote_bytes => {}
             // The typed reader is allowed to be more lenient only where JSON lost
             // information (a float field written as an integer is the same number).
             _ => proptest::prop_assert!(false, "typed {typed:?} vs json {json:?}"),
