@@ -741,7 +741,7 @@ async fn oversight_pages_are_scoped_and_their_forms_act_through_the_alert_servic
     );
     assert!(list.body.contains("Ann Carer") && list.body.contains("Missed"));
     assert!(
-        list.body.contains("Acknowledge: Overdue by 5 min"),
+        list.body.contains("acknowledgement overdue by 5 min"),
         "{}",
         list.body
     );

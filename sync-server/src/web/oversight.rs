@@ -288,13 +288,16 @@ fn row(
     let (ack_due, ack_late) = if a.acknowledged_at.is_none() && a.state.is_open() {
         if now > a.ack_due_at {
             (
-                format!("Overdue by {}", format::duration(now - a.ack_due_at)),
+                format!(
+                    "acknowledgement overdue by {}",
+                    format::duration(now - a.ack_due_at)
+                ),
                 true,
             )
         } else {
             (
                 format!(
-                    "By {}, in {}",
+                    "acknowledge by {} (in {})",
                     at(a.ack_due_at),
                     format::duration(a.ack_due_at - now)
                 ),
@@ -324,7 +327,9 @@ fn row(
         AlertState::Closed => format!(
             "{}: {}",
             a.closed_at.map(at).unwrap_or_default(),
-            a.close_reason.map(|r| r.explain()).unwrap_or("closed")
+            a.close_reason
+                .map(|r| r.explain())
+                .unwrap_or("the cause went away")
         ),
         _ => String::new(),
     };
@@ -435,11 +440,10 @@ pub struct FigureRow {
     pub raised: u64,
     pub by_kind: String,
     pub acknowledged: u64,
-    pub ack_median: String,
-    pub ack_p90: String,
+    /// `median / 90th percentile`
+    pub ack_times: String,
     pub resolved: u64,
-    pub resolve_median: String,
-    pub resolve_p90: String,
+    pub resolve_times: String,
     pub closed_by_server: u64,
     pub escalated: String,
     pub esc_due: u64,
@@ -528,6 +532,20 @@ fn minutes(m: Option<f64>) -> String {
     )
 }
 
+/// `November 2026` (or `Nov 2026`, as `how` says) for `2026-11`.
+fn month_label(month: &str, how: &str) -> String {
+    NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .map_or_else(|_| month.to_string(), |d| d.format(how).to_string())
+}
+
+/// `12 min / 1 h 5 min`: median, then 90th percentile; a dash when nothing was timed.
+fn times(median: Option<f64>, p90: Option<f64>) -> String {
+    if median.is_none() {
+        return "–".into();
+    }
+    format!("{} / {}", minutes(median), minutes(p90))
+}
+
 pub async fn figures(
     State(st): State<AppState>,
     viewer: Viewer,
@@ -541,8 +559,7 @@ pub async fn figures(
             .into_iter()
             .map(|r| FigureRow {
                 team: names.group(&r.team_id),
-                month: NaiveDate::parse_from_str(&format!("{}-01", r.month), "%Y-%m-%d")
-                    .map_or_else(|_| r.month.clone(), |d| d.format("%B %Y").to_string()),
+                month: month_label(&r.month, "%b %Y"),
                 raised: r.raised,
                 by_kind: AlertKind::ALL
                     .iter()
@@ -553,11 +570,9 @@ pub async fn figures(
                     .collect::<Vec<_>>()
                     .join(" · "),
                 acknowledged: r.acknowledged,
-                ack_median: minutes(r.ack_median_minutes),
-                ack_p90: minutes(r.ack_p90_minutes),
+                ack_times: times(r.ack_median_minutes, r.ack_p90_minutes),
                 resolved: r.resolved,
-                resolve_median: minutes(r.resolve_median_minutes),
-                resolve_p90: minutes(r.resolve_p90_minutes),
+                resolve_times: times(r.resolve_median_minutes, r.resolve_p90_minutes),
                 closed_by_server: r.closed_by_server,
                 escalated: format!("{} ({})", r.escalated, format::pct(r.escalated_pct)),
                 esc_due: r.escalations_due,
@@ -589,7 +604,7 @@ pub async fn figures(
                     OutlookRow {
                         contract: names.contract(c.contract_id),
                         commissioner: c.commissioner.clone(),
-                        month: c.month.clone(),
+                        month: month_label(&c.month, "%B %Y"),
                         attended: c.month_to_date.attended,
                         remaining: c.remaining,
                         measures: vec![
