@@ -627,7 +627,9 @@ fn escalations_raised_on_time_per_team_and_month_by_hand() -> TestResult {
     let (from, to) = (at("2026-11-01", 0)?, at("2027-01-01", 0)?);
     let now = at("2026-11-25", 12)?;
     let rows = alerts::figures(store, tz, from, to, None, now)?;
-    let got: Vec<(String, String, u64, u64, u64, Option<f64>, u64)> = rows
+    // (team, month, due, on time, late, on time %, alerts raised)
+    type Row = (String, String, u64, u64, u64, Option<f64>, u64);
+    let got: Vec<Row> = rows
         .iter()
         .map(|r| {
             (
