@@ -665,3 +665,271 @@ async fn deactivating_a_person_ends_their_session_at_once() -> TestResult {
     assert_eq!(api.status, 401, "and so is their API token");
     Ok(())
 }
+
+/// Whether `text` is in the page escaped as text (askama writes `&#60;`; either form is fine).
+fn as_text(body: &str, text: &str) -> bool {
+    let named = text.replace('<', "&lt;").replace('>', "&gt;");
+    let numeric = text.replace('<', "&#60;").replace('>', "&#62;");
+    body.contains(&named) || body.contains(&numeric)
+}
+
+/// An alert raised twenty minutes ago on a visit, for a carer's team, as the server would raise it.
+fn raise_alert(
+    f: &Fixture,
+    visit: VisitId,
+    carer: PersonId,
+    kind: caresync_core::metrics::AlertKind,
+) -> TestResult<AlertId> {
+    use caresync_server::services::alerts;
+    let store = f.state.store.as_ref();
+    let team = store.person(carer)?.and_then(|p| p.team_id);
+    let a = alerts::new_alert(
+        &alerts::OversightSettings::default(),
+        visit,
+        kind,
+        carer,
+        String::new(),
+        team,
+        caresync_core::clock::system_now() - 20 * MINUTE_MS,
+    );
+    assert!(store.raise_alert(&a, &alerts::raised_entry(&a))?);
+    Ok(a.alert_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversight_pages_are_scoped_and_their_forms_act_through_the_alert_service() -> TestResult {
+    use caresync_core::metrics::AlertKind;
+    use caresync_server::store::alerts::AlertState;
+    let f = fixture().await?;
+    let ann_alert = raise_alert(&f, f.ann_visit, f.ann, AlertKind::Missed)?;
+    let bob_alert = raise_alert(&f, f.bob_visit, f.bob, AlertKind::Safeguarding)?;
+    let (sup, sup_csrf) = sign_in(&f, &f.north_sup).await?;
+    let (office, office_csrf) = sign_in(&f, &f.office).await?;
+
+    // Every new page answers both roles (escalations, like its API, is the office's).
+    for path in ["/alerts", "/alerts?state=closed", "/oversight", "/oversight.csv"] {
+        for cookie in [&sup, &office] {
+            let page = request(f.addr, "GET", path, Some(cookie), None, "").await?;
+            assert_eq!(page.status, 200, "{path}: {}", page.body);
+        }
+    }
+    assert_eq!(
+        request(f.addr, "GET", "/escalations", Some(&office), None, "")
+            .await?
+            .status,
+        200
+    );
+    assert_eq!(
+        request(f.addr, "GET", "/escalations", Some(&sup), None, "")
+            .await?
+            .status,
+        403
+    );
+    let today = request(f.addr, "GET", "/", Some(&sup), None, "").await?;
+    assert!(
+        today.body.contains("1 open alert to acknowledge or resolve"),
+        "{}",
+        today.body
+    );
+
+    // The supervisor's list: their team's alert, named, escaped; nothing of South's.
+    let list = request(f.addr, "GET", "/alerts", Some(&sup), None, "").await?;
+    assert!(as_text(&list.body, "<script>alert(1)</script> Smith"));
+    assert!(
+        !list.body.contains("<script>alert(1)"),
+        "a client's name is shown as text"
+    );
+    assert!(list.body.contains("Ann Carer") && list.body.contains("Missed"));
+    assert!(
+        list.body.contains("acknowledgement overdue by 5 min"),
+        "{}",
+        list.body
+    );
+    assert!(
+        list.body.contains(&format!("/visits/{}", f.ann_visit)),
+        "links to the visit"
+    );
+    assert!(!list.body.contains("Betty South") && !list.body.contains("Bob Carer"));
+    let office_list = request(f.addr, "GET", "/alerts", Some(&office), None, "").await?;
+    assert!(office_list.body.contains("Betty South") && office_list.body.contains("Safeguarding"));
+    let filtered = request(f.addr, "GET", "/alerts?kind=missed", Some(&office), None, "").await?;
+    assert!(!filtered.body.contains("Betty South"), "filtered by kind");
+
+    // Another team's alert is not found, whatever the form says; nothing changes.
+    let ack = |id: AlertId| format!("/alerts/{id}/acknowledge");
+    let other = request(
+        f.addr,
+        "POST",
+        &ack(bob_alert),
+        Some(&sup),
+        Some(&format!("csrf={sup_csrf}")),
+        "",
+    )
+    .await?;
+    assert_eq!(other.status, 404);
+    let resolve_other = request(
+        f.addr,
+        "POST",
+        &format!("/alerts/{bob_alert}/resolve"),
+        Some(&sup),
+        Some(&format!("csrf={sup_csrf}&action=contacted_carer&note=x")),
+        "",
+    )
+    .await?;
+    assert_eq!(resolve_other.status, 404);
+    let store = f.state.store.as_ref();
+    assert_eq!(store.alert(bob_alert)?.ok_or("gone")?.state, AlertState::Raised);
+
+    // A forged form is refused and changes nothing.
+    let forged = request(f.addr, "POST", &ack(ann_alert), Some(&sup), Some("csrf=0000"), "").await?;
+    assert_eq!(forged.status, 403);
+    let forged = request(
+        f.addr,
+        "POST",
+        &format!("/alerts/{ann_alert}/resolve"),
+        Some(&sup),
+        Some("csrf=0000&action=contacted_carer&note=forged"),
+        "",
+    )
+    .await?;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        store.alert(ann_alert)?.ok_or("gone")?.version,
+        1,
+        "nothing written"
+    );
+
+    // Acknowledge, then resolve, through the page: the record and its history say who and how.
+    let done = request(
+        f.addr,
+        "POST",
+        &ack(ann_alert),
+        Some(&sup),
+        Some(&format!("csrf={sup_csrf}&back=kind%3Dmissed")),
+        "",
+    )
+    .await?;
+    assert_eq!(done.status, 303);
+    assert_eq!(done.header("location"), vec!["/alerts?kind=missed".to_string()]);
+    let a = store.alert(ann_alert)?.ok_or("gone")?;
+    assert_eq!(a.state, AlertState::Acknowledged);
+    assert!(
+        a.escalated_at.is_some(),
+        "acknowledged after the deadline: escalated first"
+    );
+    let list = request(f.addr, "GET", "/alerts", Some(&sup), None, "").await?;
+    assert!(list.body.contains("Escalated to the office") && list.body.contains("Nia North"));
+    let again = request(
+        f.addr,
+        "POST",
+        &ack(ann_alert),
+        Some(&sup),
+        Some(&format!("csrf={sup_csrf}")),
+        "",
+    )
+    .await?;
+    assert_eq!(again.status, 409, "acknowledged once");
+    let bad = request(
+        f.addr,
+        "POST",
+        &format!("/alerts/{ann_alert}/resolve"),
+        Some(&sup),
+        Some(&format!("csrf={sup_csrf}&action=made_tea&note=x")),
+        "",
+    )
+    .await?;
+    assert_eq!(bad.status, 400, "an action from the fixed list only");
+    let resolved = request(
+        f.addr,
+        "POST",
+        &format!("/alerts/{ann_alert}/resolve"),
+        Some(&sup),
+        Some(&format!(
+            "csrf={sup_csrf}&action=contacted_carer&note={}&back=https%3A%2F%2Fevil.example",
+            enc("Rang Ann <b>at 10</b>: stuck in traffic")
+        )),
+        "",
+    )
+    .await?;
+    assert_eq!(resolved.status, 303);
+    assert_eq!(
+        resolved.header("location"),
+        vec!["/alerts".to_string()],
+        "no redirect elsewhere"
+    );
+    let a = store.alert(ann_alert)?.ok_or("gone")?;
+    assert_eq!(a.state, AlertState::Resolved);
+    assert_eq!(a.action.map(|x| x.as_str()), Some("contacted_carer"));
+    let steps: Vec<&str> = store
+        .alert_history(ann_alert)?
+        .iter()
+        .map(|e| e.step.as_str())
+        .collect();
+    // Raised twenty minutes ago, a missed visit's 15 minutes had passed: late is late.
+    assert_eq!(steps, vec!["raised", "escalated", "acknowledged", "resolved"]);
+
+    // Gone from the open list (empty state says so); in the closed history with who and the note.
+    let open = request(f.addr, "GET", "/alerts", Some(&sup), None, "").await?;
+    assert!(
+        open.body.contains("No open alerts for your team"),
+        "{}",
+        open.body
+    );
+    let closed = request(f.addr, "GET", "/alerts?state=closed", Some(&sup), None, "").await?;
+    assert!(
+        closed.body.contains("Contacted carer by Nia North"),
+        "{}",
+        closed.body
+    );
+    assert!(as_text(&closed.body, "Rang Ann <b>at 10</b>: stuck in traffic"));
+
+    // The figures: the supervisor's team only; the office sees both and the KPI outlook.
+    let figures = request(f.addr, "GET", "/oversight", Some(&sup), None, "").await?;
+    assert!(figures.body.contains("North team") && !figures.body.contains("South team"));
+    let csv = request(f.addr, "GET", "/oversight.csv", Some(&sup), None, "").await?;
+    assert!(csv.body.contains("North team,") && !csv.body.contains("South team"));
+    let figures = request(f.addr, "GET", "/oversight", Some(&office), None, "").await?;
+    assert!(figures.body.contains("South team") && figures.body.contains("KPI outlook"));
+    assert!(as_text(&figures.body, "Shire framework <script>x</script>"));
+    let bad_month = request(f.addr, "GET", "/oversight?from=nope", Some(&office), None, "").await?;
+    assert_eq!(bad_month.status, 400);
+
+    // Escalations: a commissioner contact through the page, CSRF-checked.
+    let contract = store.contracts()?.first().ok_or("no contract")?.id;
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let contact = |csrf: &str| format!("csrf={csrf}&contract={contract}&date={day}&summary=Rang+the+council");
+    let forged = request(
+        f.addr,
+        "POST",
+        "/commissioner-contacts",
+        Some(&office),
+        Some(&contact("0000")),
+        "",
+    )
+    .await?;
+    assert_eq!(forged.status, 403);
+    assert!(store.commissioner_contacts()?.is_empty());
+    let by_sup = request(
+        f.addr,
+        "POST",
+        "/commissioner-contacts",
+        Some(&sup),
+        Some(&contact(&sup_csrf)),
+        "",
+    )
+    .await?;
+    assert_eq!(by_sup.status, 403);
+    let ok = request(
+        f.addr,
+        "POST",
+        "/commissioner-contacts",
+        Some(&office),
+        Some(&contact(&office_csrf)),
+        "",
+    )
+    .await?;
+    assert_eq!(ok.status, 303);
+    let page = request(f.addr, "GET", "/escalations", Some(&office), None, "").await?;
+    assert!(page.body.contains("Rang the council") && page.body.contains("Olive Office"));
+    Ok(())
+}

@@ -90,6 +90,20 @@ try {
   assert.ok((await page.locator(".dayline .block").count()) > 0, "the day's visits on the line");
   await shot(page, "carer-day");
 
+  log("supervisor opens Alerts: their team's open alerts, named, or an empty state that says so");
+  await page.click("nav >> text=Alerts");
+  await page.waitForURL(/\/alerts/);
+  assert.match(await page.textContent("h1"), /Alerts/);
+  const records = await page.locator("li.record").count();
+  if (records === 0) {
+    assert.ok(await page.isVisible("text=No open alerts for your team"));
+  } else if (supervisorTeam) {
+    const teams = await page.locator("li.record .what small").allTextContents();
+    assert.ok(teams.every((t) => t === supervisorTeam), `only ${supervisorTeam}: ${[...new Set(teams)]}`);
+  }
+  assert.equal(await page.locator("text=/[0-9a-f]{8}-[0-9a-f]{4}-/").count(), 0, "no ids on the page");
+  await shot(page, "alerts-supervisor");
+
   log("a supervisor cannot open the office's figures, nor another team's visit");
   const denied = await page.goto(`${url}/punctuality`);
   assert.equal(denied.status(), 403);

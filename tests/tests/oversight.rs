@@ -503,3 +503,190 @@ fn the_kpi_projection_counts_the_month_so_far_and_the_visits_still_scheduled() -
     assert_eq!(status, 403);
     Ok(())
 }
+
+/// Escalations raised on time, per team and month, counted by hand. Weeks (Monday) and their due
+/// days, 5 working days after the Sunday: 2 Nov → Fri 13 Nov; 9 Nov → Fri 20 Nov; 23 Nov →
+/// Fri 4 Dec. An escalation belongs to the teams whose carers had that client's visits under
+/// that contract in that week.
+///
+/// | client | week | carers (teams) | raised | on 25 Nov |
+/// |---|---|---|---|---|
+/// | C1 | 2 Nov | Ann (North) | 13 Nov | on time |
+/// | C2 | 2 Nov | Ann + Bob (North, South) | 16 Nov | late |
+/// | C3 | 9 Nov | Bob (South) | not yet | late (open past 20 Nov) |
+/// | C4 | 23 Nov | Ann (North) | not yet | due in December, still in time |
+///
+/// So November: North 2 due, 1 on time, 1 late (50.0 %); South 2 due, 0 on time, 2 late
+/// (0.0 %). December: North 1 due, none judged yet (no percentage).
+#[test]
+fn escalations_raised_on_time_per_team_and_month_by_hand() -> TestResult {
+    use caresync_core::visit_document::Schedule;
+    use caresync_server::services::{alerts, escalations, people};
+    use caresync_server::store::alerts::Escalation;
+    use caresync_server::store::sqlite::SqliteStore;
+    use caresync_server::store::{Client, Contract, Team};
+    use chrono::{NaiveDate, TimeZone};
+
+    let dir = tempfile::tempdir()?;
+    let state = caresync_server::AppState::new(Arc::new(SqliteStore::open(&dir.path().join("s.db"))?));
+    let store = state.store.as_ref();
+    let tz = chrono_tz::Europe::London;
+    let at = |d: &str, hour: u32| -> TestResult<Millis> {
+        let day: NaiveDate = d.parse()?;
+        let t = tz
+            .from_local_datetime(&day.and_hms_opt(hour, 0, 0).ok_or("time")?)
+            .single()
+            .ok_or("ambiguous")?;
+        Ok(t.timestamp_millis())
+    };
+    let t0 = at("2026-11-01", 9)?;
+    let (office, _) = people::create_person(store, "Olive", Role::Office, None, t0)?;
+    let north = Team {
+        id: TeamId::new(),
+        name: "North".into(),
+    };
+    let south = Team {
+        id: TeamId::new(),
+        name: "South".into(),
+    };
+    store.create_team(&north)?;
+    store.create_team(&south)?;
+    let (ann, _) = people::create_person(store, "Ann", Role::Carer, Some(north.id), t0)?;
+    let (bob, _) = people::create_person(store, "Bob", Role::Carer, Some(south.id), t0)?;
+    let contract = Contract {
+        id: ContractId::new(),
+        name: "Shire spot".into(),
+        commissioner: "Shire Council".into(),
+        model: CommissioningModel::Spot,
+        rules: json!({}),
+    };
+    store.upsert_contract(&contract)?;
+    let mut ids = Vec::new();
+    for (name, monday, carers, due) in [
+        ("C1", "2026-11-02", vec![ann.id], "2026-11-13"),
+        ("C2", "2026-11-02", vec![ann.id, bob.id], "2026-11-13"),
+        ("C3", "2026-11-09", vec![bob.id], "2026-11-20"),
+        ("C4", "2026-11-23", vec![ann.id], "2026-12-04"),
+    ] {
+        let client = Client {
+            id: ClientId::new(),
+            name: name.into(),
+            location: None,
+            tag_ids: vec![],
+        };
+        store.upsert_client(&client)?;
+        // A Wednesday visit in that week.
+        let wednesday = (monday.parse::<NaiveDate>()? + chrono::Duration::days(2)).to_string();
+        let start = at(&wednesday, 10)?;
+        let schedule = Schedule {
+            client_id: client.id,
+            contract_id: contract.id,
+            carers,
+            planned_start: start,
+            planned_end: start + 30 * MINUTE_MS,
+            tasks: vec![],
+            status: VisitStatus::Scheduled,
+            cancel_reason: None,
+            chargeable: None,
+        };
+        state.visits.create(VisitId::new(), &schedule, office.id, t0)?;
+        let e = Escalation {
+            escalation_id: uuid::Uuid::new_v4().to_string(),
+            contract_id: contract.id,
+            client_id: client.id,
+            week_start: monday.into(),
+            authorised_minutes: 30,
+            delivered_minutes: 0,
+            opened_at: t0,
+            due_on: due.into(),
+            raised_at: None,
+            raised_on: None,
+            raised_by: None,
+            contact_id: None,
+        };
+        assert!(store.open_escalation(&e)?);
+        ids.push(e.escalation_id);
+    }
+    escalations::raise(
+        store,
+        tz,
+        &ids[0],
+        office.id,
+        "Told the council",
+        at("2026-11-13", 16)?,
+    )?;
+    escalations::raise(
+        store,
+        tz,
+        &ids[1],
+        office.id,
+        "Told the council",
+        at("2026-11-16", 9)?,
+    )?;
+
+    let (from, to) = (at("2026-11-01", 0)?, at("2027-01-01", 0)?);
+    let now = at("2026-11-25", 12)?;
+    let rows = alerts::figures(store, tz, from, to, None, now)?;
+    // (team, month, due, on time, late, on time %, alerts raised)
+    type Row = (String, String, u64, u64, u64, Option<f64>, u64);
+    let got: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.team.clone(),
+                r.month.clone(),
+                r.escalations_due,
+                r.escalations_on_time,
+                r.escalations_late,
+                r.escalations_on_time_pct,
+                r.raised,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("North".into(), "2026-11".into(), 2, 1, 1, Some(50.0), 0),
+            ("North".into(), "2026-12".into(), 1, 0, 0, None, 0),
+            ("South".into(), "2026-11".into(), 2, 0, 2, Some(0.0), 0),
+        ]
+    );
+    // A supervisor's figures (their team only) carry their team's escalations only.
+    let south_only = alerts::figures(store, tz, from, to, Some(south.id), now)?;
+    assert_eq!(south_only.len(), 1);
+    assert_eq!(south_only[0].team, "South");
+    // The CSV carries the same figures in its last four columns.
+    let csv = alerts::figures_csv(&rows);
+    let head = csv.lines().next().ok_or("no header")?;
+    assert!(head.ends_with("escalations_due,escalations_on_time,escalations_late,escalations_on_time_pct"));
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("North,2026-11,") && l.ends_with(",2,1,1,50.0")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("South,2026-11,") && l.ends_with(",2,0,2,0.0")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("North,2026-12,") && l.ends_with(",1,0,0,")),
+        "{csv}"
+    );
+    // The escalations list agrees about each one.
+    let today = escalations::local_day(now, tz);
+    let on_time: Vec<Option<bool>> = store
+        .escalations()?
+        .into_iter()
+        .filter(|e| ids.contains(&e.escalation_id))
+        .map(|e| {
+            let i = ids.iter().position(|x| *x == e.escalation_id);
+            (i, escalations::view(e, today).on_time)
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    assert_eq!(on_time, vec![Some(true), Some(false), Some(false), None]);
+    Ok(())
+}

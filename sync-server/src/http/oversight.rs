@@ -165,13 +165,12 @@ async fn acknowledge(
         let who = authenticate(&st, &headers)?;
         require(&who, OFFICE_OR_SUPERVISOR)?;
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
-        let at = now();
-        let by = who.person.id;
-        let done = alerts::change::<ApiError>(st.store.as_ref(), alert.alert_id, |a| {
-            Ok(Some(alerts::acknowledge(a, by, at)?))
-        })?;
-        done.map(Json)
-            .ok_or_else(|| ApiError::internal("acknowledge wrote nothing"))
+        Ok(Json(alerts::acknowledge_by(
+            st.store.as_ref(),
+            alert.alert_id,
+            who.person.id,
+            now(),
+        )?))
     })
     .await
 }
@@ -194,13 +193,14 @@ async fn resolve(
         // Scope before the body: a malformed body must not tell another team's alert exists.
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
         let r = json_body(body)?;
-        let at = now();
-        let by = who.person.id;
-        let done = alerts::change::<ApiError>(st.store.as_ref(), alert.alert_id, |a| {
-            Ok(Some(alerts::resolve(a, by, at, r.action, &r.note)?))
-        })?;
-        done.map(Json)
-            .ok_or_else(|| ApiError::internal("resolve wrote nothing"))
+        Ok(Json(alerts::resolve_by(
+            st.store.as_ref(),
+            alert.alert_id,
+            who.person.id,
+            now(),
+            r.action,
+            &r.note,
+        )?))
     })
     .await
 }
@@ -227,8 +227,8 @@ async fn figures(
         let (from, to) = crate::services::reports::day_range(st.tz, p.from, p.to)
             .map_err(|e| ApiError::bad_request("invalid_query", e))?;
         let rows: Vec<OversightRow> = match Scope::of(&who) {
-            Scope::Everything => alerts::figures(st.store.as_ref(), st.tz, from, to, None)?,
-            Scope::Team(team) => alerts::figures(st.store.as_ref(), st.tz, from, to, Some(team))?,
+            Scope::Everything => alerts::figures(st.store.as_ref(), st.tz, from, to, None, now())?,
+            Scope::Team(team) => alerts::figures(st.store.as_ref(), st.tz, from, to, Some(team), now())?,
             Scope::Nothing => vec![],
         };
         Ok(if csv {

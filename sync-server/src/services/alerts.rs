@@ -317,6 +317,31 @@ pub fn change<E: From<StoreError> + From<LifecycleError>>(
     Err(StoreError::Conflict(format!("alert {id} kept changing under us")).into())
 }
 
+/// A person acknowledges an alert now: what the API and the dashboard both call.
+pub fn acknowledge_by(
+    store: &dyn ServerStore,
+    id: AlertId,
+    by: PersonId,
+    at: Millis,
+) -> Result<AlertRecord, LifecycleError> {
+    change::<LifecycleError>(store, id, |a| Ok(Some(acknowledge(a, by, at)?)))?
+        .ok_or(LifecycleError::Unknown(id))
+}
+
+/// A person resolves an alert now with an action and a note: what the API and the dashboard
+/// both call.
+pub fn resolve_by(
+    store: &dyn ServerStore,
+    id: AlertId,
+    by: PersonId,
+    at: Millis,
+    action: ResolutionAction,
+    note: &str,
+) -> Result<AlertRecord, LifecycleError> {
+    change::<LifecycleError>(store, id, |a| Ok(Some(resolve(a, by, at, action, note)?)))?
+        .ok_or(LifecycleError::Unknown(id))
+}
+
 impl From<LifecycleError> for StoreError {
     fn from(e: LifecycleError) -> Self {
         match e {
@@ -574,6 +599,16 @@ pub struct OversightRow {
     pub escalated: u64,
     /// escalated ÷ raised, as a percentage (one decimal).
     pub escalated_pct: Option<f64>,
+    /// Reconciliation escalations due this month that involve the team (see
+    /// `services::escalations::on_time_by_team_month`).
+    pub escalations_due: u64,
+    /// Of those, raised with the commissioner on or before the due day.
+    pub escalations_on_time: u64,
+    /// Raised after the due day, or still open once it has passed.
+    pub escalations_late: u64,
+    /// on time ÷ (on time + late), as a percentage (one decimal); open ones still in time are
+    /// not yet judged.
+    pub escalations_on_time_pct: Option<f64>,
 }
 
 /// The nearest-rank percentile (`p` in 1..=100) of sorted values: the value at rank ⌈p·n/100⌉.
@@ -590,14 +625,21 @@ fn minutes(ms: Option<Millis>) -> Option<f64> {
     ms.map(|v| (v as f64 / MINUTE_MS as f64 * 10.0).round() / 10.0)
 }
 
-/// Figures per team and month over alerts raised in `[from, to)`, limited to `team` if given.
+fn pct_of(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
+}
+
+/// Figures per team and month over alerts raised in `[from, to)`, limited to `team` if given,
+/// with the reconciliation escalations due in those months as they stand at `now`.
 pub fn figures(
     store: &dyn ServerStore,
     tz: chrono_tz::Tz,
     from: Millis,
     to: Millis,
     only_team: Option<TeamId>,
+    now: Millis,
 ) -> Result<Vec<OversightRow>> {
+    use super::escalations::{local_day, on_time_by_team_month, OnTimeTally};
     let names: HashMap<TeamId, String> = store.teams()?.into_iter().map(|t| (t.id, t.name)).collect();
     let alerts = store.alerts(&AlertQuery {
         raised_from: Some(from),
@@ -612,6 +654,7 @@ pub fn figures(
         resolve: Vec<Millis>,
         closed: u64,
         escalated: u64,
+        escalations: OnTimeTally,
     }
     let mut groups: BTreeMap<(String, String), (Option<TeamId>, Acc)> = BTreeMap::new();
     for a in alerts {
@@ -636,6 +679,23 @@ pub fn figures(
         acc.closed += u64::from(a.state == AlertState::Closed);
         acc.escalated += u64::from(a.escalated_at.is_some());
     }
+    let tallies = on_time_by_team_month(
+        store,
+        tz,
+        local_day(from, tz),
+        local_day(to, tz),
+        local_day(now, tz),
+    )?;
+    for ((team_id, month), tally) in tallies {
+        if only_team.is_some() && team_id != only_team {
+            continue;
+        }
+        let team_name = team_id.and_then(|t| names.get(&t).cloned()).unwrap_or_default();
+        let (_, acc) = groups
+            .entry((team_name, month))
+            .or_insert_with(|| (team_id, Acc::default()));
+        acc.escalations = tally;
+    }
     Ok(groups
         .into_iter()
         .map(|((team, month), (team_id, mut acc))| {
@@ -659,8 +719,14 @@ pub fn figures(
                 resolve_p90_minutes: minutes(nearest_rank(&acc.resolve, 90)),
                 closed_by_server: acc.closed,
                 escalated: acc.escalated,
-                escalated_pct: (acc.raised > 0)
-                    .then(|| (acc.escalated as f64 * 1000.0 / acc.raised as f64).round() / 10.0),
+                escalated_pct: pct_of(acc.escalated, acc.raised),
+                escalations_due: acc.escalations.due,
+                escalations_on_time: acc.escalations.on_time,
+                escalations_late: acc.escalations.late,
+                escalations_on_time_pct: pct_of(
+                    acc.escalations.on_time,
+                    acc.escalations.on_time + acc.escalations.late,
+                ),
             }
         })
         .collect())
@@ -680,6 +746,10 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
         "closed_by_server",
         "escalated",
         "escalated_pct",
+        "escalations_due",
+        "escalations_on_time",
+        "escalations_late",
+        "escalations_on_time_pct",
     ]);
     let mut out = head.join(",");
     out.push_str("\r\n");
@@ -701,6 +771,10 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
             r.closed_by_server.to_string(),
             r.escalated.to_string(),
             opt(r.escalated_pct),
+            r.escalations_due.to_string(),
+            r.escalations_on_time.to_string(),
+            r.escalations_late.to_string(),
+            opt(r.escalations_on_time_pct),
         ]);
         out.push_str(&cells.join(","));
         out.push_str("\r\n");

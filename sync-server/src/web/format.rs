@@ -154,6 +154,34 @@ pub fn minutes(ms: Millis) -> String {
     }
 }
 
+/// A length of time as a person says it: `under 1 min`, `12 min`, `1 h 5 min`, `2 d 3 h`.
+pub fn duration(ms: Millis) -> String {
+    let m = ms.max(0) / MINUTE_MS;
+    match m {
+        0 => "under 1 min".into(),
+        1..=59 => format!("{m} min"),
+        60..=1439 if m % 60 == 0 => format!("{} h", m / 60),
+        60..=1439 => format!("{} h {} min", m / 60, m % 60),
+        _ if (m % 1440) / 60 == 0 => format!("{} d", m / 1440),
+        _ => format!("{} d {} h", m / 1440, (m % 1440) / 60),
+    }
+}
+
+/// An alert kind as a person says it.
+pub fn alert_kind(kind: caresync_core::metrics::AlertKind) -> &'static str {
+    use caresync_core::metrics::AlertKind;
+    match kind {
+        AlertKind::Overdue => "Overdue",
+        AlertKind::Missed => "Missed",
+        AlertKind::NoClockOut => "No clock-out",
+        AlertKind::Short => "Short visit",
+        AlertKind::TimeTrust => "Clock time flagged",
+        AlertKind::Concern => "Concern",
+        AlertKind::Safeguarding => "Safeguarding",
+        AlertKind::TaskNotDone => "Task refused or not done",
+    }
+}
+
 /// A wire word as a person writes it: `no_signal_at_door` → `No signal at door`.
 pub fn words(wire: &str) -> String {
     let mut s = wire.replace('_', " ");
@@ -191,5 +219,11 @@ mod tests {
         assert_eq!(minutes(65 * MINUTE_MS), "1 h 05 min");
         assert_eq!(minutes(-3 * MINUTE_MS), "-3 min");
         assert_eq!(words("no_signal_at_door"), "No signal at door");
+        assert_eq!(duration(30_000), "under 1 min");
+        assert_eq!(duration(12 * MINUTE_MS), "12 min");
+        assert_eq!(duration(65 * MINUTE_MS), "1 h 5 min");
+        assert_eq!(duration(120 * MINUTE_MS), "2 h");
+        assert_eq!(duration((2 * 24 * 60 + 3 * 60 + 7) * MINUTE_MS), "2 d 3 h");
+        assert_eq!(duration(-5), "under 1 min");
     }
 }

@@ -9,6 +9,7 @@ mod assets;
 mod carer;
 mod charts;
 mod format;
+mod oversight;
 mod people;
 mod reports;
 pub mod scope;
@@ -44,6 +45,14 @@ pub const PAGE_PATHS: &[&str] = &[
     "/kpi",
     "/reconciliation",
     "/continuity",
+    "/alerts",
+    "/alerts/{id}/acknowledge",
+    "/alerts/{id}/resolve",
+    "/oversight",
+    "/oversight.csv",
+    "/escalations",
+    "/escalations/{id}/raise",
+    "/commissioner-contacts",
     "/people",
     "/people/{id}/enrolment",
     "/people/{id}/deactivate",
@@ -69,6 +78,14 @@ pub fn routes() -> Router<AppState> {
         .route("/kpi", get(reports::kpi))
         .route("/reconciliation", get(reports::reconciliation))
         .route("/continuity", get(reports::continuity))
+        .route("/alerts", get(oversight::alerts_page))
+        .route("/alerts/{id}/acknowledge", post(oversight::acknowledge))
+        .route("/alerts/{id}/resolve", post(oversight::resolve))
+        .route("/oversight", get(oversight::figures))
+        .route("/oversight.csv", get(oversight::figures_csv))
+        .route("/escalations", get(oversight::escalations_page))
+        .route("/escalations/{id}/raise", post(oversight::raise))
+        .route("/commissioner-contacts", post(oversight::add_contact))
         .route("/people", get(people::page_route))
         .route("/people/{id}/enrolment", post(people::enrolment))
         .route("/people/{id}/deactivate", post(people::deactivate))
@@ -87,6 +104,8 @@ pub enum WebError {
     /// The form's CSRF token is missing or not this session's.
     Csrf,
     BadRequest(String),
+    /// Someone else changed it first (an alert already acknowledged, an escalation already raised).
+    Conflict(String),
     Internal(String),
 }
 
@@ -151,6 +170,7 @@ impl IntoResponse for WebError {
                 "This form is from another sign-in. Go back, reload the page and try again.".to_string(),
             ),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Please check the form", m),
+            WebError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m),
             WebError::Internal(e) => {
                 // Errors carry ids and causes, never note text.
                 tracing::error!(error = %e, "dashboard page failed");

@@ -20,6 +20,7 @@ pub struct Scope<'a> {
     who: &'a Principal,
     office: bool,
     known: HashMap<PersonId, bool>,
+    visits: HashMap<VisitId, bool>,
 }
 
 impl<'a> Scope<'a> {
@@ -29,6 +30,7 @@ impl<'a> Scope<'a> {
             who,
             office: who.person.role == Role::Office,
             known: HashMap::new(),
+            visits: HashMap::new(),
         }
     }
 
@@ -52,6 +54,26 @@ impl<'a> Scope<'a> {
         let yes = api_may_see_carers(self.st, self.who, &[carer])?;
         self.known.insert(carer, yes);
         Ok(yes)
+    }
+
+    /// Whether an alert record is visible: its visit is in the viewer's scope, by the same call
+    /// the oversight API makes (`services::scope::visit`). Answers are remembered per visit.
+    pub fn sees_alert_visit(&mut self, visit: VisitId) -> WebResult<bool> {
+        if let Some(known) = self.visits.get(&visit) {
+            return Ok(*known);
+        }
+        let yes = crate::services::scope::visit(self.st.store.as_ref(), self.who, visit)?.is_some();
+        self.visits.insert(visit, yes);
+        Ok(yes)
+    }
+
+    /// The team whose figures the viewer sees (`None`: every team), as the API's figures do.
+    pub fn figures_team(&self) -> WebResult<Option<TeamId>> {
+        match crate::services::scope::Scope::of(self.who) {
+            crate::services::scope::Scope::Everything => Ok(None),
+            crate::services::scope::Scope::Team(t) => Ok(Some(t)),
+            crate::services::scope::Scope::Nothing => Err(WebError::NotFound),
+        }
     }
 
     /// The carers this viewer sees (`None`: everyone), for `services::reports::alerts`.

@@ -63,7 +63,7 @@ impl Viewer {
             Ok(())
         } else {
             Err(WebError::Forbidden(
-                "This is for the office only. Supervisors have Today, visits and carers' days.",
+                "This is for the office only. Supervisors have Today, Alerts, Oversight figures, visits and carers' days.",
             ))
         }
     }

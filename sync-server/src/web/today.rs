@@ -75,6 +75,8 @@ struct TodayPage {
     states: Vec<Option_>,
     filtered: bool,
     updated: String,
+    /// Alert records still open for this viewer (the Alerts page's list).
+    open_records: usize,
 }
 
 /// The live state of a visit as the board shows it: a CSS class and words.
@@ -147,6 +149,7 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
         };
         let mut visits = reports::visits(&*st.store, span)?;
         let alerts = reports::alerts(&*st.store, now, visible_carers.as_ref())?;
+        let open_records = super::oversight::open_count(&st, &viewer)?;
         let silent: HashSet<VisitId> = alerts
             .iter()
             .filter(|a| a.phone_silent_since_due)
@@ -317,6 +320,7 @@ pub async fn page_handler(st: AppState, viewer: Viewer, q: TodayQuery) -> WebRes
                 || client_filter.is_some()
                 || state_filter.is_some(),
             updated: format::time_s(&st, now),
+            open_records,
         })
     })
     .await
