@@ -666,7 +666,8 @@ pub fn figures(
         .collect())
 }
 
-/// The figures as CSV (one column per alert kind).
+/// The figures as CSV (one column per alert kind), the team's id last so readers of the earlier
+/// columns by position are undisturbed.
 pub fn figures_csv(rows: &[OversightRow]) -> String {
     let mut head = vec!["team", "month", "raised"];
     head.extend(AlertKind::ALL.iter().map(|k| k.as_str()));
@@ -680,6 +681,7 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
         "closed_by_server",
         "escalated",
         "escalated_pct",
+        "team_id",
     ]);
     let mut out = head.join(",");
     out.push_str("\r\n");
@@ -701,6 +703,7 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
             r.closed_by_server.to_string(),
             r.escalated.to_string(),
             opt(r.escalated_pct),
+            csv_cell(&r.team_id),
         ]);
         out.push_str(&cells.join(","));
         out.push_str("\r\n");
@@ -708,15 +711,11 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
     out
 }
 
-/// A CSV cell: quoted when it holds a comma, quote or line break; a leading `=`, `+`, `-` or
-/// `@` is prefixed with `'` so a spreadsheet does not run it as a formula.
+/// A text cell, neutralised as the metrics' CSV writer does it (OWASP: a leading `=`, `+`, `-`,
+/// `@`, tab or carriage return gets a single quote) and quoted when needed or neutralised.
 fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
+    let s = caresync_core::metrics::text_cell(s);
+    if s.contains([',', '"', '\n', '\r']) || s.starts_with('\'') {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s
