@@ -5,6 +5,9 @@
 # body schema). Bounded: a fixed number of examples per operation and a fixed seed, so a run takes
 # a couple of minutes and finds the same things twice.
 #
+# Then real answers of a demo agency (reports with rows, visits with events, alerts) are checked
+# against the same document (conformance.py).
+#
 # Environment: API_FUZZ_EXAMPLES (default 100), API_FUZZ_SEED (default 11), API_FUZZ_VENV.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +30,7 @@ work=$(mktemp -d)
 server_pid=
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  if [ -n "${demo_pid:-}" ]; then kill "$demo_pid" 2>/dev/null || true; wait "$demo_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -71,6 +75,22 @@ for who in office supervisor; do
     --exclude-path /api/v1/sync --exclude-path /api/v1/enrol) \
     || status=1
 done
+# Real answers with data in them against the document: a demo agency, three days played.
+demo_pid=
+CARESYNC_DEMO_DAYS=3 target/debug/caresync-server serve --demo --listen 127.0.0.1:0 \
+  --data-dir "$work/demo" >"$work/demo.out" 2>"$work/demo.err" &
+demo_pid=$!
+for _ in $(seq 1 300); do
+  grep -q 'the demo is playing' "$work/demo.out" 2>/dev/null && break
+  sleep 0.1
+done
+sleep 10 # let the simulated phones sync some visits
+demo_base=$(sed -n 's/^listening on //p' "$work/demo.out")
+demo_office=$(sed -n 's/.*Demo office *http.*token=//p' "$work/demo.out")
+echo "== OpenAPI conformance of a demo agency's answers"
+"$VENV/bin/python" tests/api-fuzz/conformance.py "$demo_base" "$demo_office" | tail -3 || status=1
+kill "$demo_pid" 2>/dev/null || true
+wait "$demo_pid" 2>/dev/null || true
 if grep -q ' ERROR ' "$work/server.err"; then
   echo "the server logged errors:" >&2
   grep ' ERROR ' "$work/server.err" | tail -20 >&2

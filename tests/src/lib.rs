@@ -421,6 +421,27 @@ pub fn call_as(
     Ok((status, v))
 }
 
+/// An API answer without the `<name>_rfc3339` siblings the server adds beside each instant in
+/// milliseconds (`sync-server/src/http/times.rs`): a visit's JSON as its document's own serde
+/// form, to compare with a phone's. Only a sibling whose instant is beside it is removed.
+pub fn without_rfc3339(v: &Value) -> Value {
+    match v {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(name, _)| {
+                    !name
+                        .strip_suffix("_rfc3339")
+                        .is_some_and(|instant| fields.contains_key(instant))
+                })
+                .map(|(name, field)| (name.clone(), without_rfc3339(field)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_rfc3339).collect()),
+        other => other.clone(),
+    }
+}
+
 pub fn rfc3339(t: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(t)
         .unwrap_or_default()

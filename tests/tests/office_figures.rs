@@ -174,7 +174,8 @@ fn punctuality_reconciliation_kpi_and_csv_match_hand_computed_figures() -> TestR
         assert_eq!(row["group"], Value::String(s.contract.to_string()));
     }
 
-    // The CSV parses back to the JSON figures.
+    // The CSV parses back to the JSON figures (issue 13: a percentage is the JSON's to one
+    // decimal, as people read it; before, the CSV carried all fifteen decimals).
     let (status, csv) = s.world.office.call(
         "GET",
         &format!("/api/v1/reports/punctuality.csv?{window}&group_by=contract&period=month"),
@@ -192,11 +193,17 @@ fn punctuality_reconciliation_kpi_and_csv_match_hand_computed_figures() -> TestR
             match &row[*name] {
                 Value::Null => assert_eq!(field, "", "{name}"),
                 Value::String(text) => assert_eq!(field, text, "{name}"),
+                Value::Number(n) if name.ends_with("_pct") => {
+                    assert_eq!(field, format!("{:.1}", n.as_f64().unwrap_or(f64::NAN)), "{name}")
+                }
                 Value::Number(n) => assert_eq!(field.parse::<f64>().ok(), n.as_f64(), "{name}"),
                 other => assert_eq!(field, other.to_string(), "{name}"),
             }
         }
     }
+    // Names beside ids: the contract's name beside the group's id.
+    assert!(header.contains(&"group_name"), "{header:?}");
+    assert_eq!(rows[0]["group_name"], "Framework", "{r}");
 
     // KPI: late 33.3 % > 10 % is a breach.
     let kpi = s.report(&format!("kpi?{window}"))?;

@@ -10,6 +10,14 @@
 //! negative) is data and is written as a bare number, so `-5` stays a number a sum can use; a
 //! field that serialises as a JSON string (a name, a commissioner, a period) is text, and a name
 //! typed as `-5` is neutralised like any other.
+//!
+//! A number in a column whose name ends in `_pct` is a percentage and is written to one decimal
+//! place (`33.3`, `100.0`), as people read it; the JSON keeps the exact value. Other numbers are
+//! written exactly (shortest round-trip).
+//!
+//! [`json_rows_csv`] writes rows given as JSON objects with their columns: the server uses it to
+//! write report rows with names beside their ids (names are presentation, resolved at the
+//! server's edge, never here).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -21,20 +29,48 @@ pub trait CsvRow: Serialize {
 
 /// Header line then one line per row, `\r\n`-terminated (RFC 4180).
 pub fn to_csv<T: CsvRow>(rows: &[T]) -> Result<String, serde_json::Error> {
+    let values = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json_rows_csv(T::COLUMNS, &values))
+}
+
+/// Header line then one line per row, each row a JSON object read column by column (a missing
+/// field is an empty cell). The same cells as [`to_csv`]: neutralised text, percentages to one
+/// decimal, other numbers exact.
+pub fn json_rows_csv<C: AsRef<str>>(columns: &[C], rows: &[Value]) -> String {
     let mut out = String::new();
-    push_line(&mut out, T::COLUMNS.iter().map(|c| (*c).to_string()));
+    push_line(&mut out, columns.iter().map(|c| c.as_ref().to_string()));
     for row in rows {
-        let value = serde_json::to_value(row)?;
         push_line(
             &mut out,
-            T::COLUMNS.iter().map(|c| match value.get(*c) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => text_cell(s),
-                Some(other) => other.to_string(),
-            }),
+            columns.iter().map(|c| cell(c.as_ref(), row.get(c.as_ref()))),
         );
     }
-    Ok(out)
+    out
+}
+
+/// A column of percentages, written to one decimal.
+fn is_percentage(column: &str) -> bool {
+    column.ends_with("_pct")
+}
+
+/// One field's cell, before RFC 4180 quoting.
+fn cell(column: &str, value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => text_cell(s),
+        Some(Value::Number(n)) if is_percentage(column) => {
+            n.as_f64().map_or_else(|| n.to_string(), one_decimal)
+        }
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `33.3`, `100.0`, `0.0`: the rounding the dashboard shows (`{:.1}`).
+pub fn one_decimal(value: f64) -> String {
+    format!("{value:.1}")
 }
 
 /// The characters that make a spreadsheet read a cell as a formula (OWASP).
@@ -120,6 +156,11 @@ pub fn assert_csv_matches_json<T: CsvRow>(csv_text: &str, rows: &[T]) {
                 Value::Null => assert_eq!(field, "", "{column}"),
                 Value::String(s) => assert_eq!(field, &text_cell(s), "{column}"),
                 Value::Bool(b) => assert_eq!(field.parse::<bool>().ok(), Some(*b), "{column}"),
+                Value::Number(n) if is_percentage(column) => {
+                    // A percentage is the JSON value to one decimal, as the dashboard shows it.
+                    let exact = n.as_f64().unwrap_or(f64::NAN);
+                    assert_eq!(field, &one_decimal(exact), "{column}: {field} from {exact}");
+                }
                 Value::Number(n) => {
                     let parsed: f64 = field.parse().unwrap_or(f64::NAN);
                     assert_eq!(Some(parsed), n.as_f64(), "{column}: {field}");
@@ -169,6 +210,63 @@ mod tests {
         assert_eq!(parsed[2], vec!["line\nbreak", "0", ""]);
         assert_eq!(parsed[1][2].parse::<f64>().ok(), Some(100.0 / 3.0));
         assert_csv_matches_json(&text, &rows);
+        Ok(())
+    }
+
+    #[derive(Serialize)]
+    struct Rated {
+        group: String,
+        late_pct: Option<f64>,
+        max_late_pct: f64,
+        late: u64,
+    }
+
+    impl CsvRow for Rated {
+        const COLUMNS: &'static [&'static str] = &["group", "late", "late_pct", "max_late_pct"];
+    }
+
+    #[test]
+    fn percentages_are_written_to_one_decimal_and_counts_exactly() -> Result<(), serde_json::Error> {
+        let rows = vec![
+            Rated {
+                group: "North".into(),
+                late_pct: Some(100.0 / 3.0),
+                max_late_pct: 10.0,
+                late: 1,
+            },
+            Rated {
+                group: "South".into(),
+                late_pct: None,
+                max_late_pct: 2.25,
+                late: 0,
+            },
+            Rated {
+                group: "East".into(),
+                late_pct: Some(200.0 / 3.0),
+                max_late_pct: 100.0,
+                late: 2,
+            },
+        ];
+        let text = to_csv(&rows)?;
+        assert_eq!(
+            text,
+            "group,late,late_pct,max_late_pct\r\nNorth,1,33.3,10.0\r\nSouth,0,,2.2\r\nEast,2,66.7,100.0\r\n"
+        );
+        for line in parse(&text).iter().skip(1) {
+            for field in &line[2..] {
+                let decimals = field.split_once('.').map_or(0, |(_, d)| d.len());
+                assert!(decimals <= 1, "{field}");
+            }
+        }
+        assert_csv_matches_json(&text, &rows);
+        // Rows given as JSON objects (the server's rows with names): the same cells, and a
+        // column the row lacks is empty.
+        let values: Vec<Value> = rows.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+        let columns = ["group", "group_name", "late", "late_pct", "max_late_pct"];
+        assert_eq!(
+            json_rows_csv(&columns, &values[..1]),
+            "group,group_name,late,late_pct,max_late_pct\r\nNorth,,1,33.3,10.0\r\n"
+        );
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub use sign_in::SignInFailure;
 mod supervision;
 mod sync;
 pub use sync::decode_request;
+pub mod times;
 
 use crate::services::visits::{VisitService, VisitServiceError};
 use crate::store::{Principal, ServerStore, StoreError};
@@ -131,6 +132,8 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(crate::web::routes())
         .merge(oversight::routes())
+        // RFC 3339 beside every epoch-milliseconds instant in the API's JSON answers.
+        .layer(axum::middleware::from_fn(times::with_rfc3339))
         // One byte over the limit is enough to tell "too large" from "exactly at the limit".
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES + 1))
         // Matched routes only: an unknown path or method answers 404/405 as before.

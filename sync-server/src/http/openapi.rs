@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, served at `/api/openapi.json`, built from one table of operations
 //! (`OPERATIONS`) that the tests also use to check every route exists and every role check holds.
 
+use crate::services::names::named_columns;
 use axum::Json;
 use caresync_core::metrics::{CsvRow, ReportRow};
 use serde_json::{json, Map, Value};
@@ -143,18 +144,46 @@ pub async fn openapi() -> Json<Value> {
     Json(document())
 }
 
+/// How an instant in epoch milliseconds is described; each gets an RFC 3339 sibling.
+const EPOCH_MS: &str = "milliseconds since 1970-01-01 UTC";
+
+fn is_epoch_ms(schema: &Value) -> bool {
+    schema["description"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(EPOCH_MS))
+}
+
+/// The sibling `http::times` adds beside an instant in milliseconds.
+fn rfc3339_sibling(field: &str) -> Value {
+    json!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": format!("`{field}` in RFC 3339, UTC (`Z`); null when `{field}` is null or outside the years 0000–9999"),
+    })
+}
+
 /// An object schema. A property that is not required may also be `null`: serde writes an absent
 /// `Option` as `null` and reads `null` as absent (schemathesis found `team_id` and `location`
-/// answered as `null` against schemas that did not allow it).
+/// answered as `null` against schemas that did not allow it). Each instant in milliseconds is
+/// followed by its `_rfc3339` sibling (`http::times`), present whenever the instant is.
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
     let mut p = Map::new();
+    let mut required: Vec<String> = required.iter().map(|r| (*r).to_string()).collect();
     for (k, v) in props {
-        let v = if required.contains(k) || allows_null(v) {
+        let is_required = required.iter().any(|r| r == k);
+        let schema = if is_required || allows_null(v) {
             v.clone()
         } else {
             json!({ "anyOf": [v, { "type": "null" }] })
         };
-        p.insert((*k).to_string(), v);
+        p.insert((*k).to_string(), schema);
+        if is_epoch_ms(v) {
+            let sibling = format!("{k}{}", super::times::SUFFIX);
+            p.insert(sibling.clone(), rfc3339_sibling(k));
+            if is_required {
+                required.push(sibling);
+            }
+        }
     }
     json!({ "type": "object", "properties": p, "required": required })
 }
@@ -177,7 +206,7 @@ fn list(name: &str) -> Value {
 
 fn schemas() -> Map<String, Value> {
     let uuid = json!({ "type": "string", "format": "uuid" });
-    let ms = json!({ "type": "integer", "description": "milliseconds since 1970-01-01 UTC" });
+    let ms = json!({ "type": "integer", "description": EPOCH_MS });
     let time = json!({ "type": "string", "format": "date-time" });
     let text = json!({ "type": "string" });
     let int = json!({ "type": "integer" });
@@ -450,14 +479,44 @@ fn schemas() -> Map<String, Value> {
         "MoveContract",
         obj(&[("contract_id", uuid.clone())], &["contract_id"]),
     );
-    add(
-        "VisitFigures",
-        json!({
-            "type": "object",
-            "description": "caresync_core::metrics::VisitFigures: the visit's state (attendance), punctuality, start_offset_ms and minutes_late (negative when early), planned_minutes, actual_minutes, short, overrun, no_clock_out, electronic, location_verified, partially_attended, flags (time-trust counts), authorised/delivered/billable minutes, and the same per carer",
-            "required": ["visit_id", "attendance", "as_of", "planned_minutes", "billable_minutes", "flags", "carers"],
-        }),
+    let opt_instant = json!({ "type": ["integer", "null"], "description": EPOCH_MS });
+    let mut figures = obj(
+        &[
+            ("visit_id", uuid.clone()),
+            ("contract_id", uuid.clone()),
+            ("client_id", uuid.clone()),
+            ("planned_start", ms.clone()),
+            ("planned_end", ms.clone()),
+            ("as_of", ms.clone()),
+            ("clock_in", opt_instant.clone()),
+            ("clock_out", opt_instant.clone()),
+            (
+                "carers",
+                json!({ "type": "array", "items": obj(
+                    &[
+                        ("carer_id", uuid.clone()),
+                        ("assigned", boolean.clone()),
+                        ("clock_in", opt_instant.clone()),
+                        ("clock_out", opt_instant),
+                    ],
+                    &["carer_id", "assigned", "flags"],
+                ) }),
+            ),
+        ],
+        &[
+            "visit_id",
+            "attendance",
+            "planned_start",
+            "planned_end",
+            "as_of",
+            "planned_minutes",
+            "billable_minutes",
+            "flags",
+            "carers",
+        ],
     );
+    figures["description"] = json!("caresync_core::metrics::VisitFigures: the visit's state (attendance), punctuality, clock_in and clock_out (trusted, after amendments), start_offset_ms and minutes_late (negative when early), planned_minutes, actual_minutes, short, overrun, no_clock_out, electronic, location_verified, partially_attended, flags (time-trust counts), authorised/delivered/billable minutes, and the same per carer");
+    add("VisitFigures", figures);
     add(
         "Reassign",
         obj(
@@ -661,18 +720,25 @@ fn schemas() -> Map<String, Value> {
             &["visit", "events", "heads"],
         ),
     );
-    add(
-        "TimelineEntry",
-        json!({
-            "type": "object",
-            "description": "kind: schedule (by, what, schedule), clock (event: EventRow), note (note), task_outcome (outcome), amendment (amendment)",
-            "properties": {
-                "kind": { "type": "string", "enum": ["schedule", "clock", "note", "task_outcome", "amendment"] },
-                "at": ms
-            },
-            "required": ["kind", "at"]
-        }),
+    let mut entry = obj(
+        &[
+            (
+                "kind",
+                e(&["schedule", "clock", "note", "task_outcome", "amendment"]),
+            ),
+            ("at", ms.clone()),
+            ("by", uuid.clone()),
+            ("what", text.clone()),
+            ("schedule", r("Schedule")),
+            ("event", r("EventRow")),
+            ("note", r("Note")),
+            ("outcome", r("TaskOutcome")),
+            ("amendment", r("Amendment")),
+        ],
+        &["kind", "at"],
     );
+    entry["description"] = json!("kind: schedule (by, what, schedule), clock (event: EventRow), note (note), task_outcome (outcome), amendment (amendment)");
+    add("TimelineEntry", entry);
     add(
         "VisitTimeline",
         obj(
@@ -695,31 +761,42 @@ fn schemas() -> Map<String, Value> {
             &["carer_id", "date", "visits"],
         ),
     );
-    // The row's fields are its CSV columns: text labels, optional percentages, counts.
-    let row: Vec<(&str, Value)> = ReportRow::COLUMNS
-        .iter()
+    // The row's fields are its CSV columns: text labels (and the group's name beside its key,
+    // `services::names`), optional percentages, counts.
+    let row: Vec<(&str, Value)> = named_columns(ReportRow::COLUMNS)
+        .into_iter()
         .map(|c| {
-            let kind = match *c {
-                "period" | "period_start" | "group" => text.clone(),
+            let kind = match c {
+                "period" | "period_start" | "group" | "group_name" => text.clone(),
                 c if c.ends_with("_pct") => opt_num.clone(),
                 _ => int.clone(),
             };
-            (*c, kind)
+            (c, kind)
         })
         .collect();
     add(
         "ReportRow",
         obj(
             &row,
-            &["period", "period_start", "group", "scheduled", "attended"],
+            &[
+                "period",
+                "period_start",
+                "group",
+                "group_name",
+                "scheduled",
+                "attended",
+            ],
         ),
     );
+    // Names beside ids in report rows (`services::names`), always present.
+    let name = |of: &str| json!({ "type": "string", "description": format!("the {of}'s name") });
     let kpi_status = e(&["ok", "breach"]);
     add(
         "KpiRow",
         obj(
             &[
                 ("contract_id", uuid.clone()),
+                ("contract_name", name("contract")),
                 ("commissioner", text.clone()),
                 ("month", text.clone()),
                 ("attended", int.clone()),
@@ -733,7 +810,7 @@ fn schemas() -> Map<String, Value> {
                 ("missed_status", kpi_status.clone()),
                 ("status", kpi_status),
             ],
-            &["contract_id", "month", "status"],
+            &["contract_id", "contract_name", "month", "status"],
         ),
     );
     add("KpiRowList", list("KpiRow"));
@@ -766,7 +843,10 @@ fn schemas() -> Map<String, Value> {
                 ("week", text.clone()),
                 ("week_start", text.clone()),
                 ("client_id", uuid.clone()),
+                ("client_name", name("client")),
                 ("contract_id", uuid.clone()),
+                ("contract_name", name("contract")),
+                ("commissioner", name("contract's commissioner")),
                 ("visits", int.clone()),
                 ("cancelled", int.clone()),
                 ("authorised_minutes", int.clone()),
@@ -778,7 +858,9 @@ fn schemas() -> Map<String, Value> {
             &[
                 "week",
                 "client_id",
+                "client_name",
                 "contract_id",
+                "contract_name",
                 "authorised_minutes",
                 "delivered_minutes",
                 "billable_minutes",
@@ -793,11 +875,12 @@ fn schemas() -> Map<String, Value> {
                 ("week", text.clone()),
                 ("week_start", text.clone()),
                 ("client_id", uuid.clone()),
+                ("client_name", name("client")),
                 ("visits", int.clone()),
                 ("distinct_carers", int.clone()),
                 ("distinct_carers_scheduled", int.clone()),
             ],
-            &["week", "client_id", "distinct_carers"],
+            &["week", "client_id", "client_name", "distinct_carers"],
         ),
     );
     add("ContinuityRowList", list("ContinuityRow"));
@@ -827,7 +910,7 @@ fn schemas() -> Map<String, Value> {
         .iter()
         .map(|k| k.as_str())
         .collect();
-    let opt_ms = json!({ "type": ["integer", "null"], "description": "milliseconds since 1970-01-01 UTC" });
+    let opt_ms = json!({ "type": ["integer", "null"], "description": EPOCH_MS });
     let opt_uuid = json!({ "type": ["string", "null"], "format": "uuid" });
     let opt_text = json!({ "type": ["string", "null"] });
     let opt_min = json!({ "type": ["number", "null"], "description": "minutes, one decimal" });
@@ -854,7 +937,7 @@ fn schemas() -> Map<String, Value> {
                 ("raised_at", ms.clone()),
                 (
                     "ack_due_at",
-                    json!({ "type": "integer", "description": "acknowledge by this instant (inclusive) or the alert escalates to the office" }),
+                    json!({ "type": "integer", "description": format!("{EPOCH_MS}: acknowledge by this instant (inclusive) or the alert escalates to the office") }),
                 ),
                 ("state", e(&states)),
                 ("acknowledged_at", opt_ms.clone()),
@@ -1217,7 +1300,7 @@ pub fn document() -> Value {
         "info": {
             "title": "caresync server",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Sync endpoint for carers' phones and the office and supervisor API. Times in request bodies are RFC 3339; times in documents and rows are milliseconds since the epoch (UTC). Errors answer with a Problem body carrying a stable code."
+            "description": "Sync endpoint for carers' phones and the office and supervisor API. Times in request bodies are RFC 3339; times in documents and rows are milliseconds since the epoch (UTC), each with a sibling `<name>_rfc3339` giving the same instant as RFC 3339 in UTC (`2026-11-25T09:00:00Z`). Report rows carry names beside their ids (`client_name`, `contract_name`, `group_name`, ...), in JSON and CSV alike; CSV percentages have one decimal. Errors answer with a Problem body carrying a stable code."
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }],
@@ -1339,6 +1422,60 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Every property documented as epoch milliseconds, with its parent's properties and required
+    /// list, anywhere in the schemas.
+    fn epoch_ms_properties(v: &Value, out: &mut Vec<(String, Value, Value)>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Object(props)) = m.get("properties") {
+                    for (k, p) in props {
+                        let alternatives = p["anyOf"].as_array().cloned().unwrap_or_default();
+                        if is_epoch_ms(p) || alternatives.iter().any(is_epoch_ms) {
+                            out.push((k.clone(), Value::Object(props.clone()), m["required"].clone()));
+                        }
+                    }
+                }
+                m.values().for_each(|x| epoch_ms_properties(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| epoch_ms_properties(x, out)),
+            _ => {}
+        }
+    }
+
+    /// The instants documented in milliseconds are exactly those `http::times` gives an RFC 3339
+    /// sibling, each documented beside its field as a date-time, required when the field is.
+    #[test]
+    fn every_instant_in_milliseconds_has_its_rfc3339_sibling_documented() {
+        let doc = document();
+        let mut found = Vec::new();
+        epoch_ms_properties(&doc["components"]["schemas"], &mut found);
+        assert!(found.len() > 20, "{}", found.len());
+        for (field, props, required) in &found {
+            let sibling = format!("{field}{}", crate::http::times::SUFFIX);
+            assert_eq!(props[&sibling]["format"], "date-time", "{field}");
+            let required: Vec<&str> = required
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(
+                required.contains(&field.as_str()),
+                required.contains(&sibling.as_str()),
+                "{field}"
+            );
+        }
+        let documented: BTreeSet<&str> = found.iter().map(|(f, _, _)| f.as_str()).collect();
+        let transformed: BTreeSet<&str> = crate::http::times::INSTANT_FIELDS.iter().copied().collect();
+        assert_eq!(documented, transformed);
+        // Times in request bodies stay RFC 3339 alone.
+        assert_eq!(
+            doc["components"]["schemas"]["NewVisit"]["properties"]["planned_start"]["format"],
+            "date-time"
+        );
+        assert!(doc["components"]["schemas"]["NewVisit"]["properties"]
+            .get("planned_start_rfc3339")
+            .is_none());
     }
 
     /// Every `.route(...)` in the router's source is documented, and nothing else is.

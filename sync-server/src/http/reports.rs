@@ -1,7 +1,8 @@
-//! Figures for the office (JSON and CSV) and live alerts for supervisors.
+//! Figures for the office (JSON and CSV, with names beside ids) and live alerts for supervisors.
 
 use super::office::{require, OFFICE, OFFICE_OR_SUPERVISOR};
 use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use crate::services::names::{named_columns, Names};
 use crate::services::reports::{self, Alert, FiguresError, Span};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -9,10 +10,11 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use caresync_core::metrics::{continuity_csv, reconciliation_csv, GroupBy, KpiRow, PeriodKind, VisitFigures};
+use caresync_core::metrics::{json_rows_csv, CsvRow, GroupBy, PeriodKind, ReportRow, VisitFigures};
 use caresync_core::VisitId;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
+use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -99,18 +101,40 @@ fn span(st: &AppState, headers: &HeaderMap, params: Params) -> ApiResult<(Span, 
     ))
 }
 
-fn respond<T: serde::Serialize>(
+/// Report rows as the API answers them: each row's JSON with names beside its ids
+/// (`services::names`), as a JSON array or as CSV with the row type's columns plus the name
+/// columns. JSON and CSV are written from the same named rows, so they cannot disagree.
+fn named_rows<T: CsvRow>(
+    names: &Names,
+    rows: &[T],
+    group_by: Option<GroupBy>,
+) -> Result<Vec<Value>, serde_json::Error> {
+    let mut values = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    names.name_rows(&mut values, group_by);
+    Ok(values)
+}
+
+fn csv_response<T: CsvRow>(rows: &[Value]) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        json_rows_csv(&named_columns(T::COLUMNS), rows),
+    )
+        .into_response()
+}
+
+fn respond_rows<T: CsvRow>(
     format: Format,
-    json: &T,
-    csv: impl FnOnce() -> Result<String, serde_json::Error>,
+    names: &Names,
+    rows: &[T],
+    group_by: Option<GroupBy>,
 ) -> ApiResult<Response> {
+    let rows = named_rows(names, rows, group_by).map_err(ApiError::internal)?;
     Ok(match format {
-        Format::Json => Json(json).into_response(),
-        Format::Csv => (
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            csv().map_err(ApiError::internal)?,
-        )
-            .into_response(),
+        Format::Json => Json(rows).into_response(),
+        Format::Csv => csv_response::<T>(&rows),
     })
 }
 
@@ -138,23 +162,33 @@ async fn figures(
         let _permit = permit;
         let (span, p) = span(&st, &headers, params)?;
         let store = st.store.as_ref();
+        let names = Names::from_store(store)?;
         match figure {
             Figure::Punctuality => {
                 let report = reports::punctuality(store, span, p.group_by, p.period)?;
-                respond(format, &report, || report.rows_csv())
+                let rows = named_rows(&names, &report.rows, Some(p.group_by)).map_err(ApiError::internal)?;
+                Ok(match format {
+                    Format::Json => {
+                        let kpi = named_rows(&names, &report.kpi, None).map_err(ApiError::internal)?;
+                        let mut json = serde_json::to_value(&report).map_err(ApiError::internal)?;
+                        json["rows"] = Value::Array(rows);
+                        json["kpi"] = Value::Array(kpi);
+                        Json(json).into_response()
+                    }
+                    Format::Csv => csv_response::<ReportRow>(&rows),
+                })
             }
             Figure::Kpi => {
                 let report = reports::punctuality(store, span, GroupBy::Contract, PeriodKind::Month)?;
-                let kpi: &Vec<KpiRow> = &report.kpi;
-                respond(format, kpi, || report.kpi_csv())
+                respond_rows(format, &names, &report.kpi, None)
             }
             Figure::Reconciliation => {
                 let rows = reports::reconciliation(store, span)?;
-                respond(format, &rows, || reconciliation_csv(&rows))
+                respond_rows(format, &names, &rows, None)
             }
             Figure::Continuity => {
                 let rows = reports::continuity(store, span)?;
-                respond(format, &rows, || continuity_csv(&rows))
+                respond_rows(format, &names, &rows, None)
             }
         }
     })

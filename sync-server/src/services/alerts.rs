@@ -732,7 +732,8 @@ pub fn figures(
         .collect())
 }
 
-/// The figures as CSV (one column per alert kind).
+/// The figures as CSV (one column per alert kind), the team's id last so readers of the earlier
+/// columns by position are undisturbed.
 pub fn figures_csv(rows: &[OversightRow]) -> String {
     let mut head = vec!["team", "month", "raised"];
     head.extend(AlertKind::ALL.iter().map(|k| k.as_str()));
@@ -750,6 +751,7 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
         "escalations_on_time",
         "escalations_late",
         "escalations_on_time_pct",
+        "team_id",
     ]);
     let mut out = head.join(",");
     out.push_str("\r\n");
@@ -775,6 +777,7 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
             r.escalations_on_time.to_string(),
             r.escalations_late.to_string(),
             opt(r.escalations_on_time_pct),
+            csv_cell(&r.team_id),
         ]);
         out.push_str(&cells.join(","));
         out.push_str("\r\n");
@@ -782,15 +785,11 @@ pub fn figures_csv(rows: &[OversightRow]) -> String {
     out
 }
 
-/// A CSV cell: quoted when it holds a comma, quote or line break; a leading `=`, `+`, `-` or
-/// `@` is prefixed with `'` so a spreadsheet does not run it as a formula.
+/// A text cell, neutralised as the metrics' CSV writer does it (OWASP: a leading `=`, `+`, `-`,
+/// `@`, tab or carriage return gets a single quote) and quoted when needed or neutralised.
 fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
+    let s = caresync_core::metrics::text_cell(s);
+    if s.contains([',', '"', '\n', '\r']) || s.starts_with('\'') {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod escalations;
+pub mod names;
 pub mod people;
 pub mod reports;
 pub mod rules;

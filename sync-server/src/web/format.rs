@@ -1,79 +1,16 @@
 //! How a person reads things: names instead of ids, local times, one-decimal percentages.
 
 use crate::http::AppState;
-use crate::store::{Client, Contract, Person, StoreError};
+use crate::store::StoreError;
 use caresync_core::domain::*;
 use chrono::{NaiveDate, TimeZone};
-use std::collections::HashMap;
 
-/// Names of everyone and everything a page mentions, read once per request.
-pub struct Names {
-    pub people: HashMap<PersonId, Person>,
-    pub clients: HashMap<ClientId, Client>,
-    pub contracts: HashMap<ContractId, Contract>,
-    pub teams: HashMap<TeamId, String>,
-}
+pub use crate::services::names::Names;
 
 impl Names {
+    /// Names of everyone and everything a page mentions, read once per request.
     pub fn load(st: &AppState) -> Result<Self, StoreError> {
-        Ok(Self {
-            people: st.store.people()?.into_iter().map(|p| (p.id, p)).collect(),
-            clients: st.store.clients()?.into_iter().map(|c| (c.id, c)).collect(),
-            contracts: st.store.contracts()?.into_iter().map(|c| (c.id, c)).collect(),
-            teams: st.store.teams()?.into_iter().map(|t| (t.id, t.name)).collect(),
-        })
-    }
-
-    pub fn person(&self, id: PersonId) -> String {
-        self.people
-            .get(&id)
-            .map_or_else(|| "(someone no longer listed)".into(), |p| p.name.clone())
-    }
-
-    pub fn client(&self, id: ClientId) -> String {
-        self.clients
-            .get(&id)
-            .map_or_else(|| "(unknown client)".into(), |c| c.name.clone())
-    }
-
-    pub fn contract(&self, id: ContractId) -> String {
-        self.contracts
-            .get(&id)
-            .map_or_else(|| "(unknown contract)".into(), |c| c.name.clone())
-    }
-
-    pub fn team_of(&self, person: PersonId) -> String {
-        self.people
-            .get(&person)
-            .and_then(|p| p.team_id)
-            .and_then(|t| self.teams.get(&t).cloned())
-            .unwrap_or_default()
-    }
-
-    /// A report group's name: report rows name groups by id (contract, carer, client, team) or by
-    /// word (model, commissioner, `all`).
-    pub fn group(&self, group: &str) -> String {
-        if let Ok(id) = group.parse::<uuid::Uuid>() {
-            if let Some(c) = self.contracts.get(&ContractId(id)) {
-                return c.name.clone();
-            }
-            if let Some(p) = self.people.get(&PersonId(id)) {
-                return p.name.clone();
-            }
-            if let Some(c) = self.clients.get(&ClientId(id)) {
-                return c.name.clone();
-            }
-            if let Some(t) = self.teams.get(&TeamId(id)) {
-                return t.clone();
-            }
-        }
-        match group {
-            "spot" => "Spot".into(),
-            "framework" => "Framework".into(),
-            "all" => "All visits".into(),
-            "" => "(no team)".into(),
-            other => other.to_string(),
-        }
+        Self::from_store(st.store.as_ref())
     }
 }
 
