@@ -87,19 +87,30 @@ pub fn text_cell(text: &str) -> String {
     }
 }
 
+/// A text cell ready to join with commas: neutralised ([`text_cell`]) and quoted where needed.
+pub fn text_field(text: &str) -> String {
+    let mut out = String::new();
+    push_field(&mut out, &text_cell(text));
+    out
+}
+
+fn push_field(out: &mut String, field: &str) {
+    // A neutralised cell is quoted too (OWASP), whether or not it has a comma or a quote.
+    if field.contains([',', '"', '\n', '\r']) || field.starts_with('\'') {
+        out.push('"');
+        out.push_str(&field.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(field);
+    }
+}
+
 fn push_line(out: &mut String, fields: impl Iterator<Item = String>) {
     for (n, field) in fields.enumerate() {
         if n > 0 {
             out.push(',');
         }
-        // A neutralised cell is quoted too (OWASP), whether or not it has a comma or a quote.
-        if field.contains([',', '"', '\n', '\r']) || field.starts_with('\'') {
-            out.push('"');
-            out.push_str(&field.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&field);
-        }
+        push_field(out, &field);
     }
     out.push_str("\r\n");
 }

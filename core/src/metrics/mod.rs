@@ -28,7 +28,7 @@ pub(crate) mod test_support;
 
 pub use alerts::{alert_kinds, phone_silent_since_due, AlertKind};
 pub use billing::{billable_minutes, round_to_unit, Billable};
-pub use csv::{json_rows_csv, one_decimal, text_cell, CsvRow};
+pub use csv::{json_rows_csv, one_decimal, text_cell, text_field, CsvRow};
 pub use facts::{CarerFacts, CarerFigures, FlagCounts, UnitFacts, VisitFacts, VisitFigures};
 pub use periods::{local_date, AgencyTimeZone, Period, PeriodKind, UnknownTimeZone};
 pub use reconciliation::{

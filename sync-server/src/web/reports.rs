@@ -302,19 +302,10 @@ pub async fn punctuality(
     .await
 }
 
-/// A CSV cell: quoted when needed, and text that a spreadsheet would run as a formula is
-/// prefixed with an apostrophe.
+/// A CSV text cell: the API's own neutralisation (OWASP: a leading `=`, `+`, `-`, `@`, tab or
+/// carriage return gets an apostrophe, and the cell is quoted). Numbers never pass through here.
 fn cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    caresync_core::metrics::text_field(s)
 }
 
 /// Exactly the table on the page: the same rows, columns, names and one-decimal percentages,
@@ -586,8 +577,11 @@ mod tests {
         assert_eq!(cell("Smith, Ann"), "\"Smith, Ann\"");
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(cell("-3.5"), "-3.5", "numbers stay numbers");
+        assert_eq!(cell("@SUM(A1)"), "\"'@SUM(A1)\"");
+        // The API's CSVs neutralise these too; the dashboard's download once let them through.
+        assert_eq!(cell("\tcmd"), "\"'\tcmd\"");
+        assert_eq!(cell("\r=1+1"), "\"'\r=1+1\"");
+        assert_eq!(cell("-3.5"), "\"'-3.5\"", "only names pass through here, never numbers");
     }
 
     #[test]
