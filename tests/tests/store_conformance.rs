@@ -285,7 +285,7 @@ fn event(visit: VisitId, carer: PersonId, kind: ClockKind, at: Millis, received_
             lon: -0.12,
             accuracy_m: 8.5,
         }),
-        flags: "clock_skew".into(),
+        flags: caresync_core::metrics::EventFlag::ClockSkew.into(),
     }
 }
 
@@ -539,7 +539,7 @@ fn events_insert_once(store: &dyn ServerStore) {
     out.clock_offset_ms = None;
     out.offset_measured_at = None;
     out.method = ClockMethod::Nfc;
-    out.flags = String::new();
+    out.flags = Default::default();
     store
         .commit_visit(&VisitCommit {
             new_events: vec![first.clone()],

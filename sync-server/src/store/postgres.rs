@@ -313,7 +313,7 @@ fn event_from(r: &Row) -> Result<EventRow> {
             (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
             _ => None,
         },
-        flags: r.get(15),
+        flags: parse(r.get(15))?,
     })
 }
 
@@ -983,7 +983,7 @@ impl ServerStore for PostgresStore {
                         &e.location.map(|l| l.lat),
                         &e.location.map(|l| l.lon),
                         &e.location.map(|l| l.accuracy_m),
-                        &e.flags,
+                        &e.flags.to_string(),
                     ],
                 )?;
             }

@@ -539,7 +539,7 @@ fn event_from(r: &Row<'_>) -> rusqlite::Result<EventRow> {
             (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
             _ => None,
         },
-        flags: r.get(15)?,
+        flags: column(r, 15)?,
     })
 }
 
@@ -994,7 +994,7 @@ impl ServerStore for SqliteStore {
                     e.location.map(|l| l.lat),
                     e.location.map(|l| l.lon),
                     e.location.map(|l| l.accuracy_m),
-                    e.flags,
+                    e.flags.to_string(),
                     v.planned_start,
                 ])?;
             }
@@ -1641,7 +1641,7 @@ mod tests {
             method: ClockMethod::Nfc,
             reason: None,
             location: None,
-            flags: String::new(),
+            flags: Default::default(),
         };
         let query = SnapshotQuery {
             from: start - DAY_MS,
