@@ -20,6 +20,8 @@ pub mod protocol;
 pub mod sqlite;
 pub mod store;
 pub mod sync_client;
+#[doc(hidden)]
+pub mod test_kit;
 pub mod visit_document;
 
 pub use clock::{ClockOffset, DeviceClock, ManualClock, SystemClock};

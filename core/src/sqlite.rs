@@ -12,8 +12,66 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// One schema step: runs inside the migration transaction.
-pub type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+/// Rust run after a step's SQL, in the same transaction, for data the SQL cannot write itself (a
+/// backfill that needs the domain's rules).
+pub type SqliteStep = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// One schema step: a numbered `.sql` file (`migrations/0003_refused_changes.sql`), embedded in
+/// the binary, and optionally Rust run after it (`Step` is the backend's transaction hook; SQLite's
+/// by default). The number that starts the name is the schema version the step leads to; a
+/// backend's steps are numbered 1, 2, 3... in order (see [`numbered_in_order`]). Never edit a
+/// released step; add the next one.
+pub struct Migration<Step = SqliteStep> {
+    pub name: &'static str,
+    pub sql: &'static str,
+    pub then: Option<Step>,
+}
+
+impl<Step> Migration<Step> {
+    /// The schema version this step leads to: the number its name starts with.
+    pub const fn version(&self) -> i64 {
+        let bytes = self.name.as_bytes();
+        let (mut n, mut i) = (0, 0);
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            n = n * 10 + (bytes[i] - b'0') as i64;
+            i += 1;
+        }
+        n
+    }
+}
+
+/// Whether step `i` is numbered `i + 1`, for a compile-time check beside each table of steps:
+/// `const _: () = assert!(sqlite::numbered_in_order(MIGRATIONS));`
+pub const fn numbered_in_order<Step>(steps: &[Migration<Step>]) -> bool {
+    let mut i = 0;
+    while i < steps.len() {
+        if steps[i].version() != i as i64 + 1 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A [`Migration`] from `<crate>/<dir>/<name>.sql`, embedded with `include_str!`, optionally with
+/// a Rust step run after its SQL: `migration!("migrations/sqlite", "0005_visit_facts", then judge)`.
+#[macro_export]
+macro_rules! migration {
+    ($dir:literal, $name:literal) => {
+        $crate::sqlite::Migration {
+            name: $name,
+            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $name, ".sql")),
+            then: None,
+        }
+    };
+    ($dir:literal, $name:literal, then $step:expr) => {
+        $crate::sqlite::Migration {
+            name: $name,
+            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $name, ".sql")),
+            then: Some($step),
+        }
+    };
+}
 
 /// How hard to push each commit to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,9 +222,12 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Resu
             supported,
         });
     }
-    for (i, step) in migrations.iter().enumerate().skip(version as usize) {
-        step(&tx)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    for step in migrations.iter().skip(version as usize) {
+        tx.execute_batch(step.sql)?;
+        if let Some(then) = step.then {
+            then(&tx)?;
+        }
+        tx.pragma_update(None, "user_version", step.version())?;
     }
     tx.commit()?;
     Ok(())
@@ -202,9 +263,16 @@ pub fn schema_fingerprint(conn: &Connection) -> rusqlite::Result<Vec<(String, St
 mod tests {
     use super::*;
 
-    fn v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-        tx.execute_batch("CREATE TABLE t (x INTEGER)")
-    }
+    const V1: Migration = Migration {
+        name: "0001_t",
+        sql: "CREATE TABLE t (x INTEGER)",
+        then: None,
+    };
+    const V2_NOOP: Migration = Migration {
+        name: "0002_nothing",
+        sql: "",
+        then: None,
+    };
 
     #[test]
     fn garbage_file_is_moved_aside_not_deleted() -> Result<(), Box<dyn std::error::Error>> {
@@ -214,7 +282,7 @@ mod tests {
             &path,
             b"this is not a database, but it might be someone's evidence....................",
         )?;
-        let err = open(&path, &[v1], Durability::Full)
+        let err = open(&path, &[V1], Durability::Full)
             .err()
             .ok_or("opened garbage")?;
         let OpenError::MovedAside { moved_to, .. } = &err else {
@@ -224,7 +292,7 @@ mod tests {
         assert!(err.to_string().contains(&moved_to.display().to_string()));
         assert!(std::fs::read(moved_to)?.starts_with(b"this is not a database"));
         // The next open starts afresh.
-        let conn = open(&path, &[v1], Durability::Full)?;
+        let conn = open(&path, &[V1], Durability::Full)?;
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         assert_eq!(v, 1);
         Ok(())
@@ -237,7 +305,7 @@ mod tests {
         let garbage = b"this is not a database, but it is a provider's whole history.....".repeat(10);
         std::fs::write(&path, &garbage)?;
         for _ in 0..2 {
-            let err = open_with(&path, &[v1], Durability::Normal, OnUnreadable::Refuse)
+            let err = open_with(&path, &[V1], Durability::Normal, OnUnreadable::Refuse)
                 .err()
                 .ok_or("opened garbage")?;
             assert!(matches!(err, OpenError::Unreadable { .. }), "{err}");
@@ -255,8 +323,8 @@ mod tests {
     fn newer_schema_is_left_alone() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("x.db");
-        drop(open(&path, &[v1, v1_noop], Durability::Normal)?);
-        let err = open(&path, &[v1], Durability::Normal)
+        drop(open(&path, &[V1, V2_NOOP], Durability::Normal)?);
+        let err = open(&path, &[V1], Durability::Normal)
             .err()
             .ok_or("opened newer")?;
         assert!(matches!(
@@ -275,11 +343,11 @@ mod tests {
     fn a_busy_database_is_an_error_and_stays_where_it_is() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("phone.db");
-        let mut holder = open(&path, &[v1], Durability::Full)?;
+        let mut holder = open(&path, &[V1], Durability::Full)?;
         holder.execute("INSERT INTO t (x) VALUES (1)", [])?;
         // Another connection (a sync worker, say) holds the write lock past the busy timeout.
         let tx = holder.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let err = open(&path, &[v1], Durability::Full)
+        let err = open(&path, &[V1], Durability::Full)
             .err()
             .ok_or("opened while locked")?;
         assert!(
@@ -289,7 +357,7 @@ mod tests {
         tx.rollback()?;
         // Still the same file, holding its row, and no copy was made.
         let rows: i64 =
-            open(&path, &[v1], Durability::Full)?.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
+            open(&path, &[V1], Durability::Full)?.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
         assert_eq!(rows, 1);
         let names: Vec<_> = std::fs::read_dir(dir.path())?
             .filter_map(|e| e.ok())
@@ -304,21 +372,17 @@ mod tests {
     fn a_corrupt_database_is_moved_aside() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("phone.db");
-        drop(open(&path, &[v1], Durability::Full)?);
+        drop(open(&path, &[V1], Durability::Full)?);
         // Keep the 100-byte header (a database by its magic) and wreck the schema page behind it.
         let mut bytes = std::fs::read(&path)?;
         for b in bytes.iter_mut().skip(100).take(3_000) {
             *b = 0xA5;
         }
         std::fs::write(&path, &bytes)?;
-        let err = open(&path, &[v1], Durability::Full)
+        let err = open(&path, &[V1], Durability::Full)
             .err()
             .ok_or("opened a corrupt file")?;
         assert!(matches!(err, OpenError::MovedAside { .. }), "{err}");
-        Ok(())
-    }
-
-    fn v1_noop(_: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         Ok(())
     }
 }

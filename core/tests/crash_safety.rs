@@ -67,18 +67,8 @@ fn child_clocks_visits_until_killed() -> TestResult {
     while started.elapsed() < Duration::from_secs(60) {
         let now = store.device_now();
         let schedule = Schedule {
-            client_id: ClientId::new(),
-            contract_id: ContractId::new(),
-            carers: vec![me.carer_id],
-            planned_start: now,
-            planned_end: now + 30 * MINUTE_MS,
-            tasks: vec![Task {
-                id: TaskId::new(),
-                title: "Lunch".into(),
-            }],
-            status: VisitStatus::Scheduled,
-            cancel_reason: None,
-            chargeable: None,
+            tasks: vec![test_kit::task("Lunch")],
+            ..test_kit::schedule(vec![me.carer_id], now)
         };
         let task = schedule.tasks[0].id;
         let mut doc = VisitDocument::create(VisitId::new(), &schedule, &automerge::ActorId::random())?;

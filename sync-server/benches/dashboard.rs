@@ -146,7 +146,7 @@ fn generate(store: &SqliteStore) -> Result<(PersonId, PersonId)> {
                         method: ClockMethod::Nfc,
                         reason: None,
                         location: None,
-                        flags: String::new(),
+                        flags: Default::default(),
                     });
                 }
             }

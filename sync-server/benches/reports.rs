@@ -222,7 +222,7 @@ fn generate(store: &SqliteStore) -> Result<()> {
                         lon: home.lon,
                         accuracy_m: 12.0,
                     }),
-                    flags: String::new(),
+                    flags: Default::default(),
                 };
                 events.push(event(ClockKind::ClockIn, clock_in, &mut rng));
                 if rng.random_bool(0.97) {
@@ -313,7 +313,7 @@ fn todays_store(dir: &std::path::Path, now: Millis) -> Arc<dyn ServerStore> {
                 method: ClockMethod::Nfc,
                 reason: None,
                 location: None,
-                flags: String::new(),
+                flags: Default::default(),
             });
         }
         store

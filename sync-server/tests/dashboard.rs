@@ -3,7 +3,8 @@
 //! shown), role limits, escaping of names, and the actions reaching the visit's timeline.
 
 use caresync_core::domain::*;
-use caresync_core::visit_document::{Schedule, Task};
+use caresync_core::test_kit;
+use caresync_core::visit_document::Schedule;
 use caresync_server::auth::hash_secret;
 use caresync_server::services::people;
 use caresync_server::store::sqlite::SqliteStore;
@@ -148,16 +149,8 @@ async fn fixture() -> TestResult<Fixture> {
         let schedule = Schedule {
             client_id: client.id,
             contract_id: contract.id,
-            carers: vec![carer],
-            planned_start: now,
-            planned_end: now + 30 * MINUTE_MS,
-            tasks: vec![Task {
-                id: TaskId::new(),
-                title: "Lunch".into(),
-            }],
-            status: VisitStatus::Scheduled,
-            cancel_reason: None,
-            chargeable: None,
+            tasks: vec![test_kit::task("Lunch")],
+            ..test_kit::schedule(vec![carer], now)
         };
         state.visits.create(id, &schedule, office_person.id, now)?;
         Ok(id)

@@ -4,8 +4,7 @@
 use automerge::sync::{BloomFilter, Have, Message, State as SyncState, SyncDoc};
 use caresync_core::domain::*;
 use caresync_core::sync_client::primed;
-use caresync_core::visit_document::{ClockEvent, Task, VisitDocument};
-use caresync_core::Schedule;
+use caresync_core::visit_document::{ClockEvent, VisitDocument};
 use caresync_server::services::visits::{Ingested, VisitService};
 use caresync_server::store::sqlite::SqliteStore;
 use caresync_server::store::{Person, Principal, ServerStore};
@@ -37,20 +36,7 @@ fn fixture() -> Fixture {
     store.create_person(&person).expect("person");
     let visits = VisitService::new(store.clone(), 100);
     let visit = VisitId::new();
-    let schedule = Schedule {
-        client_id: ClientId::new(),
-        contract_id: ContractId::new(),
-        carers: vec![person.id],
-        planned_start: NOW + HOUR_MS,
-        planned_end: NOW + HOUR_MS + 30 * MINUTE_MS,
-        tasks: vec![Task {
-            id: TaskId::new(),
-            title: "Breakfast".into(),
-        }],
-        status: VisitStatus::Scheduled,
-        cancel_reason: None,
-        chargeable: None,
-    };
+    let schedule = caresync_core::test_kit::schedule(vec![person.id], NOW + HOUR_MS);
     visits
         .create(visit, &schedule, PersonId::new(), NOW)
         .expect("create");

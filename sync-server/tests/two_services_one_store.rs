@@ -3,7 +3,7 @@
 //! be lost or duplicated, compaction included.
 
 use caresync_core::domain::*;
-use caresync_core::visit_document::{Note, Task};
+use caresync_core::visit_document::Note;
 use caresync_core::Schedule;
 use caresync_server::services::visits::{VisitService, VisitServiceError};
 use caresync_server::store::sqlite::SqliteStore;
@@ -11,20 +11,7 @@ use caresync_server::store::ServerStore;
 use std::sync::Arc;
 
 fn schedule(carer: PersonId, start: Millis) -> Schedule {
-    Schedule {
-        client_id: ClientId::new(),
-        contract_id: ContractId::new(),
-        carers: vec![carer],
-        planned_start: start,
-        planned_end: start + 30 * MINUTE_MS,
-        tasks: vec![Task {
-            id: TaskId::new(),
-            title: "Breakfast".into(),
-        }],
-        status: VisitStatus::Scheduled,
-        cancel_reason: None,
-        chargeable: None,
-    }
+    caresync_core::test_kit::schedule(vec![carer], start)
 }
 
 fn add_note(service: &VisitService, visit: VisitId, author: PersonId, text: String) {

@@ -19,7 +19,8 @@ pub mod pg;
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The server binary, built once per test run if `cargo build --workspace --bins` has not been run.
+/// The server binary of the profile the tests run in, built once per test run (`cargo build
+/// --workspace --bins --profile <it>`; a no-op when it is up to date).
 pub fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -34,8 +35,15 @@ pub fn server_binary() -> PathBuf {
         };
         let bin = profile_dir.join("caresync-server");
         if from_tests {
+            // The profile these tests were built in (target/debug is `dev`; target/release and a
+            // custom profile's folder carry its name), so `cargo test --release` runs a release
+            // server it has just built, not a stale one beside a fresh debug build.
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev",
+                Some(name) => name,
+            };
             let status = Command::new(env!("CARGO"))
-                .args(["build", "--workspace", "--bins", "--quiet"])
+                .args(["build", "--workspace", "--bins", "--quiet", "--profile", profile])
                 .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
                 .status()
                 .expect("run cargo build");
@@ -43,7 +51,7 @@ pub fn server_binary() -> PathBuf {
         }
         assert!(
             bin.exists(),
-            "no server binary at {} (build it: cargo build --release --workspace --bins)",
+            "no server binary at {} (build it: cargo build --workspace --bins, with the tests' profile)",
             bin.display()
         );
         bin

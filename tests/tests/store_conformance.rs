@@ -127,6 +127,98 @@ fn postgres_store_conforms() {
     assert!(store.people().expect("people").is_empty());
 }
 
+/// The one check of PostgreSQL's numbered files: a database made at schema 1 with rows in it and
+/// migrated one step at a time ends with exactly the columns and indexes of a fresh one.
+#[test]
+fn postgres_migrated_step_by_step_has_the_fresh_schema() {
+    use caresync_server::store::postgres::SCHEMA_VERSION;
+    let cluster = PgCluster::start();
+    let old = cluster.create_database();
+    PostgresStore::migrate_to(&old, 1).expect("schema 1");
+    let (visit, person, contract) = (VisitId::new(), PersonId::new(), ContractId::new());
+    let rules = serde_json::to_string(&caresync_core::metrics::ContractRules::default()).expect("rules");
+    let mut raw = ::postgres::Client::connect(&old, ::postgres::NoTls).expect("connect");
+    raw.batch_execute(&format!(
+        "INSERT INTO people VALUES ('{person}', 'Ann', 'carer', NULL, TRUE);
+         INSERT INTO api_tokens VALUES ('token', '{person}', 1, NULL);
+         INSERT INTO contracts VALUES ('{contract}', 'Spot', 'County', 'spot', '{rules}');
+         INSERT INTO visits VALUES ('{visit}', '{c}', '{contract}', '{person}', 500000, 600000,
+             'scheduled', NULL, '', 1);
+         INSERT INTO assignments VALUES ('{visit}', '{person}', TRUE);
+         INSERT INTO clock_events (event_id, visit_id, carer_id, device_id, kind, device_time,
+             trusted_time, received_at, method)
+         VALUES ('{e}', '{visit}', '{person}', '{d}', 'clock_in', 500000, 500000, 500001, 'app');",
+        c = ClientId::new(),
+        e = EventId::new(),
+        d = DeviceId::new(),
+    ))
+    .expect("rows at schema 1");
+    for version in 2..=SCHEMA_VERSION {
+        PostgresStore::migrate_to(&old, version).expect("one step");
+        let at: i32 = raw
+            .query_one("SELECT version FROM caresync_schema", &[])
+            .expect("version")
+            .get(0);
+        assert_eq!(at as usize, version);
+    }
+    let migrated = PostgresStore::open(&old).expect("open migrated");
+    let fresh_url = cluster.create_database();
+    drop(PostgresStore::open(&fresh_url).expect("open fresh"));
+    let mut fresh = ::postgres::Client::connect(&fresh_url, ::postgres::NoTls).expect("connect");
+    let schema = pg_schema(&mut raw);
+    assert_eq!(schema, pg_schema(&mut fresh));
+    assert!(schema.iter().any(|s| s.starts_with("leases.")), "{schema:?}");
+    assert_eq!(
+        migrated.visit_row(visit).expect("read").map(|v| v.contract_id),
+        Some(contract)
+    );
+    let facts: i64 = raw
+        .query_one("SELECT COUNT(*) FROM visit_facts", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(facts, 1, "the backfill judged the visit");
+}
+
+/// Columns (type, nullability, default, position) and index definitions of the public schema.
+fn pg_schema(client: &mut ::postgres::Client) -> Vec<String> {
+    let columns = client
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text,
+                    COALESCE(column_default::text, ''), ordinal_position::int
+             FROM information_schema.columns WHERE table_schema = 'public'
+             ORDER BY table_name, column_name",
+            &[],
+        )
+        .expect("columns");
+    let indexes = client
+        .query(
+            "SELECT indexname::text, indexdef::text FROM pg_indexes WHERE schemaname = 'public'
+             ORDER BY indexname",
+            &[],
+        )
+        .expect("indexes");
+    let mut out: Vec<String> = columns
+        .iter()
+        .map(|r| {
+            format!(
+                "{}.{}: {} nullable={} default={} position={}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, String>(3),
+                r.get::<_, String>(4),
+                r.get::<_, i32>(5)
+            )
+        })
+        .collect();
+    out.extend(
+        indexes
+            .iter()
+            .map(|r| format!("index {}: {}", r.get::<_, String>(0), r.get::<_, String>(1))),
+    );
+    out
+}
+
 // ---- fixtures ---------------------------------------------------------------------------------
 
 fn person(store: &dyn ServerStore, name: &str, role: Role) -> Person {
@@ -193,7 +285,7 @@ fn event(visit: VisitId, carer: PersonId, kind: ClockKind, at: Millis, received_
             lon: -0.12,
             accuracy_m: 8.5,
         }),
-        flags: "clock_skew".into(),
+        flags: caresync_core::metrics::EventFlag::ClockSkew.into(),
     }
 }
 
@@ -447,7 +539,7 @@ fn events_insert_once(store: &dyn ServerStore) {
     out.clock_offset_ms = None;
     out.offset_measured_at = None;
     out.method = ClockMethod::Nfc;
-    out.flags = String::new();
+    out.flags = Default::default();
     store
         .commit_visit(&VisitCommit {
             new_events: vec![first.clone()],

@@ -41,7 +41,9 @@ pub use report::{
     ReportContext, ReportQuery, ReportRow, TallyKey,
 };
 pub use rules::{BillingBasis, BillingRule, ContractRules, KpiTargets, Rounding, RulesError, TimeTrustRules};
-pub use time_trust::{event_trust, time_trust_flags, EventTrust, TimeTrustFlags};
+pub use time_trust::{
+    event_trust, time_trust_flags, EventFlag, EventFlags, EventTrust, TimeTrustFlags, UnknownEventFlag,
+};
 pub use visit_outcome::{
     record_outcome, visit_outcome, Attendance, CarerOutcome, Figures, Punctuality, VisitInputs, VisitOutcome,
 };

@@ -24,6 +24,145 @@ impl TimeTrustFlags {
     }
 }
 
+/// One flag the server stores with a clock event it received: a time-trust flag, or that the
+/// carer had been taken off the visit before the event reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventFlag {
+    UnverifiedTime,
+    ClockSkew,
+    FutureTime,
+    ReassignedBeforeSync,
+}
+
+impl EventFlag {
+    /// Every flag, in the order a set of them is written.
+    pub const ALL: [EventFlag; 4] = [
+        EventFlag::UnverifiedTime,
+        EventFlag::ClockSkew,
+        EventFlag::FutureTime,
+        EventFlag::ReassignedBeforeSync,
+    ];
+
+    /// The flag's name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventFlag::UnverifiedTime => "unverified_time",
+            EventFlag::ClockSkew => "clock_skew",
+            EventFlag::FutureTime => "future_time",
+            EventFlag::ReassignedBeforeSync => "reassigned_before_sync",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::str::FromStr for EventFlag {
+    type Err = UnknownEventFlag;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventFlag::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| UnknownEventFlag(s.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event flag {0:?}")]
+pub struct UnknownEventFlag(pub String);
+
+/// The flags stored with a clock event row. Written (to a text column, and in JSON) as the
+/// flags' names joined by commas in [`EventFlag::ALL`] order, `""` for none
+/// (`clock_skew,reassigned_before_sync`); this type is the one place that text is parsed and
+/// rendered.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct EventFlags(u8);
+
+impl EventFlags {
+    pub fn contains(self, flag: EventFlag) -> bool {
+        self.0 & flag.bit() != 0
+    }
+
+    pub fn insert(&mut self, flag: EventFlag) {
+        self.0 |= flag.bit();
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The flags set, in [`EventFlag::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = EventFlag> {
+        EventFlag::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+}
+
+impl From<EventFlag> for EventFlags {
+    fn from(flag: EventFlag) -> Self {
+        EventFlags(flag.bit())
+    }
+}
+
+impl FromIterator<EventFlag> for EventFlags {
+    fn from_iter<I: IntoIterator<Item = EventFlag>>(flags: I) -> Self {
+        let mut set = EventFlags::default();
+        flags.into_iter().for_each(|f| set.insert(f));
+        set
+    }
+}
+
+impl From<TimeTrustFlags> for EventFlags {
+    fn from(t: TimeTrustFlags) -> Self {
+        [
+            (t.unverified_time, EventFlag::UnverifiedTime),
+            (t.clock_skew, EventFlag::ClockSkew),
+            (t.future_time, EventFlag::FutureTime),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect()
+    }
+}
+
+impl std::fmt::Display for EventFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, flag) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(flag.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for EventFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventFlags({self})")
+    }
+}
+
+impl std::str::FromStr for EventFlags {
+    type Err = UnknownEventFlag;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',').filter(|f| !f.is_empty()).map(str::parse).collect()
+    }
+}
+
+impl Serialize for EventFlags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventFlags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One event's trusted time and flags, as shown next to a visit's figures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventTrust {
@@ -145,5 +284,26 @@ mod tests {
         assert!(time_trust_flags(&e, Some(T - 2 * MINUTE_MS - 1), &rules).future_time);
         // Unknown receipt: not flagged.
         assert!(!time_trust_flags(&e, None, &rules).future_time);
+    }
+
+    #[test]
+    fn event_flags_are_written_in_one_order_and_read_back() {
+        let mut flags = EventFlags::from(EventFlag::ReassignedBeforeSync);
+        flags.insert(EventFlag::ClockSkew);
+        assert_eq!(flags.to_string(), "clock_skew,reassigned_before_sync");
+        assert_eq!("clock_skew,reassigned_before_sync".parse(), Ok(flags));
+        assert_eq!("".parse(), Ok(EventFlags::default()));
+        assert_eq!(EventFlags::default().to_string(), "");
+        assert!("clock_skew,late".parse::<EventFlags>().is_err());
+        let trust = TimeTrustFlags {
+            unverified_time: true,
+            clock_skew: false,
+            future_time: true,
+        };
+        assert_eq!(EventFlags::from(trust).to_string(), "unverified_time,future_time");
+        assert_eq!(
+            serde_json::to_value(flags).ok(),
+            Some(serde_json::json!("clock_skew,reassigned_before_sync"))
+        );
     }
 }

@@ -1,7 +1,6 @@
 use super::*;
 use crate::clock::{ClockOffset, ManualClock};
 use crate::heads::Heads;
-use crate::visit_document::Task;
 use automerge::sync::State as SyncState;
 use automerge::ActorId;
 use chrono::NaiveDate;
@@ -39,22 +38,7 @@ fn phone() -> Phone {
     }
 }
 
-fn schedule(carers: Vec<PersonId>, start: Millis) -> Schedule {
-    Schedule {
-        client_id: ClientId::new(),
-        contract_id: ContractId::new(),
-        carers,
-        planned_start: start,
-        planned_end: start + 30 * MINUTE_MS,
-        tasks: vec![Task {
-            id: TaskId::new(),
-            title: "Breakfast".into(),
-        }],
-        status: VisitStatus::Scheduled,
-        cancel_reason: None,
-        chargeable: None,
-    }
-}
+use crate::test_kit::schedule;
 
 fn give(phone: &Phone, sched: &Schedule) -> VisitId {
     let id = VisitId::new();

@@ -1,22 +1,7 @@
 use super::*;
 use std::collections::BTreeSet;
 
-pub fn schedule(carers: Vec<PersonId>, start: Millis) -> Schedule {
-    Schedule {
-        client_id: ClientId::new(),
-        contract_id: ContractId::new(),
-        carers,
-        planned_start: start,
-        planned_end: start + 30 * MINUTE_MS,
-        tasks: vec![Task {
-            id: TaskId::new(),
-            title: "Medication prompt".into(),
-        }],
-        status: VisitStatus::Scheduled,
-        cancel_reason: None,
-        chargeable: None,
-    }
-}
+pub use crate::test_kit::schedule;
 
 pub fn event(carer: PersonId, kind: ClockKind, at: Millis) -> ClockEvent {
     ClockEvent {

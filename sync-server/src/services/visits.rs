@@ -9,6 +9,7 @@ use crate::store::{
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
 use caresync_core::domain::*;
+use caresync_core::metrics::{EventFlag, EventFlags};
 use caresync_core::protocol::{decode_sync_message, VisitError, MAX_MESSAGE_BYTES};
 use caresync_core::visit_document::{ChangeLabel, DocumentError, ScheduleChange, Visit, VisitDocument};
 use caresync_core::Heads;
@@ -602,16 +603,8 @@ pub(crate) fn project(visit: VisitId, v: &Visit, doc: &mut VisitDocument, now: M
 
 /// The time-trust flags stored with an event row at receipt (brief, section 4), by the one
 /// definition in `caresync_core::metrics`; reports re-derive them under each contract's rules.
-pub fn time_trust_flags(e: &caresync_core::ClockEvent, received_at: Millis) -> Vec<&'static str> {
-    let flags = caresync_core::metrics::time_trust_flags(e, Some(received_at), &Default::default());
-    [
-        (flags.unverified_time, "unverified_time"),
-        (flags.clock_skew, "clock_skew"),
-        (flags.future_time, "future_time"),
-    ]
-    .into_iter()
-    .filter_map(|(set, name)| set.then_some(name))
-    .collect()
+pub fn time_trust_flags(e: &caresync_core::ClockEvent, received_at: Millis) -> EventFlags {
+    caresync_core::metrics::time_trust_flags(e, Some(received_at), &Default::default()).into()
 }
 
 fn event_row(
@@ -622,7 +615,7 @@ fn event_row(
 ) -> EventRow {
     let mut flags = time_trust_flags(e, received_at);
     if reassigned {
-        flags.push("reassigned_before_sync");
+        flags.insert(EventFlag::ReassignedBeforeSync);
     }
     EventRow {
         event_id: e.id,
@@ -638,6 +631,6 @@ fn event_row(
         method: e.method,
         reason: e.reason,
         location: e.location,
-        flags: flags.join(","),
+        flags,
     }
 }

@@ -96,8 +96,8 @@ pub struct EventRow {
     pub method: ClockMethod,
     pub reason: Option<ReasonCode>,
     pub location: Option<Location>,
-    /// Comma-separated flags: time trust, `reassigned_before_sync`.
-    pub flags: String,
+    /// Time trust and `reassigned_before_sync`; a comma-joined text column and JSON string.
+    pub flags: caresync_core::metrics::EventFlags,
 }
 
 /// The rows derived from a visit document, rewritten with every accepted change.

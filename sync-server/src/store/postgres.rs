@@ -8,167 +8,35 @@ use super::*;
 use ::postgres::types::ToSql;
 use ::postgres::{Client as PgClient, NoTls, Row, Transaction};
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
+use caresync_core::migration;
+use caresync_core::sqlite::Migration;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Condvar, Mutex};
 
-/// Schema versions, applied in order; the applied count is kept in `caresync_schema`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_WEB_SESSIONS, SCHEMA_V4, SCHEMA_V5];
+/// Rust run after a step's SQL, in the migration transaction.
+type PgStep = fn(&mut Transaction<'_>) -> Result<()>;
 
-/// Alerts as records with an append-only history, and named leases: the tables come from
-/// `store::alerts::ddl` (the same as the embedded store's).
-const SCHEMA_V5: &str = "";
+/// Schema steps, `sync-server/migrations/postgres/`, applied in order; the applied count is kept
+/// in `caresync_schema`. Never edit a released step; add the next one.
+const MIGRATIONS: &[Migration<PgStep>] = &[
+    migration!("migrations/postgres", "0001_people_visits_and_events"),
+    migration!("migrations/postgres", "0002_tokens_expire"),
+    migration!("migrations/postgres", "0003_web_sessions"),
+    // Existing visits are judged after the file (the backfill).
+    migration!("migrations/postgres", "0004_visit_facts", then judge_visits_without_facts),
+    migration!("migrations/postgres", "0005_alerts_and_leases"),
+];
 
-/// The version whose step creates the alert tables.
-const ALERTS_VERSION: usize = 5;
+const _: () = assert!(caresync_core::sqlite::numbered_in_order(MIGRATIONS));
 
-/// Dashboard sessions (see [`WebSession`]).
-const SCHEMA_WEB_SESSIONS: &str = "
-CREATE TABLE web_sessions (
-    id_hash TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL REFERENCES people (person_id),
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL
-);
-CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);
-";
-
-/// Per-visit facts and contract rules history: the tables come from `store::facts::ddl` and
-/// existing visits are judged (the backfill) by [`PostgresStore::migrate`] after this step.
-const SCHEMA_V4: &str = "";
-
-/// The version whose step creates and backfills the facts.
-const FACTS_VERSION: usize = 4;
-
-const SCHEMA_V1: &str = "
-CREATE TABLE people (
-    person_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('carer', 'supervisor', 'office')),
-    team_id TEXT,
-    active BOOLEAN NOT NULL DEFAULT TRUE
-);
-CREATE TABLE api_tokens (
-    token_hash TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL REFERENCES people (person_id),
-    created_at BIGINT NOT NULL,
-    revoked_at BIGINT
-);
-CREATE TABLE enrolment_codes (
-    code_hash TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL REFERENCES people (person_id),
-    expires_at BIGINT NOT NULL,
-    used_at BIGINT
-);
-CREATE TABLE devices (
-    device_id TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL REFERENCES people (person_id),
-    name TEXT NOT NULL,
-    token_hash TEXT NOT NULL UNIQUE,
-    enrolled_at BIGINT NOT NULL,
-    revoked_at BIGINT,
-    last_sync_at BIGINT
-);
-CREATE TABLE doc_chunks (
-    visit_id TEXT NOT NULL,
-    chunk_hash TEXT NOT NULL,
-    bytes BYTEA NOT NULL,
-    seq BIGSERIAL PRIMARY KEY,
-    UNIQUE (visit_id, chunk_hash)
-);
-CREATE INDEX doc_chunks_by_visit ON doc_chunks (visit_id, seq);
-CREATE TABLE sync_states (
-    device_id TEXT NOT NULL,
-    visit_id TEXT NOT NULL,
-    state BYTEA NOT NULL,
-    PRIMARY KEY (device_id, visit_id)
-);
-CREATE TABLE visits (
-    visit_id TEXT PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    contract_id TEXT NOT NULL,
-    carers TEXT NOT NULL,
-    planned_start BIGINT NOT NULL,
-    planned_end BIGINT NOT NULL,
-    status TEXT NOT NULL,
-    chargeable BOOLEAN,
-    heads TEXT NOT NULL,
-    updated_at BIGINT NOT NULL
-);
-CREATE INDEX visits_by_start ON visits (planned_start);
-CREATE TABLE assignments (
-    visit_id TEXT NOT NULL REFERENCES visits (visit_id),
-    carer_id TEXT NOT NULL,
-    current BOOLEAN NOT NULL,
-    PRIMARY KEY (visit_id, carer_id)
-);
-CREATE INDEX assignments_by_carer ON assignments (carer_id, current);
-CREATE TABLE clock_events (
-    event_id TEXT PRIMARY KEY,
-    visit_id TEXT NOT NULL REFERENCES visits (visit_id),
-    carer_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    device_time BIGINT NOT NULL,
-    clock_offset_ms BIGINT,
-    offset_measured_at BIGINT,
-    trusted_time BIGINT NOT NULL,
-    received_at BIGINT NOT NULL,
-    method TEXT NOT NULL,
-    reason TEXT,
-    lat DOUBLE PRECISION,
-    lon DOUBLE PRECISION,
-    accuracy_m DOUBLE PRECISION,
-    flags TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX clock_events_by_visit ON clock_events (visit_id);
-CREATE TABLE amendments (
-    amendment_id TEXT PRIMARY KEY,
-    visit_id TEXT NOT NULL REFERENCES visits (visit_id),
-    author_id TEXT NOT NULL,
-    carer_id TEXT NOT NULL,
-    time TEXT NOT NULL,
-    corrected_time BIGINT NOT NULL,
-    reason TEXT NOT NULL,
-    written_at BIGINT NOT NULL
-);
-CREATE INDEX amendments_by_visit ON amendments (visit_id);
-CREATE TABLE teams (
-    team_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL
-);
-CREATE TABLE clients (
-    client_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    lat DOUBLE PRECISION,
-    lon DOUBLE PRECISION,
-    accuracy_m DOUBLE PRECISION,
-    tag_ids TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE contracts (
-    contract_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    commissioner TEXT NOT NULL,
-    model TEXT NOT NULL CHECK (model IN ('spot', 'framework')),
-    rules TEXT NOT NULL
-);
-";
+/// The schema version this build writes (the number of the last step).
+#[doc(hidden)]
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// A bounded pool of blocking connections, opened on demand and reused. The bound keeps a busy
 /// instance (tokio's blocking pool has hundreds of threads) within PostgreSQL's `max_connections`:
 /// callers beyond it wait for a connection to come back.
-/// API tokens expire (tokens from before get 90 days from the upgrade, the default
-/// `--token-ttl-days`); indexes for shutting a person's account and a supervisor's clients.
-const SCHEMA_V2: &str = "
-ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;
-UPDATE api_tokens SET expires_at = (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT + 7776000000
-    WHERE revoked_at IS NULL;
-CREATE INDEX api_tokens_by_person ON api_tokens (person_id);
-CREATE INDEX devices_by_person ON devices (person_id);
-CREATE INDEX enrolment_codes_by_person ON enrolment_codes (person_id);
-CREATE INDEX visits_by_client ON visits (client_id);
-";
-
 pub struct PostgresStore {
     url: String,
     pool: Mutex<Pool>,
@@ -264,7 +132,21 @@ impl PostgresStore {
     }
 
     pub fn open_with_pool_size(url: &str, max_open: usize) -> Result<Self> {
-        let store = Self {
+        let store = Self::unmigrated(url, max_open);
+        store.migrate(MIGRATIONS.len())?;
+        Ok(store)
+    }
+
+    /// Bring an empty database only up to schema `version` (and no further), as an older build
+    /// left it: for tests of the upgrade path. Writing through the store is for the current
+    /// schema only; write an old database's rows with SQL.
+    #[doc(hidden)]
+    pub fn migrate_to(url: &str, version: usize) -> Result<()> {
+        Self::unmigrated(url, 1).migrate(version)
+    }
+
+    fn unmigrated(url: &str, max_open: usize) -> Self {
+        Self {
             url: url.to_string(),
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
@@ -273,9 +155,7 @@ impl PostgresStore {
             returned: Condvar::new(),
             max_open: max_open.max(1),
             sign_ins: Default::default(),
-        };
-        store.migrate()?;
-        Ok(store)
+        }
     }
 
     fn conn(&self) -> Result<Conn<'_>> {
@@ -326,7 +206,8 @@ impl PostgresStore {
         Ok(out)
     }
 
-    fn migrate(&self) -> Result<()> {
+    /// Apply the steps after the database's version, up to `target`.
+    fn migrate(&self, target: usize) -> Result<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         // One migrator at a time, whichever instance starts first.
@@ -346,21 +227,15 @@ impl PostgresStore {
                 MIGRATIONS.len()
             )));
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.batch_execute(sql)?;
-            if i + 1 == FACTS_VERSION {
-                tx.batch_execute(&fx::ddl("BIGINT", "BIGSERIAL PRIMARY KEY"))?;
-                tx.execute(
-                    "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
-             ON CONFLICT DO NOTHING",
-                    &[],
-                )?;
-                judge_visits_without_facts(&mut tx)?;
+        for step in MIGRATIONS.iter().take(target).skip(version) {
+            tx.batch_execute(step.sql)?;
+            if let Some(then) = step.then {
+                then(&mut tx)?;
             }
-            if i + 1 == ALERTS_VERSION {
-                tx.batch_execute(&al::ddl("BIGINT"))?;
-            }
-            tx.execute("UPDATE caresync_schema SET version = $1", &[&((i + 1) as i32)])?;
+            tx.execute(
+                "UPDATE caresync_schema SET version = $1",
+                &[&(step.version() as i32)],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -438,7 +313,7 @@ fn event_from(r: &Row) -> Result<EventRow> {
             (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
             _ => None,
         },
-        flags: r.get(15),
+        flags: parse(r.get(15))?,
     })
 }
 
@@ -1108,7 +983,7 @@ impl ServerStore for PostgresStore {
                         &e.location.map(|l| l.lat),
                         &e.location.map(|l| l.lon),
                         &e.location.map(|l| l.accuracy_m),
-                        &e.flags,
+                        &e.flags.to_string(),
                     ],
                 )?;
             }

@@ -4,6 +4,7 @@ use super::alerts as al;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
+use caresync_core::migration;
 use caresync_core::sqlite::{self, Durability, Migration};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
@@ -13,122 +14,32 @@ use std::sync::{Mutex, MutexGuard};
 
 pub mod group_commit;
 
-const MIGRATIONS: &[Migration] = &[schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6];
+/// Schema steps, `sync-server/migrations/sqlite/`; index `i` moves the file from version `i` to
+/// `i + 1` (`PRAGMA user_version`). Never edit a released step; add the next one.
+const MIGRATIONS: &[Migration] = &[
+    migration!("migrations/sqlite", "0001_people_visits_and_events"),
+    migration!("migrations/sqlite", "0002_events_carry_planned_start"),
+    migration!("migrations/sqlite", "0003_tokens_expire"),
+    migration!("migrations/sqlite", "0004_web_sessions"),
+    migration!("migrations/sqlite", "0005_visit_facts", then judge_existing_visits),
+    migration!("migrations/sqlite", "0006_alerts_and_leases"),
+];
 
-fn schema_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "CREATE TABLE people (
-             person_id TEXT PRIMARY KEY,
-             name TEXT NOT NULL,
-             role TEXT NOT NULL CHECK (role IN ('carer', 'supervisor', 'office')),
-             team_id TEXT,
-             active INTEGER NOT NULL DEFAULT 1
-         );
-         CREATE TABLE api_tokens (
-             token_hash TEXT PRIMARY KEY,
-             person_id TEXT NOT NULL REFERENCES people (person_id),
-             created_at INTEGER NOT NULL,
-             revoked_at INTEGER
-         );
-         CREATE TABLE enrolment_codes (
-             code_hash TEXT PRIMARY KEY,
-             person_id TEXT NOT NULL REFERENCES people (person_id),
-             expires_at INTEGER NOT NULL,
-             used_at INTEGER
-         );
-         CREATE TABLE devices (
-             device_id TEXT PRIMARY KEY,
-             person_id TEXT NOT NULL REFERENCES people (person_id),
-             name TEXT NOT NULL,
-             token_hash TEXT NOT NULL UNIQUE,
-             enrolled_at INTEGER NOT NULL,
-             revoked_at INTEGER,
-             last_sync_at INTEGER
-         );
-         CREATE TABLE doc_chunks (
-             visit_id TEXT NOT NULL,
-             chunk_hash TEXT NOT NULL,
-             bytes BLOB NOT NULL,
-             seq INTEGER PRIMARY KEY AUTOINCREMENT,
-             UNIQUE (visit_id, chunk_hash)
-         );
-         CREATE INDEX doc_chunks_by_visit ON doc_chunks (visit_id, seq);
-         CREATE TABLE sync_states (
-             device_id TEXT NOT NULL,
-             visit_id TEXT NOT NULL,
-             state BLOB NOT NULL,
-             PRIMARY KEY (device_id, visit_id)
-         );
-         CREATE TABLE visits (
-             visit_id TEXT PRIMARY KEY,
-             client_id TEXT NOT NULL,
-             contract_id TEXT NOT NULL,
-             carers TEXT NOT NULL,
-             planned_start INTEGER NOT NULL,
-             planned_end INTEGER NOT NULL,
-             status TEXT NOT NULL,
-             chargeable INTEGER,
-             heads TEXT NOT NULL,
-             updated_at INTEGER NOT NULL
-         );
-         CREATE INDEX visits_by_start ON visits (planned_start);
-         CREATE TABLE assignments (
-             visit_id TEXT NOT NULL REFERENCES visits (visit_id),
-             carer_id TEXT NOT NULL,
-             current INTEGER NOT NULL,
-             PRIMARY KEY (visit_id, carer_id)
-         );
-         CREATE INDEX assignments_by_carer ON assignments (carer_id, current);
-         CREATE TABLE clock_events (
-             event_id TEXT PRIMARY KEY,
-             visit_id TEXT NOT NULL REFERENCES visits (visit_id),
-             carer_id TEXT NOT NULL,
-             device_id TEXT NOT NULL,
-             kind TEXT NOT NULL,
-             device_time INTEGER NOT NULL,
-             clock_offset_ms INTEGER,
-             offset_measured_at INTEGER,
-             trusted_time INTEGER NOT NULL,
-             received_at INTEGER NOT NULL,
-             method TEXT NOT NULL,
-             reason TEXT,
-             lat REAL,
-             lon REAL,
-             accuracy_m REAL,
-             flags TEXT NOT NULL DEFAULT ''
-         );
-         CREATE INDEX clock_events_by_visit ON clock_events (visit_id);
-         CREATE TABLE amendments (
-             amendment_id TEXT PRIMARY KEY,
-             visit_id TEXT NOT NULL REFERENCES visits (visit_id),
-             author_id TEXT NOT NULL,
-             carer_id TEXT NOT NULL,
-             time TEXT NOT NULL,
-             corrected_time INTEGER NOT NULL,
-             reason TEXT NOT NULL,
-             written_at INTEGER NOT NULL
-         );
-         CREATE INDEX amendments_by_visit ON amendments (visit_id);
-         CREATE TABLE teams (
-             team_id TEXT PRIMARY KEY,
-             name TEXT NOT NULL
-         );
-         CREATE TABLE clients (
-             client_id TEXT PRIMARY KEY,
-             name TEXT NOT NULL,
-             lat REAL,
-             lon REAL,
-             accuracy_m REAL,
-             tag_ids TEXT NOT NULL DEFAULT ''
-         );
-         CREATE TABLE contracts (
-             contract_id TEXT PRIMARY KEY,
-             name TEXT NOT NULL,
-             commissioner TEXT NOT NULL,
-             model TEXT NOT NULL CHECK (model IN ('spot', 'framework')),
-             rules TEXT NOT NULL
-         );",
-    )
+const _: () = assert!(sqlite::numbered_in_order(MIGRATIONS));
+
+/// After `0005_visit_facts`: existing visits are judged (the backfill), each getting one version
+/// valid from the start of time, so an `as_of` before the upgrade sees the visit as it stood at
+/// the upgrade.
+fn judge_existing_visits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<VisitRow> = {
+        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v"))?;
+        let rows = stmt.query_map([], visit_from)?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for row in &rows {
+        refresh_facts(tx, row, 0).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    }
+    Ok(())
 }
 
 /// Read through a memory map (no read syscall and copy per page: reports touch every page of a
@@ -148,76 +59,6 @@ const MMAP_BYTES: i64 = 0x7fff_0000;
 /// Per connection (three: reads, the writer, reports). Reads go through the memory map, whose
 /// pages are the OS's file cache, so SQLite's own cache holds little but written pages.
 const CACHE_KIB: i64 = 16 << 10;
-
-/// Each clock event and amendment carries its visit's planned start, kept equal on every commit,
-/// so a report reads a period's events as one index range instead of one join probe per visit.
-fn schema_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "ALTER TABLE clock_events ADD COLUMN planned_start INTEGER NOT NULL DEFAULT 0;
-         UPDATE clock_events SET planned_start = COALESCE(
-             (SELECT v.planned_start FROM visits v WHERE v.visit_id = clock_events.visit_id), 0);
-         CREATE INDEX clock_events_by_planned_start ON clock_events (planned_start);
-         ALTER TABLE amendments ADD COLUMN planned_start INTEGER NOT NULL DEFAULT 0;
-         UPDATE amendments SET planned_start = COALESCE(
-             (SELECT v.planned_start FROM visits v WHERE v.visit_id = amendments.visit_id), 0);
-         CREATE INDEX amendments_by_planned_start ON amendments (planned_start);",
-    )
-}
-
-/// API tokens expire. Tokens issued before expiry existed get 90 days from the upgrade (the
-/// default `--token-ttl-days`), not forever; indexes for shutting a person's account and for
-/// a supervisor's view of clients.
-fn schema_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
-         UPDATE api_tokens SET expires_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 7776000000
-             WHERE revoked_at IS NULL;
-         CREATE INDEX api_tokens_by_person ON api_tokens (person_id);
-         CREATE INDEX devices_by_person ON devices (person_id);
-         CREATE INDEX enrolment_codes_by_person ON enrolment_codes (person_id);
-         CREATE INDEX visits_by_client ON visits (client_id);",
-    )
-}
-
-/// Dashboard sessions (see [`WebSession`]).
-fn schema_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "CREATE TABLE web_sessions (
-             id_hash TEXT PRIMARY KEY,
-             person_id TEXT NOT NULL REFERENCES people (person_id),
-             created_at INTEGER NOT NULL,
-             expires_at INTEGER NOT NULL
-         );
-         CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at);",
-    )
-}
-
-/// Per-visit facts (judged once at commit, versioned by the server's time) and contract rules
-/// with the time they were set, so reports are sums over compact rows, exact for any `as_of`.
-/// Existing visits are judged here (the backfill): each gets one version valid from the start
-/// of time, so an `as_of` before the upgrade sees the visit as it stood at the upgrade.
-fn schema_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(&fx::ddl("INTEGER", "INTEGER PRIMARY KEY"))?;
-    tx.execute(
-        "INSERT INTO contract_rules (contract_id, valid_from, rules) SELECT contract_id, 0, rules FROM contracts
-             WHERE true ON CONFLICT DO NOTHING",
-        [],
-    )?;
-    let rows: Vec<VisitRow> = {
-        let mut stmt = tx.prepare(&format!("SELECT {VISIT_COLS} FROM visits v"))?;
-        let rows = stmt.query_map([], visit_from)?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for row in &rows {
-        refresh_facts(tx, row, 0).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    }
-    Ok(())
-}
-
-/// Alerts as records with an append-only history, and named leases (`store::alerts`).
-fn schema_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(&al::ddl("INTEGER"))
-}
 
 fn al_bind(values: Vec<al::Value>) -> Vec<rusqlite::types::Value> {
     values
@@ -698,7 +539,7 @@ fn event_from(r: &Row<'_>) -> rusqlite::Result<EventRow> {
             (Some(lat), Some(lon), Some(accuracy_m)) => Some(Location { lat, lon, accuracy_m }),
             _ => None,
         },
-        flags: r.get(15)?,
+        flags: column(r, 15)?,
     })
 }
 
@@ -1153,7 +994,7 @@ impl ServerStore for SqliteStore {
                     e.location.map(|l| l.lat),
                     e.location.map(|l| l.lon),
                     e.location.map(|l| l.accuracy_m),
-                    e.flags,
+                    e.flags.to_string(),
                     v.planned_start,
                 ])?;
             }
@@ -1626,6 +1467,84 @@ mod tests {
         Ok(())
     }
 
+    /// Every table's columns (name, type, not null, default, key position) and every object's
+    /// SQL with white space folded: what a fresh database and a migrated one must share.
+    fn full_schema(conn: &Connection) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (kind, name, sql) in sqlite::schema_fingerprint(conn)? {
+            out.push(format!(
+                "{kind} {name}: {}",
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+            if kind == "table" {
+                let mut stmt = conn
+                    .prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")?;
+                let cols = stmt.query_map([&name], |r| {
+                    Ok(format!(
+                        "  {name}.{}: {} notnull={} default={:?} pk={}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?
+                    ))
+                })?;
+                out.extend(cols.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The one check of the numbered files: a database made at schema 1 with rows in it and
+    /// migrated one step at a time ends with exactly the schema of a fresh one, at the same version.
+    #[test]
+    fn a_database_migrated_step_by_step_has_the_fresh_schema() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("old.db");
+        let (visit, person, contract) = (VisitId::new(), PersonId::new(), ContractId::new());
+        {
+            let conn = sqlite::open(&path, &MIGRATIONS[..1], Durability::Normal)?;
+            conn.execute_batch(&format!(
+                "INSERT INTO people VALUES ('{person}', 'Ann', 'carer', NULL, 1);
+                 INSERT INTO api_tokens VALUES ('token', '{person}', 1, NULL);
+                 INSERT INTO contracts VALUES ('{contract}', 'Spot', 'County', 'spot', '{rules}');
+                 INSERT INTO visits VALUES ('{visit}', '{c}', '{contract}', '{person}', 500000, 600000,
+                     'scheduled', NULL, '', 1);
+                 INSERT INTO assignments VALUES ('{visit}', '{person}', 1);
+                 INSERT INTO clock_events (event_id, visit_id, carer_id, device_id, kind, device_time,
+                     trusted_time, received_at, method)
+                 VALUES ('{e}', '{visit}', '{person}', '{d}', 'clock_in', 500000, 500000, 500001, 'app');",
+                c = ClientId::new(),
+                e = EventId::new(),
+                d = DeviceId::new(),
+                rules = serde_json::to_string(&ContractRules::default())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ))?;
+        }
+        for n in 2..=MIGRATIONS.len() {
+            let conn = sqlite::open(&path, &MIGRATIONS[..n], Durability::Normal)?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            assert_eq!(version, MIGRATIONS[n - 1].version());
+        }
+        let migrated = SqliteStore::open(&path)?;
+        let fresh = SqliteStore::open(&dir.path().join("fresh.db"))?;
+        let version = |s: &SqliteStore| -> Result<i64> {
+            Ok(s.lock()?.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        };
+        assert_eq!(version(&migrated)?, 6);
+        assert_eq!(version(&fresh)?, 6);
+        let schema = full_schema(&*migrated.lock()?)?;
+        assert_eq!(schema, full_schema(&*fresh.lock()?)?);
+        assert!(schema.iter().any(|s| s.starts_with("table leases")), "{schema:?}");
+        // The rows came through, the backfill judged the visit.
+        assert_eq!(migrated.visit_row(visit)?.map(|v| v.contract_id), Some(contract));
+        let facts: i64 = migrated
+            .lock()?
+            .query_row("SELECT COUNT(*) FROM visit_facts", [], |r| r.get(0))?;
+        assert_eq!(facts, 1);
+        Ok(())
+    }
+
     fn schema_of(conn: &Connection) -> Result<Vec<(String, String)>> {
         let mut stmt = conn.prepare(
             "SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -1722,7 +1641,7 @@ mod tests {
             method: ClockMethod::Nfc,
             reason: None,
             location: None,
-            flags: String::new(),
+            flags: Default::default(),
         };
         let query = SnapshotQuery {
             from: start - DAY_MS,

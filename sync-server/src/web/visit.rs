@@ -135,12 +135,7 @@ fn timeline(st: &AppState, names: &Names, visit: &Visit) -> WebResult<Vec<(Milli
                     ClockKind::ClockOut => "Clocked out".into(),
                 },
                 details,
-                flags: e
-                    .flags
-                    .split(',')
-                    .filter(|f| !f.is_empty())
-                    .map(format::words)
-                    .collect(),
+                flags: e.flags.iter().map(|f| format::words(f.as_str())).collect(),
                 text: String::new(),
             },
         ));

@@ -230,7 +230,7 @@ mod tests {
                 method: ClockMethod::App,
                 reason: None,
                 location: None,
-                flags: String::new(),
+                flags: Default::default(),
             }],
             new_amendments: vec![],
             sync_state: Some((device, vec![7; 8])),
