@@ -21,6 +21,7 @@ pub mod sqlite;
 pub mod store;
 pub mod sync_client;
 #[doc(hidden)]
+#[doc(hidden)]
 pub mod test_kit;
 pub mod visit_document;
 
