@@ -1,5 +1,7 @@
 //! HTTP: routes, shared state, and the problem body every error answers with.
 
+mod authed;
+pub use authed::{Authed, CarerDevice, Office, OfficeOrSelf, OfficeOrSupervisor, RoleRule};
 mod office;
 pub mod openapi;
 mod ops;

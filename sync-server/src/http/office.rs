@@ -1,10 +1,11 @@
 //! The office and supervisor API (JSON under /api/v1): people, enrolment, devices, visits.
 
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, Office, OfficeOrSelf, OfficeOrSupervisor};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::{people, scope, validation};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
@@ -28,19 +29,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/visits/{id}/cancel", post(cancel))
         .route("/api/v1/visits/{id}/contract", post(move_contract))
 }
-
-pub(super) fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
-    if who.device_id.is_some() || !roles.contains(&who.person.role) {
-        return Err(ApiError::forbidden(&format!(
-            "this needs one of: {}",
-            roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    Ok(())
-}
-
-pub(super) const OFFICE: &[Role] = &[Role::Office];
-pub(super) const OFFICE_OR_SUPERVISOR: &[Role] = &[Role::Office, Role::Supervisor];
 
 pub(super) fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {
     s.parse()
@@ -75,11 +63,10 @@ pub struct CreatedPerson {
 
 async fn create_person(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<NewPerson>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedPerson>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let p = json_body(body)?;
         validation::name("the name", &p.name)?;
         validation::known_team(p.team_id, &st.store.teams()?)?;
@@ -96,13 +83,11 @@ async fn create_person(
     .await
 }
 
-async fn list_people(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Person>>> {
-    blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(scope::people(st.store.as_ref(), &who)?))
-    })
-    .await
+async fn list_people(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Person>>> {
+    blocking(move || Ok(Json(scope::people(st.store.as_ref(), &who)?))).await
 }
 
 fn deactivated(person: PersonId) -> ApiError {
@@ -117,12 +102,10 @@ fn deactivated(person: PersonId) -> ApiError {
 /// their unused enrolment codes are spent. Their visits, notes and clock events stay.
 async fn deactivate_person(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Person>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let person: PersonId = parse_id(&id)?;
         if person == who.person.id {
             return Err(ApiError::bad_request(
@@ -152,12 +135,10 @@ pub struct IssuedToken {
 /// office may rotate anyone's; a supervisor (or office person) their own.
 async fn rotate_token(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSelf>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let person_id: PersonId = parse_id(&id)?;
         let not_found = || ApiError::not_found(format!("no person {person_id}"));
         if who.person.role != Role::Office && person_id != who.person.id {
@@ -194,12 +175,10 @@ pub struct RevokedTokens {
 /// token by rotating).
 async fn revoke_tokens(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RevokedTokens>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let person: PersonId = parse_id(&id)?;
         st.store
             .person(person)?
@@ -219,11 +198,10 @@ pub struct EnrolmentCode {
 
 async fn issue_code(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<EnrolmentCode>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let person_id: PersonId = parse_id(&id)?;
         let person = st
             .store
@@ -251,21 +229,16 @@ async fn issue_code(
     .await
 }
 
-async fn list_devices(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Device>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
-        Ok(Json(st.store.devices()?))
-    })
-    .await
+async fn list_devices(State(st): State<AppState>, _: Authed<Office>) -> ApiResult<Json<Vec<Device>>> {
+    blocking(move || Ok(Json(st.store.devices()?))).await
 }
 
 async fn revoke_device(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let device: DeviceId = parse_id(&id)?;
         if !st.store.revoke_device(device, now())? {
             return Err(ApiError::not_found(format!("no device {id}")));
@@ -303,12 +276,10 @@ const MAX_BULK_VISITS: usize = 5_000;
 
 async fn create_visits(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     body: Result<Json<NewVisits>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedVisits>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let new = json_body(body)?;
         if new.visits.len() > MAX_BULK_VISITS {
             return Err(ApiError::new(
@@ -397,12 +368,10 @@ pub struct VisitView {
 
 async fn get_visit(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VisitView>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         let visit = super::supervision::visit_in_scope(&st, &who, visit_id)?;
         let events = st.store.events_for_visit(visit_id)?;
@@ -471,13 +440,11 @@ fn edit_schedule(
 
 async fn reschedule(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<Reschedule>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let r = json_body(body)?;
         if r.planned_end <= r.planned_start {
             return Err(ApiError::bad_request(
@@ -497,13 +464,11 @@ async fn reschedule(
 
 async fn reassign(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<Reassign>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let r = json_body(body)?;
         if r.carers.is_empty() || r.carers.len() > 2 || (r.carers.len() == 2 && r.carers[0] == r.carers[1]) {
             return Err(ApiError::bad_request(
@@ -529,13 +494,11 @@ async fn reassign(
 
 async fn cancel(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<Cancel>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let c = json_body(body)?;
         if c.reason.trim().is_empty() || c.reason.len() > 500 {
             return Err(ApiError::bad_request(
@@ -564,13 +527,11 @@ async fn cancel(
 /// from now on its figures fall in the new contract's; a report as of earlier keeps the old one.
 async fn move_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<MoveContract>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let m = json_body(body)?;
         if st.store.contract(m.contract_id)?.is_none() {
             return Err(ApiError::bad_request(

@@ -2,8 +2,9 @@
 //! resolve; and the oversight figures per team and month. Scoping is the visits' scoping
 //! (`services::scope`): an alert is in a supervisor's scope when its visit is.
 
-use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, Office, OfficeOrSupervisor};
+use super::office::{json_body, parse_id};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::alerts::{self, LifecycleError, OversightRow};
 use crate::services::escalations::{self, EscalationView, RaiseError};
 use crate::services::scope::{self, Scope};
@@ -11,7 +12,7 @@ use crate::store::alerts::{AlertEntry, AlertQuery, AlertRecord, CommissionerCont
 use crate::store::{Principal, StoreError};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -79,12 +80,10 @@ pub struct ListParams {
 
 async fn list(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult<Json<Vec<AlertRecord>>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let open_only = match p.state.as_deref() {
             None | Some("open") => true,
@@ -143,12 +142,10 @@ pub struct AlertWithHistory {
 
 async fn one(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertWithHistory>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
         let history = st.store.alert_history(alert.alert_id)?;
         Ok(Json(AlertWithHistory { alert, history }))
@@ -158,12 +155,10 @@ async fn one(
 
 async fn acknowledge(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertRecord>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
         Ok(Json(alerts::acknowledge_by(
             st.store.as_ref(),
@@ -183,13 +178,11 @@ pub struct Resolution {
 
 async fn resolve(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     body: Result<Json<Resolution>, JsonRejection>,
 ) -> ApiResult<Json<AlertRecord>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         // Scope before the body: a malformed body must not tell another team's alert exists.
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
         let r = json_body(body)?;
@@ -216,13 +209,11 @@ pub struct FiguresParams {
 /// Per team and month. A supervisor gets their own team's rows only.
 async fn figures(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     params: Result<Query<FiguresParams>, QueryRejection>,
     csv: bool,
 ) -> ApiResult<Response> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let (from, to) = crate::services::reports::day_range(st.tz, p.from, p.to)
             .map_err(|e| ApiError::bad_request("invalid_query", e))?;
@@ -260,10 +251,9 @@ impl From<RaiseError> for ApiError {
 /// Reconciliation escalations with their due day, status and whether raised in time (office).
 async fn list_escalations(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
 ) -> ApiResult<Json<Vec<EscalationView>>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let today = escalations::local_day(now(), st.tz);
         Ok(Json(
             st.store
@@ -285,12 +275,10 @@ pub struct RaiseBody {
 
 async fn raise_escalation(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     body: Result<Json<RaiseBody>, JsonRejection>,
 ) -> ApiResult<Json<EscalationView>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let b = json_body(body)?;
         Ok(Json(escalations::raise(
             st.store.as_ref(),
@@ -306,13 +294,9 @@ async fn raise_escalation(
 
 async fn list_contacts(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
 ) -> ApiResult<Json<Vec<CommissionerContact>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
-        Ok(Json(st.store.commissioner_contacts()?))
-    })
-    .await
+    blocking(move || Ok(Json(st.store.commissioner_contacts()?))).await
 }
 
 #[derive(Deserialize)]
@@ -325,12 +309,10 @@ pub struct NewContact {
 
 async fn add_contact(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     body: Result<Json<NewContact>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CommissionerContact>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let c = json_body(body)?;
         if st.store.contract(c.contract_id)?.is_none() {
             return Err(ApiError::bad_request(
@@ -354,10 +336,9 @@ async fn add_contact(
 /// Each framework contract's month to date and its projection to the month's end (office).
 async fn kpi_projection(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
 ) -> ApiResult<Json<Vec<escalations::ContractProjection>>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         Ok(Json(escalations::kpi_projections(
             st.store.as_ref(),
             st.tz,

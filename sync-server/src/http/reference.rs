@@ -1,12 +1,13 @@
 //! Reference data the office keeps: teams, clients (with their location and door tags), contracts.
 
-use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, ApiError, ApiResult, AppState};
+use super::authed::{Authed, Office, OfficeOrSupervisor};
+use super::office::{json_body, parse_id};
+use super::{blocking, ApiError, ApiResult, AppState};
 use crate::services::scope;
 use crate::store::{Client, Contract, Team};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
@@ -33,11 +34,10 @@ pub struct NewTeam {
 
 async fn create_team(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<NewTeam>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let t = json_body(body)?;
         check_name(&t.name)?;
         let team = Team {
@@ -50,13 +50,11 @@ async fn create_team(
     .await
 }
 
-async fn list_teams(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Team>>> {
-    blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(scope::teams(st.store.as_ref(), &who)?))
-    })
-    .await
+async fn list_teams(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Team>>> {
+    blocking(move || Ok(Json(scope::teams(st.store.as_ref(), &who)?))).await
 }
 
 #[derive(Deserialize)]
@@ -94,11 +92,10 @@ fn client_from(body: ClientBody, id: ClientId) -> ApiResult<Client> {
 
 async fn create_client(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<ClientBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Client>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let body = json_body(body)?;
         let id = body.id.unwrap_or_default();
         if st.store.client(id)?.is_some() {
@@ -117,12 +114,11 @@ async fn create_client(
 
 async fn put_client(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<ClientBody>, JsonRejection>,
 ) -> ApiResult<Json<Client>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let id: ClientId = parse_id(&id)?;
         st.store
             .client(id)?
@@ -136,12 +132,10 @@ async fn put_client(
 
 async fn get_client(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Client>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let id: ClientId = parse_id(&id)?;
         Ok(Json(
             scope::client(st.store.as_ref(), &who, id)?
@@ -151,13 +145,11 @@ async fn get_client(
     .await
 }
 
-async fn list_clients(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Client>>> {
-    blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(scope::clients(st.store.as_ref(), &who)?))
-    })
-    .await
+async fn list_clients(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Client>>> {
+    blocking(move || Ok(Json(scope::clients(st.store.as_ref(), &who)?))).await
 }
 
 #[derive(Deserialize)]
@@ -187,11 +179,10 @@ fn contract_from(body: ContractBody, id: ContractId) -> ApiResult<Contract> {
 
 async fn create_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<ContractBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Contract>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let body = json_body(body)?;
         let id = body.id.unwrap_or_default();
         if st.store.contract(id)?.is_some() {
@@ -210,12 +201,11 @@ async fn create_contract(
 
 async fn put_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<ContractBody>, JsonRejection>,
 ) -> ApiResult<Json<Contract>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let id: ContractId = parse_id(&id)?;
         st.store
             .contract(id)?
@@ -229,11 +219,10 @@ async fn put_contract(
 
 async fn get_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Contract>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
         let id: ContractId = parse_id(&id)?;
         Ok(Json(st.store.contract(id)?.ok_or_else(|| {
             ApiError::not_found(format!("no contract {id}"))
@@ -242,10 +231,9 @@ async fn get_contract(
     .await
 }
 
-async fn list_contracts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Contract>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(st.store.contracts()?))
-    })
-    .await
+async fn list_contracts(
+    State(st): State<AppState>,
+    _: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Contract>>> {
+    blocking(move || Ok(Json(st.store.contracts()?))).await
 }

@@ -1,12 +1,12 @@
 //! Figures for the office (JSON and CSV, with names beside ids) and live alerts for supervisors.
 
-use super::office::{require, OFFICE, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, Office, OfficeOrSupervisor};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::names::{named_columns, Names};
 use crate::services::reports::{self, Alert, FiguresError, Span};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -84,8 +84,7 @@ fn default_period() -> PeriodKind {
 
 type Params = Result<Query<ReportParams>, QueryRejection>;
 
-fn span(st: &AppState, headers: &HeaderMap, params: Params) -> ApiResult<(Span, ReportParams)> {
-    require(&authenticate(st, headers)?, OFFICE)?;
+fn span(st: &AppState, params: Params) -> ApiResult<(Span, ReportParams)> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (from, to) =
         reports::day_range(st.tz, p.from, p.to).map_err(|e| ApiError::bad_request("invalid_query", e))?;
@@ -149,7 +148,7 @@ enum Figure {
 
 async fn figures(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     params: Params,
     figure: Figure,
     format: Format,
@@ -160,7 +159,7 @@ async fn figures(
     };
     blocking(move || {
         let _permit = permit;
-        let (span, p) = span(&st, &headers, params)?;
+        let (span, p) = span(&st, params)?;
         let store = st.store.as_ref();
         let names = Names::from_store(store)?;
         match figure {
@@ -196,10 +195,11 @@ async fn figures(
 }
 
 /// Alerts now: the office sees all; a supervisor sees visits with a carer from their team.
-async fn alerts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Alert>>> {
+async fn alerts(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Alert>>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let scope = crate::services::scope::carers(st.store.as_ref(), &who)?;
         Ok(Json(reports::alerts(st.store.as_ref(), now(), scope.as_ref())?))
     })
@@ -216,13 +216,11 @@ pub struct FiguresParams {
 /// overrun, flags, billable minutes. Office, or a supervisor for a visit in their scope.
 async fn visit_figures(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     params: Result<Query<FiguresParams>, QueryRejection>,
 ) -> ApiResult<Json<VisitFigures>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = super::office::parse_id(&id)?;
         // Scope first: out of scope answers 404 like an unknown visit.
         super::supervision::visit_in_scope(&st, &who, visit_id)?;

@@ -1,14 +1,15 @@
 //! What supervisors (and the office) do: amend actual times, add notes, read timelines.
 //! A supervisor sees and acts on visits with at least one carer in their team.
 
-use super::office::{json_body, parse_id, require, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, OfficeOrSupervisor};
+use super::office::{json_body, parse_id};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::scope;
 use crate::services::visits::VisitServiceError;
 use crate::store::{EventRow, Principal};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
@@ -43,13 +44,11 @@ pub struct NewAmendment {
 
 async fn amend(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     body: Result<Json<NewAmendment>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Amendment>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         // Scope before the body: a malformed body must not tell another team's visit exists.
         let current = visit_in_scope(&st, &who, visit_id)?;
@@ -99,13 +98,11 @@ pub struct NewNote {
 
 async fn add_note(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     body: Result<Json<NewNote>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Note>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         visit_in_scope(&st, &who, visit_id)?;
         let n = json_body(body)?;
@@ -231,12 +228,10 @@ fn timeline_of(st: &AppState, visit: &Visit) -> ApiResult<VisitTimeline> {
 
 async fn visit_timeline(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VisitTimeline>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit = visit_in_scope(&st, &who, parse_id(&id)?)?;
         Ok(Json(timeline_of(&st, &visit)?))
     })
@@ -258,13 +253,11 @@ pub struct CarerDay {
 
 async fn carer_timeline(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     query: Result<Query<DayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<CarerDay>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let carer: PersonId = parse_id(&id)?;
         scope::person(st.store.as_ref(), &who, carer)?
             .ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;

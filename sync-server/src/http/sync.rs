@@ -1,12 +1,14 @@
 //! The phone endpoints: enrolment and batched sync (CBOR).
 
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, CarerDevice};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::people;
 use crate::services::visits::Ingested;
+use crate::store::Principal;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use caresync_core::protocol::*;
 use std::collections::HashSet;
@@ -69,14 +71,16 @@ pub async fn enrol(
 
 pub async fn sync(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    // A refusal is counted as a rejected sync, and an over-long body is told so first.
+    caller: Result<Authed<CarerDevice>, ApiError>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let telemetry = state.telemetry.clone();
     let result = async {
         let body = body_or_413(body)?;
-        blocking(move || answer(&state, &headers, &body)).await
+        let who = caller?.who;
+        blocking(move || answer(&state, &who, &body)).await
     }
     .await;
     match &result {
@@ -125,14 +129,10 @@ pub fn decode_request(body: &[u8]) -> ApiResult<SyncRequest> {
     Ok(req)
 }
 
-fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let who = authenticate(state, headers)?;
+fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response> {
     let device = who
         .device_id
         .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
-    if who.person.role != caresync_core::Role::Carer {
-        return Err(ApiError::forbidden("only carers' devices sync"));
-    }
     let req = decode_request(body)?;
     let t = &state.telemetry;
     let at = now();
@@ -148,7 +148,7 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
     let mut recorded_sync = false;
     for m in &req.visits {
         t.sync_visit_messages.fetch_add(1, Relaxed);
-        match state.visits.ingest(&who, m.visit_id, &m.message, at)? {
+        match state.visits.ingest(who, m.visit_id, &m.message, at)? {
             Ingested::Accepted { reply, new_changes } => {
                 recorded_sync = true;
                 t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
