@@ -229,6 +229,18 @@ impl From<crate::services::validation::Invalid> for ApiError {
     }
 }
 
+impl From<crate::services::Refused> for ApiError {
+    fn from(e: crate::services::Refused) -> Self {
+        use crate::services::Refused;
+        match e {
+            Refused::NotFound(message) => ApiError::not_found(message),
+            Refused::Invalid(invalid) => invalid.into(),
+            Refused::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            Refused::Store(e) => e.into(),
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The caller, from `Authorization: Bearer <token>`; 401 if missing, unknown, revoked or

@@ -2,7 +2,7 @@
 
 use super::authed::{Authed, Office, OfficeOrSelf, OfficeOrSupervisor};
 use super::{blocking, now, ApiError, ApiResult, AppState};
-use crate::services::{people, scope, validation};
+use crate::services::{people, schedule, scope, validation, Refused};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -68,9 +68,7 @@ async fn create_person(
 ) -> ApiResult<(StatusCode, Json<CreatedPerson>)> {
     blocking(move || {
         let p = json_body(body)?;
-        validation::name("the name", &p.name)?;
-        validation::known_team(p.team_id, &st.store.teams()?)?;
-        let (person, token) = people::create_person_with_token_ttl(
+        let (person, token) = people::create_checked(
             st.store.as_ref(),
             &p.name,
             p.role,
@@ -90,14 +88,6 @@ async fn list_people(
     blocking(move || Ok(Json(scope::people(st.store.as_ref(), &who)?))).await
 }
 
-fn deactivated(person: PersonId) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "deactivated",
-        format!("person {person} is deactivated"),
-    )
-}
-
 /// Shut a person's account: from the next request their API tokens and phones are refused and
 /// their unused enrolment codes are spent. Their visits, notes and clock events stay.
 async fn deactivate_person(
@@ -107,18 +97,12 @@ async fn deactivate_person(
 ) -> ApiResult<Json<Person>> {
     blocking(move || {
         let person: PersonId = parse_id(&id)?;
-        if person == who.person.id {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "you cannot deactivate yourself; another office person can",
-            ));
-        }
-        if !people::deactivate(st.store.as_ref(), person, now())? {
-            return Err(ApiError::not_found(format!("no person {person}")));
-        }
-        Ok(Json(st.store.person(person)?.ok_or_else(|| {
-            ApiError::not_found(format!("no person {person}"))
-        })?))
+        Ok(Json(people::deactivate_by(
+            st.store.as_ref(),
+            &who,
+            person,
+            now(),
+        )?))
     })
     .await
 }
@@ -140,20 +124,7 @@ async fn rotate_token(
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     blocking(move || {
         let person_id: PersonId = parse_id(&id)?;
-        let not_found = || ApiError::not_found(format!("no person {person_id}"));
-        if who.person.role != Role::Office && person_id != who.person.id {
-            return Err(not_found());
-        }
-        let person = st.store.person(person_id)?.ok_or_else(not_found)?;
-        if person.role == Role::Carer {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "carers sign in with their phone; revoke it and issue an enrolment code",
-            ));
-        }
-        let issued = people::rotate_token(st.store.as_ref(), person_id, now(), st.token_ttl_ms)?
-            .ok_or_else(|| deactivated(person_id))?;
-        tracing::info!(person = %person_id, by = %who.person.id, "API token rotated");
+        let issued = people::rotate_token_by(st.store.as_ref(), &who, person_id, now(), st.token_ttl_ms)?;
         Ok((
             StatusCode::CREATED,
             Json(IssuedToken {
@@ -180,11 +151,7 @@ async fn revoke_tokens(
 ) -> ApiResult<Json<RevokedTokens>> {
     blocking(move || {
         let person: PersonId = parse_id(&id)?;
-        st.store
-            .person(person)?
-            .ok_or_else(|| ApiError::not_found(format!("no person {person}")))?;
-        let revoked = st.store.revoke_api_tokens(person, now())?;
-        tracing::info!(%person, revoked, by = %who.person.id, "API tokens revoked");
+        let revoked = people::revoke_tokens_by(st.store.as_ref(), &who, person, now())?;
         Ok(Json(RevokedTokens { revoked }))
     })
     .await
@@ -203,20 +170,11 @@ async fn issue_code(
 ) -> ApiResult<(StatusCode, Json<EnrolmentCode>)> {
     blocking(move || {
         let person_id: PersonId = parse_id(&id)?;
-        let person = st
-            .store
-            .person(person_id)?
-            .ok_or_else(|| ApiError::not_found(format!("no person {id}")))?;
-        if person.role != Role::Carer {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "devices are enrolled for carers",
-            ));
-        }
-        if !person.active {
-            return Err(deactivated(person_id));
-        }
-        let issued = people::issue_enrolment_code(st.store.as_ref(), person_id, now())?;
+        // Not found says the id as it was given.
+        let issued = people::issue_code_for(st.store.as_ref(), person_id, now()).map_err(|e| match e {
+            Refused::NotFound(_) => ApiError::not_found(format!("no person {id}")),
+            other => other.into(),
+        })?;
         let expires_at = DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default();
         Ok((
             StatusCode::CREATED,
@@ -230,7 +188,7 @@ async fn issue_code(
 }
 
 async fn list_devices(State(st): State<AppState>, _: Authed<Office>) -> ApiResult<Json<Vec<Device>>> {
-    blocking(move || Ok(Json(st.store.devices()?))).await
+    blocking(move || Ok(Json(people::devices(st.store.as_ref())?))).await
 }
 
 async fn revoke_device(
@@ -240,10 +198,11 @@ async fn revoke_device(
 ) -> ApiResult<StatusCode> {
     blocking(move || {
         let device: DeviceId = parse_id(&id)?;
-        if !st.store.revoke_device(device, now())? {
-            return Err(ApiError::not_found(format!("no device {id}")));
-        }
-        tracing::info!(%device, "device revoked");
+        // Not found says the id as it was given.
+        people::revoke_device(st.store.as_ref(), device, now()).map_err(|e| match e {
+            Refused::NotFound(_) => ApiError::not_found(format!("no device {id}")),
+            other => other.into(),
+        })?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -290,42 +249,15 @@ async fn create_visits(
         }
         // Check everything first so a bad entry creates nothing.
         for (i, v) in new.visits.iter().enumerate() {
-            for carer in &v.carers {
-                match st.store.person(*carer)? {
-                    Some(p) if p.role == Role::Carer => {}
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid",
-                            format!("visit {i}: {carer} is not a carer"),
-                        ))
-                    }
-                }
-            }
-            if st.store.client(v.client_id)?.is_none() {
-                return Err(ApiError::bad_request(
-                    "unknown_client",
-                    format!("visit {i}: no client {}", v.client_id),
-                ));
-            }
-            if st.store.contract(v.contract_id)?.is_none() {
-                return Err(ApiError::bad_request(
-                    "unknown_contract",
-                    format!("visit {i}: no contract {}", v.contract_id),
-                ));
-            }
-            if v.planned_end <= v.planned_start {
-                return Err(ApiError::bad_request(
-                    "invalid",
-                    format!("visit {i}: planned end must be after planned start"),
-                ));
-            }
-            validation::new_visit(
-                millis(v.planned_start),
-                millis(v.planned_end),
-                &v.carers,
-                &v.tasks,
-            )
-            .map_err(|e| ApiError::bad_request(e.code, format!("visit {i}: {}", e.message)))?;
+            let planned = schedule::Planned {
+                client_id: v.client_id,
+                contract_id: v.contract_id,
+                carers: &v.carers,
+                planned_start: millis(v.planned_start),
+                planned_end: millis(v.planned_end),
+                tasks: &v.tasks,
+            };
+            schedule::check_new_visit(st.store.as_ref(), i, &planned)?;
         }
         let at = now();
         let mut ids = Vec::with_capacity(new.visits.len());
@@ -374,7 +306,7 @@ async fn get_visit(
     blocking(move || {
         let visit_id: VisitId = parse_id(&id)?;
         let visit = super::supervision::visit_in_scope(&st, &who, visit_id)?;
-        let events = st.store.events_for_visit(visit_id)?;
+        let events = schedule::events(st.store.as_ref(), visit_id)?;
         let heads = st.visits.heads(visit_id)?.to_hex();
         Ok(Json(VisitView { visit, events, heads }))
     })
@@ -470,20 +402,7 @@ async fn reassign(
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
         let r = json_body(body)?;
-        if r.carers.is_empty() || r.carers.len() > 2 || (r.carers.len() == 2 && r.carers[0] == r.carers[1]) {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "a visit has one carer, or two different carers for a double-up",
-            ));
-        }
-        for carer in &r.carers {
-            if !matches!(st.store.person(*carer)?, Some(p) if p.role == Role::Carer) {
-                return Err(ApiError::bad_request(
-                    "invalid",
-                    format!("{carer} is not a carer"),
-                ));
-            }
-        }
+        schedule::check_carers(st.store.as_ref(), &r.carers)?;
         edit_schedule(&st, &who, &id, "reassigned", |s| {
             s.carers = r.carers;
             Ok(())
@@ -533,12 +452,7 @@ async fn move_contract(
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
         let m = json_body(body)?;
-        if st.store.contract(m.contract_id)?.is_none() {
-            return Err(ApiError::bad_request(
-                "invalid",
-                format!("no contract {}", m.contract_id),
-            ));
-        }
+        schedule::check_contract(st.store.as_ref(), m.contract_id)?;
         edit_schedule(&st, &who, &id, "moved to another contract", |s| {
             if s.contract_id == m.contract_id {
                 return Err(ApiError::new(

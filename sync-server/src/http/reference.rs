@@ -3,7 +3,7 @@
 use super::authed::{Authed, Office, OfficeOrSupervisor};
 use super::office::{json_body, parse_id};
 use super::{blocking, ApiError, ApiResult, AppState};
-use crate::services::scope;
+use crate::services::{reference, scope};
 use crate::store::{Client, Contract, Team};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -22,11 +22,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/contracts/{id}", get(get_contract).put(put_contract))
 }
 
-/// 1 to 200 characters, no control or bidi-override characters (`services::validation`).
-fn check_name(name: &str) -> ApiResult<()> {
-    Ok(crate::services::validation::name("the name", name)?)
-}
-
 #[derive(Deserialize)]
 pub struct NewTeam {
     name: String,
@@ -39,12 +34,7 @@ async fn create_team(
 ) -> ApiResult<(StatusCode, Json<Team>)> {
     blocking(move || {
         let t = json_body(body)?;
-        check_name(&t.name)?;
-        let team = Team {
-            id: TeamId::new(),
-            name: t.name.trim().to_string(),
-        };
-        st.store.create_team(&team)?;
+        let team = reference::create_team(st.store.as_ref(), &t.name)?;
         Ok((StatusCode::CREATED, Json(team)))
     })
     .await
@@ -66,30 +56,6 @@ pub struct ClientBody {
     tag_ids: Vec<String>,
 }
 
-fn client_from(body: ClientBody, id: ClientId) -> ApiResult<Client> {
-    check_name(&body.name)?;
-    if body.location.is_some_and(|l| !l.is_valid()) {
-        return Err(ApiError::bad_request("invalid", "location out of range"));
-    }
-    crate::services::validation::tags(&body.tag_ids)?;
-    if body
-        .tag_ids
-        .iter()
-        .any(|t| t.trim().is_empty() || t.contains(',') || t.len() > 100)
-    {
-        return Err(ApiError::bad_request(
-            "invalid",
-            "tag ids are 1 to 100 characters without commas",
-        ));
-    }
-    Ok(Client {
-        id,
-        name: body.name.trim().to_string(),
-        location: body.location,
-        tag_ids: body.tag_ids,
-    })
-}
-
 async fn create_client(
     State(st): State<AppState>,
     _: Authed<Office>,
@@ -98,15 +64,7 @@ async fn create_client(
     blocking(move || {
         let body = json_body(body)?;
         let id = body.id.unwrap_or_default();
-        if st.store.client(id)?.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("client {id} exists"),
-            ));
-        }
-        let client = client_from(body, id)?;
-        st.store.upsert_client(&client)?;
+        let client = reference::create_client(st.store.as_ref(), body.into_client(id))?;
         Ok((StatusCode::CREATED, Json(client)))
     })
     .await
@@ -120,11 +78,8 @@ async fn put_client(
 ) -> ApiResult<Json<Client>> {
     blocking(move || {
         let id: ClientId = parse_id(&id)?;
-        st.store
-            .client(id)?
-            .ok_or_else(|| ApiError::not_found(format!("no client {id}")))?;
-        let client = client_from(json_body(body)?, id)?;
-        st.store.upsert_client(&client)?;
+        reference::require_client(st.store.as_ref(), id)?;
+        let client = reference::update_client(st.store.as_ref(), json_body(body)?.into_client(id))?;
         Ok(Json(client))
     })
     .await
@@ -152,6 +107,17 @@ async fn list_clients(
     blocking(move || Ok(Json(scope::clients(st.store.as_ref(), &who)?))).await
 }
 
+impl ClientBody {
+    fn into_client(self, id: ClientId) -> Client {
+        Client {
+            id,
+            name: self.name,
+            location: self.location,
+            tag_ids: self.tag_ids,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct ContractBody {
     id: Option<ContractId>,
@@ -163,18 +129,16 @@ pub struct ContractBody {
     rules: Option<serde_json::Value>,
 }
 
-fn contract_from(body: ContractBody, id: ContractId) -> ApiResult<Contract> {
-    check_name(&body.name)?;
-    check_name(&body.commissioner)?;
-    let rules = crate::services::reports::parse_rules(body.rules.unwrap_or(serde_json::json!({})))
-        .map_err(|e| ApiError::bad_request("invalid_rules", e))?;
-    Ok(Contract {
-        id,
-        name: body.name.trim().to_string(),
-        commissioner: body.commissioner.trim().to_string(),
-        model: body.model,
-        rules,
-    })
+impl ContractBody {
+    fn into_draft(self, id: ContractId) -> reference::ContractDraft {
+        reference::ContractDraft {
+            id,
+            name: self.name,
+            commissioner: self.commissioner,
+            model: self.model,
+            rules: self.rules,
+        }
+    }
 }
 
 async fn create_contract(
@@ -185,15 +149,7 @@ async fn create_contract(
     blocking(move || {
         let body = json_body(body)?;
         let id = body.id.unwrap_or_default();
-        if st.store.contract(id)?.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("contract {id} exists"),
-            ));
-        }
-        let contract = contract_from(body, id)?;
-        st.store.upsert_contract(&contract)?;
+        let contract = reference::create_contract(st.store.as_ref(), body.into_draft(id))?;
         Ok((StatusCode::CREATED, Json(contract)))
     })
     .await
@@ -207,11 +163,8 @@ async fn put_contract(
 ) -> ApiResult<Json<Contract>> {
     blocking(move || {
         let id: ContractId = parse_id(&id)?;
-        st.store
-            .contract(id)?
-            .ok_or_else(|| ApiError::not_found(format!("no contract {id}")))?;
-        let contract = contract_from(json_body(body)?, id)?;
-        st.store.upsert_contract(&contract)?;
+        reference::contract(st.store.as_ref(), id)?;
+        let contract = reference::update_contract(st.store.as_ref(), json_body(body)?.into_draft(id))?;
         Ok(Json(contract))
     })
     .await
@@ -224,9 +177,7 @@ async fn get_contract(
 ) -> ApiResult<Json<Contract>> {
     blocking(move || {
         let id: ContractId = parse_id(&id)?;
-        Ok(Json(st.store.contract(id)?.ok_or_else(|| {
-            ApiError::not_found(format!("no contract {id}"))
-        })?))
+        Ok(Json(reference::contract(st.store.as_ref(), id)?))
     })
     .await
 }
@@ -235,5 +186,5 @@ async fn list_contracts(
     State(st): State<AppState>,
     _: Authed<OfficeOrSupervisor>,
 ) -> ApiResult<Json<Vec<Contract>>> {
-    blocking(move || Ok(Json(st.store.contracts()?))).await
+    blocking(move || Ok(Json(reference::contracts(st.store.as_ref())?))).await
 }
