@@ -7,9 +7,9 @@ use super::office::{json_body, parse_id};
 use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::alerts::{self, LifecycleError, OversightRow};
 use crate::services::escalations::{self, EscalationView, RaiseError};
-use crate::services::scope::{self, Scope};
+use crate::services::{schedule, scope};
 use crate::store::alerts::{AlertEntry, AlertQuery, AlertRecord, CommissionerContact, ResolutionAction};
-use crate::store::{Principal, StoreError};
+use crate::store::Principal;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -19,7 +19,6 @@ use axum::{Json, Router};
 use caresync_core::domain::*;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -59,13 +58,7 @@ impl From<LifecycleError> for ApiError {
 
 /// The alert if it exists and its visit is in the caller's scope; otherwise 404.
 fn alert_in_scope(st: &AppState, who: &Principal, id: AlertId) -> ApiResult<AlertRecord> {
-    let alert = st
-        .store
-        .alert(id)?
-        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
-    scope::visit(st.store.as_ref(), who, alert.visit_id)?
-        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
-    Ok(alert)
+    scope::alert(st.store.as_ref(), who, id)?.ok_or_else(|| ApiError::not_found(format!("no alert {id}")))
 }
 
 #[derive(Deserialize)]
@@ -96,42 +89,19 @@ async fn list(
             }
         };
         let day = |d: NaiveDate| caresync_core::store::local_day_bounds(st.tz, d).0;
-        let alerts = st.store.alerts(&AlertQuery {
-            open_only,
-            raised_from: p.from.map(day),
-            raised_to: p.to.map(day),
-            visit: None,
-        })?;
-        Ok(Json(in_scope(&st, &who, alerts)?))
+        let alerts = scope::alerts(
+            st.store.as_ref(),
+            &who,
+            &AlertQuery {
+                open_only,
+                raised_from: p.from.map(day),
+                raised_to: p.to.map(day),
+                visit: None,
+            },
+        )?;
+        Ok(Json(alerts))
     })
     .await
-}
-
-/// The alerts whose visits the caller may see (each visit checked once).
-fn in_scope(
-    st: &AppState,
-    who: &Principal,
-    alerts: Vec<AlertRecord>,
-) -> Result<Vec<AlertRecord>, StoreError> {
-    if Scope::of(who) == Scope::Everything {
-        return Ok(alerts);
-    }
-    let mut seen: HashMap<VisitId, bool> = HashMap::new();
-    let mut out = Vec::new();
-    for a in alerts {
-        let visible = match seen.get(&a.visit_id) {
-            Some(v) => *v,
-            None => {
-                let v = scope::visit(st.store.as_ref(), who, a.visit_id)?.is_some();
-                seen.insert(a.visit_id, v);
-                v
-            }
-        };
-        if visible {
-            out.push(a);
-        }
-    }
-    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -147,7 +117,7 @@ async fn one(
 ) -> ApiResult<Json<AlertWithHistory>> {
     blocking(move || {
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
-        let history = st.store.alert_history(alert.alert_id)?;
+        let history = alerts::history(st.store.as_ref(), alert.alert_id)?;
         Ok(Json(AlertWithHistory { alert, history }))
     })
     .await
@@ -217,11 +187,7 @@ async fn figures(
         let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let (from, to) = crate::services::reports::day_range(st.tz, p.from, p.to)
             .map_err(|e| ApiError::bad_request("invalid_query", e))?;
-        let rows: Vec<OversightRow> = match Scope::of(&who) {
-            Scope::Everything => alerts::figures(st.store.as_ref(), st.tz, from, to, None, now())?,
-            Scope::Team(team) => alerts::figures(st.store.as_ref(), st.tz, from, to, Some(team), now())?,
-            Scope::Nothing => vec![],
-        };
+        let rows: Vec<OversightRow> = alerts::figures_for(st.store.as_ref(), &who, st.tz, from, to, now())?;
         Ok(if csv {
             (
                 [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
@@ -253,17 +219,7 @@ async fn list_escalations(
     State(st): State<AppState>,
     _: Authed<Office>,
 ) -> ApiResult<Json<Vec<EscalationView>>> {
-    blocking(move || {
-        let today = escalations::local_day(now(), st.tz);
-        Ok(Json(
-            st.store
-                .escalations()?
-                .into_iter()
-                .map(|e| escalations::view(e, today))
-                .collect(),
-        ))
-    })
-    .await
+    blocking(move || Ok(Json(escalations::list(st.store.as_ref(), st.tz, now())?))).await
 }
 
 #[derive(Deserialize)]
@@ -296,7 +252,7 @@ async fn list_contacts(
     State(st): State<AppState>,
     _: Authed<Office>,
 ) -> ApiResult<Json<Vec<CommissionerContact>>> {
-    blocking(move || Ok(Json(st.store.commissioner_contacts()?))).await
+    blocking(move || Ok(Json(escalations::contacts(st.store.as_ref())?))).await
 }
 
 #[derive(Deserialize)]
@@ -314,12 +270,7 @@ async fn add_contact(
 ) -> ApiResult<(StatusCode, Json<CommissionerContact>)> {
     blocking(move || {
         let c = json_body(body)?;
-        if st.store.contract(c.contract_id)?.is_none() {
-            return Err(ApiError::bad_request(
-                "invalid",
-                format!("no contract {}", c.contract_id),
-            ));
-        }
+        schedule::check_contract(st.store.as_ref(), c.contract_id)?;
         let contact = escalations::record_contact(
             st.store.as_ref(),
             c.contract_id,

@@ -5,8 +5,9 @@ use super::authed::{Authed, OfficeOrSupervisor};
 use super::office::{json_body, parse_id};
 use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::scope;
+use crate::services::timeline::{self, VisitTimeline};
 use crate::services::visits::VisitServiceError;
-use crate::store::{EventRow, Principal};
+use crate::store::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -135,97 +136,6 @@ async fn add_note(
     .await
 }
 
-/// One line of a visit's timeline.
-#[derive(Serialize, Debug)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TimelineEntry {
-    Schedule {
-        at: Millis,
-        by: PersonId,
-        what: String,
-        schedule: caresync_core::Schedule,
-    },
-    Clock {
-        at: Millis,
-        event: EventRow,
-    },
-    Note {
-        at: Millis,
-        note: Note,
-    },
-    TaskOutcome {
-        at: Millis,
-        outcome: caresync_core::TaskOutcome,
-    },
-    Amendment {
-        at: Millis,
-        amendment: Amendment,
-    },
-}
-
-impl TimelineEntry {
-    fn at(&self) -> Millis {
-        match self {
-            TimelineEntry::Schedule { at, .. }
-            | TimelineEntry::Clock { at, .. }
-            | TimelineEntry::Note { at, .. }
-            | TimelineEntry::TaskOutcome { at, .. }
-            | TimelineEntry::Amendment { at, .. } => *at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct VisitTimeline {
-    visit_id: VisitId,
-    schedule: caresync_core::Schedule,
-    entries: Vec<TimelineEntry>,
-}
-
-fn timeline_of(st: &AppState, visit: &Visit) -> ApiResult<VisitTimeline> {
-    let id = visit.visit_id;
-    let mut entries = Vec::new();
-    for change in st.visits.schedule_history(id)? {
-        entries.push(TimelineEntry::Schedule {
-            at: change.label.at,
-            by: change.label.author_id,
-            what: change.label.what,
-            schedule: change.schedule,
-        });
-    }
-    // Clock events from the projection: it carries received time and flags.
-    for event in st.store.events_for_visit(id)? {
-        entries.push(TimelineEntry::Clock {
-            at: event.trusted_time,
-            event,
-        });
-    }
-    for note in &visit.notes {
-        entries.push(TimelineEntry::Note {
-            at: note.written_at,
-            note: note.clone(),
-        });
-    }
-    for outcome in &visit.task_outcomes {
-        entries.push(TimelineEntry::TaskOutcome {
-            at: outcome.recorded_at,
-            outcome: outcome.clone(),
-        });
-    }
-    for amendment in &visit.amendments {
-        entries.push(TimelineEntry::Amendment {
-            at: amendment.written_at,
-            amendment: amendment.clone(),
-        });
-    }
-    entries.sort_by_key(TimelineEntry::at);
-    Ok(VisitTimeline {
-        visit_id: id,
-        schedule: visit.schedule.clone(),
-        entries,
-    })
-}
-
 async fn visit_timeline(
     State(st): State<AppState>,
     Authed { who, .. }: Authed<OfficeOrSupervisor>,
@@ -233,7 +143,7 @@ async fn visit_timeline(
 ) -> ApiResult<Json<VisitTimeline>> {
     blocking(move || {
         let visit = visit_in_scope(&st, &who, parse_id(&id)?)?;
-        Ok(Json(timeline_of(&st, &visit)?))
+        Ok(Json(timeline::of_visit(st.store.as_ref(), &st.visits, &visit)?))
     })
     .await
 }
@@ -263,12 +173,7 @@ async fn carer_timeline(
             .ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;
         let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let (from, to) = caresync_core::store::local_day_bounds(st.tz, q.date);
-        let mut visits = Vec::new();
-        for row in st.store.visits_planned_between(from, to)? {
-            if row.carers.contains(&carer) {
-                visits.push(timeline_of(&st, &st.visits.read(row.visit_id)?)?);
-            }
-        }
+        let visits = timeline::carer_day(st.store.as_ref(), &st.visits, carer, from, to)?;
         Ok(Json(CarerDay {
             carer_id: carer,
             date: q.date,

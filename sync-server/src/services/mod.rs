@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod escalations;
+pub mod manifest;
 pub mod names;
 pub mod people;
 pub mod reference;
@@ -10,6 +11,7 @@ pub mod rules;
 pub mod schedule;
 pub mod scope;
 pub mod sign_in_limits;
+pub mod timeline;
 pub mod validation;
 pub mod visits;
 
