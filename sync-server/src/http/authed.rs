@@ -101,3 +101,86 @@ impl<R: RoleRule> FromRequestParts<AppState> for Authed<R> {
         })
     }
 }
+
+/// An extractor that carries a rule: `Authed<R>`, or `Result<Authed<R>, ApiError>` for a
+/// handler that decides when to answer the refusal (sync).
+pub trait CarriesRule {
+    const ACCESS: Access;
+}
+
+impl<R: RoleRule> CarriesRule for Authed<R> {
+    const ACCESS: Access = R::ACCESS;
+}
+
+impl<R: RoleRule> CarriesRule for Result<Authed<R>, ApiError> {
+    const ACCESS: Access = R::ACCESS;
+}
+
+/// A handler's extractors (axum's `Handler<T, _>` parameter `T`: a marker, then the arguments)
+/// whose second argument, after `State`, carries a rule: the handler's rule.
+pub trait Guarded {
+    const ACCESS: Access;
+}
+
+impl<M, A: CarriesRule> Guarded for (M, axum::extract::State<AppState>, A) {
+    const ACCESS: Access = A::ACCESS;
+}
+impl<M, A: CarriesRule, B> Guarded for (M, axum::extract::State<AppState>, A, B) {
+    const ACCESS: Access = A::ACCESS;
+}
+impl<M, A: CarriesRule, B, C> Guarded for (M, axum::extract::State<AppState>, A, B, C) {
+    const ACCESS: Access = A::ACCESS;
+}
+
+/// Mount operations from the operation table (`openapi::OPERATIONS`): the method and path must be
+/// there, and the handler's `Authed` rule must be the table's `access`, or the router is not
+/// built (so every test that starts a server checks the two agree).
+pub trait Operations {
+    fn op<H, T>(self, method: &'static str, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: Guarded + 'static;
+}
+
+impl Operations for axum::Router<AppState> {
+    fn op<H, T>(self, method: &'static str, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: Guarded + 'static,
+    {
+        use axum::routing::{get, post, put};
+        let Some(op) = super::openapi::OPERATIONS
+            .iter()
+            .find(|op| op.method == method && op.path == path)
+        else {
+            panic!("{method} {path} is not in the operation table (http/openapi.rs)");
+        };
+        assert_eq!(
+            op.access,
+            T::ACCESS,
+            "{method} {path}: the handler's Authed rule is not the operation table's"
+        );
+        let route = match method {
+            "get" => get(handler),
+            "post" => post(handler),
+            "put" => put(handler),
+            other => panic!("{other} {path}: no such method in the operation table's vocabulary"),
+        };
+        self.route(path, route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Building the router checks every mounted operation's handler rule against the table
+    /// (`Operations::op`); this names that check, so a mismatch fails here by name.
+    #[test]
+    fn every_handler_rule_is_the_operation_tables() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("server.db"))?;
+        let _router = super::super::router(AppState::new(std::sync::Arc::new(store)));
+        Ok(())
+    }
+}

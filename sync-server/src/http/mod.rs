@@ -1,7 +1,7 @@
 //! HTTP: routes, shared state, and the problem body every error answers with.
 
 mod authed;
-pub use authed::{Authed, CarerDevice, Office, OfficeOrSelf, OfficeOrSupervisor, RoleRule};
+pub use authed::{Authed, CarerDevice, Office, OfficeOrSelf, OfficeOrSupervisor, Operations, RoleRule};
 mod office;
 pub mod openapi;
 mod ops;
@@ -123,7 +123,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(SYNC_PATH, post(sync::sync))
+        .op("post", SYNC_PATH, sync::sync)
         .route(ENROL_PATH, post(sync::enrol))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))

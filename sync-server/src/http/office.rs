@@ -1,12 +1,11 @@
 //! The office and supervisor API (JSON under /api/v1): people, enrolment, devices, visits.
 
-use super::authed::{Authed, Office, OfficeOrSelf, OfficeOrSupervisor};
+use super::authed::{Authed, Office, OfficeOrSelf, OfficeOrSupervisor, Operations};
 use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::{people, schedule, scope, validation, Refused};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use caresync_core::visit_document::{ChangeLabel, Schedule, Task, Visit};
@@ -15,19 +14,20 @@ use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/people", post(create_person).get(list_people))
-        .route("/api/v1/people/{id}/enrolment-codes", post(issue_code))
-        .route("/api/v1/people/{id}/deactivate", post(deactivate_person))
-        .route("/api/v1/people/{id}/token", post(rotate_token))
-        .route("/api/v1/people/{id}/tokens/revoke", post(revoke_tokens))
-        .route("/api/v1/devices", get(list_devices))
-        .route("/api/v1/devices/{id}/revoke", post(revoke_device))
-        .route("/api/v1/visits", post(create_visits))
-        .route("/api/v1/visits/{id}", get(get_visit))
-        .route("/api/v1/visits/{id}/reschedule", post(reschedule))
-        .route("/api/v1/visits/{id}/reassign", post(reassign))
-        .route("/api/v1/visits/{id}/cancel", post(cancel))
-        .route("/api/v1/visits/{id}/contract", post(move_contract))
+        .op("post", "/api/v1/people", create_person)
+        .op("get", "/api/v1/people", list_people)
+        .op("post", "/api/v1/people/{id}/enrolment-codes", issue_code)
+        .op("post", "/api/v1/people/{id}/deactivate", deactivate_person)
+        .op("post", "/api/v1/people/{id}/token", rotate_token)
+        .op("post", "/api/v1/people/{id}/tokens/revoke", revoke_tokens)
+        .op("get", "/api/v1/devices", list_devices)
+        .op("post", "/api/v1/devices/{id}/revoke", revoke_device)
+        .op("post", "/api/v1/visits", create_visits)
+        .op("get", "/api/v1/visits/{id}", get_visit)
+        .op("post", "/api/v1/visits/{id}/reschedule", reschedule)
+        .op("post", "/api/v1/visits/{id}/reassign", reassign)
+        .op("post", "/api/v1/visits/{id}/cancel", cancel)
+        .op("post", "/api/v1/visits/{id}/contract", move_contract)
 }
 
 pub(super) fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {

@@ -2,7 +2,7 @@
 //! resolve; and the oversight figures per team and month. Scoping is the visits' scoping
 //! (`services::scope`): an alert is in a supervisor's scope when its visit is.
 
-use super::authed::{Authed, Office, OfficeOrSupervisor};
+use super::authed::{Authed, Office, OfficeOrSupervisor, Operations};
 use super::office::{json_body, parse_id};
 use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::alerts::{self, LifecycleError, OversightRow};
@@ -14,7 +14,6 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use chrono::NaiveDate;
@@ -22,25 +21,21 @@ use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/oversight/alerts", get(list))
-        .route("/api/v1/oversight/alerts/{id}", get(one))
-        .route("/api/v1/oversight/alerts/{id}/acknowledge", post(acknowledge))
-        .route("/api/v1/oversight/alerts/{id}/resolve", post(resolve))
-        .route(
-            "/api/v1/oversight/figures",
-            get(|s, h, q| figures(s, h, q, false)),
-        )
-        .route(
-            "/api/v1/oversight/figures.csv",
-            get(|s, h, q| figures(s, h, q, true)),
-        )
-        .route("/api/v1/oversight/kpi-projection", get(kpi_projection))
-        .route("/api/v1/oversight/escalations", get(list_escalations))
-        .route("/api/v1/oversight/escalations/raise", post(raise_escalation))
-        .route(
-            "/api/v1/oversight/commissioner-contacts",
-            get(list_contacts).post(add_contact),
-        )
+        .op("get", "/api/v1/oversight/alerts", list)
+        .op("get", "/api/v1/oversight/alerts/{id}", one)
+        .op("post", "/api/v1/oversight/alerts/{id}/acknowledge", acknowledge)
+        .op("post", "/api/v1/oversight/alerts/{id}/resolve", resolve)
+        .op("get", "/api/v1/oversight/figures", |s, h, q| {
+            figures(s, h, q, false)
+        })
+        .op("get", "/api/v1/oversight/figures.csv", |s, h, q| {
+            figures(s, h, q, true)
+        })
+        .op("get", "/api/v1/oversight/kpi-projection", kpi_projection)
+        .op("get", "/api/v1/oversight/escalations", list_escalations)
+        .op("post", "/api/v1/oversight/escalations/raise", raise_escalation)
+        .op("get", "/api/v1/oversight/commissioner-contacts", list_contacts)
+        .op("post", "/api/v1/oversight/commissioner-contacts", add_contact)
 }
 
 impl From<LifecycleError> for ApiError {

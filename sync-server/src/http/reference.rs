@@ -1,6 +1,6 @@
 //! Reference data the office keeps: teams, clients (with their location and door tags), contracts.
 
-use super::authed::{Authed, Office, OfficeOrSupervisor};
+use super::authed::{Authed, Office, OfficeOrSupervisor, Operations};
 use super::office::{json_body, parse_id};
 use super::{blocking, ApiError, ApiResult, AppState};
 use crate::services::{reference, scope};
@@ -8,18 +8,22 @@ use crate::store::{Client, Contract, Team};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/teams", post(create_team).get(list_teams))
-        .route("/api/v1/clients", post(create_client).get(list_clients))
-        .route("/api/v1/clients/{id}", get(get_client).put(put_client))
-        .route("/api/v1/contracts", post(create_contract).get(list_contracts))
-        .route("/api/v1/contracts/{id}", get(get_contract).put(put_contract))
+        .op("post", "/api/v1/teams", create_team)
+        .op("get", "/api/v1/teams", list_teams)
+        .op("post", "/api/v1/clients", create_client)
+        .op("get", "/api/v1/clients", list_clients)
+        .op("get", "/api/v1/clients/{id}", get_client)
+        .op("put", "/api/v1/clients/{id}", put_client)
+        .op("post", "/api/v1/contracts", create_contract)
+        .op("get", "/api/v1/contracts", list_contracts)
+        .op("get", "/api/v1/contracts/{id}", get_contract)
+        .op("put", "/api/v1/contracts/{id}", put_contract)
 }
 
 #[derive(Deserialize)]

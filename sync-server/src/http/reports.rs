@@ -1,6 +1,6 @@
 //! Figures for the office (JSON and CSV, with names beside ids) and live alerts for supervisors.
 
-use super::authed::{Authed, Office, OfficeOrSupervisor};
+use super::authed::{Authed, Office, OfficeOrSupervisor, Operations};
 use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::names::{named_columns, Names};
 use crate::services::reports::{self, Alert, FiguresError, Span};
@@ -8,7 +8,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use caresync_core::metrics::{json_rows_csv, CsvRow, GroupBy, PeriodKind, ReportRow, VisitFigures};
 use caresync_core::VisitId;
@@ -18,40 +17,32 @@ use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/reports/punctuality",
-            get(|s, h, q| figures(s, h, q, Figure::Punctuality, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/punctuality.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Punctuality, Format::Csv)),
-        )
-        .route(
-            "/api/v1/reports/kpi",
-            get(|s, h, q| figures(s, h, q, Figure::Kpi, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/kpi.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Kpi, Format::Csv)),
-        )
-        .route(
-            "/api/v1/reports/reconciliation",
-            get(|s, h, q| figures(s, h, q, Figure::Reconciliation, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/reconciliation.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Reconciliation, Format::Csv)),
-        )
-        .route(
-            "/api/v1/reports/continuity",
-            get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/continuity.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Csv)),
-        )
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/visits/{id}/figures", get(visit_figures))
+        .op("get", "/api/v1/reports/punctuality", |s, h, q| {
+            figures(s, h, q, Figure::Punctuality, Format::Json)
+        })
+        .op("get", "/api/v1/reports/punctuality.csv", |s, h, q| {
+            figures(s, h, q, Figure::Punctuality, Format::Csv)
+        })
+        .op("get", "/api/v1/reports/kpi", |s, h, q| {
+            figures(s, h, q, Figure::Kpi, Format::Json)
+        })
+        .op("get", "/api/v1/reports/kpi.csv", |s, h, q| {
+            figures(s, h, q, Figure::Kpi, Format::Csv)
+        })
+        .op("get", "/api/v1/reports/reconciliation", |s, h, q| {
+            figures(s, h, q, Figure::Reconciliation, Format::Json)
+        })
+        .op("get", "/api/v1/reports/reconciliation.csv", |s, h, q| {
+            figures(s, h, q, Figure::Reconciliation, Format::Csv)
+        })
+        .op("get", "/api/v1/reports/continuity", |s, h, q| {
+            figures(s, h, q, Figure::Continuity, Format::Json)
+        })
+        .op("get", "/api/v1/reports/continuity.csv", |s, h, q| {
+            figures(s, h, q, Figure::Continuity, Format::Csv)
+        })
+        .op("get", "/api/v1/alerts", alerts)
+        .op("get", "/api/v1/visits/{id}/figures", visit_figures)
 }
 
 #[derive(Clone, Copy)]

@@ -1,7 +1,7 @@
 //! What supervisors (and the office) do: amend actual times, add notes, read timelines.
 //! A supervisor sees and acts on visits with at least one carer in their team.
 
-use super::authed::{Authed, OfficeOrSupervisor};
+use super::authed::{Authed, OfficeOrSupervisor, Operations};
 use super::office::{json_body, parse_id};
 use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::scope;
@@ -11,7 +11,6 @@ use crate::store::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use caresync_core::visit_document::{Amendment, Note, Visit};
@@ -20,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/visits/{id}/amendments", post(amend))
-        .route("/api/v1/visits/{id}/notes", post(add_note))
-        .route("/api/v1/visits/{id}/timeline", get(visit_timeline))
-        .route("/api/v1/carers/{id}/timeline", get(carer_timeline))
+        .op("post", "/api/v1/visits/{id}/amendments", amend)
+        .op("post", "/api/v1/visits/{id}/notes", add_note)
+        .op("get", "/api/v1/visits/{id}/timeline", visit_timeline)
+        .op("get", "/api/v1/carers/{id}/timeline", carer_timeline)
 }
 
 /// The visit's document if the caller may see it; outside their scope it is "not found", the
