@@ -658,7 +658,8 @@ fn escalations_raised_on_time_per_team_and_month_by_hand() -> TestResult {
     // The CSV carries the same figures in the four columns before the team's id.
     let csv = alerts::figures_csv(&rows);
     let head = csv.lines().next().ok_or("no header")?;
-    assert!(head.ends_with("escalations_due,escalations_on_time,escalations_late,escalations_on_time_pct,team_id"));
+    assert!(head
+        .ends_with("escalations_due,escalations_on_time,escalations_late,escalations_on_time_pct,team_id"));
     assert!(
         csv.lines()
             .any(|l| l.starts_with("North,2026-11,") && l.contains(",2,1,1,50.0,")),

@@ -581,7 +581,11 @@ mod tests {
         // The API's CSVs neutralise these too; the dashboard's download once let them through.
         assert_eq!(cell("\tcmd"), "\"'\tcmd\"");
         assert_eq!(cell("\r=1+1"), "\"'\r=1+1\"");
-        assert_eq!(cell("-3.5"), "\"'-3.5\"", "only names pass through here, never numbers");
+        assert_eq!(
+            cell("-3.5"),
+            "\"'-3.5\"",
+            "only names pass through here, never numbers"
+        );
     }
 
     #[test]
