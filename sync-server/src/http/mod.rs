@@ -237,6 +237,7 @@ impl From<crate::services::Refused> for ApiError {
             Refused::Invalid(invalid) => invalid.into(),
             Refused::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             Refused::Store(e) => e.into(),
+            Refused::Visit(e) => e.into(),
         }
     }
 }

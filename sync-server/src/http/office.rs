@@ -2,13 +2,14 @@
 
 use super::authed::{Authed, Office, OfficeOrSelf, OfficeOrSupervisor, Operations};
 use super::{blocking, now, ApiError, ApiResult, AppState};
-use crate::services::{people, schedule, scope, validation, Refused};
+use crate::services::schedule::ScheduleEdit;
+use crate::services::{people, schedule, scope, Refused};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Json, Router};
 use caresync_core::domain::*;
-use caresync_core::visit_document::{ChangeLabel, Schedule, Task, Visit};
+use caresync_core::visit_document::{Schedule, Task, Visit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -335,39 +336,17 @@ pub struct Cancel {
     chargeable: bool,
 }
 
-/// Apply an office edit to the schedule and answer with the visit as it now stands.
-fn edit_schedule(
-    st: &AppState,
-    who: &Principal,
-    id: &str,
-    what: &str,
-    change: impl FnOnce(&mut Schedule) -> ApiResult<()>,
-) -> ApiResult<Json<Visit>> {
+/// Apply a checked office edit to the schedule (the visit id is read after the body, as the
+/// checks need nothing of the visit) and answer with the visit as it now stands.
+fn edit_schedule(st: &AppState, who: &Principal, id: &str, edit: ScheduleEdit) -> ApiResult<Json<Visit>> {
     let visit_id: VisitId = parse_id(id)?;
-    let mut outcome = Ok(());
-    let at = now();
-    let label = ChangeLabel {
-        author_id: who.person.id,
-        at,
-        what: what.into(),
-    };
-    let visit = st.visits.edit(visit_id, at, |doc, current| {
-        let mut schedule = current.schedule.clone();
-        if let Err(e) = change(&mut schedule) {
-            outcome = Err(e);
-            return Err(crate::services::visits::VisitServiceError::Invalid(
-                "rejected".into(),
-            ));
-        }
-        doc.update_schedule_by(&schedule, &label)
-            .map(|_| ())
-            .map_err(|source| crate::services::visits::VisitServiceError::Document {
-                visit: visit_id,
-                source,
-            })
-    });
-    outcome?;
-    Ok(Json(visit?))
+    Ok(Json(schedule::edit(
+        &st.visits,
+        who.person.id,
+        visit_id,
+        now(),
+        edit,
+    )?))
 }
 
 async fn reschedule(
@@ -378,18 +357,8 @@ async fn reschedule(
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
         let r = json_body(body)?;
-        if r.planned_end <= r.planned_start {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "planned end must be after planned start",
-            ));
-        }
-        validation::visit_times(millis(r.planned_start), millis(r.planned_end))?;
-        edit_schedule(&st, &who, &id, "rescheduled", |s| {
-            s.planned_start = millis(r.planned_start);
-            s.planned_end = millis(r.planned_end);
-            Ok(())
-        })
+        let edit = ScheduleEdit::reschedule(r.planned_start, r.planned_end)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }
@@ -402,11 +371,8 @@ async fn reassign(
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
         let r = json_body(body)?;
-        schedule::check_carers(st.store.as_ref(), &r.carers)?;
-        edit_schedule(&st, &who, &id, "reassigned", |s| {
-            s.carers = r.carers;
-            Ok(())
-        })
+        let edit = ScheduleEdit::reassign(st.store.as_ref(), r.carers)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }
@@ -419,25 +385,8 @@ async fn cancel(
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
         let c = json_body(body)?;
-        if c.reason.trim().is_empty() || c.reason.len() > 500 {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "a cancellation needs a reason of 1 to 500 characters",
-            ));
-        }
-        edit_schedule(&st, &who, &id, "cancelled", |s| {
-            if s.is_cancelled() {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "already_cancelled",
-                    "the visit is already cancelled",
-                ));
-            }
-            s.status = VisitStatus::Cancelled;
-            s.cancel_reason = Some(c.reason);
-            s.chargeable = Some(c.chargeable);
-            Ok(())
-        })
+        let edit = ScheduleEdit::cancel(c.reason, c.chargeable)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }
@@ -452,18 +401,8 @@ async fn move_contract(
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
         let m = json_body(body)?;
-        schedule::check_contract(st.store.as_ref(), m.contract_id)?;
-        edit_schedule(&st, &who, &id, "moved to another contract", |s| {
-            if s.contract_id == m.contract_id {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "same_contract",
-                    "the visit is already on that contract",
-                ));
-            }
-            s.contract_id = m.contract_id;
-            Ok(())
-        })
+        let edit = ScheduleEdit::move_contract(st.store.as_ref(), m.contract_id)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }

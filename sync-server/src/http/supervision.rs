@@ -4,9 +4,8 @@
 use super::authed::{Authed, OfficeOrSupervisor, Operations};
 use super::office::{json_body, parse_id};
 use super::{blocking, now, ApiError, ApiResult, AppState};
-use crate::services::scope;
 use crate::services::timeline::{self, VisitTimeline};
-use crate::services::visits::VisitServiceError;
+use crate::services::{scope, supervision};
 use crate::store::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -53,38 +52,14 @@ async fn amend(
         // Scope before the body: a malformed body must not tell another team's visit exists.
         let current = visit_in_scope(&st, &who, visit_id)?;
         let a = json_body(body)?;
-        if !current.schedule.carers.contains(&a.carer_id) && current.events_of(a.carer_id).next().is_none() {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "that carer is not on this visit",
-            ));
-        }
-        if a.comment
-            .as_ref()
-            .is_some_and(|c| c.chars().count() > MAX_NOTE_CHARS)
-        {
-            return Err(ApiError::bad_request("invalid", "comment too long"));
-        }
-        let at = now();
-        let amendment = Amendment {
-            id: AmendmentId::new(),
-            author_id: who.person.id,
-            author_role: who.person.role,
+        let draft = supervision::AmendmentDraft {
             carer_id: a.carer_id,
             time: a.time,
             corrected_time: a.corrected_time.timestamp_millis(),
             reason: a.reason,
-            comment: a.comment.filter(|c| !c.trim().is_empty()),
-            written_at: at,
+            comment: a.comment,
         };
-        st.visits.edit(visit_id, at, |doc, _| {
-            doc.append_amendment(&amendment)
-                .map(|_| ())
-                .map_err(|source| VisitServiceError::Document {
-                    visit: visit_id,
-                    source,
-                })
-        })?;
+        let amendment = supervision::amend(&st.visits, &who, &current, draft, now())?;
         Ok((StatusCode::CREATED, Json(amendment)))
     })
     .await
@@ -106,30 +81,7 @@ async fn add_note(
         let visit_id: VisitId = parse_id(&id)?;
         visit_in_scope(&st, &who, visit_id)?;
         let n = json_body(body)?;
-        let chars = n.text.chars().count();
-        if n.text.trim().is_empty() || chars > MAX_NOTE_CHARS {
-            return Err(ApiError::bad_request(
-                "invalid",
-                format!("a note has 1 to {MAX_NOTE_CHARS} characters"),
-            ));
-        }
-        let at = now();
-        let note = Note {
-            id: NoteId::new(),
-            author_id: who.person.id,
-            author_role: who.person.role,
-            written_at: at,
-            category: n.category,
-            text: n.text,
-        };
-        st.visits.edit(visit_id, at, |doc, _| {
-            doc.append_note(&note)
-                .map(|_| ())
-                .map_err(|source| VisitServiceError::Document {
-                    visit: visit_id,
-                    source,
-                })
-        })?;
+        let note = supervision::add_note(&st.visits, &who, visit_id, n.category, n.text, now())?;
         Ok((StatusCode::CREATED, Json(note)))
     })
     .await

@@ -11,6 +11,7 @@ pub mod rules;
 pub mod schedule;
 pub mod scope;
 pub mod sign_in_limits;
+pub mod supervision;
 pub mod timeline;
 pub mod validation;
 pub mod visits;
@@ -33,6 +34,9 @@ pub enum Refused {
     Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// From the visit service (unknown visit, a document that would not take the change).
+    #[error(transparent)]
+    Visit(#[from] visits::VisitServiceError),
 }
 
 impl Refused {
