@@ -1,5 +1,7 @@
 //! HTTP: routes, shared state, and the problem body every error answers with.
 
+mod authed;
+pub use authed::{Authed, CarerDevice, Office, OfficeOrSelf, OfficeOrSupervisor, Operations, RoleRule};
 mod office;
 pub mod openapi;
 mod ops;
@@ -121,7 +123,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(SYNC_PATH, post(sync::sync))
+        .op("post", SYNC_PATH, sync::sync)
         .route(ENROL_PATH, post(sync::enrol))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -224,6 +226,19 @@ impl From<VisitServiceError> for ApiError {
 impl From<crate::services::validation::Invalid> for ApiError {
     fn from(e: crate::services::validation::Invalid) -> Self {
         ApiError::bad_request(e.code, e.message)
+    }
+}
+
+impl From<crate::services::Refused> for ApiError {
+    fn from(e: crate::services::Refused) -> Self {
+        use crate::services::Refused;
+        match e {
+            Refused::NotFound(message) => ApiError::not_found(message),
+            Refused::Invalid(invalid) => invalid.into(),
+            Refused::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            Refused::Store(e) => e.into(),
+            Refused::Visit(e) => e.into(),
+        }
     }
 }
 

@@ -1,46 +1,35 @@
 //! The office and supervisor API (JSON under /api/v1): people, enrolment, devices, visits.
 
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
-use crate::services::{people, scope, validation};
+use super::authed::{Authed, Office, OfficeOrSelf, OfficeOrSupervisor, Operations};
+use super::{blocking, now, ApiError, ApiResult, AppState};
+use crate::services::schedule::ScheduleEdit;
+use crate::services::{people, schedule, scope, Refused};
 use crate::store::{Device, EventRow, Person, Principal};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::http::StatusCode;
 use axum::{Json, Router};
 use caresync_core::domain::*;
-use caresync_core::visit_document::{ChangeLabel, Schedule, Task, Visit};
+use caresync_core::visit_document::{Schedule, Task, Visit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/people", post(create_person).get(list_people))
-        .route("/api/v1/people/{id}/enrolment-codes", post(issue_code))
-        .route("/api/v1/people/{id}/deactivate", post(deactivate_person))
-        .route("/api/v1/people/{id}/token", post(rotate_token))
-        .route("/api/v1/people/{id}/tokens/revoke", post(revoke_tokens))
-        .route("/api/v1/devices", get(list_devices))
-        .route("/api/v1/devices/{id}/revoke", post(revoke_device))
-        .route("/api/v1/visits", post(create_visits))
-        .route("/api/v1/visits/{id}", get(get_visit))
-        .route("/api/v1/visits/{id}/reschedule", post(reschedule))
-        .route("/api/v1/visits/{id}/reassign", post(reassign))
-        .route("/api/v1/visits/{id}/cancel", post(cancel))
-        .route("/api/v1/visits/{id}/contract", post(move_contract))
+        .op("post", "/api/v1/people", create_person)
+        .op("get", "/api/v1/people", list_people)
+        .op("post", "/api/v1/people/{id}/enrolment-codes", issue_code)
+        .op("post", "/api/v1/people/{id}/deactivate", deactivate_person)
+        .op("post", "/api/v1/people/{id}/token", rotate_token)
+        .op("post", "/api/v1/people/{id}/tokens/revoke", revoke_tokens)
+        .op("get", "/api/v1/devices", list_devices)
+        .op("post", "/api/v1/devices/{id}/revoke", revoke_device)
+        .op("post", "/api/v1/visits", create_visits)
+        .op("get", "/api/v1/visits/{id}", get_visit)
+        .op("post", "/api/v1/visits/{id}/reschedule", reschedule)
+        .op("post", "/api/v1/visits/{id}/reassign", reassign)
+        .op("post", "/api/v1/visits/{id}/cancel", cancel)
+        .op("post", "/api/v1/visits/{id}/contract", move_contract)
 }
-
-pub(super) fn require(who: &Principal, roles: &[Role]) -> ApiResult<()> {
-    if who.device_id.is_some() || !roles.contains(&who.person.role) {
-        return Err(ApiError::forbidden(&format!(
-            "this needs one of: {}",
-            roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    Ok(())
-}
-
-pub(super) const OFFICE: &[Role] = &[Role::Office];
-pub(super) const OFFICE_OR_SUPERVISOR: &[Role] = &[Role::Office, Role::Supervisor];
 
 pub(super) fn parse_id<T: std::str::FromStr>(s: &str) -> ApiResult<T> {
     s.parse()
@@ -75,15 +64,12 @@ pub struct CreatedPerson {
 
 async fn create_person(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<NewPerson>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedPerson>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let p = json_body(body)?;
-        validation::name("the name", &p.name)?;
-        validation::known_team(p.team_id, &st.store.teams()?)?;
-        let (person, token) = people::create_person_with_token_ttl(
+        let (person, token) = people::create_checked(
             st.store.as_ref(),
             &p.name,
             p.role,
@@ -96,46 +82,28 @@ async fn create_person(
     .await
 }
 
-async fn list_people(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Person>>> {
-    blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(scope::people(st.store.as_ref(), &who)?))
-    })
-    .await
-}
-
-fn deactivated(person: PersonId) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "deactivated",
-        format!("person {person} is deactivated"),
-    )
+async fn list_people(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Person>>> {
+    blocking(move || Ok(Json(scope::people(st.store.as_ref(), &who)?))).await
 }
 
 /// Shut a person's account: from the next request their API tokens and phones are refused and
 /// their unused enrolment codes are spent. Their visits, notes and clock events stay.
 async fn deactivate_person(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Person>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let person: PersonId = parse_id(&id)?;
-        if person == who.person.id {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "you cannot deactivate yourself; another office person can",
-            ));
-        }
-        if !people::deactivate(st.store.as_ref(), person, now())? {
-            return Err(ApiError::not_found(format!("no person {person}")));
-        }
-        Ok(Json(st.store.person(person)?.ok_or_else(|| {
-            ApiError::not_found(format!("no person {person}"))
-        })?))
+        Ok(Json(people::deactivate_by(
+            st.store.as_ref(),
+            &who,
+            person,
+            now(),
+        )?))
     })
     .await
 }
@@ -152,27 +120,12 @@ pub struct IssuedToken {
 /// office may rotate anyone's; a supervisor (or office person) their own.
 async fn rotate_token(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSelf>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let person_id: PersonId = parse_id(&id)?;
-        let not_found = || ApiError::not_found(format!("no person {person_id}"));
-        if who.person.role != Role::Office && person_id != who.person.id {
-            return Err(not_found());
-        }
-        let person = st.store.person(person_id)?.ok_or_else(not_found)?;
-        if person.role == Role::Carer {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "carers sign in with their phone; revoke it and issue an enrolment code",
-            ));
-        }
-        let issued = people::rotate_token(st.store.as_ref(), person_id, now(), st.token_ttl_ms)?
-            .ok_or_else(|| deactivated(person_id))?;
-        tracing::info!(person = %person_id, by = %who.person.id, "API token rotated");
+        let issued = people::rotate_token_by(st.store.as_ref(), &who, person_id, now(), st.token_ttl_ms)?;
         Ok((
             StatusCode::CREATED,
             Json(IssuedToken {
@@ -194,18 +147,12 @@ pub struct RevokedTokens {
 /// token by rotating).
 async fn revoke_tokens(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RevokedTokens>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let person: PersonId = parse_id(&id)?;
-        st.store
-            .person(person)?
-            .ok_or_else(|| ApiError::not_found(format!("no person {person}")))?;
-        let revoked = st.store.revoke_api_tokens(person, now())?;
-        tracing::info!(%person, revoked, by = %who.person.id, "API tokens revoked");
+        let revoked = people::revoke_tokens_by(st.store.as_ref(), &who, person, now())?;
         Ok(Json(RevokedTokens { revoked }))
     })
     .await
@@ -219,26 +166,16 @@ pub struct EnrolmentCode {
 
 async fn issue_code(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<EnrolmentCode>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let person_id: PersonId = parse_id(&id)?;
-        let person = st
-            .store
-            .person(person_id)?
-            .ok_or_else(|| ApiError::not_found(format!("no person {id}")))?;
-        if person.role != Role::Carer {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "devices are enrolled for carers",
-            ));
-        }
-        if !person.active {
-            return Err(deactivated(person_id));
-        }
-        let issued = people::issue_enrolment_code(st.store.as_ref(), person_id, now())?;
+        // Not found says the id as it was given.
+        let issued = people::issue_code_for(st.store.as_ref(), person_id, now()).map_err(|e| match e {
+            Refused::NotFound(_) => ApiError::not_found(format!("no person {id}")),
+            other => other.into(),
+        })?;
         let expires_at = DateTime::from_timestamp_millis(issued.expires_at).unwrap_or_default();
         Ok((
             StatusCode::CREATED,
@@ -251,26 +188,22 @@ async fn issue_code(
     .await
 }
 
-async fn list_devices(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Device>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
-        Ok(Json(st.store.devices()?))
-    })
-    .await
+async fn list_devices(State(st): State<AppState>, _: Authed<Office>) -> ApiResult<Json<Vec<Device>>> {
+    blocking(move || Ok(Json(people::devices(st.store.as_ref())?))).await
 }
 
 async fn revoke_device(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let device: DeviceId = parse_id(&id)?;
-        if !st.store.revoke_device(device, now())? {
-            return Err(ApiError::not_found(format!("no device {id}")));
-        }
-        tracing::info!(%device, "device revoked");
+        // Not found says the id as it was given.
+        people::revoke_device(st.store.as_ref(), device, now()).map_err(|e| match e {
+            Refused::NotFound(_) => ApiError::not_found(format!("no device {id}")),
+            other => other.into(),
+        })?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -303,12 +236,10 @@ const MAX_BULK_VISITS: usize = 5_000;
 
 async fn create_visits(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     body: Result<Json<NewVisits>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedVisits>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let new = json_body(body)?;
         if new.visits.len() > MAX_BULK_VISITS {
             return Err(ApiError::new(
@@ -319,42 +250,15 @@ async fn create_visits(
         }
         // Check everything first so a bad entry creates nothing.
         for (i, v) in new.visits.iter().enumerate() {
-            for carer in &v.carers {
-                match st.store.person(*carer)? {
-                    Some(p) if p.role == Role::Carer => {}
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid",
-                            format!("visit {i}: {carer} is not a carer"),
-                        ))
-                    }
-                }
-            }
-            if st.store.client(v.client_id)?.is_none() {
-                return Err(ApiError::bad_request(
-                    "unknown_client",
-                    format!("visit {i}: no client {}", v.client_id),
-                ));
-            }
-            if st.store.contract(v.contract_id)?.is_none() {
-                return Err(ApiError::bad_request(
-                    "unknown_contract",
-                    format!("visit {i}: no contract {}", v.contract_id),
-                ));
-            }
-            if v.planned_end <= v.planned_start {
-                return Err(ApiError::bad_request(
-                    "invalid",
-                    format!("visit {i}: planned end must be after planned start"),
-                ));
-            }
-            validation::new_visit(
-                millis(v.planned_start),
-                millis(v.planned_end),
-                &v.carers,
-                &v.tasks,
-            )
-            .map_err(|e| ApiError::bad_request(e.code, format!("visit {i}: {}", e.message)))?;
+            let planned = schedule::Planned {
+                client_id: v.client_id,
+                contract_id: v.contract_id,
+                carers: &v.carers,
+                planned_start: millis(v.planned_start),
+                planned_end: millis(v.planned_end),
+                tasks: &v.tasks,
+            };
+            schedule::check_new_visit(st.store.as_ref(), i, &planned)?;
         }
         let at = now();
         let mut ids = Vec::with_capacity(new.visits.len());
@@ -397,15 +301,13 @@ pub struct VisitView {
 
 async fn get_visit(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VisitView>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         let visit = super::supervision::visit_in_scope(&st, &who, visit_id)?;
-        let events = st.store.events_for_visit(visit_id)?;
+        let events = schedule::events(st.store.as_ref(), visit_id)?;
         let heads = st.visits.heads(visit_id)?.to_hex();
         Ok(Json(VisitView { visit, events, heads }))
     })
@@ -434,128 +336,57 @@ pub struct Cancel {
     chargeable: bool,
 }
 
-/// Apply an office edit to the schedule and answer with the visit as it now stands.
-fn edit_schedule(
-    st: &AppState,
-    who: &Principal,
-    id: &str,
-    what: &str,
-    change: impl FnOnce(&mut Schedule) -> ApiResult<()>,
-) -> ApiResult<Json<Visit>> {
+/// Apply a checked office edit to the schedule (the visit id is read after the body, as the
+/// checks need nothing of the visit) and answer with the visit as it now stands.
+fn edit_schedule(st: &AppState, who: &Principal, id: &str, edit: ScheduleEdit) -> ApiResult<Json<Visit>> {
     let visit_id: VisitId = parse_id(id)?;
-    let mut outcome = Ok(());
-    let at = now();
-    let label = ChangeLabel {
-        author_id: who.person.id,
-        at,
-        what: what.into(),
-    };
-    let visit = st.visits.edit(visit_id, at, |doc, current| {
-        let mut schedule = current.schedule.clone();
-        if let Err(e) = change(&mut schedule) {
-            outcome = Err(e);
-            return Err(crate::services::visits::VisitServiceError::Invalid(
-                "rejected".into(),
-            ));
-        }
-        doc.update_schedule_by(&schedule, &label)
-            .map(|_| ())
-            .map_err(|source| crate::services::visits::VisitServiceError::Document {
-                visit: visit_id,
-                source,
-            })
-    });
-    outcome?;
-    Ok(Json(visit?))
+    Ok(Json(schedule::edit(
+        &st.visits,
+        who.person.id,
+        visit_id,
+        now(),
+        edit,
+    )?))
 }
 
 async fn reschedule(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<Reschedule>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let r = json_body(body)?;
-        if r.planned_end <= r.planned_start {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "planned end must be after planned start",
-            ));
-        }
-        validation::visit_times(millis(r.planned_start), millis(r.planned_end))?;
-        edit_schedule(&st, &who, &id, "rescheduled", |s| {
-            s.planned_start = millis(r.planned_start);
-            s.planned_end = millis(r.planned_end);
-            Ok(())
-        })
+        let edit = ScheduleEdit::reschedule(r.planned_start, r.planned_end)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }
 
 async fn reassign(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<Reassign>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let r = json_body(body)?;
-        if r.carers.is_empty() || r.carers.len() > 2 || (r.carers.len() == 2 && r.carers[0] == r.carers[1]) {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "a visit has one carer, or two different carers for a double-up",
-            ));
-        }
-        for carer in &r.carers {
-            if !matches!(st.store.person(*carer)?, Some(p) if p.role == Role::Carer) {
-                return Err(ApiError::bad_request(
-                    "invalid",
-                    format!("{carer} is not a carer"),
-                ));
-            }
-        }
-        edit_schedule(&st, &who, &id, "reassigned", |s| {
-            s.carers = r.carers;
-            Ok(())
-        })
+        let edit = ScheduleEdit::reassign(st.store.as_ref(), r.carers)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }
 
 async fn cancel(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<Cancel>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let c = json_body(body)?;
-        if c.reason.trim().is_empty() || c.reason.len() > 500 {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "a cancellation needs a reason of 1 to 500 characters",
-            ));
-        }
-        edit_schedule(&st, &who, &id, "cancelled", |s| {
-            if s.is_cancelled() {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "already_cancelled",
-                    "the visit is already cancelled",
-                ));
-            }
-            s.status = VisitStatus::Cancelled;
-            s.cancel_reason = Some(c.reason);
-            s.chargeable = Some(c.chargeable);
-            Ok(())
-        })
+        let edit = ScheduleEdit::cancel(c.reason, c.chargeable)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }
@@ -564,31 +395,14 @@ async fn cancel(
 /// from now on its figures fall in the new contract's; a report as of earlier keeps the old one.
 async fn move_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<MoveContract>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Visit>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let m = json_body(body)?;
-        if st.store.contract(m.contract_id)?.is_none() {
-            return Err(ApiError::bad_request(
-                "invalid",
-                format!("no contract {}", m.contract_id),
-            ));
-        }
-        edit_schedule(&st, &who, &id, "moved to another contract", |s| {
-            if s.contract_id == m.contract_id {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "same_contract",
-                    "the visit is already on that contract",
-                ));
-            }
-            s.contract_id = m.contract_id;
-            Ok(())
-        })
+        let edit = ScheduleEdit::move_contract(st.store.as_ref(), m.contract_id)?;
+        edit_schedule(&st, &who, &id, edit)
     })
     .await
 }

@@ -1494,7 +1494,23 @@ mod tests {
             ("ENROL_PATH", caresync_core::protocol::ENROL_PATH),
         ];
         let mut routed = BTreeSet::new();
+        let path_of = |part: &str| match part.trim().strip_prefix('"') {
+            Some(p) => p.trim_end_matches('"').to_string(),
+            None => consts
+                .iter()
+                .find(|(n, _)| *n == part.trim())
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_default(),
+        };
         for src in sources {
+            // `.op("method", path, handler)`: an operation mounted with its rule checked
+            // (`authed::Operations`).
+            for chunk in src.split(".op(").skip(1) {
+                let mut parts = chunk.splitn(3, ',');
+                let method = parts.next().unwrap_or("").trim().trim_matches('"');
+                let path = path_of(parts.next().unwrap_or(""));
+                routed.insert((method.to_string(), path));
+            }
             for chunk in src.split(".route(").skip(1) {
                 let (path_part, rest) = chunk.split_once(',').unwrap_or((chunk, ""));
                 let path_part = path_part.trim();

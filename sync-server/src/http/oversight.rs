@@ -2,45 +2,40 @@
 //! resolve; and the oversight figures per team and month. Scoping is the visits' scoping
 //! (`services::scope`): an alert is in a supervisor's scope when its visit is.
 
-use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, Office, OfficeOrSupervisor, Operations};
+use super::office::{json_body, parse_id};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::alerts::{self, LifecycleError, OversightRow};
 use crate::services::escalations::{self, EscalationView, RaiseError};
-use crate::services::scope::{self, Scope};
+use crate::services::{schedule, scope};
 use crate::store::alerts::{AlertEntry, AlertQuery, AlertRecord, CommissionerContact, ResolutionAction};
-use crate::store::{Principal, StoreError};
+use crate::store::Principal;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/oversight/alerts", get(list))
-        .route("/api/v1/oversight/alerts/{id}", get(one))
-        .route("/api/v1/oversight/alerts/{id}/acknowledge", post(acknowledge))
-        .route("/api/v1/oversight/alerts/{id}/resolve", post(resolve))
-        .route(
-            "/api/v1/oversight/figures",
-            get(|s, h, q| figures(s, h, q, false)),
-        )
-        .route(
-            "/api/v1/oversight/figures.csv",
-            get(|s, h, q| figures(s, h, q, true)),
-        )
-        .route("/api/v1/oversight/kpi-projection", get(kpi_projection))
-        .route("/api/v1/oversight/escalations", get(list_escalations))
-        .route("/api/v1/oversight/escalations/raise", post(raise_escalation))
-        .route(
-            "/api/v1/oversight/commissioner-contacts",
-            get(list_contacts).post(add_contact),
-        )
+        .op("get", "/api/v1/oversight/alerts", list)
+        .op("get", "/api/v1/oversight/alerts/{id}", one)
+        .op("post", "/api/v1/oversight/alerts/{id}/acknowledge", acknowledge)
+        .op("post", "/api/v1/oversight/alerts/{id}/resolve", resolve)
+        .op("get", "/api/v1/oversight/figures", |s, h, q| {
+            figures(s, h, q, false)
+        })
+        .op("get", "/api/v1/oversight/figures.csv", |s, h, q| {
+            figures(s, h, q, true)
+        })
+        .op("get", "/api/v1/oversight/kpi-projection", kpi_projection)
+        .op("get", "/api/v1/oversight/escalations", list_escalations)
+        .op("post", "/api/v1/oversight/escalations/raise", raise_escalation)
+        .op("get", "/api/v1/oversight/commissioner-contacts", list_contacts)
+        .op("post", "/api/v1/oversight/commissioner-contacts", add_contact)
 }
 
 impl From<LifecycleError> for ApiError {
@@ -58,13 +53,7 @@ impl From<LifecycleError> for ApiError {
 
 /// The alert if it exists and its visit is in the caller's scope; otherwise 404.
 fn alert_in_scope(st: &AppState, who: &Principal, id: AlertId) -> ApiResult<AlertRecord> {
-    let alert = st
-        .store
-        .alert(id)?
-        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
-    scope::visit(st.store.as_ref(), who, alert.visit_id)?
-        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
-    Ok(alert)
+    scope::alert(st.store.as_ref(), who, id)?.ok_or_else(|| ApiError::not_found(format!("no alert {id}")))
 }
 
 #[derive(Deserialize)]
@@ -79,12 +68,10 @@ pub struct ListParams {
 
 async fn list(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult<Json<Vec<AlertRecord>>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let open_only = match p.state.as_deref() {
             None | Some("open") => true,
@@ -97,42 +84,19 @@ async fn list(
             }
         };
         let day = |d: NaiveDate| caresync_core::store::local_day_bounds(st.tz, d).0;
-        let alerts = st.store.alerts(&AlertQuery {
-            open_only,
-            raised_from: p.from.map(day),
-            raised_to: p.to.map(day),
-            visit: None,
-        })?;
-        Ok(Json(in_scope(&st, &who, alerts)?))
+        let alerts = scope::alerts(
+            st.store.as_ref(),
+            &who,
+            &AlertQuery {
+                open_only,
+                raised_from: p.from.map(day),
+                raised_to: p.to.map(day),
+                visit: None,
+            },
+        )?;
+        Ok(Json(alerts))
     })
     .await
-}
-
-/// The alerts whose visits the caller may see (each visit checked once).
-fn in_scope(
-    st: &AppState,
-    who: &Principal,
-    alerts: Vec<AlertRecord>,
-) -> Result<Vec<AlertRecord>, StoreError> {
-    if Scope::of(who) == Scope::Everything {
-        return Ok(alerts);
-    }
-    let mut seen: HashMap<VisitId, bool> = HashMap::new();
-    let mut out = Vec::new();
-    for a in alerts {
-        let visible = match seen.get(&a.visit_id) {
-            Some(v) => *v,
-            None => {
-                let v = scope::visit(st.store.as_ref(), who, a.visit_id)?.is_some();
-                seen.insert(a.visit_id, v);
-                v
-            }
-        };
-        if visible {
-            out.push(a);
-        }
-    }
-    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -143,14 +107,12 @@ pub struct AlertWithHistory {
 
 async fn one(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertWithHistory>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
-        let history = st.store.alert_history(alert.alert_id)?;
+        let history = alerts::history(st.store.as_ref(), alert.alert_id)?;
         Ok(Json(AlertWithHistory { alert, history }))
     })
     .await
@@ -158,12 +120,10 @@ async fn one(
 
 async fn acknowledge(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertRecord>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
         Ok(Json(alerts::acknowledge_by(
             st.store.as_ref(),
@@ -183,13 +143,11 @@ pub struct Resolution {
 
 async fn resolve(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     body: Result<Json<Resolution>, JsonRejection>,
 ) -> ApiResult<Json<AlertRecord>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         // Scope before the body: a malformed body must not tell another team's alert exists.
         let alert = alert_in_scope(&st, &who, parse_id(&id)?)?;
         let r = json_body(body)?;
@@ -216,21 +174,15 @@ pub struct FiguresParams {
 /// Per team and month. A supervisor gets their own team's rows only.
 async fn figures(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     params: Result<Query<FiguresParams>, QueryRejection>,
     csv: bool,
 ) -> ApiResult<Response> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let (from, to) = crate::services::reports::day_range(st.tz, p.from, p.to)
             .map_err(|e| ApiError::bad_request("invalid_query", e))?;
-        let rows: Vec<OversightRow> = match Scope::of(&who) {
-            Scope::Everything => alerts::figures(st.store.as_ref(), st.tz, from, to, None, now())?,
-            Scope::Team(team) => alerts::figures(st.store.as_ref(), st.tz, from, to, Some(team), now())?,
-            Scope::Nothing => vec![],
-        };
+        let rows: Vec<OversightRow> = alerts::figures_for(st.store.as_ref(), &who, st.tz, from, to, now())?;
         Ok(if csv {
             (
                 [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
@@ -260,20 +212,9 @@ impl From<RaiseError> for ApiError {
 /// Reconciliation escalations with their due day, status and whether raised in time (office).
 async fn list_escalations(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
 ) -> ApiResult<Json<Vec<EscalationView>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
-        let today = escalations::local_day(now(), st.tz);
-        Ok(Json(
-            st.store
-                .escalations()?
-                .into_iter()
-                .map(|e| escalations::view(e, today))
-                .collect(),
-        ))
-    })
-    .await
+    blocking(move || Ok(Json(escalations::list(st.store.as_ref(), st.tz, now())?))).await
 }
 
 #[derive(Deserialize)]
@@ -285,12 +226,10 @@ pub struct RaiseBody {
 
 async fn raise_escalation(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     body: Result<Json<RaiseBody>, JsonRejection>,
 ) -> ApiResult<Json<EscalationView>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let b = json_body(body)?;
         Ok(Json(escalations::raise(
             st.store.as_ref(),
@@ -306,13 +245,9 @@ async fn raise_escalation(
 
 async fn list_contacts(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
 ) -> ApiResult<Json<Vec<CommissionerContact>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
-        Ok(Json(st.store.commissioner_contacts()?))
-    })
-    .await
+    blocking(move || Ok(Json(escalations::contacts(st.store.as_ref())?))).await
 }
 
 #[derive(Deserialize)]
@@ -325,19 +260,12 @@ pub struct NewContact {
 
 async fn add_contact(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<Office>,
     body: Result<Json<NewContact>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CommissionerContact>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE)?;
         let c = json_body(body)?;
-        if st.store.contract(c.contract_id)?.is_none() {
-            return Err(ApiError::bad_request(
-                "invalid",
-                format!("no contract {}", c.contract_id),
-            ));
-        }
+        schedule::check_contract(st.store.as_ref(), c.contract_id)?;
         let contact = escalations::record_contact(
             st.store.as_ref(),
             c.contract_id,
@@ -354,10 +282,9 @@ async fn add_contact(
 /// Each framework contract's month to date and its projection to the month's end (office).
 async fn kpi_projection(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
 ) -> ApiResult<Json<Vec<escalations::ContractProjection>>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         Ok(Json(escalations::kpi_projections(
             st.store.as_ref(),
             st.tz,

@@ -1,29 +1,29 @@
 //! Reference data the office keeps: teams, clients (with their location and door tags), contracts.
 
-use super::office::{json_body, parse_id, require, OFFICE, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, ApiError, ApiResult, AppState};
-use crate::services::scope;
+use super::authed::{Authed, Office, OfficeOrSupervisor, Operations};
+use super::office::{json_body, parse_id};
+use super::{blocking, ApiError, ApiResult, AppState};
+use crate::services::{reference, scope};
 use crate::store::{Client, Contract, Team};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::http::StatusCode;
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/teams", post(create_team).get(list_teams))
-        .route("/api/v1/clients", post(create_client).get(list_clients))
-        .route("/api/v1/clients/{id}", get(get_client).put(put_client))
-        .route("/api/v1/contracts", post(create_contract).get(list_contracts))
-        .route("/api/v1/contracts/{id}", get(get_contract).put(put_contract))
-}
-
-/// 1 to 200 characters, no control or bidi-override characters (`services::validation`).
-fn check_name(name: &str) -> ApiResult<()> {
-    Ok(crate::services::validation::name("the name", name)?)
+        .op("post", "/api/v1/teams", create_team)
+        .op("get", "/api/v1/teams", list_teams)
+        .op("post", "/api/v1/clients", create_client)
+        .op("get", "/api/v1/clients", list_clients)
+        .op("get", "/api/v1/clients/{id}", get_client)
+        .op("put", "/api/v1/clients/{id}", put_client)
+        .op("post", "/api/v1/contracts", create_contract)
+        .op("get", "/api/v1/contracts", list_contracts)
+        .op("get", "/api/v1/contracts/{id}", get_contract)
+        .op("put", "/api/v1/contracts/{id}", put_contract)
 }
 
 #[derive(Deserialize)]
@@ -33,30 +33,22 @@ pub struct NewTeam {
 
 async fn create_team(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<NewTeam>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let t = json_body(body)?;
-        check_name(&t.name)?;
-        let team = Team {
-            id: TeamId::new(),
-            name: t.name.trim().to_string(),
-        };
-        st.store.create_team(&team)?;
+        let team = reference::create_team(st.store.as_ref(), &t.name)?;
         Ok((StatusCode::CREATED, Json(team)))
     })
     .await
 }
 
-async fn list_teams(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Team>>> {
-    blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(scope::teams(st.store.as_ref(), &who)?))
-    })
-    .await
+async fn list_teams(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Team>>> {
+    blocking(move || Ok(Json(scope::teams(st.store.as_ref(), &who)?))).await
 }
 
 #[derive(Deserialize)]
@@ -68,48 +60,15 @@ pub struct ClientBody {
     tag_ids: Vec<String>,
 }
 
-fn client_from(body: ClientBody, id: ClientId) -> ApiResult<Client> {
-    check_name(&body.name)?;
-    if body.location.is_some_and(|l| !l.is_valid()) {
-        return Err(ApiError::bad_request("invalid", "location out of range"));
-    }
-    crate::services::validation::tags(&body.tag_ids)?;
-    if body
-        .tag_ids
-        .iter()
-        .any(|t| t.trim().is_empty() || t.contains(',') || t.len() > 100)
-    {
-        return Err(ApiError::bad_request(
-            "invalid",
-            "tag ids are 1 to 100 characters without commas",
-        ));
-    }
-    Ok(Client {
-        id,
-        name: body.name.trim().to_string(),
-        location: body.location,
-        tag_ids: body.tag_ids,
-    })
-}
-
 async fn create_client(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<ClientBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Client>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let body = json_body(body)?;
         let id = body.id.unwrap_or_default();
-        if st.store.client(id)?.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("client {id} exists"),
-            ));
-        }
-        let client = client_from(body, id)?;
-        st.store.upsert_client(&client)?;
+        let client = reference::create_client(st.store.as_ref(), body.into_client(id))?;
         Ok((StatusCode::CREATED, Json(client)))
     })
     .await
@@ -117,18 +76,14 @@ async fn create_client(
 
 async fn put_client(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<ClientBody>, JsonRejection>,
 ) -> ApiResult<Json<Client>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let id: ClientId = parse_id(&id)?;
-        st.store
-            .client(id)?
-            .ok_or_else(|| ApiError::not_found(format!("no client {id}")))?;
-        let client = client_from(json_body(body)?, id)?;
-        st.store.upsert_client(&client)?;
+        reference::require_client(st.store.as_ref(), id)?;
+        let client = reference::update_client(st.store.as_ref(), json_body(body)?.into_client(id))?;
         Ok(Json(client))
     })
     .await
@@ -136,12 +91,10 @@ async fn put_client(
 
 async fn get_client(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Client>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let id: ClientId = parse_id(&id)?;
         Ok(Json(
             scope::client(st.store.as_ref(), &who, id)?
@@ -151,13 +104,22 @@ async fn get_client(
     .await
 }
 
-async fn list_clients(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Client>>> {
-    blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(scope::clients(st.store.as_ref(), &who)?))
-    })
-    .await
+async fn list_clients(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Client>>> {
+    blocking(move || Ok(Json(scope::clients(st.store.as_ref(), &who)?))).await
+}
+
+impl ClientBody {
+    fn into_client(self, id: ClientId) -> Client {
+        Client {
+            id,
+            name: self.name,
+            location: self.location,
+            tag_ids: self.tag_ids,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -171,38 +133,27 @@ pub struct ContractBody {
     rules: Option<serde_json::Value>,
 }
 
-fn contract_from(body: ContractBody, id: ContractId) -> ApiResult<Contract> {
-    check_name(&body.name)?;
-    check_name(&body.commissioner)?;
-    let rules = crate::services::reports::parse_rules(body.rules.unwrap_or(serde_json::json!({})))
-        .map_err(|e| ApiError::bad_request("invalid_rules", e))?;
-    Ok(Contract {
-        id,
-        name: body.name.trim().to_string(),
-        commissioner: body.commissioner.trim().to_string(),
-        model: body.model,
-        rules,
-    })
+impl ContractBody {
+    fn into_draft(self, id: ContractId) -> reference::ContractDraft {
+        reference::ContractDraft {
+            id,
+            name: self.name,
+            commissioner: self.commissioner,
+            model: self.model,
+            rules: self.rules,
+        }
+    }
 }
 
 async fn create_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     body: Result<Json<ContractBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Contract>)> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let body = json_body(body)?;
         let id = body.id.unwrap_or_default();
-        if st.store.contract(id)?.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("contract {id} exists"),
-            ));
-        }
-        let contract = contract_from(body, id)?;
-        st.store.upsert_contract(&contract)?;
+        let contract = reference::create_contract(st.store.as_ref(), body.into_draft(id))?;
         Ok((StatusCode::CREATED, Json(contract)))
     })
     .await
@@ -210,18 +161,14 @@ async fn create_contract(
 
 async fn put_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     Path(id): Path<String>,
     body: Result<Json<ContractBody>, JsonRejection>,
 ) -> ApiResult<Json<Contract>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE)?;
         let id: ContractId = parse_id(&id)?;
-        st.store
-            .contract(id)?
-            .ok_or_else(|| ApiError::not_found(format!("no contract {id}")))?;
-        let contract = contract_from(json_body(body)?, id)?;
-        st.store.upsert_contract(&contract)?;
+        reference::contract(st.store.as_ref(), id)?;
+        let contract = reference::update_contract(st.store.as_ref(), json_body(body)?.into_draft(id))?;
         Ok(Json(contract))
     })
     .await
@@ -229,23 +176,19 @@ async fn put_contract(
 
 async fn get_contract(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Contract>> {
     blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
         let id: ContractId = parse_id(&id)?;
-        Ok(Json(st.store.contract(id)?.ok_or_else(|| {
-            ApiError::not_found(format!("no contract {id}"))
-        })?))
+        Ok(Json(reference::contract(st.store.as_ref(), id)?))
     })
     .await
 }
 
-async fn list_contracts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Contract>>> {
-    blocking(move || {
-        require(&authenticate(&st, &headers)?, OFFICE_OR_SUPERVISOR)?;
-        Ok(Json(st.store.contracts()?))
-    })
-    .await
+async fn list_contracts(
+    State(st): State<AppState>,
+    _: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Contract>>> {
+    blocking(move || Ok(Json(reference::contracts(st.store.as_ref())?))).await
 }

@@ -1,14 +1,13 @@
 //! Figures for the office (JSON and CSV, with names beside ids) and live alerts for supervisors.
 
-use super::office::{require, OFFICE, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
+use super::authed::{Authed, Office, OfficeOrSupervisor, Operations};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::names::{named_columns, Names};
 use crate::services::reports::{self, Alert, FiguresError, Span};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use caresync_core::metrics::{json_rows_csv, CsvRow, GroupBy, PeriodKind, ReportRow, VisitFigures};
 use caresync_core::VisitId;
@@ -18,40 +17,32 @@ use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/reports/punctuality",
-            get(|s, h, q| figures(s, h, q, Figure::Punctuality, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/punctuality.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Punctuality, Format::Csv)),
-        )
-        .route(
-            "/api/v1/reports/kpi",
-            get(|s, h, q| figures(s, h, q, Figure::Kpi, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/kpi.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Kpi, Format::Csv)),
-        )
-        .route(
-            "/api/v1/reports/reconciliation",
-            get(|s, h, q| figures(s, h, q, Figure::Reconciliation, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/reconciliation.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Reconciliation, Format::Csv)),
-        )
-        .route(
-            "/api/v1/reports/continuity",
-            get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Json)),
-        )
-        .route(
-            "/api/v1/reports/continuity.csv",
-            get(|s, h, q| figures(s, h, q, Figure::Continuity, Format::Csv)),
-        )
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/visits/{id}/figures", get(visit_figures))
+        .op("get", "/api/v1/reports/punctuality", |s, h, q| {
+            figures(s, h, q, Figure::Punctuality, Format::Json)
+        })
+        .op("get", "/api/v1/reports/punctuality.csv", |s, h, q| {
+            figures(s, h, q, Figure::Punctuality, Format::Csv)
+        })
+        .op("get", "/api/v1/reports/kpi", |s, h, q| {
+            figures(s, h, q, Figure::Kpi, Format::Json)
+        })
+        .op("get", "/api/v1/reports/kpi.csv", |s, h, q| {
+            figures(s, h, q, Figure::Kpi, Format::Csv)
+        })
+        .op("get", "/api/v1/reports/reconciliation", |s, h, q| {
+            figures(s, h, q, Figure::Reconciliation, Format::Json)
+        })
+        .op("get", "/api/v1/reports/reconciliation.csv", |s, h, q| {
+            figures(s, h, q, Figure::Reconciliation, Format::Csv)
+        })
+        .op("get", "/api/v1/reports/continuity", |s, h, q| {
+            figures(s, h, q, Figure::Continuity, Format::Json)
+        })
+        .op("get", "/api/v1/reports/continuity.csv", |s, h, q| {
+            figures(s, h, q, Figure::Continuity, Format::Csv)
+        })
+        .op("get", "/api/v1/alerts", alerts)
+        .op("get", "/api/v1/visits/{id}/figures", visit_figures)
 }
 
 #[derive(Clone, Copy)]
@@ -84,8 +75,7 @@ fn default_period() -> PeriodKind {
 
 type Params = Result<Query<ReportParams>, QueryRejection>;
 
-fn span(st: &AppState, headers: &HeaderMap, params: Params) -> ApiResult<(Span, ReportParams)> {
-    require(&authenticate(st, headers)?, OFFICE)?;
+fn span(st: &AppState, params: Params) -> ApiResult<(Span, ReportParams)> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (from, to) =
         reports::day_range(st.tz, p.from, p.to).map_err(|e| ApiError::bad_request("invalid_query", e))?;
@@ -149,7 +139,7 @@ enum Figure {
 
 async fn figures(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Authed<Office>,
     params: Params,
     figure: Figure,
     format: Format,
@@ -160,7 +150,7 @@ async fn figures(
     };
     blocking(move || {
         let _permit = permit;
-        let (span, p) = span(&st, &headers, params)?;
+        let (span, p) = span(&st, params)?;
         let store = st.store.as_ref();
         let names = Names::from_store(store)?;
         match figure {
@@ -196,10 +186,11 @@ async fn figures(
 }
 
 /// Alerts now: the office sees all; a supervisor sees visits with a carer from their team.
-async fn alerts(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Vec<Alert>>> {
+async fn alerts(
+    State(st): State<AppState>,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
+) -> ApiResult<Json<Vec<Alert>>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let scope = crate::services::scope::carers(st.store.as_ref(), &who)?;
         Ok(Json(reports::alerts(st.store.as_ref(), now(), scope.as_ref())?))
     })
@@ -216,13 +207,11 @@ pub struct FiguresParams {
 /// overrun, flags, billable minutes. Office, or a supervisor for a visit in their scope.
 async fn visit_figures(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     params: Result<Query<FiguresParams>, QueryRejection>,
 ) -> ApiResult<Json<VisitFigures>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = super::office::parse_id(&id)?;
         // Scope first: out of scope answers 404 like an unknown visit.
         super::supervision::visit_in_scope(&st, &who, visit_id)?;

@@ -1,15 +1,15 @@
 //! What supervisors (and the office) do: amend actual times, add notes, read timelines.
 //! A supervisor sees and acts on visits with at least one carer in their team.
 
-use super::office::{json_body, parse_id, require, OFFICE_OR_SUPERVISOR};
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
-use crate::services::scope;
-use crate::services::visits::VisitServiceError;
-use crate::store::{EventRow, Principal};
+use super::authed::{Authed, OfficeOrSupervisor, Operations};
+use super::office::{json_body, parse_id};
+use super::{blocking, now, ApiError, ApiResult, AppState};
+use crate::services::timeline::{self, VisitTimeline};
+use crate::services::{scope, supervision};
+use crate::store::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::http::StatusCode;
 use axum::{Json, Router};
 use caresync_core::domain::*;
 use caresync_core::visit_document::{Amendment, Note, Visit};
@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/visits/{id}/amendments", post(amend))
-        .route("/api/v1/visits/{id}/notes", post(add_note))
-        .route("/api/v1/visits/{id}/timeline", get(visit_timeline))
-        .route("/api/v1/carers/{id}/timeline", get(carer_timeline))
+        .op("post", "/api/v1/visits/{id}/amendments", amend)
+        .op("post", "/api/v1/visits/{id}/notes", add_note)
+        .op("get", "/api/v1/visits/{id}/timeline", visit_timeline)
+        .op("get", "/api/v1/carers/{id}/timeline", carer_timeline)
 }
 
 /// The visit's document if the caller may see it; outside their scope it is "not found", the
@@ -43,49 +43,23 @@ pub struct NewAmendment {
 
 async fn amend(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     body: Result<Json<NewAmendment>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Amendment>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         // Scope before the body: a malformed body must not tell another team's visit exists.
         let current = visit_in_scope(&st, &who, visit_id)?;
         let a = json_body(body)?;
-        if !current.schedule.carers.contains(&a.carer_id) && current.events_of(a.carer_id).next().is_none() {
-            return Err(ApiError::bad_request(
-                "invalid",
-                "that carer is not on this visit",
-            ));
-        }
-        if a.comment
-            .as_ref()
-            .is_some_and(|c| c.chars().count() > MAX_NOTE_CHARS)
-        {
-            return Err(ApiError::bad_request("invalid", "comment too long"));
-        }
-        let at = now();
-        let amendment = Amendment {
-            id: AmendmentId::new(),
-            author_id: who.person.id,
-            author_role: who.person.role,
+        let draft = supervision::AmendmentDraft {
             carer_id: a.carer_id,
             time: a.time,
             corrected_time: a.corrected_time.timestamp_millis(),
             reason: a.reason,
-            comment: a.comment.filter(|c| !c.trim().is_empty()),
-            written_at: at,
+            comment: a.comment,
         };
-        st.visits.edit(visit_id, at, |doc, _| {
-            doc.append_amendment(&amendment)
-                .map(|_| ())
-                .map_err(|source| VisitServiceError::Document {
-                    visit: visit_id,
-                    source,
-                })
-        })?;
+        let amendment = supervision::amend(&st.visits, &who, &current, draft, now())?;
         Ok((StatusCode::CREATED, Json(amendment)))
     })
     .await
@@ -99,146 +73,28 @@ pub struct NewNote {
 
 async fn add_note(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     body: Result<Json<NewNote>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Note>)> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit_id: VisitId = parse_id(&id)?;
         visit_in_scope(&st, &who, visit_id)?;
         let n = json_body(body)?;
-        let chars = n.text.chars().count();
-        if n.text.trim().is_empty() || chars > MAX_NOTE_CHARS {
-            return Err(ApiError::bad_request(
-                "invalid",
-                format!("a note has 1 to {MAX_NOTE_CHARS} characters"),
-            ));
-        }
-        let at = now();
-        let note = Note {
-            id: NoteId::new(),
-            author_id: who.person.id,
-            author_role: who.person.role,
-            written_at: at,
-            category: n.category,
-            text: n.text,
-        };
-        st.visits.edit(visit_id, at, |doc, _| {
-            doc.append_note(&note)
-                .map(|_| ())
-                .map_err(|source| VisitServiceError::Document {
-                    visit: visit_id,
-                    source,
-                })
-        })?;
+        let note = supervision::add_note(&st.visits, &who, visit_id, n.category, n.text, now())?;
         Ok((StatusCode::CREATED, Json(note)))
     })
     .await
 }
 
-/// One line of a visit's timeline.
-#[derive(Serialize, Debug)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TimelineEntry {
-    Schedule {
-        at: Millis,
-        by: PersonId,
-        what: String,
-        schedule: caresync_core::Schedule,
-    },
-    Clock {
-        at: Millis,
-        event: EventRow,
-    },
-    Note {
-        at: Millis,
-        note: Note,
-    },
-    TaskOutcome {
-        at: Millis,
-        outcome: caresync_core::TaskOutcome,
-    },
-    Amendment {
-        at: Millis,
-        amendment: Amendment,
-    },
-}
-
-impl TimelineEntry {
-    fn at(&self) -> Millis {
-        match self {
-            TimelineEntry::Schedule { at, .. }
-            | TimelineEntry::Clock { at, .. }
-            | TimelineEntry::Note { at, .. }
-            | TimelineEntry::TaskOutcome { at, .. }
-            | TimelineEntry::Amendment { at, .. } => *at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct VisitTimeline {
-    visit_id: VisitId,
-    schedule: caresync_core::Schedule,
-    entries: Vec<TimelineEntry>,
-}
-
-fn timeline_of(st: &AppState, visit: &Visit) -> ApiResult<VisitTimeline> {
-    let id = visit.visit_id;
-    let mut entries = Vec::new();
-    for change in st.visits.schedule_history(id)? {
-        entries.push(TimelineEntry::Schedule {
-            at: change.label.at,
-            by: change.label.author_id,
-            what: change.label.what,
-            schedule: change.schedule,
-        });
-    }
-    // Clock events from the projection: it carries received time and flags.
-    for event in st.store.events_for_visit(id)? {
-        entries.push(TimelineEntry::Clock {
-            at: event.trusted_time,
-            event,
-        });
-    }
-    for note in &visit.notes {
-        entries.push(TimelineEntry::Note {
-            at: note.written_at,
-            note: note.clone(),
-        });
-    }
-    for outcome in &visit.task_outcomes {
-        entries.push(TimelineEntry::TaskOutcome {
-            at: outcome.recorded_at,
-            outcome: outcome.clone(),
-        });
-    }
-    for amendment in &visit.amendments {
-        entries.push(TimelineEntry::Amendment {
-            at: amendment.written_at,
-            amendment: amendment.clone(),
-        });
-    }
-    entries.sort_by_key(TimelineEntry::at);
-    Ok(VisitTimeline {
-        visit_id: id,
-        schedule: visit.schedule.clone(),
-        entries,
-    })
-}
-
 async fn visit_timeline(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VisitTimeline>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let visit = visit_in_scope(&st, &who, parse_id(&id)?)?;
-        Ok(Json(timeline_of(&st, &visit)?))
+        Ok(Json(timeline::of_visit(st.store.as_ref(), &st.visits, &visit)?))
     })
     .await
 }
@@ -258,24 +114,17 @@ pub struct CarerDay {
 
 async fn carer_timeline(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Authed { who, .. }: Authed<OfficeOrSupervisor>,
     Path(id): Path<String>,
     query: Result<Query<DayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<CarerDay>> {
     blocking(move || {
-        let who = authenticate(&st, &headers)?;
-        require(&who, OFFICE_OR_SUPERVISOR)?;
         let carer: PersonId = parse_id(&id)?;
         scope::person(st.store.as_ref(), &who, carer)?
             .ok_or_else(|| ApiError::not_found(format!("no person {carer}")))?;
         let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
         let (from, to) = caresync_core::store::local_day_bounds(st.tz, q.date);
-        let mut visits = Vec::new();
-        for row in st.store.visits_planned_between(from, to)? {
-            if row.carers.contains(&carer) {
-                visits.push(timeline_of(&st, &st.visits.read(row.visit_id)?)?);
-            }
-        }
+        let visits = timeline::carer_day(st.store.as_ref(), &st.visits, carer, from, to)?;
         Ok(Json(CarerDay {
             carer_id: carer,
             date: q.date,

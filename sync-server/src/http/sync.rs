@@ -1,12 +1,14 @@
 //! The phone endpoints: enrolment and batched sync (CBOR).
 
-use super::{authenticate, blocking, now, ApiError, ApiResult, AppState};
-use crate::services::people;
+use super::authed::{Authed, CarerDevice};
+use super::{blocking, now, ApiError, ApiResult, AppState};
 use crate::services::visits::Ingested;
+use crate::services::{manifest, people};
+use crate::store::Principal;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use caresync_core::protocol::*;
 use std::collections::HashSet;
@@ -50,7 +52,7 @@ pub async fn enrol(
             people::Enrolment::Refused { owner } => {
                 // Repeated tries at one person's code spend all of theirs (services::sign_in_limits).
                 if let Some(person) = owner.filter(|p| state.sign_in_limits.person_failed(*p, at)) {
-                    let spent = state.store.lock_enrolment_codes(person, at)?;
+                    let spent = people::lock_enrolment_codes(state.store.as_ref(), person, at)?;
                     tracing::warn!(%person, spent, "too many failed enrolments with this person's codes; their codes are spent");
                 }
                 return Err(super::sign_in::wrong_code(owner));
@@ -69,14 +71,16 @@ pub async fn enrol(
 
 pub async fn sync(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    // A refusal is counted as a rejected sync, and an over-long body is told so first.
+    caller: Result<Authed<CarerDevice>, ApiError>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let telemetry = state.telemetry.clone();
     let result = async {
         let body = body_or_413(body)?;
-        blocking(move || answer(&state, &headers, &body)).await
+        let who = caller?.who;
+        blocking(move || answer(&state, &who, &body)).await
     }
     .await;
     match &result {
@@ -125,14 +129,10 @@ pub fn decode_request(body: &[u8]) -> ApiResult<SyncRequest> {
     Ok(req)
 }
 
-fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let who = authenticate(state, headers)?;
+fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response> {
     let device = who
         .device_id
         .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
-    if who.person.role != caresync_core::Role::Carer {
-        return Err(ApiError::forbidden("only carers' devices sync"));
-    }
     let req = decode_request(body)?;
     let t = &state.telemetry;
     let at = now();
@@ -148,7 +148,7 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
     let mut recorded_sync = false;
     for m in &req.visits {
         t.sync_visit_messages.fetch_add(1, Relaxed);
-        match state.visits.ingest(&who, m.visit_id, &m.message, at)? {
+        match state.visits.ingest(who, m.visit_id, &m.message, at)? {
             Ingested::Accepted { reply, new_changes } => {
                 recorded_sync = true;
                 t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
@@ -166,36 +166,19 @@ fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Respo
             }
         }
     }
-    let in_scope =
-        state
-            .store
-            .visits_for_carer(who.person.id, at - state.scope_back_ms, at + state.scope_ahead_ms)?;
-    // If the phone's view of every visit it did not send agrees with ours, only the visits it
-    // sent need their (new) heads; otherwise it gets the whole manifest.
-    let in_request: HashSet<_> = req.visits.iter().map(|m| m.visit_id).collect();
-    let ours = manifest_digest(
-        in_scope
-            .iter()
-            .filter(|r| !in_request.contains(&r.visit_id))
-            .map(|r| (r.visit_id, &r.heads)),
-    );
-    // A visit sent but no longer in scope (reassigned, out of the window) needs the whole
-    // manifest too, so the phone can let it go.
-    let all_in_scope = in_request
-        .iter()
-        .all(|id| in_scope.iter().any(|r| r.visit_id == *id));
-    response.manifest_complete = req.manifest_digest.as_deref() != Some(ours.as_str()) || !all_in_scope;
-    for row in in_scope
-        .iter()
-        .filter(|r| response.manifest_complete || in_request.contains(&r.visit_id))
-    {
-        response.manifest.push(ManifestEntry {
-            visit_id: row.visit_id,
-            heads: row.heads.clone(),
-        });
-    }
+    let sent: HashSet<_> = req.visits.iter().map(|m| m.visit_id).collect();
+    let manifest = manifest::for_carer(
+        state.store.as_ref(),
+        who.person.id,
+        at - state.scope_back_ms,
+        at + state.scope_ahead_ms,
+        &sent,
+        req.manifest_digest.as_deref(),
+    )?;
+    response.manifest = manifest.entries;
+    response.manifest_complete = manifest.complete;
     if !recorded_sync {
-        state.store.device_synced(device, at)?;
+        manifest::device_synced(state.store.as_ref(), device, at)?;
     }
     response.server_time = now();
     Ok(cbor(to_cbor(&response)))

@@ -734,6 +734,29 @@ pub fn figures(
 
 /// The figures as CSV (one column per alert kind), the team's id last so readers of the earlier
 /// columns by position are undisturbed.
+/// [`figures`] for the caller's scope: the office every team, a supervisor their own, anyone
+/// else nothing.
+pub fn figures_for(
+    store: &dyn ServerStore,
+    who: &crate::store::Principal,
+    tz: chrono_tz::Tz,
+    from: Millis,
+    to: Millis,
+    now: Millis,
+) -> Result<Vec<OversightRow>> {
+    use super::scope::Scope;
+    match Scope::of(who) {
+        Scope::Everything => figures(store, tz, from, to, None, now),
+        Scope::Team(team) => figures(store, tz, from, to, Some(team), now),
+        Scope::Nothing => Ok(vec![]),
+    }
+}
+
+/// An alert's history, oldest first (append-only).
+pub fn history(store: &dyn ServerStore, id: AlertId) -> Result<Vec<AlertEntry>> {
+    store.alert_history(id)
+}
+
 pub fn figures_csv(rows: &[OversightRow]) -> String {
     let mut head = vec!["team", "month", "raised"];
     head.extend(AlertKind::ALL.iter().map(|k| k.as_str()));

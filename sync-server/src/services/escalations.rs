@@ -261,6 +261,17 @@ pub fn record_contact(
     Ok(contact)
 }
 
+/// Every escalation with its due day, status and whether it was raised in time, as of today.
+pub fn list(store: &dyn ServerStore, tz: Tz, now: Millis) -> Result<Vec<EscalationView>> {
+    let today = local_day(now, tz);
+    Ok(store.escalations()?.into_iter().map(|e| view(e, today)).collect())
+}
+
+/// Contacts with commissioners, the evidence of proactive communication.
+pub fn contacts(store: &dyn ServerStore) -> Result<Vec<CommissionerContact>> {
+    store.commissioner_contacts()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! People, enrolment and tokens.
 
+use super::{validation, Refused};
 use crate::auth::{hash_secret, new_enrolment_code, new_token, normalise_code};
-use crate::store::{Person, Principal, ServerStore, StoreError};
+use crate::store::{Device, Person, Principal, ServerStore, StoreError};
 use caresync_core::domain::*;
 
 /// How long an enrolment code stays usable.
@@ -194,4 +195,131 @@ pub fn authenticate(
     } else {
         Ok(sign_in.principal)
     })
+}
+
+// The office API's account operations: each checks what it needs and says no with a `Refused`.
+
+/// Create a person after checking the name and that the team exists.
+pub fn create_checked(
+    store: &dyn ServerStore,
+    name: &str,
+    role: Role,
+    team_id: Option<TeamId>,
+    now: Millis,
+    token_ttl_ms: Millis,
+) -> Result<(Person, Option<String>), Refused> {
+    validation::name("the name", name)?;
+    validation::known_team(team_id, &store.teams()?)?;
+    Ok(create_person_with_token_ttl(
+        store,
+        name,
+        role,
+        team_id,
+        now,
+        token_ttl_ms,
+    )?)
+}
+
+fn no_person(person: PersonId) -> Refused {
+    Refused::NotFound(format!("no person {person}"))
+}
+
+fn deactivated(person: PersonId) -> Refused {
+    Refused::conflict("deactivated", format!("person {person} is deactivated"))
+}
+
+/// [`deactivate`] by `by`, who may not shut their own account; the person as they now are.
+pub fn deactivate_by(
+    store: &dyn ServerStore,
+    by: &Principal,
+    person: PersonId,
+    now: Millis,
+) -> Result<Person, Refused> {
+    if person == by.person.id {
+        return Err(Refused::invalid(
+            "invalid",
+            "you cannot deactivate yourself; another office person can",
+        ));
+    }
+    if !deactivate(store, person, now)? {
+        return Err(no_person(person));
+    }
+    store.person(person)?.ok_or_else(|| no_person(person))
+}
+
+/// [`rotate_token`] for `by`: the office may rotate anyone's, others their own (anyone else's
+/// is "no person", like an unknown id); carers have phones, not API tokens.
+pub fn rotate_token_by(
+    store: &dyn ServerStore,
+    by: &Principal,
+    person_id: PersonId,
+    now: Millis,
+    token_ttl_ms: Millis,
+) -> Result<IssuedToken, Refused> {
+    if by.person.role != Role::Office && person_id != by.person.id {
+        return Err(no_person(person_id));
+    }
+    let person = store.person(person_id)?.ok_or_else(|| no_person(person_id))?;
+    if person.role == Role::Carer {
+        return Err(Refused::invalid(
+            "invalid",
+            "carers sign in with their phone; revoke it and issue an enrolment code",
+        ));
+    }
+    let issued = rotate_token(store, person_id, now, token_ttl_ms)?.ok_or_else(|| deactivated(person_id))?;
+    tracing::info!(person = %person_id, by = %by.person.id, "API token rotated");
+    Ok(issued)
+}
+
+/// Revoke every API token of a person; how many were live.
+pub fn revoke_tokens_by(
+    store: &dyn ServerStore,
+    by: &Principal,
+    person: PersonId,
+    now: Millis,
+) -> Result<u64, Refused> {
+    store.person(person)?.ok_or_else(|| no_person(person))?;
+    let revoked = store.revoke_api_tokens(person, now)?;
+    tracing::info!(%person, revoked, by = %by.person.id, "API tokens revoked");
+    Ok(revoked)
+}
+
+/// An enrolment code for an active carer.
+pub fn issue_code_for(
+    store: &dyn ServerStore,
+    person_id: PersonId,
+    now: Millis,
+) -> Result<IssuedCode, Refused> {
+    let person = store.person(person_id)?.ok_or_else(|| no_person(person_id))?;
+    if person.role != Role::Carer {
+        return Err(Refused::invalid("invalid", "devices are enrolled for carers"));
+    }
+    if !person.active {
+        return Err(deactivated(person_id));
+    }
+    Ok(issue_enrolment_code(store, person_id, now)?)
+}
+
+/// Enrolled phones.
+pub fn devices(store: &dyn ServerStore) -> Result<Vec<Device>, StoreError> {
+    store.devices()
+}
+
+/// Revoke a phone: its token fails from its next request.
+pub fn revoke_device(store: &dyn ServerStore, device: DeviceId, now: Millis) -> Result<(), Refused> {
+    if !store.revoke_device(device, now)? {
+        return Err(Refused::NotFound(format!("no device {device}")));
+    }
+    tracing::info!(%device, "device revoked");
+    Ok(())
+}
+
+/// After a failed enrolment with `person`'s code, if the limiter says they have had too many:
+/// spend all their unused codes.
+pub fn lock_enrolment_codes(
+    store: &dyn ServerStore,
+    person: PersonId,
+    now: Millis,
+) -> Result<u64, StoreError> {
+    store.lock_enrolment_codes(person, now)
 }

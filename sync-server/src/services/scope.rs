@@ -141,3 +141,43 @@ pub fn clients(store: &dyn ServerStore, who: &Principal) -> Result<Vec<Client>> 
     }
     Ok(out)
 }
+
+/// An alert record if it exists and its visit is in the caller's scope.
+pub fn alert(
+    store: &dyn ServerStore,
+    who: &Principal,
+    id: AlertId,
+) -> Result<Option<crate::store::alerts::AlertRecord>> {
+    let Some(alert) = store.alert(id)? else {
+        return Ok(None);
+    };
+    Ok(visit(store, who, alert.visit_id)?.map(|_| alert))
+}
+
+/// The alerts matching `query` whose visits the caller may see (each visit checked once).
+pub fn alerts(
+    store: &dyn ServerStore,
+    who: &Principal,
+    query: &crate::store::alerts::AlertQuery,
+) -> Result<Vec<crate::store::alerts::AlertRecord>> {
+    let alerts = store.alerts(query)?;
+    if Scope::of(who) == Scope::Everything {
+        return Ok(alerts);
+    }
+    let mut seen: std::collections::HashMap<VisitId, bool> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for a in alerts {
+        let visible = match seen.get(&a.visit_id) {
+            Some(v) => *v,
+            None => {
+                let v = visit(store, who, a.visit_id)?.is_some();
+                seen.insert(a.visit_id, v);
+                v
+            }
+        };
+        if visible {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
