@@ -99,6 +99,7 @@ pub struct EnrolResponse {
 }
 
 /// The body of every error response (JSON for the office API, CBOR for sync).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// Stable machine-readable code, e.g. `unauthorized`, `forbidden`, `payload_too_large`.

@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, NaiveDate, Offset, TimeZone};
 use serde::{Deserialize, Serialize};
 
 /// How many of a unit's clock events carry each time-trust flag.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagCounts {
     /// Events with any flag.
@@ -214,14 +215,18 @@ impl VisitFacts {
 }
 
 /// One visit's figures at an instant, for the visit page and for anyone checking a figure.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VisitFigures {
     pub visit_id: VisitId,
     pub contract_id: ContractId,
     pub client_id: ClientId,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub planned_start: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub planned_end: Millis,
     /// The instant judged at.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub as_of: Millis,
     #[serde(flatten)]
     pub figures: Figures,
@@ -239,6 +244,7 @@ pub struct VisitFigures {
     pub carers: Vec<CarerFigures>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CarerFigures {
     pub carer_id: PersonId,

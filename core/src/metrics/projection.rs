@@ -12,6 +12,7 @@ use super::rules::KpiTargets;
 use serde::{Deserialize, Serialize};
 
 /// Counts of one contract over some days.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KpiCounts {
     pub attended: u64,
@@ -20,6 +21,7 @@ pub struct KpiCounts {
 }
 
 /// Where a measure stands and is heading.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outlook {
@@ -32,6 +34,7 @@ pub enum Outlook {
     Breach,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeasureProjection {
     pub month_to_date_pct: Option<f64>,
@@ -40,6 +43,7 @@ pub struct MeasureProjection {
     pub outlook: Outlook,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = KpiOutlook))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KpiProjection {
     pub late: MeasureProjection,

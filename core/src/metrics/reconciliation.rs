@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One client's minutes on one contract in one ISO week.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconciliationRow {
     /// `2026-W18`.
@@ -50,6 +51,7 @@ impl CsvRow for ReconciliationRow {
 }
 
 /// Distinct carers who attended a client in one ISO week.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContinuityRow {
     pub week: String,

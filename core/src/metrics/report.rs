@@ -49,6 +49,7 @@ impl ReportContext {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
@@ -122,6 +123,7 @@ impl GroupBy {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CountUnit {
@@ -130,15 +132,19 @@ pub enum CountUnit {
     CarerVisit,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportQuery {
     pub group_by: GroupBy,
     pub period: PeriodKind,
+    /// An IANA time zone name, e.g. `Europe/London`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub time_zone: AgencyTimeZone,
 }
 
 /// One group in one period. Flat, so the CSV carries exactly the JSON fields.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReportRow {
     /// `2026-10-25`, `2026-W43` or `2026-10`.
@@ -214,6 +220,7 @@ impl CsvRow for ReportRow {
     ];
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KpiStatus {
@@ -223,6 +230,7 @@ pub enum KpiStatus {
 }
 
 /// A contract's KPI standing for one local month.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KpiRow {
     pub contract_id: ContractId,
@@ -259,6 +267,7 @@ impl CsvRow for KpiRow {
     ];
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PunctualityReport {
     pub query: ReportQuery,

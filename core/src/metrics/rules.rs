@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const BILLING_UNITS_MIN: [u32; 5] = [1, 5, 15, 30, 60];
 
 /// Every threshold of the metric definitions, for one contract.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContractRules {
@@ -50,6 +51,7 @@ impl Default for ContractRules {
 }
 
 /// How billable minutes are derived from a visit.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BillingRule {
@@ -69,6 +71,7 @@ impl Default for BillingRule {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BillingBasis {
@@ -80,6 +83,7 @@ pub enum BillingBasis {
     Capped,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
@@ -90,6 +94,7 @@ pub enum Rounding {
 }
 
 /// Monthly maxima of a framework contract, in percent. Breach when the rate is strictly above.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KpiTargets {
@@ -98,14 +103,18 @@ pub struct KpiTargets {
 }
 
 /// Thresholds of the time-trust flags (brief, section 4).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeTrustRules {
     /// An offset measured longer ago than this (before the event) no longer verifies its time.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub offset_max_age_ms: Millis,
     /// `clock_skew` when |offset| is above this.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub max_skew_ms: Millis,
     /// `future_time` when the trusted time is later than the server's receipt by more than this.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub future_tolerance_ms: Millis,
 }
 

@@ -23,6 +23,7 @@ pub struct VisitInputs {
 }
 
 /// Where a visit (or one carer's part of it) stands. Exactly one applies.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attendance {
@@ -39,6 +40,7 @@ pub enum Attendance {
     Missed,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Punctuality {
@@ -50,18 +52,23 @@ pub enum Punctuality {
 }
 
 /// The judged figures, for a whole visit or for one carer's part of it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     pub attendance: Attendance,
     /// i: trusted time after amendments.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, format = "epoch-ms"))]
     pub clock_in: Option<Millis>,
     /// o: trusted time after amendments.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, format = "epoch-ms"))]
     pub clock_out: Option<Millis>,
     /// Set only when attended.
     pub punctuality: Option<Punctuality>,
     /// i − P (negative when early); set only when attended.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub start_offset_ms: Option<Millis>,
     /// o − i, never below 0; set when attended with a clock-out.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub duration_ms: Option<Millis>,
     pub short: bool,
     pub overrun: bool,

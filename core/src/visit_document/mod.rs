@@ -47,19 +47,23 @@ impl From<automerge::AutomergeError> for DocumentError {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
     pub title: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
     pub client_id: ClientId,
     pub contract_id: ContractId,
     /// One carer, or two for a double-up.
     pub carers: Vec<PersonId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub planned_start: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub planned_end: Millis,
     #[serde(default)]
     pub tasks: Vec<Task>,
@@ -81,6 +85,7 @@ impl Schedule {
 }
 
 /// A clock-in or clock-out, as the phone recorded it. The trusted time is derived, never stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClockEvent {
     pub id: EventId,
@@ -88,12 +93,14 @@ pub struct ClockEvent {
     pub carer_id: PersonId,
     pub device_id: DeviceId,
     /// The phone's wall clock when the carer tapped.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub device_time: Millis,
     /// Server minus device, as last measured before the tap; absent if never measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
     /// Device time at which that offset was measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, format = "epoch-ms"))]
     pub offset_measured_at: Option<Millis>,
     pub method: ClockMethod,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,17 +119,20 @@ impl ClockEvent {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Note {
     pub id: NoteId,
     pub author_id: PersonId,
     pub author_role: Role,
     /// Device time when written (plus the offset then known, where one was).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub written_at: Millis,
     pub category: NoteCategory,
     pub text: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskOutcome {
     pub id: OutcomeId,
@@ -131,10 +141,12 @@ pub struct TaskOutcome {
     pub result: TaskResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub recorded_at: Millis,
 }
 
 /// A correction of an actual time by the office or a supervisor. The original event is kept.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Amendment {
     pub id: AmendmentId,
@@ -143,14 +155,17 @@ pub struct Amendment {
     /// Whose time is corrected (matters for double-ups).
     pub carer_id: PersonId,
     pub time: AmendedTime,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub corrected_time: Millis,
     pub reason: ReasonCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, format = "epoch-ms"))]
     pub written_at: Millis,
 }
 
 /// The whole visit, read from its document.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Visit {
     pub schema_version: u64,

@@ -47,14 +47,14 @@ fn millis(t: DateTime<Utc>) -> Millis {
     t.timestamp_millis()
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct NewPerson {
     name: String,
     role: Role,
     team_id: Option<TeamId>,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct CreatedPerson {
     person: Person,
     /// The API token for office and supervisors, shown once.
@@ -108,7 +108,7 @@ async fn deactivate_person(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct IssuedToken {
     person_id: PersonId,
     /// Shown once; the person's earlier tokens stopped working.
@@ -138,7 +138,7 @@ async fn rotate_token(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct RevokedTokens {
     revoked: u64,
 }
@@ -158,7 +158,7 @@ async fn revoke_tokens(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct EnrolmentCode {
     code: String,
     expires_at: DateTime<Utc>,
@@ -209,11 +209,12 @@ async fn revoke_device(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct NewVisit {
     visit_id: Option<VisitId>,
     client_id: ClientId,
     contract_id: ContractId,
+    #[schema(min_items = 1, max_items = 2)]
     carers: Vec<PersonId>,
     planned_start: DateTime<Utc>,
     planned_end: DateTime<Utc>,
@@ -221,12 +222,12 @@ pub struct NewVisit {
     tasks: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct NewVisits {
     visits: Vec<NewVisit>,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct CreatedVisits {
     visit_ids: Vec<VisitId>,
 }
@@ -314,23 +315,23 @@ async fn get_visit(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct Reschedule {
     planned_start: DateTime<Utc>,
     planned_end: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct Reassign {
     carers: Vec<PersonId>,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct MoveContract {
     contract_id: ContractId,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct Cancel {
     reason: String,
     chargeable: bool,

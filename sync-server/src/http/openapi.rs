@@ -1,10 +1,9 @@
 //! The OpenAPI 3.1 document, served at `/api/openapi.json`, built from one table of operations
 //! (`OPERATIONS`) that the tests also use to check every route exists and every role check holds.
 
-use crate::services::names::named_columns;
 use axum::Json;
-use caresync_core::metrics::{CsvRow, ReportRow};
 use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
 
 /// Who may call an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,10 +203,138 @@ fn list(name: &str) -> Value {
     json!({ "type": "array", "items": r(name) })
 }
 
+/// The schemas derived from the Rust types (`utoipa::ToSchema`, which reads their serde
+/// attributes); every type they mention comes along (ids, enums, nested rows).
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    caresync_core::protocol::Problem,
+    caresync_core::domain::Location,
+    caresync_core::domain::CommissioningModel,
+    caresync_core::metrics::ContractRules,
+    caresync_core::metrics::GroupBy,
+    caresync_core::metrics::PeriodKind,
+    caresync_core::metrics::ReportRow,
+    caresync_core::metrics::KpiRow,
+    caresync_core::metrics::PunctualityReport,
+    caresync_core::metrics::ReconciliationRow,
+    caresync_core::metrics::ContinuityRow,
+    caresync_core::metrics::VisitFigures,
+    caresync_core::Visit,
+    crate::store::Person,
+    crate::store::Device,
+    crate::store::Team,
+    crate::store::Client,
+    crate::services::reports::Alert,
+    super::office::NewPerson,
+    super::office::CreatedPerson,
+    super::office::IssuedToken,
+    super::office::RevokedTokens,
+    super::office::EnrolmentCode,
+    super::office::NewVisits,
+    super::office::CreatedVisits,
+    super::office::Reschedule,
+    super::office::Reassign,
+    super::office::MoveContract,
+    super::office::Cancel,
+    super::reference::NewTeam,
+    super::reference::ClientBody,
+    super::supervision::NewAmendment,
+    super::supervision::NewNote,
+    super::oversight::Resolution,
+)))]
+struct Derived;
+
+/// The format the types give an instant in epoch milliseconds (`#[schema(format = "epoch-ms")]`).
+const EPOCH_MS_FORMAT: &str = "epoch-ms";
+
+/// The derived schemas as the API answers them: each instant in milliseconds described and
+/// followed by its `_rfc3339` sibling (`http::times`), and the names `services::names` adds beside
+/// the ids of report rows.
+fn derived() -> Map<String, Value> {
+    let components = Derived::openapi().components.unwrap_or_default();
+    let mut schemas = match serde_json::to_value(&components.schemas) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for schema in schemas.values_mut() {
+        add_instant_siblings(schema);
+    }
+    for row in ["ReportRow", "KpiRow", "ReconciliationRow", "ContinuityRow"] {
+        if let Some(schema) = schemas.get_mut(row) {
+            add_names(schema);
+        }
+    }
+    schemas
+}
+
+/// Marks each property the types give the epoch-milliseconds format, at any depth, and adds its
+/// RFC 3339 sibling, required when the field is.
+fn add_instant_siblings(schema: &mut Value) {
+    match schema {
+        Value::Object(m) => {
+            let mut siblings = Vec::new();
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for (k, p) in props.iter_mut() {
+                    if p["format"] == EPOCH_MS_FORMAT {
+                        let p = p.as_object_mut().expect("a property with a format is an object");
+                        let detail = p
+                            .remove("description")
+                            .and_then(|d| d.as_str().map(str::to_string));
+                        let description = match detail {
+                            Some(d) => format!("{EPOCH_MS}: {d}"),
+                            None => EPOCH_MS.to_string(),
+                        };
+                        p.insert("description".into(), json!(description));
+                        siblings.push(k.clone());
+                    }
+                }
+                for k in &siblings {
+                    props.insert(format!("{k}{}", super::times::SUFFIX), rfc3339_sibling(k));
+                }
+            }
+            if let Some(Value::Array(required)) = m.get_mut("required") {
+                for k in &siblings {
+                    if required.iter().any(|r| r == k) {
+                        required.push(json!(format!("{k}{}", super::times::SUFFIX)));
+                    }
+                }
+            }
+            m.values_mut().for_each(add_instant_siblings);
+        }
+        Value::Array(a) => a.iter_mut().for_each(add_instant_siblings),
+        _ => {}
+    }
+}
+
+/// The name `services::names` writes beside each id of a report row (and the commissioner beside
+/// a contract's name), present whenever the id is.
+fn add_names(schema: &mut Value) {
+    let Some(props) = schema["properties"].as_object().cloned() else {
+        return;
+    };
+    let required: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
+    let mut new_required = required.clone();
+    for (id, name) in crate::services::names::NAMED_IDS {
+        if !props.contains_key(*id) {
+            continue;
+        }
+        let what = name.trim_end_matches("_name");
+        schema["properties"][*name] =
+            json!({ "type": "string", "description": format!("the {what}'s name") });
+        if required.iter().any(|r| r == id) {
+            new_required.push(json!(name));
+        }
+        if *id == "contract_id" && !props.contains_key("commissioner") {
+            schema["properties"]["commissioner"] =
+                json!({ "type": "string", "description": "the contract's commissioner" });
+        }
+    }
+    schema["required"] = Value::Array(new_required);
+}
+
 fn schemas() -> Map<String, Value> {
     let uuid = json!({ "type": "string", "format": "uuid" });
     let ms = json!({ "type": "integer", "description": EPOCH_MS });
-    let time = json!({ "type": "string", "format": "date-time" });
     let text = json!({ "type": "string" });
     let int = json!({ "type": "integer" });
     let num = json!({ "type": "number" });
@@ -219,207 +346,16 @@ fn schemas() -> Map<String, Value> {
         s.insert(name.to_string(), v);
     };
     add(
-        "Problem",
-        obj(
-            &[("code", text.clone()), ("message", text.clone())],
-            &["code", "message"],
-        ),
-    );
-    add(
         "Health",
         obj(
             &[("status", text.clone()), ("version", text.clone())],
             &["status"],
         ),
     );
-    add("Role", e(&["carer", "supervisor", "office"]));
-    add("ClockMethod", e(&["app", "gps", "qr", "nfc", "manual"]));
-    add("ClockKind", e(&["clock_in", "clock_out"]));
-    add(
-        "ReasonCode",
-        e(&[
-            "phone_unavailable",
-            "app_fault",
-            "tag_missing",
-            "no_signal_at_door",
-            "forgot_to_clock",
-            "wrong_visit_clocked",
-            "client_request",
-            "authorised_by_office",
-            "other",
-        ]),
-    );
-    add(
-        "NoteCategory",
-        e(&[
-            "general",
-            "wellbeing",
-            "medication",
-            "concern",
-            "safeguarding",
-            "nutrition",
-            "handover",
-        ]),
-    );
-    add("TaskResult", e(&["done", "not_done", "refused"]));
-    add("VisitStatus", e(&["scheduled", "cancelled"]));
-    add("AmendedTime", e(&["clock_in", "clock_out"]));
-    add("CommissioningModel", e(&["spot", "framework"]));
-    add(
-        "GroupBy",
-        e(&[
-            "all",
-            "contract",
-            "commissioning_model",
-            "commissioner",
-            "carer",
-            "client",
-            "team",
-        ]),
-    );
-    add("PeriodKind", e(&["day", "week", "month"]));
-    add(
-        "Location",
-        obj(
-            &[
-                ("lat", num.clone()),
-                ("lon", num.clone()),
-                ("accuracy_m", num.clone()),
-            ],
-            &["lat", "lon", "accuracy_m"],
-        ),
-    );
-    add(
-        "Person",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("name", text.clone()),
-                ("role", r("Role")),
-                ("team_id", uuid.clone()),
-                ("active", boolean.clone()),
-            ],
-            &["id", "name", "role", "active"],
-        ),
-    );
     add("PersonList", list("Person"));
-    add(
-        "NewPerson",
-        obj(
-            &[
-                ("name", text.clone()),
-                ("role", r("Role")),
-                ("team_id", uuid.clone()),
-            ],
-            &["name", "role"],
-        ),
-    );
-    add(
-        "CreatedPerson",
-        obj(&[("person", r("Person")), ("token", text.clone())], &["person"]),
-    );
-    add(
-        "IssuedToken",
-        obj(
-            &[
-                ("person_id", uuid.clone()),
-                ("token", text.clone()),
-                ("expires_at", time.clone()),
-            ],
-            &["person_id", "token", "expires_at"],
-        ),
-    );
-    add("RevokedTokens", obj(&[("revoked", int.clone())], &["revoked"]));
-    add(
-        "EnrolmentCode",
-        obj(
-            &[("code", text.clone()), ("expires_at", time.clone())],
-            &["code", "expires_at"],
-        ),
-    );
-    add(
-        "Device",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("person_id", uuid.clone()),
-                ("name", text.clone()),
-                ("enrolled_at", ms.clone()),
-                ("revoked_at", ms.clone()),
-                ("last_sync_at", ms.clone()),
-            ],
-            &["id", "person_id", "name", "enrolled_at"],
-        ),
-    );
     add("DeviceList", list("Device"));
-    add("NewTeam", obj(&[("name", text.clone())], &["name"]));
-    add(
-        "Team",
-        obj(&[("id", uuid.clone()), ("name", text.clone())], &["id", "name"]),
-    );
     add("TeamList", list("Team"));
-    let tags = json!({ "type": "array", "items": { "type": "string" } });
-    add(
-        "ClientBody",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("name", text.clone()),
-                ("location", r("Location")),
-                ("tag_ids", tags.clone()),
-            ],
-            &["name"],
-        ),
-    );
-    add(
-        "Client",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("name", text.clone()),
-                ("location", r("Location")),
-                ("tag_ids", tags),
-            ],
-            &["id", "name"],
-        ),
-    );
     add("ClientList", list("Client"));
-    add(
-        "ContractRules",
-        json!({
-            "type": "object",
-            "description": "Every threshold of the metric definitions (docs/metrics.md); omitted fields take the defaults shown.",
-            "properties": {
-                "late_after_min": { "type": "integer", "default": 15 },
-                "early_before_min": { "type": "integer", "default": 15 },
-                "missed_after_end_min": { "type": "integer", "default": 30 },
-                "short_below_pct": { "type": "integer", "default": 75 },
-                "overrun_above_pct": { "type": "integer", "default": 125 },
-                "location_radius_m": { "type": "number", "default": 200 },
-                "billing": {
-                    "type": "object",
-                    "properties": {
-                        "basis": { "type": "string", "enum": ["planned", "actual", "capped"] },
-                        "unit_min": { "type": "integer", "enum": [1, 5, 15, 30, 60] },
-                        "rounding": { "type": "string", "enum": ["nearest", "down", "up"] }
-                    }
-                },
-                "kpi": {
-                    "type": ["object", "null"],
-                    "properties": { "max_late_pct": { "type": "number" }, "max_missed_pct": { "type": "number" } }
-                },
-                "time_trust": {
-                    "type": "object",
-                    "properties": {
-                        "offset_max_age_ms": { "type": "integer" },
-                        "max_skew_ms": { "type": "integer" },
-                        "future_tolerance_ms": { "type": "integer" }
-                    }
-                }
-            },
-            "additionalProperties": false
-        }),
-    );
     let contract_props = [
         ("id", uuid.clone()),
         ("name", text.clone()),
@@ -436,49 +372,6 @@ fn schemas() -> Map<String, Value> {
         obj(&contract_props, &["id", "name", "commissioner", "model", "rules"]),
     );
     add("ContractList", list("Contract"));
-    add(
-        "NewVisit",
-        obj(
-            &[
-                ("visit_id", uuid.clone()),
-                ("client_id", uuid.clone()),
-                ("contract_id", uuid.clone()),
-                (
-                    "carers",
-                    json!({ "type": "array", "items": uuid, "minItems": 1, "maxItems": 2 }),
-                ),
-                ("planned_start", time.clone()),
-                ("planned_end", time.clone()),
-                ("tasks", json!({ "type": "array", "items": { "type": "string" } })),
-            ],
-            &[
-                "client_id",
-                "contract_id",
-                "carers",
-                "planned_start",
-                "planned_end",
-            ],
-        ),
-    );
-    add("NewVisits", obj(&[("visits", list("NewVisit"))], &["visits"]));
-    add(
-        "CreatedVisits",
-        obj(
-            &[("visit_ids", json!({ "type": "array", "items": uuid }))],
-            &["visit_ids"],
-        ),
-    );
-    add(
-        "Reschedule",
-        obj(
-            &[("planned_start", time.clone()), ("planned_end", time.clone())],
-            &["planned_start", "planned_end"],
-        ),
-    );
-    add(
-        "MoveContract",
-        obj(&[("contract_id", uuid.clone())], &["contract_id"]),
-    );
     let opt_instant = json!({ "type": ["integer", "null"], "description": EPOCH_MS });
     let mut figures = obj(
         &[
@@ -516,164 +409,6 @@ fn schemas() -> Map<String, Value> {
         ],
     );
     figures["description"] = json!("caresync_core::metrics::VisitFigures: the visit's state (attendance), punctuality, clock_in and clock_out (trusted, after amendments), start_offset_ms and minutes_late (negative when early), planned_minutes, actual_minutes, short, overrun, no_clock_out, electronic, location_verified, partially_attended, flags (time-trust counts), authorised/delivered/billable minutes, and the same per carer");
-    add("VisitFigures", figures);
-    add(
-        "Reassign",
-        obj(
-            &[("carers", json!({ "type": "array", "items": uuid }))],
-            &["carers"],
-        ),
-    );
-    add(
-        "Cancel",
-        obj(
-            &[("reason", text.clone()), ("chargeable", boolean.clone())],
-            &["reason", "chargeable"],
-        ),
-    );
-    add(
-        "Schedule",
-        obj(
-            &[
-                ("client_id", uuid.clone()),
-                ("contract_id", uuid.clone()),
-                ("carers", json!({ "type": "array", "items": uuid })),
-                ("planned_start", ms.clone()),
-                ("planned_end", ms.clone()),
-                (
-                    "tasks",
-                    json!({ "type": "array", "items": obj(&[("id", uuid.clone()), ("title", text.clone())], &["id", "title"]) }),
-                ),
-                ("status", r("VisitStatus")),
-                ("cancel_reason", text.clone()),
-                ("chargeable", boolean.clone()),
-            ],
-            &[
-                "client_id",
-                "contract_id",
-                "carers",
-                "planned_start",
-                "planned_end",
-                "status",
-            ],
-        ),
-    );
-    add(
-        "ClockEvent",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("kind", r("ClockKind")),
-                ("carer_id", uuid.clone()),
-                ("device_id", uuid.clone()),
-                ("device_time", ms.clone()),
-                ("clock_offset_ms", int.clone()),
-                ("offset_measured_at", ms.clone()),
-                ("method", r("ClockMethod")),
-                ("reason", r("ReasonCode")),
-                ("location", r("Location")),
-                ("tag_id", text.clone()),
-            ],
-            &["id", "kind", "carer_id", "device_id", "device_time", "method"],
-        ),
-    );
-    add(
-        "Note",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("author_id", uuid.clone()),
-                ("author_role", r("Role")),
-                ("written_at", ms.clone()),
-                ("category", r("NoteCategory")),
-                ("text", text.clone()),
-            ],
-            &["id", "author_id", "author_role", "written_at", "category", "text"],
-        ),
-    );
-    add(
-        "TaskOutcome",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("task_id", uuid.clone()),
-                ("carer_id", uuid.clone()),
-                ("result", r("TaskResult")),
-                ("note", text.clone()),
-                ("recorded_at", ms.clone()),
-            ],
-            &["id", "task_id", "carer_id", "result", "recorded_at"],
-        ),
-    );
-    add(
-        "Amendment",
-        obj(
-            &[
-                ("id", uuid.clone()),
-                ("author_id", uuid.clone()),
-                ("author_role", r("Role")),
-                ("carer_id", uuid.clone()),
-                ("time", r("AmendedTime")),
-                ("corrected_time", ms.clone()),
-                ("reason", r("ReasonCode")),
-                ("comment", text.clone()),
-                ("written_at", ms.clone()),
-            ],
-            &[
-                "id",
-                "author_id",
-                "author_role",
-                "carer_id",
-                "time",
-                "corrected_time",
-                "reason",
-                "written_at",
-            ],
-        ),
-    );
-    add(
-        "NewAmendment",
-        obj(
-            &[
-                ("carer_id", uuid.clone()),
-                ("time", r("AmendedTime")),
-                ("corrected_time", time.clone()),
-                ("reason", r("ReasonCode")),
-                ("comment", text.clone()),
-            ],
-            &["carer_id", "time", "corrected_time", "reason"],
-        ),
-    );
-    add(
-        "NewNote",
-        obj(
-            &[("category", r("NoteCategory")), ("text", text.clone())],
-            &["category", "text"],
-        ),
-    );
-    add(
-        "Visit",
-        obj(
-            &[
-                ("schema_version", int.clone()),
-                ("visit_id", uuid.clone()),
-                ("schedule", r("Schedule")),
-                ("events", list("ClockEvent")),
-                ("notes", list("Note")),
-                ("task_outcomes", list("TaskOutcome")),
-                ("amendments", list("Amendment")),
-            ],
-            &[
-                "schema_version",
-                "visit_id",
-                "schedule",
-                "events",
-                "notes",
-                "task_outcomes",
-                "amendments",
-            ],
-        ),
-    );
     add(
         "EventRow",
         obj(
@@ -761,150 +496,9 @@ fn schemas() -> Map<String, Value> {
             &["carer_id", "date", "visits"],
         ),
     );
-    // The row's fields are its CSV columns: text labels (and the group's name beside its key,
-    // `services::names`), optional percentages, counts.
-    let row: Vec<(&str, Value)> = named_columns(ReportRow::COLUMNS)
-        .into_iter()
-        .map(|c| {
-            let kind = match c {
-                "period" | "period_start" | "group" | "group_name" => text.clone(),
-                c if c.ends_with("_pct") => opt_num.clone(),
-                _ => int.clone(),
-            };
-            (c, kind)
-        })
-        .collect();
-    add(
-        "ReportRow",
-        obj(
-            &row,
-            &[
-                "period",
-                "period_start",
-                "group",
-                "group_name",
-                "scheduled",
-                "attended",
-            ],
-        ),
-    );
-    // Names beside ids in report rows (`services::names`), always present.
-    let name = |of: &str| json!({ "type": "string", "description": format!("the {of}'s name") });
-    let kpi_status = e(&["ok", "breach"]);
-    add(
-        "KpiRow",
-        obj(
-            &[
-                ("contract_id", uuid.clone()),
-                ("contract_name", name("contract")),
-                ("commissioner", text.clone()),
-                ("month", text.clone()),
-                ("attended", int.clone()),
-                ("late", int.clone()),
-                ("missed", int.clone()),
-                ("late_pct", opt_num.clone()),
-                ("missed_pct", opt_num.clone()),
-                ("max_late_pct", num.clone()),
-                ("max_missed_pct", num.clone()),
-                ("late_status", kpi_status.clone()),
-                ("missed_status", kpi_status.clone()),
-                ("status", kpi_status),
-            ],
-            &["contract_id", "contract_name", "month", "status"],
-        ),
-    );
     add("KpiRowList", list("KpiRow"));
-    add(
-        "PunctualityReport",
-        obj(
-            &[
-                (
-                    "query",
-                    obj(
-                        &[
-                            ("group_by", r("GroupBy")),
-                            ("period", r("PeriodKind")),
-                            ("time_zone", text.clone()),
-                        ],
-                        &[],
-                    ),
-                ),
-                ("unit", e(&["visit", "carer_visit"])),
-                ("rows", list("ReportRow")),
-                ("kpi", list("KpiRow")),
-            ],
-            &["query", "unit", "rows", "kpi"],
-        ),
-    );
-    add(
-        "ReconciliationRow",
-        obj(
-            &[
-                ("week", text.clone()),
-                ("week_start", text.clone()),
-                ("client_id", uuid.clone()),
-                ("client_name", name("client")),
-                ("contract_id", uuid.clone()),
-                ("contract_name", name("contract")),
-                ("commissioner", name("contract's commissioner")),
-                ("visits", int.clone()),
-                ("cancelled", int.clone()),
-                ("authorised_minutes", int.clone()),
-                ("delivered_minutes", int.clone()),
-                ("billable_minutes", int.clone()),
-                ("delivered_minus_authorised", int.clone()),
-                ("billable_minus_authorised", int.clone()),
-            ],
-            &[
-                "week",
-                "client_id",
-                "client_name",
-                "contract_id",
-                "contract_name",
-                "authorised_minutes",
-                "delivered_minutes",
-                "billable_minutes",
-            ],
-        ),
-    );
     add("ReconciliationRowList", list("ReconciliationRow"));
-    add(
-        "ContinuityRow",
-        obj(
-            &[
-                ("week", text.clone()),
-                ("week_start", text.clone()),
-                ("client_id", uuid.clone()),
-                ("client_name", name("client")),
-                ("visits", int.clone()),
-                ("distinct_carers", int.clone()),
-                ("distinct_carers_scheduled", int.clone()),
-            ],
-            &["week", "client_id", "client_name", "distinct_carers"],
-        ),
-    );
     add("ContinuityRowList", list("ContinuityRow"));
-    add(
-        "Alert",
-        obj(
-            &[
-                ("visit_id", uuid.clone()),
-                ("client_id", uuid.clone()),
-                (
-                    "carers",
-                    json!({ "type": "array", "items": { "type": "string", "format": "uuid" } }),
-                ),
-                ("planned_start", ms.clone()),
-                ("planned_end", ms.clone()),
-                (
-                    "kind",
-                    e(&["overdue", "missed", "no_clock_out", "short", "time_trust"]),
-                ),
-                ("phone_silent_since_due", boolean),
-            ],
-            &["visit_id", "kind", "phone_silent_since_due"],
-        ),
-    );
     add("AlertList", list("Alert"));
     let kinds: Vec<&str> = caresync_core::metrics::AlertKind::ALL
         .iter()
@@ -989,13 +583,6 @@ fn schemas() -> Map<String, Value> {
         obj(
             &[("alert", r("AlertRecord")), ("history", list("AlertEntry"))],
             &["alert", "history"],
-        ),
-    );
-    add(
-        "Resolution",
-        obj(
-            &[("action", e(&actions)), ("note", text.clone())],
-            &["action", "note"],
         ),
     );
     let mut by_kind = Map::new();
@@ -1170,6 +757,7 @@ fn schemas() -> Map<String, Value> {
             json!({ "description": format!("CBOR-encoded {cbor}; field by field in docs/protocol.md and core/src/protocol.rs") }),
         );
     }
+    s.extend(derived());
     s
 }
 
@@ -1399,10 +987,12 @@ mod tests {
             ("Device", "revoked_at"),
         ] {
             let prop = &schemas[schema]["properties"][field];
-            let nullable = prop["anyOf"]
-                .as_array()
-                .is_some_and(|alts| alts.iter().any(allows_null))
-                || allows_null(prop);
+            // `anyOf` (written here) or `oneOf` (derived: `Option` of a component).
+            let nullable = ["anyOf", "oneOf"].iter().any(|k| {
+                prop[*k]
+                    .as_array()
+                    .is_some_and(|alts| alts.iter().any(allows_null))
+            }) || allows_null(prop);
             assert!(nullable, "{schema}.{field} must allow null: {prop}");
         }
         assert!(

@@ -135,7 +135,7 @@ async fn acknowledge(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct Resolution {
     action: ResolutionAction,
     note: String,

@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
         .op("put", "/api/v1/contracts/{id}", put_contract)
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct NewTeam {
     name: String,
 }
@@ -51,7 +51,7 @@ async fn list_teams(
     blocking(move || Ok(Json(scope::teams(st.store.as_ref(), &who)?))).await
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct ClientBody {
     id: Option<ClientId>,
     name: String,

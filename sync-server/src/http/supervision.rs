@@ -32,7 +32,7 @@ pub(super) fn visit_in_scope(st: &AppState, who: &Principal, visit: VisitId) -> 
     Ok(st.visits.read(visit)?)
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct NewAmendment {
     carer_id: PersonId,
     time: AmendedTime,
@@ -65,7 +65,7 @@ async fn amend(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct NewNote {
     category: NoteCategory,
     text: String,

@@ -196,12 +196,14 @@ pub fn visit_figures(
 }
 
 /// One live alert for a supervisor.
-#[derive(Clone, Debug, Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize)]
 pub struct Alert {
     pub visit_id: VisitId,
     pub client_id: ClientId,
     pub carers: Vec<PersonId>,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub planned_start: Millis,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub planned_end: Millis,
     pub kind: AlertKind,
     /// For overdue and missed visits: no assigned carer's phone has synced since the visit was

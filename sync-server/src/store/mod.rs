@@ -34,7 +34,7 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     pub id: PersonId,
     pub name: String,
@@ -61,13 +61,16 @@ pub struct SignIn {
     pub expires_at: Option<Millis>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     pub id: DeviceId,
     pub person_id: PersonId,
     pub name: String,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub enrolled_at: Millis,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub revoked_at: Option<Millis>,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub last_sync_at: Option<Millis>,
 }
 
@@ -115,13 +118,13 @@ pub struct VisitRow {
     pub updated_at: Millis,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Team {
     pub id: TeamId,
     pub name: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Client {
     pub id: ClientId,
     pub name: String,
