@@ -291,7 +291,7 @@ async fn create_visits(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct VisitView {
     visit: Visit,
     /// Clock events as the server received them, with trusted and received times and flags.

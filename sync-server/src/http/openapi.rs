@@ -1,5 +1,8 @@
-//! The OpenAPI 3.1 document, served at `/api/openapi.json`, built from one table of operations
-//! (`OPERATIONS`) that the tests also use to check every route exists and every role check holds.
+//! The OpenAPI 3.1 document, served at `/api/openapi.json`: its operations from one table
+//! (`OPERATIONS`) that the router and the tests also use (every route exists, every role check
+//! holds), its schemas derived from the Rust types with `utoipa::ToSchema` (which reads their serde
+//! attributes), plus what the JSON layers add to an answer: the `_rfc3339` sibling of each instant
+//! in milliseconds (`http::times`) and the names beside report rows' ids (`services::names`).
 
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -146,12 +149,6 @@ pub async fn openapi() -> Json<Value> {
 /// How an instant in epoch milliseconds is described; each gets an RFC 3339 sibling.
 const EPOCH_MS: &str = "milliseconds since 1970-01-01 UTC";
 
-fn is_epoch_ms(schema: &Value) -> bool {
-    schema["description"]
-        .as_str()
-        .is_some_and(|d| d.starts_with(EPOCH_MS))
-}
-
 /// The sibling `http::times` adds beside an instant in milliseconds.
 fn rfc3339_sibling(field: &str) -> Value {
     json!({
@@ -159,40 +156,6 @@ fn rfc3339_sibling(field: &str) -> Value {
         "format": "date-time",
         "description": format!("`{field}` in RFC 3339, UTC (`Z`); null when `{field}` is null or outside the years 0000–9999"),
     })
-}
-
-/// An object schema. A property that is not required may also be `null`: serde writes an absent
-/// `Option` as `null` and reads `null` as absent (schemathesis found `team_id` and `location`
-/// answered as `null` against schemas that did not allow it). Each instant in milliseconds is
-/// followed by its `_rfc3339` sibling (`http::times`), present whenever the instant is.
-fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
-    let mut p = Map::new();
-    let mut required: Vec<String> = required.iter().map(|r| (*r).to_string()).collect();
-    for (k, v) in props {
-        let is_required = required.iter().any(|r| r == k);
-        let schema = if is_required || allows_null(v) {
-            v.clone()
-        } else {
-            json!({ "anyOf": [v, { "type": "null" }] })
-        };
-        p.insert((*k).to_string(), schema);
-        if is_epoch_ms(v) {
-            let sibling = format!("{k}{}", super::times::SUFFIX);
-            p.insert(sibling.clone(), rfc3339_sibling(k));
-            if is_required {
-                required.push(sibling);
-            }
-        }
-    }
-    json!({ "type": "object", "properties": p, "required": required })
-}
-
-fn allows_null(schema: &Value) -> bool {
-    match &schema["type"] {
-        Value::String(t) => t == "null",
-        Value::Array(types) => types.iter().any(|t| t == "null"),
-        _ => false,
-    }
 }
 
 fn r(name: &str) -> Value {
@@ -207,24 +170,32 @@ fn list(name: &str) -> Value {
 /// attributes); every type they mention comes along (ids, enums, nested rows).
 #[derive(utoipa::OpenApi)]
 #[openapi(components(schemas(
+    // Core: the visit document, figures and report rows (its `openapi` feature).
     caresync_core::protocol::Problem,
-    caresync_core::domain::Location,
+    caresync_core::Visit,
     caresync_core::domain::CommissioningModel,
     caresync_core::metrics::ContractRules,
     caresync_core::metrics::GroupBy,
     caresync_core::metrics::PeriodKind,
-    caresync_core::metrics::ReportRow,
-    caresync_core::metrics::KpiRow,
+    caresync_core::metrics::VisitFigures,
     caresync_core::metrics::PunctualityReport,
     caresync_core::metrics::ReconciliationRow,
     caresync_core::metrics::ContinuityRow,
-    caresync_core::metrics::VisitFigures,
-    caresync_core::Visit,
+    // The server's records.
     crate::store::Person,
     crate::store::Device,
     crate::store::Team,
     crate::store::Client,
+    crate::store::Contract,
+    crate::store::alerts::AlertRecord,
+    crate::store::alerts::CommissionerContact,
     crate::services::reports::Alert,
+    crate::services::alerts::OversightRow,
+    crate::services::escalations::EscalationView,
+    crate::services::escalations::ContractProjection,
+    crate::services::timeline::VisitTimeline,
+    // Request and answer bodies of the handlers.
+    super::ops::Health,
     super::office::NewPerson,
     super::office::CreatedPerson,
     super::office::IssuedToken,
@@ -232,15 +203,21 @@ fn list(name: &str) -> Value {
     super::office::EnrolmentCode,
     super::office::NewVisits,
     super::office::CreatedVisits,
+    super::office::VisitView,
     super::office::Reschedule,
     super::office::Reassign,
     super::office::MoveContract,
     super::office::Cancel,
     super::reference::NewTeam,
     super::reference::ClientBody,
+    super::reference::ContractBody,
     super::supervision::NewAmendment,
     super::supervision::NewNote,
+    super::supervision::CarerDay,
+    super::oversight::AlertWithHistory,
     super::oversight::Resolution,
+    super::oversight::RaiseBody,
+    super::oversight::NewContact,
 )))]
 struct Derived;
 
@@ -275,8 +252,10 @@ fn add_instant_siblings(schema: &mut Value) {
             let mut siblings = Vec::new();
             if let Some(Value::Object(props)) = m.get_mut("properties") {
                 for (k, p) in props.iter_mut() {
-                    if p["format"] == EPOCH_MS_FORMAT {
-                        let p = p.as_object_mut().expect("a property with a format is an object");
+                    if p["format"] != EPOCH_MS_FORMAT {
+                        continue;
+                    }
+                    if let Value::Object(p) = p {
                         let detail = p
                             .remove("description")
                             .and_then(|d| d.as_str().map(str::to_string));
@@ -333,431 +312,27 @@ fn add_names(schema: &mut Value) {
 }
 
 fn schemas() -> Map<String, Value> {
-    let uuid = json!({ "type": "string", "format": "uuid" });
-    let ms = json!({ "type": "integer", "description": EPOCH_MS });
-    let text = json!({ "type": "string" });
-    let int = json!({ "type": "integer" });
-    let num = json!({ "type": "number" });
-    let opt_num = json!({ "type": ["number", "null"] });
-    let boolean = json!({ "type": "boolean" });
-    let e = |values: &[&str]| json!({ "type": "string", "enum": values });
-    let mut s = Map::new();
-    let mut add = |name: &str, v: Value| {
-        s.insert(name.to_string(), v);
-    };
-    add(
-        "Health",
-        obj(
-            &[("status", text.clone()), ("version", text.clone())],
-            &["status"],
-        ),
-    );
-    add("PersonList", list("Person"));
-    add("DeviceList", list("Device"));
-    add("TeamList", list("Team"));
-    add("ClientList", list("Client"));
-    let contract_props = [
-        ("id", uuid.clone()),
-        ("name", text.clone()),
-        ("commissioner", text.clone()),
-        ("model", r("CommissioningModel")),
-        ("rules", r("ContractRules")),
-    ];
-    add(
-        "ContractBody",
-        obj(&contract_props, &["name", "commissioner", "model"]),
-    );
-    add(
-        "Contract",
-        obj(&contract_props, &["id", "name", "commissioner", "model", "rules"]),
-    );
-    add("ContractList", list("Contract"));
-    let opt_instant = json!({ "type": ["integer", "null"], "description": EPOCH_MS });
-    let mut figures = obj(
-        &[
-            ("visit_id", uuid.clone()),
-            ("contract_id", uuid.clone()),
-            ("client_id", uuid.clone()),
-            ("planned_start", ms.clone()),
-            ("planned_end", ms.clone()),
-            ("as_of", ms.clone()),
-            ("clock_in", opt_instant.clone()),
-            ("clock_out", opt_instant.clone()),
-            (
-                "carers",
-                json!({ "type": "array", "items": obj(
-                    &[
-                        ("carer_id", uuid.clone()),
-                        ("assigned", boolean.clone()),
-                        ("clock_in", opt_instant.clone()),
-                        ("clock_out", opt_instant),
-                    ],
-                    &["carer_id", "assigned", "flags"],
-                ) }),
-            ),
-        ],
-        &[
-            "visit_id",
-            "attendance",
-            "planned_start",
-            "planned_end",
-            "as_of",
-            "planned_minutes",
-            "billable_minutes",
-            "flags",
-            "carers",
-        ],
-    );
-    figures["description"] = json!("caresync_core::metrics::VisitFigures: the visit's state (attendance), punctuality, clock_in and clock_out (trusted, after amendments), start_offset_ms and minutes_late (negative when early), planned_minutes, actual_minutes, short, overrun, no_clock_out, electronic, location_verified, partially_attended, flags (time-trust counts), authorised/delivered/billable minutes, and the same per carer");
-    add(
-        "EventRow",
-        obj(
-            &[
-                ("event_id", uuid.clone()),
-                ("visit_id", uuid.clone()),
-                ("carer_id", uuid.clone()),
-                ("device_id", uuid.clone()),
-                ("kind", r("ClockKind")),
-                ("device_time", ms.clone()),
-                ("clock_offset_ms", int.clone()),
-                ("offset_measured_at", ms.clone()),
-                ("trusted_time", ms.clone()),
-                ("received_at", ms.clone()),
-                ("method", r("ClockMethod")),
-                ("reason", r("ReasonCode")),
-                ("location", r("Location")),
-                (
-                    "flags",
-                    json!({ "type": "string", "description": "comma-separated: unverified_time, clock_skew, future_time, reassigned_before_sync" }),
-                ),
-            ],
-            &[
-                "event_id",
-                "visit_id",
-                "carer_id",
-                "kind",
-                "device_time",
-                "trusted_time",
-                "received_at",
-                "method",
-                "flags",
-            ],
-        ),
-    );
-    add(
-        "VisitView",
-        obj(
-            &[
-                ("visit", r("Visit")),
-                ("events", list("EventRow")),
-                ("heads", json!({ "type": "array", "items": { "type": "string" } })),
-            ],
-            &["visit", "events", "heads"],
-        ),
-    );
-    let mut entry = obj(
-        &[
-            (
-                "kind",
-                e(&["schedule", "clock", "note", "task_outcome", "amendment"]),
-            ),
-            ("at", ms.clone()),
-            ("by", uuid.clone()),
-            ("what", text.clone()),
-            ("schedule", r("Schedule")),
-            ("event", r("EventRow")),
-            ("note", r("Note")),
-            ("outcome", r("TaskOutcome")),
-            ("amendment", r("Amendment")),
-        ],
-        &["kind", "at"],
-    );
-    entry["description"] = json!("kind: schedule (by, what, schedule), clock (event: EventRow), note (note), task_outcome (outcome), amendment (amendment)");
-    add("TimelineEntry", entry);
-    add(
-        "VisitTimeline",
-        obj(
-            &[
-                ("visit_id", uuid.clone()),
-                ("schedule", r("Schedule")),
-                ("entries", list("TimelineEntry")),
-            ],
-            &["visit_id", "schedule", "entries"],
-        ),
-    );
-    add(
-        "CarerDay",
-        obj(
-            &[
-                ("carer_id", uuid.clone()),
-                ("date", json!({ "type": "string", "format": "date" })),
-                ("visits", list("VisitTimeline")),
-            ],
-            &["carer_id", "date", "visits"],
-        ),
-    );
-    add("KpiRowList", list("KpiRow"));
-    add("ReconciliationRowList", list("ReconciliationRow"));
-    add("ContinuityRowList", list("ContinuityRow"));
-    add("AlertList", list("Alert"));
-    let kinds: Vec<&str> = caresync_core::metrics::AlertKind::ALL
-        .iter()
-        .map(|k| k.as_str())
-        .collect();
-    let opt_ms = json!({ "type": ["integer", "null"], "description": EPOCH_MS });
-    let opt_uuid = json!({ "type": ["string", "null"], "format": "uuid" });
-    let opt_text = json!({ "type": ["string", "null"] });
-    let opt_min = json!({ "type": ["number", "null"], "description": "minutes, one decimal" });
-    use crate::store::alerts::{AlertState, AlertStep, CloseReason, ResolutionAction};
-    let names = |all: &[&'static str]| json!({ "type": ["string", "null"], "enum": all.iter().map(|s| json!(s)).chain([Value::Null]).collect::<Vec<_>>() });
-    let actions: Vec<&'static str> = ResolutionAction::ALL.iter().map(|a| a.as_str()).collect();
-    let reasons: Vec<&'static str> = CloseReason::ALL.iter().map(|a| a.as_str()).collect();
-    let states: Vec<&'static str> = AlertState::ALL.iter().map(|a| a.as_str()).collect();
-    let steps: Vec<&'static str> = AlertStep::ALL.iter().map(|a| a.as_str()).collect();
-    add("AlertListState", e(&["open", "all"]));
-    add(
-        "AlertRecord",
-        obj(
-            &[
-                ("alert_id", uuid.clone()),
-                ("visit_id", uuid.clone()),
-                ("kind", e(&kinds)),
-                ("carer_id", uuid.clone()),
-                (
-                    "subject",
-                    json!({ "type": "string", "description": "a note's or task outcome's id for a concern; empty otherwise" }),
-                ),
-                ("team_id", opt_uuid.clone()),
-                ("raised_at", ms.clone()),
-                (
-                    "ack_due_at",
-                    json!({ "type": "integer", "description": format!("{EPOCH_MS}: acknowledge by this instant (inclusive) or the alert escalates to the office") }),
-                ),
-                ("state", e(&states)),
-                ("acknowledged_at", opt_ms.clone()),
-                ("acknowledged_by", opt_uuid.clone()),
-                ("escalated_at", opt_ms.clone()),
-                ("resolved_at", opt_ms.clone()),
-                ("resolved_by", opt_uuid.clone()),
-                ("action", names(&actions)),
-                ("note", opt_text.clone()),
-                ("closed_at", opt_ms.clone()),
-                ("close_reason", names(&reasons)),
-                (
-                    "version",
-                    json!({ "type": "integer", "description": "number of history entries" }),
-                ),
-            ],
-            &[
-                "alert_id",
-                "visit_id",
-                "kind",
-                "carer_id",
-                "raised_at",
-                "ack_due_at",
-                "state",
-                "version",
-            ],
-        ),
-    );
-    add("AlertRecordList", list("AlertRecord"));
-    add(
-        "AlertEntry",
-        obj(
-            &[
-                ("alert_id", uuid.clone()),
-                ("seq", int.clone()),
-                ("at", ms.clone()),
-                ("step", e(&steps)),
-                ("by", opt_uuid.clone()),
-                ("action", names(&actions)),
-                ("note", opt_text.clone()),
-                ("close_reason", names(&reasons)),
-                ("detail", text.clone()),
-            ],
-            &["alert_id", "seq", "at", "step", "detail"],
-        ),
-    );
-    add(
-        "AlertWithHistory",
-        obj(
-            &[("alert", r("AlertRecord")), ("history", list("AlertEntry"))],
-            &["alert", "history"],
-        ),
-    );
-    let mut by_kind = Map::new();
-    for k in &kinds {
-        by_kind.insert((*k).to_string(), int.clone());
-    }
-    add(
-        "OversightRow",
-        obj(
-            &[
-                ("team_id", text.clone()),
-                ("team", text.clone()),
-                (
-                    "month",
-                    json!({ "type": "string", "description": "YYYY-MM, local" }),
-                ),
-                ("raised", int.clone()),
-                ("by_kind", json!({ "type": "object", "properties": by_kind })),
-                ("acknowledged", int.clone()),
-                ("ack_median_minutes", opt_min.clone()),
-                ("ack_p90_minutes", opt_min.clone()),
-                ("resolved", int.clone()),
-                ("resolve_median_minutes", opt_min.clone()),
-                ("resolve_p90_minutes", opt_min.clone()),
-                ("closed_by_server", int.clone()),
-                ("escalated", int.clone()),
-                ("escalated_pct", opt_num.clone()),
-                ("escalations_due", int.clone()),
-                ("escalations_on_time", int.clone()),
-                ("escalations_late", int.clone()),
-                ("escalations_on_time_pct", opt_num.clone()),
-            ],
-            &[
-                "team",
-                "month",
-                "raised",
-                "by_kind",
-                "acknowledged",
-                "resolved",
-                "escalated",
-                "escalations_due",
-                "escalations_on_time",
-                "escalations_late",
-            ],
-        ),
-    );
-    add("OversightRowList", list("OversightRow"));
-    let day = json!({ "type": "string", "format": "date" });
-    let opt_day = json!({ "type": ["string", "null"], "format": "date" });
-    add(
-        "Escalation",
-        obj(
-            &[
-                ("escalation_id", uuid.clone()),
-                ("contract_id", uuid.clone()),
-                ("client_id", uuid.clone()),
-                ("week_start", day.clone()),
-                ("authorised_minutes", int.clone()),
-                ("delivered_minutes", int.clone()),
-                ("opened_at", ms.clone()),
-                ("due_on", day.clone()),
-                ("raised_at", opt_ms.clone()),
-                ("raised_on", opt_day.clone()),
-                ("raised_by", opt_uuid.clone()),
-                ("contact_id", opt_uuid.clone()),
-                ("status", e(&["open", "raised"])),
-                (
-                    "on_time",
-                    json!({ "type": ["boolean", "null"], "description": "raised: by the due day; open: false once past it, else null" }),
-                ),
-            ],
-            &[
-                "escalation_id",
-                "contract_id",
-                "client_id",
-                "week_start",
-                "due_on",
-                "status",
-            ],
-        ),
-    );
-    add("EscalationList", list("Escalation"));
-    let counts = obj(
-        &[
-            ("attended", int.clone()),
-            ("late", int.clone()),
-            ("missed", int.clone()),
-        ],
-        &["attended", "late", "missed"],
-    );
-    let measure = obj(
-        &[
-            ("month_to_date_pct", opt_num.clone()),
-            ("projected_pct", opt_num.clone()),
-            ("max_pct", num.clone()),
-            ("outlook", e(&["ok", "warning", "breach"])),
-        ],
-        &["max_pct", "outlook"],
-    );
-    add(
-        "KpiProjection",
-        obj(
-            &[
-                ("contract_id", uuid.clone()),
-                ("commissioner", text.clone()),
-                (
-                    "month",
-                    json!({ "type": "string", "description": "YYYY-MM, local" }),
-                ),
-                ("month_to_date", counts.clone()),
-                ("recent", counts),
-                ("remaining", int.clone()),
-                ("late", measure.clone()),
-                ("missed", measure),
-            ],
-            &[
-                "contract_id",
-                "month",
-                "month_to_date",
-                "recent",
-                "remaining",
-                "late",
-                "missed",
-            ],
-        ),
-    );
-    add("KpiProjectionList", list("KpiProjection"));
-    add(
-        "RaiseEscalation",
-        obj(
-            &[("escalation_id", uuid.clone()), ("summary", text.clone())],
-            &["escalation_id", "summary"],
-        ),
-    );
-    add(
-        "CommissionerContact",
-        obj(
-            &[
-                ("contact_id", uuid.clone()),
-                ("contract_id", uuid.clone()),
-                ("contact_on", day.clone()),
-                ("summary", text.clone()),
-                ("recorded_by", uuid.clone()),
-                ("recorded_at", ms.clone()),
-                ("escalation_id", opt_uuid.clone()),
-            ],
-            &[
-                "contact_id",
-                "contract_id",
-                "contact_on",
-                "summary",
-                "recorded_by",
-                "recorded_at",
-            ],
-        ),
-    );
-    add("CommissionerContactList", list("CommissionerContact"));
-    add(
-        "NewCommissionerContact",
-        obj(
-            &[
-                ("contract_id", uuid.clone()),
-                ("date", day.clone()),
-                ("summary", text.clone()),
-            ],
-            &["contract_id", "date", "summary"],
-        ),
+    let mut s = derived();
+    // The alert list's `state` query parameter: a string the handler matches.
+    s.insert(
+        "AlertListState".into(),
+        json!({ "type": "string", "enum": ["open", "all"] }),
     );
     for cbor in ["EnrolRequest", "EnrolResponse", "SyncRequest", "SyncResponse"] {
-        add(
-            cbor,
+        s.insert(
+            cbor.into(),
             json!({ "description": format!("CBOR-encoded {cbor}; field by field in docs/protocol.md and core/src/protocol.rs") }),
         );
     }
-    s.extend(derived());
+    // `<Item>List`, an array of `<Item>`, for each list an operation answers with.
+    for op in OPERATIONS {
+        let name = op.response.1;
+        if let Some(item) = name.strip_suffix("List") {
+            if s.contains_key(item) {
+                s.insert(name.to_string(), list(item));
+            }
+        }
+    }
     s
 }
 
@@ -908,6 +483,22 @@ pub fn document() -> Value {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    /// An instant in epoch milliseconds, as the types mark it, described as such.
+    fn is_epoch_ms(schema: &Value) -> bool {
+        schema["format"] == EPOCH_MS_FORMAT
+            && schema["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(EPOCH_MS))
+    }
+
+    fn allows_null(schema: &Value) -> bool {
+        match &schema["type"] {
+            Value::String(t) => t == "null",
+            Value::Array(types) => types.iter().any(|t| t == "null"),
+            _ => false,
+        }
+    }
 
     fn refs(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -1066,6 +657,24 @@ mod tests {
         assert!(doc["components"]["schemas"]["NewVisit"]["properties"]
             .get("planned_start_rfc3339")
             .is_none());
+    }
+
+    /// The documented defaults of a contract's rules are the type's `Default`, field by field.
+    #[test]
+    fn contract_rules_defaults_are_the_types_own() {
+        let doc = document();
+        let props = &doc["components"]["schemas"]["ContractRules"]["properties"];
+        let defaults =
+            serde_json::to_value(caresync_core::metrics::ContractRules::default()).unwrap_or_default();
+        let defaults = defaults.as_object().cloned().unwrap_or_default();
+        assert!(defaults.len() > 5);
+        for (field, value) in defaults {
+            assert_eq!(props[&field]["default"], value, "{field}");
+        }
+        assert_eq!(
+            doc["components"]["schemas"]["ContractRules"]["additionalProperties"],
+            false
+        );
     }
 
     /// Every `.route(...)` in the router's source is documented, and nothing else is.

@@ -99,7 +99,7 @@ async fn list(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct AlertWithHistory {
     alert: AlertRecord,
     history: Vec<AlertEntry>,
@@ -217,8 +217,11 @@ async fn list_escalations(
     blocking(move || Ok(Json(escalations::list(st.store.as_ref(), st.tz, now())?))).await
 }
 
+#[derive(utoipa::ToSchema)]
+#[schema(as = RaiseEscalation)]
 #[derive(Deserialize)]
 pub struct RaiseBody {
+    #[schema(format = Uuid)]
     escalation_id: String,
     /// What the commissioner was told (kept as the contact's summary).
     summary: String,
@@ -250,6 +253,8 @@ async fn list_contacts(
     blocking(move || Ok(Json(escalations::contacts(st.store.as_ref())?))).await
 }
 
+#[derive(utoipa::ToSchema)]
+#[schema(as = NewCommissionerContact)]
 #[derive(Deserialize)]
 pub struct NewContact {
     contract_id: ContractId,

@@ -122,7 +122,7 @@ impl ClientBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 pub struct ContractBody {
     id: Option<ContractId>,
     name: String,
@@ -130,6 +130,7 @@ pub struct ContractBody {
     model: CommissioningModel,
     /// Thresholds, KPI targets and billing rule; omitted fields take the brief's defaults.
     #[serde(default)]
+    #[schema(value_type = Option<caresync_core::metrics::ContractRules>)]
     rules: Option<serde_json::Value>,
 }
 

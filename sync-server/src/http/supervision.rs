@@ -105,7 +105,7 @@ pub struct DayQuery {
     date: NaiveDate,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct CarerDay {
     carer_id: PersonId,
     date: NaiveDate,

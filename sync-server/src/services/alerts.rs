@@ -577,7 +577,7 @@ pub fn sweep(
 
 /// Oversight figures for one team and local month: how many alerts were raised, by kind, and
 /// how fast they were handled.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, serde::Serialize)]
 pub struct OversightRow {
     /// The team's id (empty for carers without a team) and name.
     pub team_id: String,

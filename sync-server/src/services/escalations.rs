@@ -70,11 +70,14 @@ pub fn open_for_mismatches(
 }
 
 /// An escalation with where it stands on `today`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Escalation)]
 #[derive(Clone, Debug, Serialize)]
 pub struct EscalationView {
     #[serde(flatten)]
     pub escalation: Escalation,
     /// `open` or `raised`.
+    #[schema(value_type = String, pattern = "^(open|raised)$")]
     pub status: &'static str,
     /// Raised: whether on or before the due day. Open: `false` once the due day has passed,
     /// else `None` (still in time).
@@ -316,6 +319,8 @@ mod tests {
 }
 
 /// One framework contract's month so far and where it is heading.
+#[derive(utoipa::ToSchema)]
+#[schema(as = KpiProjection)]
 #[derive(Clone, Debug, Serialize)]
 pub struct ContractProjection {
     pub contract_id: ContractId,

@@ -9,28 +9,33 @@ use serde::Serialize;
 type Result<T, E = VisitServiceError> = std::result::Result<T, E>;
 
 /// One line of a visit's timeline.
-#[derive(Serialize, Debug)]
+#[derive(utoipa::ToSchema, Serialize, Debug)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TimelineEntry {
     Schedule {
+        #[schema(value_type = i64, format = "epoch-ms")]
         at: Millis,
         by: PersonId,
         what: String,
         schedule: caresync_core::Schedule,
     },
     Clock {
+        #[schema(value_type = i64, format = "epoch-ms")]
         at: Millis,
         event: EventRow,
     },
     Note {
+        #[schema(value_type = i64, format = "epoch-ms")]
         at: Millis,
         note: Note,
     },
     TaskOutcome {
+        #[schema(value_type = i64, format = "epoch-ms")]
         at: Millis,
         outcome: caresync_core::TaskOutcome,
     },
     Amendment {
+        #[schema(value_type = i64, format = "epoch-ms")]
         at: Millis,
         amendment: Amendment,
     },
@@ -48,7 +53,7 @@ impl TimelineEntry {
     }
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct VisitTimeline {
     pub visit_id: VisitId,
     pub schedule: caresync_core::Schedule,

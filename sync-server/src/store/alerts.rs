@@ -117,7 +117,7 @@ text_enum!(
 );
 
 /// An alert as it stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRecord {
     pub alert_id: AlertId,
     pub visit_id: VisitId,
@@ -128,18 +128,24 @@ pub struct AlertRecord {
     pub subject: String,
     /// The carer's team when raised: whose supervisor it is for.
     pub team_id: Option<TeamId>,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub raised_at: Millis,
     /// Acknowledge by this instant (inclusive) or the alert escalates to the office.
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub ack_due_at: Millis,
     pub state: AlertState,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub acknowledged_at: Option<Millis>,
     pub acknowledged_by: Option<PersonId>,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub escalated_at: Option<Millis>,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub resolved_at: Option<Millis>,
     pub resolved_by: Option<PersonId>,
     pub action: Option<ResolutionAction>,
     /// The resolver's note (care information: never logged).
     pub note: Option<String>,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub closed_at: Option<Millis>,
     pub close_reason: Option<CloseReason>,
     /// How many history entries the alert has.
@@ -147,11 +153,12 @@ pub struct AlertRecord {
 }
 
 /// One appended step of an alert's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertEntry {
     pub alert_id: AlertId,
     /// 1, 2, …: the alert's version after this step.
     pub seq: u32,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub at: Millis,
     pub step: AlertStep,
     /// Who did it; `None` when the server did (raising, escalating, closing).
@@ -389,37 +396,50 @@ pub fn sqlite_sql(sql: &str) -> String {
 
 /// A weekly reconciliation mismatch (authorised against delivered minutes) for one client and
 /// contract, to be raised with the commissioner within 5 working days of the week's end.
+#[derive(utoipa::ToSchema)]
+#[schema(as = EscalationRecord)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escalation {
+    #[schema(format = Uuid)]
     pub escalation_id: String,
     pub contract_id: ContractId,
     pub client_id: ClientId,
     /// The ISO week's Monday, `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub week_start: String,
     pub authorised_minutes: i64,
     pub delivered_minutes: i64,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub opened_at: Millis,
     /// Raise by this local day (inclusive).
+    #[schema(format = Date)]
     pub due_on: String,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub raised_at: Option<Millis>,
     /// The local day it was raised with the commissioner.
+    #[schema(format = Date)]
     pub raised_on: Option<String>,
     pub raised_by: Option<PersonId>,
     /// The commissioner contact that raised it.
+    #[schema(format = Uuid)]
     pub contact_id: Option<String>,
 }
 
 /// A contact with a commissioner: evidence of proactive communication.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionerContact {
+    #[schema(format = Uuid)]
     pub contact_id: String,
     pub contract_id: ContractId,
     /// The local day of the contact, `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub contact_on: String,
     pub summary: String,
     pub recorded_by: PersonId,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub recorded_at: Millis,
     /// The escalation it raised, if any.
+    #[schema(format = Uuid)]
     pub escalation_id: Option<String>,
 }
 

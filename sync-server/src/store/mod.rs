@@ -84,22 +84,27 @@ pub struct Chunk {
 
 /// A clock event as the server projects it for reports (append-only: never updated once stored,
 /// so `received_at` is when the server first saw it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRow {
     pub event_id: EventId,
     pub visit_id: VisitId,
     pub carer_id: PersonId,
     pub device_id: DeviceId,
     pub kind: ClockKind,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub device_time: Millis,
     pub clock_offset_ms: Option<i64>,
+    #[schema(value_type = Option<i64>, format = "epoch-ms")]
     pub offset_measured_at: Option<Millis>,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub trusted_time: Millis,
+    #[schema(value_type = i64, format = "epoch-ms")]
     pub received_at: Millis,
     pub method: ClockMethod,
     pub reason: Option<ReasonCode>,
     pub location: Option<Location>,
     /// Time trust and `reassigned_before_sync`; a comma-joined text column and JSON string.
+    #[schema(value_type = String, example = "clock_skew,future_time")]
     pub flags: caresync_core::metrics::EventFlags,
 }
 
@@ -137,12 +142,13 @@ pub struct Client {
 
 /// A contract with a commissioner; its rules (thresholds, KPI targets, billing) are stored as the
 /// JSON of `caresync_core::metrics::ContractRules`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contract {
     pub id: ContractId,
     pub name: String,
     pub commissioner: String,
     pub model: CommissioningModel,
+    #[schema(value_type = caresync_core::metrics::ContractRules)]
     pub rules: serde_json::Value,
 }
 
