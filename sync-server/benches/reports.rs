@@ -1,14 +1,19 @@
-//! Office figures over a generated database of 1,000,000 visits (`CARESYNC_BENCH_VISITS` to change), all in one month (March 2026,
-//! with the clocks changing on the 29th): a provider of about 2,000 carers and 20,000 clients.
+//! Office figures over a generated month of 1,000,000 visits (`CARESYNC_BENCH_VISITS` to change),
+//! March 2026 with the clocks changing on the 29th: a provider of about 2,000 carers and 20,000
+//! clients.
 //!
-//! The database is written once through the store's own commit path (the same rows the sync
-//! path writes) and kept in `target/bench-data/` (about 1.2 GB; delete it to regenerate).
+//! The month is written once and kept in `target/bench-data/` (delete it to regenerate). By
+//! default only the people, clients and contracts go through the store; each visit is judged by
+//! `VisitFacts::judge`, as the commit path judges it, and its fact rows are written in bulk, then
+//! the slot sums by the migration that sums existing facts (the reports read nothing else). With
+//! `CARESYNC_BENCH_COMMIT_PATH=1` every visit goes through `commit_visit` instead (about ten
+//! times slower to generate).
 //!
 //! Run: `cargo bench -p caresync-server --bench reports`
 //!
-//! Reports are sums over the per-visit facts the commit path keeps (one snapshot per report). With
-//! `CARESYNC_BENCH_BACKFILL=1` the facts are dropped first, so opening the store times the
-//! backfill migration over the 1,000,000 visits.
+//! `CARESYNC_BENCH_PG_URL` (an empty PostgreSQL database) adds the same reports on PostgreSQL.
+//! With `CARESYNC_BENCH_BACKFILL=1` (and a commit-path month) the facts are dropped first, so
+//! opening the store times the backfill migration.
 
 use caresync_core::domain::*;
 use caresync_core::metrics::*;
