@@ -1,18 +1,25 @@
-//! Office figures over a generated database of 1,000,000 visits (`CARESYNC_BENCH_VISITS` to change), all in one month (March 2026,
-//! with the clocks changing on the 29th): a provider of about 2,000 carers and 20,000 clients.
+//! Office figures over a generated month of 1,000,000 visits (`CARESYNC_BENCH_VISITS` to change),
+//! March 2026 with the clocks changing on the 29th: a provider of about 2,000 carers and 20,000
+//! clients.
 //!
-//! The database is written once through the store's own commit path (the same rows the sync
-//! path writes) and kept in `target/bench-data/` (about 1.2 GB; delete it to regenerate).
+//! The month is written once and kept in `target/bench-data/` (delete it to regenerate). By
+//! default only the people, clients and contracts go through the store; each visit is judged by
+//! `VisitFacts::judge`, as the commit path judges it, and its fact rows are written in bulk, then
+//! the slot sums by the migration that sums existing facts (the reports read nothing else). With
+//! `CARESYNC_BENCH_COMMIT_PATH=1` every visit goes through `commit_visit` instead (about ten
+//! times slower to generate).
 //!
 //! Run: `cargo bench -p caresync-server --bench reports`
 //!
-//! Reports are sums over the per-visit facts the commit path keeps (one snapshot per report). With
-//! `CARESYNC_BENCH_BACKFILL=1` the facts are dropped first, so opening the store times the
-//! backfill migration over the 1,000,000 visits.
+//! `CARESYNC_BENCH_PG_URL` (an empty PostgreSQL database) adds the same reports on PostgreSQL.
+//! With `CARESYNC_BENCH_BACKFILL=1` (and a commit-path month) the facts are dropped first, so
+//! opening the store times the backfill migration.
 
 use caresync_core::domain::*;
 use caresync_core::metrics::*;
 use caresync_server::services::reports;
+use caresync_server::store::facts;
+use caresync_server::store::postgres::PostgresStore;
 use caresync_server::store::sqlite::SqliteStore;
 use caresync_server::store::*;
 use chrono::{NaiveDate, TimeZone};
@@ -37,7 +44,16 @@ const TEAMS: usize = 100;
 const CLIENTS: usize = 20_000;
 const DAYS: u32 = 31;
 /// Bump when the generated data changes, so an old file is not reused.
-const DATA_VERSION: u32 = 3;
+const DATA_VERSION: u32 = 5;
+
+/// `CARESYNC_BENCH_COMMIT_PATH=1`: write every visit through `commit_visit` (visits, events,
+/// amendments and facts, as the sync path does; about 1.2 ms a visit on a loaded machine).
+/// Otherwise only the reference rows go through the store and each visit is judged by the
+/// metrics (`VisitFacts::judge`, as the commit path does) and its fact rows written in bulk:
+/// the reports read nothing else.
+fn commit_path() -> bool {
+    std::env::var_os("CARESYNC_BENCH_COMMIT_PATH").is_some()
+}
 
 fn tz() -> chrono_tz::Tz {
     chrono_tz::Europe::London
@@ -65,9 +81,11 @@ fn data_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target
-        .join("bench-data")
-        .join(format!("reports-{}-v{DATA_VERSION}.db", visits()))
+    target.join("bench-data").join(format!(
+        "reports-{}-{}-v{DATA_VERSION}.db",
+        visits(),
+        if commit_path() { "commits" } else { "facts" }
+    ))
 }
 
 fn id(rng: &mut StdRng) -> Uuid {
@@ -92,14 +110,73 @@ fn ensure_database() -> PathBuf {
     eprintln!("generating {} visits into {} (once)...", visits(), path.display());
     let started = Instant::now();
     let store = SqliteStore::open(&path).expect("open bench store");
-    generate(&store).expect("generate");
-    drop(store);
+    if commit_path() {
+        generate(&store, &mut |c, _| store.commit_visit(c)).expect("generate");
+        drop(store);
+    } else {
+        // The facts in one transaction of one connection of our own: rows of a period together,
+        // as the day-by-day commits leave them.
+        let mut conn = rusqlite::Connection::open(&path).expect("open for facts");
+        let tx = conn.transaction().expect("transaction");
+        {
+            let mut visit = tx
+                .prepare(&facts::sqlite(&facts::insert_visit_sql()))
+                .expect("prepare");
+            let mut carer = tx
+                .prepare(&facts::sqlite(&facts::insert_carer_sql()))
+                .expect("prepare");
+            generate(&store, &mut |c, (rules, home)| {
+                let judged = VisitFacts::judge(
+                    &facts::record_from_rows(&c.visit, &c.new_events, &c.new_amendments),
+                    rules,
+                    &facts::inputs(Some(home), &c.new_events),
+                );
+                let mut params = facts::visit_params(&judged, c.visit.updated_at);
+                params.push(facts::Param::Int(Some(facts::fingerprint(&judged))));
+                let fact_id: i64 = visit
+                    .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))
+                    .expect("insert visit facts");
+                for (rank, one) in judged.carers.iter().enumerate() {
+                    carer
+                        .execute(rusqlite::params_from_iter(bind(facts::carer_params(
+                            fact_id, rank, one,
+                        ))))
+                        .expect("insert carer facts");
+                }
+                Ok(())
+            })
+            .expect("generate");
+        }
+        // The slot sums the commit path would have kept, by the migration that sums existing
+        // facts (its `CREATE TABLE IF NOT EXISTS` does nothing here).
+        tx.execute_batch(concat!(
+            "DELETE FROM visit_fact_sums;",
+            include_str!("../migrations/sqlite/0007_visit_fact_sums.sql")
+        ))
+        .expect("sum the facts");
+        tx.commit().expect("commit facts");
+        drop(store);
+    }
     std::fs::write(&done, b"").expect("mark complete");
     eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
     path
 }
 
-fn generate(store: &SqliteStore) -> Result<()> {
+fn bind(params: Vec<facts::Param>) -> Vec<rusqlite::types::Value> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            facts::Param::Int(Some(v)) => rusqlite::types::Value::Integer(v),
+            facts::Param::Int(None) => rusqlite::types::Value::Null,
+            facts::Param::Text(t) => rusqlite::types::Value::Text(t),
+        })
+        .collect()
+}
+
+/// Each visit's rows, with its contract's rules and client's location, to `emit`.
+type Emit<'a> = dyn FnMut(&VisitCommit, (&ContractRules, Location)) -> Result<()> + 'a;
+
+fn generate(store: &dyn ServerStore, emit: &mut Emit<'_>) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(7);
     let teams: Vec<TeamId> = (0..TEAMS).map(|_| TeamId(id(&mut rng))).collect();
     for (k, t) in teams.iter().enumerate() {
@@ -162,7 +239,7 @@ fn generate(store: &SqliteStore) -> Result<()> {
             rules: serde_json::to_value(&rules).expect("rules"),
         };
         store.upsert_contract(&contract)?;
-        contracts.push(contract.id);
+        contracts.push((contract.id, rules));
     }
     let devices: Vec<DeviceId> = (0..CARERS).map(|_| DeviceId(id(&mut rng))).collect();
     let (first, _) = month();
@@ -242,11 +319,12 @@ fn generate(store: &SqliteStore) -> Result<()> {
                 }
             }
         }
-        store.commit_visit(&VisitCommit {
+        let (contract_id, rules) = &contracts[rng.random_range(0..contracts.len())];
+        let commit = VisitCommit {
             visit: VisitRow {
                 visit_id,
                 client_id: client,
-                contract_id: contracts[rng.random_range(0..contracts.len())],
+                contract_id: *contract_id,
                 carers: assigned,
                 planned_start: start,
                 planned_end: end,
@@ -263,7 +341,8 @@ fn generate(store: &SqliteStore) -> Result<()> {
             new_events: events,
             new_amendments: amendments,
             sync_state: None,
-        })?;
+        };
+        emit(&commit, (rules, home))?;
     }
     Ok(())
 }
@@ -279,7 +358,7 @@ fn random_heads(rng: &mut StdRng) -> caresync_core::Heads {
 fn reset_facts(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).expect("open for reset");
     conn.execute_batch(
-        "DROP TABLE IF EXISTS carer_visit_facts; DROP TABLE IF EXISTS visit_facts;
+        "DROP TABLE IF EXISTS visit_fact_sums; DROP TABLE IF EXISTS carer_visit_facts; DROP TABLE IF EXISTS visit_facts;
          DROP TABLE IF EXISTS contract_rules; PRAGMA user_version = 4;",
     )
     .expect("reset facts");
@@ -367,36 +446,25 @@ fn benches(c: &mut Criterion) {
         "the month holds every generated visit"
     );
 
-    let mut g = c.benchmark_group("report_1m_visits");
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(10))
-        .warm_up_time(Duration::from_secs(2));
-    g.bench_function("monthly_punctuality_by_contract", |b| {
-        b.iter(|| {
-            reports::punctuality(store.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report")
-        })
-    });
-    g.bench_function("monthly_punctuality_by_carer_week", |b| {
-        b.iter(|| {
-            reports::punctuality(store.as_ref(), span, GroupBy::Carer, PeriodKind::Week).expect("report")
-        })
-    });
-    g.bench_function("weekly_reconciliation_month", |b| {
-        b.iter(|| reports::reconciliation(store.as_ref(), span).expect("reconciliation"))
-    });
-    g.bench_function("continuity_month", |b| {
-        b.iter(|| reports::continuity(store.as_ref(), span).expect("continuity"))
-    });
-    g.bench_function("monthly_punctuality_as_of_mid_month", |b| {
-        let mid = reports::Span {
-            as_of: start + 15 * DAY_MS,
-            ..span
-        };
-        b.iter(|| {
-            reports::punctuality(store.as_ref(), mid, GroupBy::Contract, PeriodKind::Month).expect("report")
-        })
-    });
-    g.finish();
+    // The same range shifted by 1 ms no longer falls on the sums' quarter hours, so the report
+    // sums every fact row (the path before the sums); no visit starts at midnight, so the
+    // figures are the same.
+    let from_rows = reports::Span {
+        from: start + 1,
+        to: end + 1,
+        ..span
+    };
+    let t = Instant::now();
+    let by_rows = reports::punctuality(store.as_ref(), from_rows, GroupBy::Contract, PeriodKind::Month)
+        .expect("report");
+    eprintln!("the same from the rows: {:.2?}", t.elapsed());
+    assert_eq!(
+        format!("{:?}", by_rows.rows),
+        format!("{:?}", report.rows),
+        "the sums give the rows' figures"
+    );
+
+    month_reports(c, "report_1m_visits", store.as_ref(), span);
 
     // The same database, a one-day report: cost follows the visits in the period, not the table.
     let day = NaiveDate::from_ymd_opt(2026, 3, 16).expect("date");
@@ -422,6 +490,118 @@ fn benches(c: &mut Criterion) {
     g.sample_size(50);
     g.bench_function("todays_alerts_1500_visits", |b| {
         b.iter(|| reports::alerts(today.as_ref(), now, None).expect("alerts"))
+    });
+    g.finish();
+    if let Some(url) = std::env::var_os("CARESYNC_BENCH_PG_URL") {
+        let pg = postgres_store(&url.to_string_lossy());
+        let t = Instant::now();
+        let theirs =
+            reports::punctuality(pg.as_ref(), span, GroupBy::Contract, PeriodKind::Month).expect("report");
+        eprintln!("PostgreSQL, one monthly report by contract: {:.2?}", t.elapsed());
+        assert_eq!(
+            format!("{:?}", theirs.rows),
+            format!("{:?}", report.rows),
+            "PostgreSQL gives the embedded store's figures"
+        );
+        month_reports(c, "report_1m_visits_postgres", pg.as_ref(), span);
+    }
+}
+
+/// With `CARESYNC_BENCH_PG_URL` (an empty database, or one this bench filled with the same
+/// number of visits): the same month in PostgreSQL, its facts written in bulk as above.
+fn postgres_store(url: &str) -> Arc<dyn ServerStore> {
+    let store = PostgresStore::open(url).expect("open PostgreSQL");
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect");
+    let have: i64 = client
+        .query_one("SELECT COUNT(*) FROM visit_facts", &[])
+        .expect("count")
+        .get(0);
+    if have != visits() as i64 {
+        assert_eq!(
+            have, 0,
+            "CARESYNC_BENCH_PG_URL holds another bench's data: use an empty database"
+        );
+        eprintln!("generating {} visits into PostgreSQL (once)...", visits());
+        let started = Instant::now();
+        let mut tx = client.transaction().expect("transaction");
+        let visit = tx.prepare(&facts::insert_visit_sql()).expect("prepare");
+        let carer = tx.prepare(&facts::insert_carer_sql()).expect("prepare");
+        generate(&store, &mut |c, (rules, home)| {
+            let judged = VisitFacts::judge(
+                &facts::record_from_rows(&c.visit, &c.new_events, &c.new_amendments),
+                rules,
+                &facts::inputs(Some(home), &c.new_events),
+            );
+            let mut params = facts::visit_params(&judged, c.visit.updated_at);
+            params.push(facts::Param::Int(Some(facts::fingerprint(&judged))));
+            let fact_id: i64 = tx
+                .query_one(&visit, &pg_bind(&params))
+                .expect("insert visit facts")
+                .get(0);
+            for (rank, one) in judged.carers.iter().enumerate() {
+                tx.execute(&carer, &pg_bind(&facts::carer_params(fact_id, rank, one)))
+                    .expect("insert carer facts");
+            }
+            Ok(())
+        })
+        .expect("generate");
+        tx.batch_execute(concat!(
+            "DELETE FROM visit_fact_sums;",
+            include_str!("../migrations/postgres/0006_visit_fact_sums.sql")
+        ))
+        .expect("sum the facts");
+        tx.commit().expect("commit facts");
+        client.batch_execute("VACUUM ANALYZE").expect("analyze");
+        eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
+    }
+    Arc::new(store)
+}
+
+fn pg_bind(params: &[facts::Param]) -> Vec<&(dyn ::postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            facts::Param::Int(v) => v as &(dyn ::postgres::types::ToSql + Sync),
+            facts::Param::Text(t) => t as &(dyn ::postgres::types::ToSql + Sync),
+        })
+        .collect()
+}
+
+/// The month's office reports on one store, as one Criterion group.
+fn month_reports(c: &mut Criterion, group: &str, store: &dyn ServerStore, span: reports::Span) {
+    let (start, _) = (span.from, span.to);
+    let from_rows = reports::Span {
+        from: span.from + 1,
+        to: span.to + 1,
+        ..span
+    };
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(2));
+    g.bench_function("monthly_punctuality_by_contract", |b| {
+        b.iter(|| reports::punctuality(store, span, GroupBy::Contract, PeriodKind::Month).expect("report"))
+    });
+    g.bench_function("monthly_punctuality_by_contract_from_rows", |b| {
+        b.iter(|| {
+            reports::punctuality(store, from_rows, GroupBy::Contract, PeriodKind::Month).expect("report")
+        })
+    });
+    g.bench_function("monthly_punctuality_by_carer_week", |b| {
+        b.iter(|| reports::punctuality(store, span, GroupBy::Carer, PeriodKind::Week).expect("report"))
+    });
+    g.bench_function("weekly_reconciliation_month", |b| {
+        b.iter(|| reports::reconciliation(store, span).expect("reconciliation"))
+    });
+    g.bench_function("continuity_month", |b| {
+        b.iter(|| reports::continuity(store, span).expect("continuity"))
+    });
+    g.bench_function("monthly_punctuality_as_of_mid_month", |b| {
+        let mid = reports::Span {
+            as_of: start + 15 * DAY_MS,
+            ..span
+        };
+        b.iter(|| reports::punctuality(store, mid, GroupBy::Contract, PeriodKind::Month).expect("report"))
     });
     g.finish();
 }

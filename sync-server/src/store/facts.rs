@@ -278,13 +278,18 @@ const STANDING: &str =
 
 /// The local day number of `f.planned_start`, by the agency's offsets (literal integers).
 fn local_day(offsets: &[(Millis, i64)]) -> String {
+    local_day_of("f.planned_start", offsets)
+}
+
+/// The local day number of the instant `at` (an SQL expression), by the agency's offsets.
+fn local_day_of(at: &str, offsets: &[(Millis, i64)]) -> String {
     // No offsets given: UTC days.
-    let mut case = String::from("(CASE WHEN f.planned_start IS NULL THEN 0");
+    let mut case = format!("(CASE WHEN {at} IS NULL THEN 0");
     for (since, offset) in offsets.iter().rev() {
-        case.push_str(&format!(" WHEN f.planned_start >= {since} THEN {offset}"));
+        case.push_str(&format!(" WHEN {at} >= {since} THEN {offset}"));
     }
     case.push_str(" ELSE 0 END)");
-    let x = format!("(f.planned_start + {case})");
+    let x = format!("({at} + {case})");
     format!("(({x} - ((({x} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})) / {DAY_MS})")
 }
 
@@ -319,8 +324,170 @@ fn counts(u: &str) -> String {
 
 pub const COUNT_WIDTH: usize = 20;
 
+/// Partial sums per contract are kept per quarter hour of planned start ([`SLOT_MS`]): every
+/// time zone in use today changes its offset on a quarter hour by a multiple of one, so each
+/// slot lies in one local day of any such zone and the sums need no time zone at commit (a
+/// change of the agency's zone re-stamps nothing).
+pub const SLOT_MS: i64 = 15 * 60_000;
+
+/// The slot of `at` (an SQL expression of milliseconds), floored.
+fn slot_of(at: &str) -> String {
+    format!("(({at} - ((({at} % {SLOT_MS}) + {SLOT_MS}) % {SLOT_MS})) / {SLOT_MS})")
+}
+
+/// Whether the range and the agency's offsets over it fall on slot boundaries, so that each
+/// slot's sums belong to one local day of the report (else the rows are summed).
+pub fn slots_fit(q: &SnapshotQuery) -> bool {
+    let on = |ms: i64| ms.rem_euclid(SLOT_MS) == 0;
+    on(q.from) && on(q.to) && q.offsets.iter().all(|&(since, offset)| on(since) && on(offset))
+}
+
+/// The columns of `visit_fact_sums` after its key (`slot`, `contract_id`): when its content
+/// last changed, upper bounds of the standing rows' `missed_after` and `open_after`, then sums
+/// of the standing (`valid_to IS NULL`) visit-level rows.
+pub const SUM_COLS: &str =
+    "changed_at, missed_bound, open_bound, visits, cancelled, attended, on_time, late, early, \
+     unattended, short, overrun, unclosed, partially_attended, electronic, location_checked, \
+     location_verified, flagged_events, unverified_time_events, clock_skew_events, future_time_events";
+
+/// A unit's contribution to the sums after the bounds, times `sign`: in [`SUM_COLS`] order
+/// from `visits`. `unattended` counts rows with a missed line, `unclosed` rows with an open line.
+fn sum_terms(u: &str, sign: &str) -> Vec<String> {
+    let has = |c: &str| format!("{sign} * (CASE WHEN {u}.{c} IS NULL THEN 0 ELSE 1 END)");
+    let col = |c: &str| format!("{sign} * {u}.{c}");
+    vec![
+        sign.to_string(),
+        col("cancelled"),
+        col("attended"),
+        col("on_time"),
+        col("late"),
+        col("early"),
+        has("missed_after"),
+        col("short"),
+        col("overrun"),
+        has("open_after"),
+        col("partially_attended"),
+        col("electronic"),
+        col("location_checked"),
+        col("location_verified"),
+        col("flagged_events"),
+        col("unverified_time_events"),
+        col("clock_skew_events"),
+        col("future_time_events"),
+    ]
+}
+
+/// Adds (`$3` = 1) or takes away (`$3` = -1) the visit-level fact row `$1` to or from its
+/// contract's slot sums, changed at `$2`. Run for every version that starts or stops standing,
+/// in the transaction that writes it; only an added row can raise the bounds.
+pub fn adjust_sums_sql() -> String {
+    let sign = "CAST($3 AS BIGINT)";
+    let terms = sum_terms("f", sign).join(", ");
+    let names: Vec<&str> = SUM_COLS.split(',').map(str::trim).collect();
+    let later = |c: &str| {
+        format!(
+            "{c} = CASE WHEN visit_fact_sums.{c} IS NULL OR excluded.{c} > visit_fact_sums.{c} \
+             THEN excluded.{c} ELSE visit_fact_sums.{c} END"
+        )
+    };
+    let mut set: Vec<String> = names[..3].iter().map(|c| later(c)).collect();
+    set.extend(
+        names[3..]
+            .iter()
+            .map(|c| format!("{c} = visit_fact_sums.{c} + excluded.{c}")),
+    );
+    format!(
+        "INSERT INTO visit_fact_sums (slot, contract_id, {SUM_COLS})
+         SELECT {}, f.contract_id, CAST($2 AS BIGINT),
+                CASE WHEN {sign} > 0 THEN f.missed_after END, CASE WHEN {sign} > 0 THEN f.open_after END,
+                {terms}
+         FROM visit_facts f WHERE f.fact_id = CAST($1 AS BIGINT)
+         ON CONFLICT (slot, contract_id) DO UPDATE SET {}",
+        slot_of("f.planned_start"),
+        set.join(", ")
+    )
+}
+
+/// The settled sums of slot alias `s` at `$3`: nothing in them changed after `$3`, and every
+/// "now"-dependent line of their rows is already behind `$3` (all missed, all unclosed), so
+/// the sums are the counts of the rows standing at `$3`.
+const SETTLED: &str = "s.changed_at <= $3 AND (s.missed_bound IS NULL OR s.missed_bound < $3) \
+     AND (s.open_bound IS NULL OR s.open_bound < $3)";
+
+/// Counts per local day and contract from the slot sums where they are settled at `$3`, and
+/// from the fact rows of the other slots (the last hours' visits, or all of them for an `as_of`
+/// in the past). Only when [`slots_fit`].
+fn contract_tallies_from_sums_sql(offsets: &[(Millis, i64)]) -> String {
+    let slots =
+        format!("s.slot >= CAST($1 AS BIGINT) / {SLOT_MS} AND s.slot < CAST($2 AS BIGINT) / {SLOT_MS}");
+    let settled = format!(
+        "SELECT {} AS d, s.contract_id AS k, s.visits AS c0, s.cancelled AS c1, s.attended AS c2,
+                s.on_time AS c3, s.late AS c4, s.early AS c5, s.unattended AS c6, 0 AS c7, 0 AS c8,
+                s.short AS c9, s.overrun AS c10, s.unclosed AS c11, s.partially_attended AS c12,
+                s.electronic AS c13, s.location_checked AS c14, s.location_verified AS c15,
+                s.flagged_events AS c16, s.unverified_time_events AS c17, s.clock_skew_events AS c18,
+                s.future_time_events AS c19
+         FROM visit_fact_sums s WHERE {slots} AND {SETTLED} AND s.visits <> 0",
+        local_day_of(&format!("(s.slot * {SLOT_MS})"), offsets)
+    );
+    // The slots with a contract not settled, then their rows (by the planned-start index; the
+    // CROSS JOIN keeps SQLite from building an index on the contract), then only the rows of
+    // a contract not settled in that slot.
+    let open = format!(
+        "SELECT {} AS d, f.contract_id AS k, {}
+         FROM (SELECT DISTINCT s.slot FROM visit_fact_sums s WHERE {slots} AND NOT ({SETTLED})) u
+         CROSS JOIN visit_facts f
+         WHERE f.planned_start >= u.slot * {SLOT_MS} AND f.planned_start < u.slot * {SLOT_MS} + {SLOT_MS}
+           AND {STANDING}
+           AND EXISTS (SELECT 1 FROM visit_fact_sums s WHERE s.slot = u.slot AND s.contract_id = f.contract_id
+                       AND NOT ({SETTLED}))",
+        local_day(offsets),
+        row_counts("f")
+    );
+    let sums: Vec<String> = (0..COUNT_WIDTH)
+        .map(|i| format!("CAST(SUM(t.c{i}) AS BIGINT)"))
+        .collect();
+    format!(
+        "SELECT t.d, t.k, {} FROM ({settled} UNION ALL {open}) t GROUP BY t.d, t.k",
+        sums.join(", ")
+    )
+}
+
+/// The same counts for one row of alias `u`, each 0 or 1 (or the row's event count), to be
+/// summed outside: [`counts`] before the `SUM`.
+fn row_counts(u: &str) -> String {
+    let when = |cond: String| format!("CASE WHEN {cond} THEN 1 ELSE 0 END");
+    [
+        "1".to_string(),
+        format!("{u}.cancelled"),
+        format!("{u}.attended"),
+        format!("{u}.on_time"),
+        format!("{u}.late"),
+        format!("{u}.early"),
+        when(format!("{u}.missed_after < $3")),
+        when(format!("{u}.missed_after >= $3 AND {u}.overdue_after >= $3")),
+        when(format!("{u}.missed_after >= $3 AND {u}.overdue_after < $3")),
+        format!("{u}.short"),
+        format!("{u}.overrun"),
+        when(format!("{u}.open_after < $3")),
+        format!("{u}.partially_attended"),
+        format!("{u}.electronic"),
+        format!("{u}.location_checked"),
+        format!("{u}.location_verified"),
+        format!("{u}.flagged_events"),
+        format!("{u}.unverified_time_events"),
+        format!("{u}.clock_skew_events"),
+        format!("{u}.future_time_events"),
+    ]
+    .join(", ")
+}
+
 /// Counts per local day and key: columns day, key, then [`COUNT_WIDTH`] counts.
-pub fn tallies_sql(key: TallyKey, offsets: &[(Millis, i64)]) -> String {
+pub fn tallies_sql(key: TallyKey, q: &SnapshotQuery) -> String {
+    let offsets = &q.offsets;
+    if key == TallyKey::Contract && slots_fit(q) {
+        return contract_tallies_from_sums_sql(offsets);
+    }
     let day = local_day(offsets);
     match key {
         TallyKey::Carer => format!(

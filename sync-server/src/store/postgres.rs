@@ -24,8 +24,10 @@ const MIGRATIONS: &[Migration<PgStep>] = &[
     migration!("migrations/postgres", "0002_tokens_expire"),
     migration!("migrations/postgres", "0003_web_sessions"),
     // Existing visits are judged after the file (the backfill).
-    migration!("migrations/postgres", "0004_visit_facts", then judge_visits_without_facts),
+    migration!("migrations/postgres", "0004_visit_facts", then judge_visits_before_sums),
     migration!("migrations/postgres", "0005_alerts_and_leases"),
+    // Sums what 0004's backfill wrote; from here the commit path keeps them.
+    migration!("migrations/postgres", "0006_visit_fact_sums"),
 ];
 
 const _: () = assert!(caresync_core::sqlite::numbered_in_order(MIGRATIONS));
@@ -427,7 +429,7 @@ fn al_alerts(client: &mut PgClient, where_sql: &str, values: Vec<al::Value>) -> 
     Ok(out)
 }
 
-fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis) -> Result<()> {
+fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis, sums: Sums) -> Result<()> {
     let id = row.visit_id.to_string();
     let events = rows(
         tx.query(
@@ -466,10 +468,26 @@ fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis) -> Result
         &rules,
         &fx::inputs(location, &events),
     );
-    write_facts(tx, &facts, at)
+    write_facts(tx, &facts, at, sums)
 }
 
-fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Result<()> {
+/// Whether the per-contract slot sums exist yet: not while `0004`'s backfill runs (`0006`
+/// sums what it wrote).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sums {
+    Keep,
+    NotYet,
+}
+
+/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
+fn adjust_sums(tx: &mut Transaction<'_>, sums: Sums, fact_id: i64, at: Millis, sign: i64) -> Result<()> {
+    if sums == Sums::Keep {
+        tx.execute(&fx::adjust_sums_sql(), &[&fact_id, &at, &sign])?;
+    }
+    Ok(())
+}
+
+fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing = tx.query_opt(
@@ -482,6 +500,7 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Resu
     }
     let at = standing.map_or(at, |(_, from, _)| at.max(from));
     if let Some((fact_id, from, _)) = standing {
+        adjust_sums(tx, sums, fact_id, at, -1)?;
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -495,6 +514,7 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Resu
     let mut params = fx::visit_params(facts, at);
     params.push(Param::Int(Some(fingerprint)));
     let fact_id: i64 = tx.query_one(&fx::insert_visit_sql(), &bind(&params))?.get(0);
+    adjust_sums(tx, sums, fact_id, at, 1)?;
     let insert = fx::insert_carer_sql();
     for (rank, c) in facts.carers.iter().enumerate() {
         let params = fx::carer_params(fact_id, rank, c);
@@ -505,6 +525,15 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis) -> Resu
 
 /// Judge every visit that has no facts yet, valid from the start of time (backfill, copy).
 pub(super) fn judge_visits_without_facts(tx: &mut Transaction<'_>) -> Result<()> {
+    judge_unjudged(tx, Sums::Keep)
+}
+
+/// The backfill of `0004`, before the sums' table exists.
+fn judge_visits_before_sums(tx: &mut Transaction<'_>) -> Result<()> {
+    judge_unjudged(tx, Sums::NotYet)
+}
+
+fn judge_unjudged(tx: &mut Transaction<'_>, sums: Sums) -> Result<()> {
     let visits = tx.query(
         &format!(
             "SELECT {VISIT_COLS} FROM visits v WHERE NOT EXISTS
@@ -513,7 +542,7 @@ pub(super) fn judge_visits_without_facts(tx: &mut Transaction<'_>) -> Result<()>
         &[],
     )?;
     for row in rows(visits, visit_from)? {
-        refresh_facts(tx, &row, 0)?;
+        refresh_facts(tx, &row, 0, sums)?;
     }
     Ok(())
 }
@@ -524,7 +553,7 @@ fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Resu
         &[&id],
     )?;
     for row in rows(visits, visit_from)? {
-        refresh_facts(tx, &row, at)?;
+        refresh_facts(tx, &row, at, Sums::Keep)?;
     }
     Ok(())
 }
@@ -534,7 +563,7 @@ fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSn
     let mut out = ReportSnapshot::default();
     let tallies =
         |tx: &mut Transaction<'_>, key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
-            let r = tx.query(&fx::tallies_sql(key, &q.offsets), &range)?;
+            let r = tx.query(&fx::tallies_sql(key, q), &range)?;
             rows(r, |r| {
                 let counts: Vec<i64> = (0..fx::COUNT_WIDTH).map(|i| r.get(i + 2)).collect();
                 fx::tally_from(r.get(0), r.get(1), &counts)
@@ -1018,7 +1047,7 @@ impl ServerStore for PostgresStore {
                     &[&device.to_string(), &v.updated_at],
                 )?;
             }
-            refresh_facts(tx, v, v.updated_at)?;
+            refresh_facts(tx, v, v.updated_at, Sums::Keep)?;
             for alert in raise {
                 al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
             }

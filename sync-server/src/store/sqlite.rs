@@ -23,6 +23,8 @@ const MIGRATIONS: &[Migration] = &[
     migration!("migrations/sqlite", "0004_web_sessions"),
     migration!("migrations/sqlite", "0005_visit_facts", then judge_existing_visits),
     migration!("migrations/sqlite", "0006_alerts_and_leases"),
+    // Sums what 0005's backfill wrote; from here the commit path keeps them.
+    migration!("migrations/sqlite", "0007_visit_fact_sums"),
 ];
 
 const _: () = assert!(sqlite::numbered_in_order(MIGRATIONS));
@@ -37,7 +39,8 @@ fn judge_existing_visits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         rows.collect::<rusqlite::Result<_>>()?
     };
     for row in &rows {
-        refresh_facts(tx, row, 0).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        refresh_facts(tx, row, 0, Sums::NotYet)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     }
     Ok(())
 }
@@ -117,7 +120,7 @@ fn al_alerts(conn: &Connection, where_sql: &str, values: Vec<al::Value>) -> Resu
 /// Judge a visit from its rows in this transaction and make the result its standing facts
 /// from `at` (the version standing before closes at `at`; one opened at the same instant or
 /// later is replaced, so versions never overlap).
-fn refresh_facts(tx: &Connection, row: &VisitRow, at: Millis) -> Result<()> {
+fn refresh_facts(tx: &Connection, row: &VisitRow, at: Millis, sums: Sums) -> Result<()> {
     let id = row.visit_id.to_string();
     let events: Vec<EventRow> = tx
         .prepare_cached(&format!(
@@ -147,7 +150,7 @@ fn refresh_facts(tx: &Connection, row: &VisitRow, at: Millis) -> Result<()> {
         &rules,
         &fx::inputs(location, &events),
     );
-    write_facts(tx, &facts, at)
+    write_facts(tx, &facts, at, sums)
 }
 
 fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
@@ -161,7 +164,24 @@ fn bind(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
         .collect()
 }
 
-fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis) -> Result<()> {
+/// Whether the per-contract slot sums exist yet: not while `0005`'s backfill runs (`0007`
+/// sums what it wrote).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sums {
+    Keep,
+    NotYet,
+}
+
+/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
+fn adjust_sums(tx: &Connection, sums: Sums, fact_id: i64, at: Millis, sign: i64) -> Result<()> {
+    if sums == Sums::Keep {
+        tx.prepare_cached(&fx::sqlite(&fx::adjust_sums_sql()))?
+            .execute(params![fact_id, at, sign])?;
+    }
+    Ok(())
+}
+
+fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing: Option<(i64, Millis, i64)> = tx
@@ -176,6 +196,7 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis) -> Result<()> {
     // Versions of one visit never go back in time, whatever the clock of the instance.
     let at = standing.map_or(at, |(_, from, _)| at.max(from));
     if let Some((fact_id, from, _)) = standing {
+        adjust_sums(tx, sums, fact_id, at, -1)?;
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
@@ -191,6 +212,7 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis) -> Result<()> {
     let fact_id: i64 = tx
         .prepare_cached(&fx::sqlite(&fx::insert_visit_sql()))?
         .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
+    adjust_sums(tx, sums, fact_id, at, 1)?;
     let mut insert = tx.prepare_cached(&fx::sqlite(&fx::insert_carer_sql()))?;
     for (rank, c) in facts.carers.iter().enumerate() {
         insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
@@ -211,7 +233,7 @@ fn rejudge(tx: &Connection, filter: &str, id: &str, at: Millis) -> Result<()> {
         rows.collect::<rusqlite::Result<_>>()?
     };
     for row in &rows {
-        refresh_facts(tx, row, at)?;
+        refresh_facts(tx, row, at, Sums::Keep)?;
     }
     Ok(())
 }
@@ -248,7 +270,7 @@ fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapsh
     let range = params![q.from, q.to, q.as_of];
     let mut out = ReportSnapshot::default();
     let tallies = |key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
-        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::tallies_sql(key, &q.offsets)))?;
+        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::tallies_sql(key, q)))?;
         let mut rows = stmt.query(range)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -1024,7 +1046,7 @@ impl ServerStore for SqliteStore {
                 tx.prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1")?
                     .execute(params![device.to_string(), v.updated_at])?;
             }
-            refresh_facts(tx, v, v.updated_at)?;
+            refresh_facts(tx, v, v.updated_at, Sums::Keep)?;
             for alert in &raise {
                 al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
             }
@@ -1531,8 +1553,8 @@ mod tests {
         let version = |s: &SqliteStore| -> Result<i64> {
             Ok(s.lock()?.query_row("PRAGMA user_version", [], |r| r.get(0))?)
         };
-        assert_eq!(version(&migrated)?, 6);
-        assert_eq!(version(&fresh)?, 6);
+        assert_eq!(version(&migrated)?, 7);
+        assert_eq!(version(&fresh)?, 7);
         let schema = full_schema(&*migrated.lock()?)?;
         assert_eq!(schema, full_schema(&*fresh.lock()?)?);
         assert!(schema.iter().any(|s| s.starts_with("table leases")), "{schema:?}");
@@ -1668,8 +1690,8 @@ mod tests {
         {
             let conn = Connection::open(&path)?;
             conn.execute_batch(
-                "DROP TABLE carer_visit_facts; DROP TABLE visit_facts; DROP TABLE contract_rules;
-                 PRAGMA user_version = 4;",
+                "DROP TABLE visit_fact_sums; DROP TABLE carer_visit_facts; DROP TABLE visit_facts;
+                 DROP TABLE contract_rules; PRAGMA user_version = 4;",
             )?;
         }
         let store = SqliteStore::open(&path)?;
