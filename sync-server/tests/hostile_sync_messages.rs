@@ -204,3 +204,51 @@ fn entries_that_do_not_read_as_the_schema_are_refused_for_their_visit_alone() {
         assert!(visit.events.is_empty(), "{what}: nothing stored");
     }
 }
+
+/// automerge 0.12 panics reading (`get`) a text character that carries an increment, and on a
+/// local `put` by index into such text (both found by the commit_path fuzz target, in its
+/// simulated phone). A phone can send exactly that: a note whose text is a text object with an
+/// incremented counter among its characters. The server reads text whole (`text()`), never by `get`, so it must
+/// neither panic nor fail the sync; the visit stays readable either way.
+#[test]
+fn a_note_whose_text_has_an_incremented_character_does_not_panic_the_server() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ReadDoc, ROOT};
+    let mut f = fixture();
+    let carer = f.carer.person.id.to_string();
+    let mut incremented = false;
+    let message = raw_message(&mut f, |doc| {
+        let (_, notes) = doc.get(ROOT, "notes").expect("get").expect("notes");
+        let entry = doc.insert_object(&notes, 0, ObjType::Map).expect("insert");
+        for (k, v) in [
+            ("id", NoteId::new().to_string()),
+            ("author_id", carer.clone()),
+            ("author_role", "carer".into()),
+            ("category", "general".into()),
+        ] {
+            doc.put(&entry, k, v).expect("put");
+        }
+        doc.put(&entry, "written_at", NOW).expect("put");
+        let text = doc.put_object(&entry, "text", ObjType::Text).expect("text");
+        doc.splice_text(&text, 0, 0, "Ate well").expect("splice");
+        // A counter inserted among the characters, then incremented (as the fuzzer did).
+        doc.insert(&text, 0, automerge::ScalarValue::counter(1))
+            .expect("insert");
+        incremented = doc.increment(&text, 0, 1).is_ok();
+        // The library bug itself, so whoever upgrades automerge learns when it is gone.
+        let get_panics = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = doc.get(&text, 0);
+        }))
+        .is_err();
+        assert!(
+            get_panics,
+            "automerge no longer panics on get of an incremented character"
+        );
+    });
+    assert!(incremented, "automerge let the phone increment a character");
+    match f.visits.ingest(&f.carer, f.visit, &message, NOW) {
+        Ok(Ingested::Accepted { .. } | Ingested::Refused(_)) => {}
+        Err(e) => panic!("the whole sync failed: {e}"),
+    }
+    f.visits.read(f.visit).expect("the visit stays readable");
+}
