@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::sync::{Mutex, MutexGuard};
 
 pub mod group_commit;
@@ -52,7 +53,7 @@ fn tune(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     // Every statement of the commit path stays prepared (rusqlite keeps 16 by default).
     conn.set_prepared_statement_cache_capacity(64);
-    Ok(())
+    sqlite::plan_once(conn)
 }
 
 /// Address space, not memory: mapped pages are the OS's file cache, shared and reclaimable.
@@ -172,10 +173,16 @@ enum Sums {
     NotYet,
 }
 
+/// The commit path's fact statements, written once rather than formatted on every commit (the
+/// statement cache is keyed by the text, so building it was most of a cached statement's cost).
+static ADJUST_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::adjust_sums_sql()));
+static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_visit_sql()));
+static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_carer_sql()));
+
 /// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
 fn adjust_sums(tx: &Connection, sums: Sums, fact_id: i64, at: Millis, sign: i64) -> Result<()> {
     if sums == Sums::Keep {
-        tx.prepare_cached(&fx::sqlite(&fx::adjust_sums_sql()))?
+        tx.prepare_cached(&ADJUST_SUMS)?
             .execute(params![fact_id, at, sign])?;
     }
     Ok(())
@@ -210,10 +217,10 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
     let mut params = fx::visit_params(facts, at);
     params.push(Param::Int(Some(fingerprint)));
     let fact_id: i64 = tx
-        .prepare_cached(&fx::sqlite(&fx::insert_visit_sql()))?
+        .prepare_cached(&INSERT_VISIT_FACTS)?
         .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
     adjust_sums(tx, sums, fact_id, at, 1)?;
-    let mut insert = tx.prepare_cached(&fx::sqlite(&fx::insert_carer_sql()))?;
+    let mut insert = tx.prepare_cached(&INSERT_CARER_FACTS)?;
     for (rank, c) in facts.carers.iter().enumerate() {
         insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
             fact_id, rank, c,
