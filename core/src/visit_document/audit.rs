@@ -19,6 +19,11 @@ pub struct WriteAudit {
     pub new_amendments: Vec<Amendment>,
     /// Hashes of the audited changes.
     pub change_hashes: Vec<ChangeHash>,
+    /// The audited changes, encoded as `save_after(before)` would encode them (the server
+    /// stores them as the visit's new chunk without encoding them again), and the heads they
+    /// lead to.
+    pub changes: Vec<u8>,
+    pub heads_after: Vec<ChangeHash>,
 }
 
 impl VisitDocument {
@@ -31,6 +36,8 @@ impl VisitDocument {
         let new_hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
         let mut audit = WriteAudit {
             change_hashes: changes.iter().map(|c| c.hash()).collect(),
+            changes: changes.iter().flat_map(|c| c.raw_bytes()).copied().collect(),
+            heads_after: after.clone(),
             ..Default::default()
         };
         if new_hashes.is_empty() {

@@ -107,6 +107,9 @@ struct CommitExtras {
     new_amendments: Vec<AmendmentRow>,
     /// Concerns a carer's phone just wrote, raised in the commit's transaction.
     raise: Vec<crate::store::alerts::AlertRecord>,
+    /// The new changes already encoded (by the audit), with the heads they lead to: the chunk
+    /// when the copy still stands at those heads.
+    encoded: Option<(Vec<automerge::ChangeHash>, Vec<u8>)>,
 }
 
 pub struct VisitService {
@@ -428,6 +431,7 @@ impl VisitService {
                     &audit.new_task_outcomes,
                     now,
                 ),
+                encoded: Some((audit.heads_after, audit.changes)),
             };
             self.commit(visit, cached, (copy, after), &before, now, extras)?;
             Ok(Ingested::Accepted { reply, new_changes })
@@ -451,7 +455,12 @@ impl VisitService {
         extras: CommitExtras,
     ) -> Result<()> {
         let after = copy.heads();
-        let chunk = (after != before).then(|| chunk_of(copy.automerge().save_after(before)));
+        let chunk = (after != before).then(|| {
+            chunk_of(match extras.encoded {
+                Some((heads, bytes)) if heads == after => bytes,
+                _ => copy.automerge().save_after(before),
+            })
+        });
         let row = project(visit, &read, &mut copy, now);
         let events: Vec<EventRow> = extras
             .new_events
