@@ -169,9 +169,9 @@ fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response>
     let sent: HashSet<_> = req.visits.iter().map(|m| m.visit_id).collect();
     let manifest = manifest::for_carer(
         state.store.as_ref(),
+        state.visits.manifests(),
         who.person.id,
-        at - state.scope_back_ms,
-        at + state.scope_ahead_ms,
+        (at - state.scope_back_ms, at + state.scope_ahead_ms),
         &sent,
         req.manifest_digest.as_deref(),
     )?;

@@ -2,10 +2,12 @@
 //! learns of new, changed and no-longer-its visits. Usually only the visits the phone sent; all of
 //! them when the phone's digest of the rest disagrees with ours, or a visit it sent left its scope.
 
-use crate::store::{ServerStore, StoreError};
+use crate::store::{ServerStore, StoreError, VisitRow};
 use caresync_core::domain::*;
 use caresync_core::protocol::{manifest_digest, ManifestEntry};
-use std::collections::HashSet;
+use caresync_core::Heads;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// The manifest's entries and whether they are the whole of the carer's scope.
 pub struct Manifest {
@@ -14,16 +16,16 @@ pub struct Manifest {
 }
 
 /// The manifest for `carer`'s visits planned in `from..to`, given the visits the phone sent
-/// (`sent`) and its digest of the others (`phone_digest`).
+/// (`sent`) and its digest of the others (`phone_digest`), from `cache` when it holds them.
 pub fn for_carer(
     store: &dyn ServerStore,
+    cache: &ManifestCache,
     carer: PersonId,
-    from: Millis,
-    to: Millis,
+    (from, to): (Millis, Millis),
     sent: &HashSet<VisitId>,
     phone_digest: Option<&str>,
 ) -> Result<Manifest, StoreError> {
-    let in_scope = store.visits_for_carer(carer, from, to)?;
+    let in_scope = cache.rows(store, carer, from, to)?;
     // If the phone's view of every visit it did not send agrees with ours, only the visits it
     // sent need their (new) heads; otherwise it gets the whole manifest.
     let ours = manifest_digest(
@@ -37,17 +39,297 @@ pub fn for_carer(
     let all_in_scope = sent.iter().all(|id| in_scope.iter().any(|r| r.visit_id == *id));
     let complete = phone_digest != Some(ours.as_str()) || !all_in_scope;
     let entries = in_scope
-        .iter()
+        .into_iter()
         .filter(|r| complete || sent.contains(&r.visit_id))
-        .map(|row| ManifestEntry {
-            visit_id: row.visit_id,
-            heads: row.heads.clone(),
+        .map(|r| ManifestEntry {
+            visit_id: r.visit_id,
+            heads: r.heads,
         })
         .collect();
     Ok(Manifest { entries, complete })
 }
 
+/// One visit of a carer's manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub visit_id: VisitId,
+    pub planned_start: Millis,
+    pub heads: Heads,
+}
+
+/// Each carer's manifest rows, kept in memory so a sync does not query them. Only for a store no
+/// other process writes (the embedded one): every commit of this process passes through
+/// [`ManifestCache::committed`], which keeps the rows exact. With PostgreSQL another instance's
+/// commits would not, so there every manifest is read from the database.
+///
+/// An entry holds a wider window than a sync asks for ([`AHEAD_SLACK_MS`] beyond the horizon),
+/// so visits coming into the horizon as time passes are already in it; it is read again once
+/// that slack is used up. At most `capacity` carers are kept (about 100 bytes a visit: a carer
+/// with 150 visits in the window is 15 KiB).
+pub struct ManifestCache {
+    inner: Option<Mutex<Inner>>,
+    capacity: usize,
+}
+
+/// How far beyond the horizon an entry reads, and so how long it serves a sliding window.
+pub const AHEAD_SLACK_MS: Millis = 60 * 60 * 1000;
+
+#[derive(Default)]
+struct Inner {
+    carers: HashMap<PersonId, Held>,
+    /// Bumped by every commit touching the carer: a read that overlapped one does not keep its
+    /// (possibly older) rows.
+    epochs: HashMap<PersonId, u64>,
+}
+
+struct Held {
+    from: Millis,
+    to: Millis,
+    rows: Vec<Row>,
+}
+
+impl ManifestCache {
+    /// `enabled` only when this process is the store's only writer.
+    pub fn new(enabled: bool, capacity: usize) -> Self {
+        Self {
+            inner: enabled.then(|| Mutex::new(Inner::default())),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The carer's visits planned in `[from, to)`, by planned start.
+    pub fn rows(
+        &self,
+        store: &dyn ServerStore,
+        carer: PersonId,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<Row>, StoreError> {
+        let read = |from, to| -> Result<Vec<Row>, StoreError> {
+            Ok(store
+                .visits_for_carer(carer, from, to)?
+                .into_iter()
+                .map(|v| Row {
+                    visit_id: v.visit_id,
+                    planned_start: v.planned_start,
+                    heads: v.heads,
+                })
+                .collect::<Vec<_>>())
+            .map(|mut rows| {
+                rows.sort_by_key(|r| (r.planned_start, r.visit_id));
+                rows
+            })
+        };
+        let Some(inner) = &self.inner else {
+            return read(from, to);
+        };
+        let epoch = {
+            let inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
+            if let Some(held) = inner.carers.get(&carer) {
+                if held.from <= from && to <= held.to {
+                    return Ok(in_window(&held.rows, from, to));
+                }
+            }
+            inner.epochs.get(&carer).copied().unwrap_or(0)
+        };
+        let (held_from, held_to) = (from, to.saturating_add(AHEAD_SLACK_MS));
+        let rows = read(held_from, held_to)?;
+        let answer = in_window(&rows, from, to);
+        let mut inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
+        if inner.epochs.get(&carer).copied().unwrap_or(0) == epoch {
+            if inner.carers.len() >= self.capacity && !inner.carers.contains_key(&carer) {
+                // Any one makes room: an entry is cheap to read again.
+                if let Some(victim) = inner.carers.keys().next().copied() {
+                    inner.carers.remove(&victim);
+                }
+            }
+            inner.carers.insert(
+                carer,
+                Held {
+                    from: held_from,
+                    to: held_to,
+                    rows,
+                },
+            );
+        }
+        Ok(answer)
+    }
+
+    /// A visit's row was committed: `before` are the carers it had, `row` what it is now. Call
+    /// after the commit, for every commit.
+    pub fn committed(&self, before: &[PersonId], row: &VisitRow) {
+        let Some(inner) = &self.inner else { return };
+        let Ok(mut inner) = inner.lock() else { return };
+        for carer in before.iter().chain(&row.carers) {
+            *inner.epochs.entry(*carer).or_default() += 1;
+            let Some(held) = inner.carers.get_mut(carer) else {
+                continue;
+            };
+            held.rows.retain(|r| r.visit_id != row.visit_id);
+            if row.carers.contains(carer) && (held.from..held.to).contains(&row.planned_start) {
+                let at = held
+                    .rows
+                    .partition_point(|r| (r.planned_start, r.visit_id) < (row.planned_start, row.visit_id));
+                held.rows.insert(
+                    at,
+                    Row {
+                        visit_id: row.visit_id,
+                        planned_start: row.planned_start,
+                        heads: row.heads.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Carers whose manifests are held (for tests and diagnostics).
+    pub fn held(&self) -> usize {
+        self.inner
+            .as_ref()
+            .and_then(|i| i.lock().ok().map(|i| i.carers.len()))
+            .unwrap_or(0)
+    }
+}
+
+fn in_window(rows: &[Row], from: Millis, to: Millis) -> Vec<Row> {
+    rows.iter()
+        .filter(|r| (from..to).contains(&r.planned_start))
+        .cloned()
+        .collect()
+}
+
 /// Record that a device synced when no accepted change did it already.
 pub fn device_synced(store: &dyn ServerStore, device: DeviceId, at: Millis) -> Result<(), StoreError> {
     store.device_synced(device, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::VisitCommit;
+
+    fn row(carers: Vec<PersonId>, planned_start: Millis, head: u8) -> VisitRow {
+        VisitRow {
+            visit_id: VisitId::new(),
+            client_id: ClientId::new(),
+            contract_id: ContractId::new(),
+            carers,
+            planned_start,
+            planned_end: planned_start + 3_600_000,
+            status: VisitStatus::Scheduled,
+            chargeable: None,
+            heads: Heads::from_bytes(&[[head; 32]]),
+            updated_at: 1,
+        }
+    }
+
+    fn store_row(store: &SqliteStore, row: &VisitRow) -> Result<(), StoreError> {
+        store.commit_visit(&VisitCommit {
+            visit: row.clone(),
+            chunk: None,
+            new_events: vec![],
+            new_amendments: vec![],
+            sync_state: None,
+        })
+    }
+
+    fn ids(rows: &[Row]) -> Vec<VisitId> {
+        rows.iter().map(|r| r.visit_id).collect()
+    }
+
+    /// Once read, a carer's manifest is answered from memory, and the commits reported to the
+    /// cache (new visits, reassignments, new heads, moves) keep it equal to the store's.
+    #[test]
+    fn held_manifests_follow_every_reported_commit() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let cache = ManifestCache::new(true, 10);
+        let (a, b) = (PersonId::new(), PersonId::new());
+        let window = (0, 10_000_000);
+        let rows = |carer| cache.rows(&store, carer, window.0, window.1);
+        let truth = |carer| -> Result<Vec<VisitId>, StoreError> {
+            Ok(store
+                .visits_for_carer(carer, window.0, window.1)?
+                .into_iter()
+                .map(|v| v.visit_id)
+                .collect())
+        };
+
+        let first = row(vec![a], 2_000_000, 1);
+        store_row(&store, &first)?;
+        cache.committed(&[], &first);
+        assert_eq!(ids(&rows(a)?), vec![first.visit_id]);
+        assert_eq!(cache.held(), 1);
+
+        // Written behind the cache's back: not seen, so the answer came from memory.
+        let unreported = row(vec![a], 3_000_000, 2);
+        store_row(&store, &unreported)?;
+        assert_eq!(ids(&rows(a)?), vec![first.visit_id]);
+        cache.committed(&[], &unreported);
+        assert_eq!(ids(&rows(a)?), truth(a)?);
+
+        // An earlier visit lands in planned order.
+        let earlier = row(vec![a], 1_000_000, 3);
+        store_row(&store, &earlier)?;
+        cache.committed(&[], &earlier);
+        assert_eq!(
+            ids(&rows(a)?),
+            vec![earlier.visit_id, first.visit_id, unreported.visit_id]
+        );
+
+        // Reassigned from a to b: gone from a's, in b's.
+        let moved = VisitRow {
+            carers: vec![b],
+            ..first.clone()
+        };
+        store_row(&store, &moved)?;
+        cache.committed(&first.carers, &moved);
+        assert_eq!(ids(&rows(a)?), truth(a)?);
+        assert_eq!(ids(&rows(b)?), vec![first.visit_id]);
+
+        // New heads, and a new planned start inside the window.
+        let changed = VisitRow {
+            heads: Heads::from_bytes(&[[9; 32]]),
+            planned_start: 500_000,
+            ..unreported.clone()
+        };
+        store_row(&store, &changed)?;
+        cache.committed(&unreported.carers, &changed);
+        let held = rows(a)?;
+        assert_eq!(ids(&held), truth(a)?);
+        assert_eq!(held[0].heads, changed.heads);
+
+        // Moved out of the window: still assigned, no longer in the manifest.
+        let later = VisitRow {
+            planned_start: 20_000_000,
+            ..changed.clone()
+        };
+        store_row(&store, &later)?;
+        cache.committed(&changed.carers, &later);
+        assert_eq!(ids(&rows(a)?), truth(a)?);
+        assert_eq!(ids(&rows(a)?), vec![earlier.visit_id]);
+
+        // A narrower window is cut from the held rows.
+        assert!(cache.rows(&store, a, 1_500_000, 10_000_000)?.is_empty());
+        Ok(())
+    }
+
+    /// Off (a store other processes write): every manifest is read from the store.
+    #[test]
+    fn a_disabled_cache_always_reads_the_store() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let cache = ManifestCache::new(false, 10);
+        let a = PersonId::new();
+        assert!(cache.rows(&store, a, 0, 10_000_000)?.is_empty());
+        let unreported = row(vec![a], 2_000_000, 1);
+        store_row(&store, &unreported)?;
+        assert_eq!(
+            ids(&cache.rows(&store, a, 0, 10_000_000)?),
+            vec![unreported.visit_id]
+        );
+        assert_eq!(cache.held(), 0);
+        Ok(())
+    }
 }

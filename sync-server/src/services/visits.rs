@@ -2,6 +2,7 @@
 //! change goes through (phones' sync messages and the office's edits), and the write rules.
 
 use crate::services::alerts::{self, OversightSettings};
+use crate::services::manifest::ManifestCache;
 use crate::services::rules::{judge_device_changes, Judgement};
 use crate::store::{
     AmendmentRow, Chunk, EventRow, Principal, ServerStore, StoreError, VisitCommit, VisitRow,
@@ -119,7 +120,13 @@ pub struct VisitService {
     actor: ActorId,
     /// Deadlines of the alerts raised as visits are committed.
     oversight: Arc<OversightSettings>,
+    /// Carers' manifests, kept exact by every commit here.
+    manifests: ManifestCache,
 }
+
+/// Carers whose manifests are kept in memory (embedded store only): about 15 KiB each for a
+/// carer with 150 visits in the sync window.
+pub const MANIFEST_CACHE: usize = 1_000;
 
 fn chunk_of(bytes: Vec<u8>) -> Chunk {
     Chunk {
@@ -131,7 +138,6 @@ fn chunk_of(bytes: Vec<u8>) -> Chunk {
 impl VisitService {
     pub fn new(store: Arc<dyn ServerStore>, cache_capacity: usize) -> Self {
         Self {
-            store,
             cache: Mutex::new(DocCache {
                 capacity: cache_capacity.max(1),
                 tick: 0,
@@ -139,7 +145,13 @@ impl VisitService {
             }),
             actor: ActorId::random(),
             oversight: Arc::default(),
+            manifests: ManifestCache::new(!store.shared_by_instances(), MANIFEST_CACHE),
+            store,
         }
+    }
+
+    pub fn manifests(&self) -> &ManifestCache {
+        &self.manifests
     }
 
     /// With the agency's alert deadlines (`--ack-within`).
@@ -281,6 +293,7 @@ impl VisitService {
             new_amendments: vec![],
             sync_state: None,
         })?;
+        self.manifests.committed(&[], &row);
         *guard = Some(Cached {
             doc,
             visit: read,
@@ -468,16 +481,16 @@ impl VisitService {
             .map(|e| event_row(visit, e, now, extras.reassigned.contains(&e.id)))
             .collect();
         let due = row.planned_start <= now;
-        self.store.commit_visit_raising(
-            &VisitCommit {
-                visit: row,
-                chunk: chunk.clone(),
-                new_events: events,
-                new_amendments: extras.new_amendments,
-                sync_state: extras.sync_state,
-            },
-            &extras.raise,
-        )?;
+        let commit = VisitCommit {
+            visit: row,
+            chunk: chunk.clone(),
+            new_events: events,
+            new_amendments: extras.new_amendments,
+            sync_state: extras.sync_state,
+        };
+        self.store.commit_visit_raising(&commit, &extras.raise)?;
+        self.manifests
+            .committed(&cached.visit.schedule.carers, &commit.visit);
         cached.doc = copy;
         cached.visit = read;
         if let Some(chunk) = chunk {
@@ -490,17 +503,19 @@ impl VisitService {
         // visit row we just wrote was projected without its change. Merge and project again
         // until no unseen chunk remains; whoever writes the row last has seen every chunk.
         for _ in 0..8 {
+            let before = cached.visit.schedule.carers.clone();
             if !self.catch_up(visit, cached)? {
                 break;
             }
             let row = project(visit, &cached.visit, &mut cached.doc, now);
             self.store.commit_visit(&VisitCommit {
-                visit: row,
+                visit: row.clone(),
                 chunk: None,
                 new_events: vec![],
                 new_amendments: vec![],
                 sync_state: None,
             })?;
+            self.manifests.committed(&before, &row);
         }
         // A visit already due may raise or close alerts by this change (a late clock-in closes
         // a missed alert). The change is stored whatever happens here; the sweep catches up.
