@@ -3,6 +3,7 @@
 //! instances committing the same visit are serialised by the database, not by a process lock.
 
 use super::alerts as al;
+use super::client_sums as cs;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use ::postgres::types::ToSql;
@@ -28,6 +29,8 @@ const MIGRATIONS: &[Migration<PgStep>] = &[
     migration!("migrations/postgres", "0005_alerts_and_leases"),
     // Sums what 0004's backfill wrote; from here the commit path keeps them.
     migration!("migrations/postgres", "0006_visit_fact_sums"),
+    // Sums the standing facts per client; from here the commit path keeps them.
+    migration!("migrations/postgres", "0007_client_sums", then fill_client_sums),
 ];
 
 const _: () = assert!(caresync_core::sqlite::numbered_in_order(MIGRATIONS));
@@ -487,20 +490,86 @@ fn adjust_sums(tx: &mut Transaction<'_>, sums: Sums, fact_id: i64, at: Millis, s
     Ok(())
 }
 
+/// The per-client sums of a visit-level fact row planned at `planned` (its carer rows written),
+/// as it starts (`sign` 1) or stops (-1) standing at `at`.
+fn adjust_client_sums(
+    tx: &mut Transaction<'_>,
+    sums: Sums,
+    fact_id: i64,
+    planned: Millis,
+    at: Millis,
+    sign: i64,
+) -> Result<()> {
+    if sums == Sums::Keep {
+        let day = cs::sums_day(planned);
+        let monday = cs::monday(day);
+        tx.execute(
+            &cs::adjust_reconciliation_sql(),
+            &[&fact_id, &at, &sign, &day, &monday],
+        )?;
+        tx.execute(
+            &cs::adjust_continuity_carers_sql(),
+            &[&fact_id, &sign, &day, &monday],
+        )?;
+        tx.execute(
+            &cs::adjust_continuity_sql(),
+            &[&fact_id, &at, &sign, &day, &monday],
+        )?;
+    }
+    Ok(())
+}
+
+/// After `0007_client_sums` (and the bench, after writing facts in bulk): the per-client sums
+/// of the facts already there, by [`cs::fill_sql`] over a temporary table of the hours the planned
+/// starts fall in, with the sums' zone's offset at each (computed here, as the commit path does).
+#[doc(hidden)]
+pub fn fill_client_sums(tx: &mut Transaction<'_>) -> Result<()> {
+    tx.batch_execute(&cs::EMPTY_SQL.join(";"))?;
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {} (hour BIGINT PRIMARY KEY, offset_ms BIGINT NOT NULL) ON COMMIT DROP",
+        cs::HOURS_TABLE
+    ))?;
+    let hours: Vec<i64> = tx
+        .query(&cs::hours_sql(), &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let offsets: Vec<i64> = hours
+        .iter()
+        .map(|h| cs::offset_at(h.saturating_mul(HOUR_MS)))
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {} SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])",
+            cs::HOURS_TABLE
+        ),
+        &[&hours, &offsets],
+    )?;
+    tx.batch_execute(&format!("ANALYZE {}", cs::HOURS_TABLE))?;
+    for sql in cs::fill_sql() {
+        tx.execute(&sql, &[])?;
+    }
+    tx.batch_execute(&format!("DROP TABLE {}", cs::HOURS_TABLE))?;
+    Ok(())
+}
+
 fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing = tx.query_opt(
-        "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = $1 AND valid_to IS NULL",
+        "SELECT fact_id, valid_from, fingerprint, planned_start FROM visit_facts
+         WHERE visit_id = $1 AND valid_to IS NULL",
         &[&id],
     )?;
-    let standing: Option<(i64, Millis, i64)> = standing.map(|r| (r.get(0), r.get(1), r.get(2)));
-    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+    let standing: Option<(i64, Millis, i64, Millis)> =
+        standing.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)));
+    if standing.is_some_and(|(_, _, same, _)| same == fingerprint) {
         return Ok(());
     }
-    let at = standing.map_or(at, |(_, from, _)| at.max(from));
-    if let Some((fact_id, from, _)) = standing {
+    let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    if let Some((fact_id, from, _, planned)) = standing {
         adjust_sums(tx, sums, fact_id, at, -1)?;
+        adjust_client_sums(tx, sums, fact_id, planned, at, -1)?;
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -520,7 +589,7 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: S
         let params = fx::carer_params(fact_id, rank, c);
         tx.execute(&insert, &bind(&params))?;
     }
-    Ok(())
+    adjust_client_sums(tx, sums, fact_id, facts.planned_start, at, 1)
 }
 
 /// Judge every visit that has no facts yet, valid from the start of time (backfill, copy).
@@ -558,6 +627,75 @@ fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Resu
     Ok(())
 }
 
+/// Reconciliation per local day (or whole week, as its Monday) from the per-client sums, or
+/// `None` if a row changed after `as_of` (then the fact rows answer). `p`: the range's
+/// parameters and `as_of`.
+fn reconciliation_from_sums(
+    tx: &mut Transaction<'_>,
+    p: &[i64],
+    as_of: Millis,
+) -> Result<Option<Vec<caresync_core::metrics::DayMinutes>>> {
+    let args: Vec<&(dyn ToSql + Sync)> = p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    let mut out = Vec::new();
+    for r in tx.query(&cs::reconciliation_sql(), &args)? {
+        if r.get::<_, Millis>(3) > as_of {
+            return Ok(None);
+        }
+        out.push(caresync_core::metrics::DayMinutes {
+            day: caresync_core::metrics::facts::day_of_number(r.get(0)),
+            client_id: parse(r.get(1))?,
+            contract_id: parse(r.get(2))?,
+            visits: r.get::<_, i64>(4).max(0) as u64,
+            cancelled: r.get::<_, i64>(5).max(0) as u64,
+            authorised_ms: r.get(6),
+            delivered_ms: r.get(7),
+            billable_minutes: r.get(8),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Continuity per week from the per-client sums (the partial weeks from their days), or `None`
+/// if a row changed after `as_of`.
+fn continuity_from_sums(
+    tx: &mut Transaction<'_>,
+    range: &cs::SumsRange,
+    p: &[i64],
+    as_of: Millis,
+) -> Result<Option<Vec<caresync_core::metrics::ContinuityWeek>>> {
+    let args: Vec<&(dyn ToSql + Sync)> = p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    let mut weeks = Vec::new();
+    let mut partial: HashMap<(i64, ClientId), i64> = HashMap::new();
+    for r in tx.query(&cs::continuity_sql(), &args)? {
+        if r.get::<_, Millis>(3) > as_of {
+            return Ok(None);
+        }
+        let (days, start, client_id): (i64, i64, ClientId) = (r.get(0), r.get(1), parse(r.get(2))?);
+        let visits: i64 = r.get(4);
+        if days == 7 {
+            weeks.push(caresync_core::metrics::ContinuityWeek {
+                week_start: caresync_core::metrics::facts::day_of_number(start),
+                client_id,
+                visits: visits.max(0) as u64,
+                distinct_carers: r.get::<_, i64>(5).max(0) as u64,
+                distinct_carers_scheduled: r.get::<_, i64>(6).max(0) as u64,
+            });
+        } else {
+            *partial.entry((cs::monday(start), client_id)).or_default() += visits;
+        }
+    }
+    if !partial.is_empty() {
+        let edges = range.params();
+        let args: Vec<&(dyn ToSql + Sync)> = edges[2..].iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let carers = rows(tx.query(&cs::continuity_partial_weeks_sql(), &args)?, |r| {
+            Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
+        })?;
+        let visits = partial.into_iter().map(|((w, c), n)| (w, c, n)).collect();
+        weeks.extend(fx::continuity_weeks(visits, carers));
+    }
+    Ok(Some(weeks))
+}
+
 fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
     let range: [&(dyn ToSql + Sync); 3] = [&q.from, &q.to, &q.as_of];
     let mut out = ReportSnapshot::default();
@@ -575,29 +713,53 @@ fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSn
     if q.by_contract {
         out.by_contract = tallies(tx, TallyKey::Contract)?;
     }
+    let sums = cs::SumsRange::of(q);
+    let from_sums = |r: &cs::SumsRange| {
+        let mut p: Vec<i64> = r.params().to_vec();
+        p.push(q.as_of);
+        p
+    };
     if q.reconciliation {
-        let r = tx.query(&fx::reconciliation_sql(&q.offsets), &range)?;
-        out.reconciliation = rows(r, |r| {
-            Ok(caresync_core::metrics::DayMinutes {
-                day: caresync_core::metrics::facts::day_of_number(r.get(0)),
-                client_id: parse(r.get(1))?,
-                contract_id: parse(r.get(2))?,
-                visits: r.get::<_, i64>(3).max(0) as u64,
-                cancelled: r.get::<_, i64>(4).max(0) as u64,
-                authorised_ms: r.get(5),
-                delivered_ms: r.get(6),
-                billable_minutes: r.get(7),
-            })
-        })?;
+        let days = match sums {
+            Some(r) => reconciliation_from_sums(tx, &from_sums(&r), q.as_of)?,
+            None => None,
+        };
+        out.reconciliation = match days {
+            Some(days) => days,
+            None => {
+                let r = tx.query(&fx::reconciliation_sql(&q.offsets), &range)?;
+                rows(r, |r| {
+                    Ok(caresync_core::metrics::DayMinutes {
+                        day: caresync_core::metrics::facts::day_of_number(r.get(0)),
+                        client_id: parse(r.get(1))?,
+                        contract_id: parse(r.get(2))?,
+                        visits: r.get::<_, i64>(3).max(0) as u64,
+                        cancelled: r.get::<_, i64>(4).max(0) as u64,
+                        authorised_ms: r.get(5),
+                        delivered_ms: r.get(6),
+                        billable_minutes: r.get(7),
+                    })
+                })?
+            }
+        };
     }
     if q.continuity {
-        let visits = rows(tx.query(&fx::continuity_visits_sql(&q.offsets), &range)?, |r| {
-            Ok((r.get(0), parse(r.get(1))?, r.get(2)))
-        })?;
-        let carers = rows(tx.query(&fx::continuity_carers_sql(&q.offsets), &range)?, |r| {
-            Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
-        })?;
-        out.continuity = fx::continuity_weeks(visits, carers);
+        let weeks = match sums {
+            Some(r) => continuity_from_sums(tx, &r, &from_sums(&r), q.as_of)?,
+            None => None,
+        };
+        out.continuity = match weeks {
+            Some(weeks) => weeks,
+            None => {
+                let visits = rows(tx.query(&fx::continuity_visits_sql(&q.offsets), &range)?, |r| {
+                    Ok((r.get(0), parse(r.get(1))?, r.get(2)))
+                })?;
+                let carers = rows(tx.query(&fx::continuity_carers_sql(&q.offsets), &range)?, |r| {
+                    Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
+                })?;
+                fx::continuity_weeks(visits, carers)
+            }
+        };
     }
     if q.visits {
         let one = q.visit.map(|v| v.to_string());
