@@ -627,6 +627,101 @@ fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Resu
     Ok(())
 }
 
+/// One row of a binary `COPY`: its fields as byte ranges of one buffer.
+struct CopyRow<'a> {
+    buf: &'a [u8],
+    fields: &'a [Option<(usize, usize)>],
+}
+
+impl CopyRow<'_> {
+    fn bytes(&self, i: usize) -> Result<&[u8]> {
+        match self.fields.get(i) {
+            Some(Some((a, b))) => Ok(&self.buf[*a..*b]),
+            _ => Err(StoreError::Corrupt(format!("sums row without field {i}"))),
+        }
+    }
+
+    /// A `BIGINT`.
+    fn int(&self, i: usize) -> Result<i64> {
+        let b: [u8; 8] = self
+            .bytes(i)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("sums field {i} is not a BIGINT")))?;
+        Ok(i64::from_be_bytes(b))
+    }
+
+    /// A `TEXT` id, parsed.
+    fn id<T: FromStr>(&self, i: usize) -> Result<T> {
+        let text = std::str::from_utf8(self.bytes(i)?)
+            .map_err(|_| StoreError::Corrupt(format!("sums field {i} is not UTF-8")))?;
+        parse(text)
+    }
+}
+
+fn copy_error(e: std::io::Error) -> StoreError {
+    match e.into_inner().map(|inner| inner.downcast::<::postgres::Error>()) {
+        Some(Ok(pg)) => StoreError::Postgres(*pg),
+        Some(Err(other)) => StoreError::Corrupt(format!("reading sums from PostgreSQL: {other}")),
+        None => StoreError::Corrupt("reading sums from PostgreSQL".into()),
+    }
+}
+
+/// Each row of `sql` (its `$n` integers given in `params`, written into it: `COPY` takes no
+/// parameters) by a binary `COPY`. The sums' reads return hundreds of thousands of rows, and
+/// the client's row objects cost more than the server's scan (about 1 µs a row, against 0.2 µs
+/// a row this way).
+fn copy_rows(
+    tx: &mut Transaction<'_>,
+    sql: &str,
+    params: &[i64],
+    mut each: impl FnMut(&CopyRow<'_>) -> Result<()>,
+) -> Result<()> {
+    use std::io::Read;
+    let mut sql = sql.to_string();
+    for (i, v) in params.iter().enumerate().rev() {
+        sql = sql.replace(&format!("${}", i + 1), &v.to_string());
+    }
+    let copy = tx.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, copy);
+    let mut header = [0u8; 19];
+    r.read_exact(&mut header).map_err(copy_error)?;
+    if &header[..11] != b"PGCOPY\n\xff\r\n\0" {
+        return Err(StoreError::Corrupt("not a binary COPY".into()));
+    }
+    let extension = u32::from_be_bytes([header[15], header[16], header[17], header[18]]);
+    std::io::copy(&mut (&mut r).take(u64::from(extension)), &mut std::io::sink()).map_err(copy_error)?;
+    let (mut buf, mut fields) = (Vec::new(), Vec::new());
+    loop {
+        let mut n = [0u8; 2];
+        r.read_exact(&mut n).map_err(copy_error)?;
+        let n = i16::from_be_bytes(n);
+        if n < 0 {
+            break;
+        }
+        buf.clear();
+        fields.clear();
+        for _ in 0..n {
+            let mut len = [0u8; 4];
+            r.read_exact(&mut len).map_err(copy_error)?;
+            let Ok(len) = usize::try_from(i32::from_be_bytes(len)) else {
+                fields.push(None);
+                continue;
+            };
+            let start = buf.len();
+            buf.resize(start + len, 0);
+            r.read_exact(&mut buf[start..]).map_err(copy_error)?;
+            fields.push(Some((start, start + len)));
+        }
+        each(&CopyRow {
+            buf: &buf,
+            fields: &fields,
+        })?;
+    }
+    // To the end of the stream, so the connection is ready for the next statement.
+    std::io::copy(&mut r, &mut std::io::sink()).map_err(copy_error)?;
+    Ok(())
+}
+
 /// Reconciliation per local day (or whole week, as its Monday) from the per-client sums, or
 /// `None` if a row changed after `as_of` (then the fact rows answer). `p`: the range's
 /// parameters and `as_of`.
@@ -635,24 +730,25 @@ fn reconciliation_from_sums(
     p: &[i64],
     as_of: Millis,
 ) -> Result<Option<Vec<caresync_core::metrics::DayMinutes>>> {
-    let args: Vec<&(dyn ToSql + Sync)> = p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     let mut out = Vec::new();
-    for r in tx.query(&cs::reconciliation_sql(), &args)? {
-        if r.get::<_, Millis>(3) > as_of {
-            return Ok(None);
+    let mut settled = true;
+    copy_rows(tx, &cs::reconciliation_sql(), p, |r| {
+        settled &= r.int(3)? <= as_of;
+        if settled {
+            out.push(caresync_core::metrics::DayMinutes {
+                day: caresync_core::metrics::facts::day_of_number(r.int(0)?),
+                client_id: r.id(1)?,
+                contract_id: r.id(2)?,
+                visits: r.int(4)?.max(0) as u64,
+                cancelled: r.int(5)?.max(0) as u64,
+                authorised_ms: r.int(6)?,
+                delivered_ms: r.int(7)?,
+                billable_minutes: r.int(8)?,
+            });
         }
-        out.push(caresync_core::metrics::DayMinutes {
-            day: caresync_core::metrics::facts::day_of_number(r.get(0)),
-            client_id: parse(r.get(1))?,
-            contract_id: parse(r.get(2))?,
-            visits: r.get::<_, i64>(4).max(0) as u64,
-            cancelled: r.get::<_, i64>(5).max(0) as u64,
-            authorised_ms: r.get(6),
-            delivered_ms: r.get(7),
-            billable_minutes: r.get(8),
-        });
-    }
-    Ok(Some(out))
+        Ok(())
+    })?;
+    Ok(settled.then_some(out))
 }
 
 /// Continuity per week from the per-client sums (the partial weeks from their days), or `None`
@@ -663,33 +759,42 @@ fn continuity_from_sums(
     p: &[i64],
     as_of: Millis,
 ) -> Result<Option<Vec<caresync_core::metrics::ContinuityWeek>>> {
-    let args: Vec<&(dyn ToSql + Sync)> = p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
     let mut weeks = Vec::new();
     let mut partial: HashMap<(i64, ClientId), i64> = HashMap::new();
-    for r in tx.query(&cs::continuity_sql(), &args)? {
-        if r.get::<_, Millis>(3) > as_of {
-            return Ok(None);
+    let mut settled = true;
+    copy_rows(tx, &cs::continuity_sql(), p, |r| {
+        settled &= r.int(3)? <= as_of;
+        if !settled {
+            return Ok(());
         }
-        let (days, start, client_id): (i64, i64, ClientId) = (r.get(0), r.get(1), parse(r.get(2))?);
-        let visits: i64 = r.get(4);
-        if days == 7 {
+        let (start, client_id, visits) = (r.int(1)?, r.id(2)?, r.int(4)?);
+        if r.int(0)? == 7 {
             weeks.push(caresync_core::metrics::ContinuityWeek {
                 week_start: caresync_core::metrics::facts::day_of_number(start),
                 client_id,
                 visits: visits.max(0) as u64,
-                distinct_carers: r.get::<_, i64>(5).max(0) as u64,
-                distinct_carers_scheduled: r.get::<_, i64>(6).max(0) as u64,
+                distinct_carers: r.int(5)?.max(0) as u64,
+                distinct_carers_scheduled: r.int(6)?.max(0) as u64,
             });
         } else {
             *partial.entry((cs::monday(start), client_id)).or_default() += visits;
         }
+        Ok(())
+    })?;
+    if !settled {
+        return Ok(None);
     }
     if !partial.is_empty() {
-        let edges = range.params();
-        let args: Vec<&(dyn ToSql + Sync)> = edges[2..].iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let carers = rows(tx.query(&cs::continuity_partial_weeks_sql(), &args)?, |r| {
-            Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
-        })?;
+        let mut carers = Vec::new();
+        copy_rows(
+            tx,
+            &cs::continuity_partial_weeks_sql(),
+            &range.params()[2..],
+            |r| {
+                carers.push((r.int(0)?, r.id(1)?, r.int(2)?, r.int(3)?));
+                Ok(())
+            },
+        )?;
         let visits = partial.into_iter().map(|((w, c), n)| (w, c, n)).collect();
         weeks.extend(fx::continuity_weeks(visits, carers));
     }
