@@ -668,58 +668,110 @@ fn copy_error(e: std::io::Error) -> StoreError {
 
 /// Each row of `sql` (its `$n` integers given in `params`, written into it: `COPY` takes no
 /// parameters) by a binary `COPY`. The sums' reads return hundreds of thousands of rows, and
-/// the client's row objects cost more than the server's scan (about 1 µs a row, against 0.2 µs
-/// a row this way).
+/// the client's row objects cost more than the server's scan (about 1 µs a row); this way the
+/// client does little more than find the fields.
 fn copy_rows(
     tx: &mut Transaction<'_>,
     sql: &str,
     params: &[i64],
     mut each: impl FnMut(&CopyRow<'_>) -> Result<()>,
 ) -> Result<()> {
-    use std::io::Read;
+    use std::io::BufRead;
     let mut sql = sql.to_string();
     for (i, v) in params.iter().enumerate().rev() {
         sql = sql.replace(&format!("${}", i + 1), &v.to_string());
     }
-    let copy = tx.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))?;
-    let mut r = std::io::BufReader::with_capacity(1 << 16, copy);
-    let mut header = [0u8; 19];
-    r.read_exact(&mut header).map_err(copy_error)?;
-    if &header[..11] != b"PGCOPY\n\xff\r\n\0" {
-        return Err(StoreError::Corrupt("not a binary COPY".into()));
-    }
-    let extension = u32::from_be_bytes([header[15], header[16], header[17], header[18]]);
-    std::io::copy(&mut (&mut r).take(u64::from(extension)), &mut std::io::sink()).map_err(copy_error)?;
-    let (mut buf, mut fields) = (Vec::new(), Vec::new());
+    let mut copy = tx.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))?;
+    // Rows are parsed where they lie in the reader's buffer (a message a row); only a row cut
+    // between two buffers is copied.
+    let mut state = CopyState::Header;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut fields = Vec::new();
     loop {
-        let mut n = [0u8; 2];
-        r.read_exact(&mut n).map_err(copy_error)?;
-        let n = i16::from_be_bytes(n);
-        if n < 0 {
+        let chunk = copy.fill_buf().map_err(copy_error)?;
+        let n = chunk.len();
+        if n == 0 {
             break;
         }
-        buf.clear();
-        fields.clear();
-        for _ in 0..n {
-            let mut len = [0u8; 4];
-            r.read_exact(&mut len).map_err(copy_error)?;
-            let Ok(len) = usize::try_from(i32::from_be_bytes(len)) else {
-                fields.push(None);
-                continue;
-            };
-            let start = buf.len();
-            buf.resize(start + len, 0);
-            r.read_exact(&mut buf[start..]).map_err(copy_error)?;
-            fields.push(Some((start, start + len)));
+        if carry.is_empty() {
+            let used = copy_parse(chunk, &mut state, &mut fields, &mut each)?;
+            carry.extend_from_slice(&chunk[used..]);
+        } else {
+            carry.extend_from_slice(chunk);
+            let used = copy_parse(&carry, &mut state, &mut fields, &mut each)?;
+            carry.drain(..used);
         }
-        each(&CopyRow {
-            buf: &buf,
-            fields: &fields,
-        })?;
+        copy.consume(n);
     }
-    // To the end of the stream, so the connection is ready for the next statement.
-    std::io::copy(&mut r, &mut std::io::sink()).map_err(copy_error)?;
+    if state != CopyState::Done || !carry.is_empty() {
+        return Err(StoreError::Corrupt("binary COPY cut short".into()));
+    }
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CopyState {
+    Header,
+    Rows,
+    Done,
+}
+
+/// Parses the header and whole rows at the start of `data`, giving each row to `each`; returns
+/// how many bytes it used (the rest is an incomplete row).
+fn copy_parse(
+    data: &[u8],
+    state: &mut CopyState,
+    fields: &mut Vec<Option<(usize, usize)>>,
+    each: &mut impl FnMut(&CopyRow<'_>) -> Result<()>,
+) -> Result<usize> {
+    let be32 = |at: usize| -> Option<i32> {
+        let b = data.get(at..at + 4)?;
+        Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut at = 0;
+    loop {
+        match *state {
+            CopyState::Done => return Ok(at),
+            CopyState::Header => {
+                let Some(extension) = be32(15) else { return Ok(0) };
+                let end = 19 + usize::try_from(extension).unwrap_or(usize::MAX);
+                if data.len() < end {
+                    return Ok(0);
+                }
+                if &data[..11] != b"PGCOPY\n\xff\r\n\0" {
+                    return Err(StoreError::Corrupt("not a binary COPY".into()));
+                }
+                at = end;
+                *state = CopyState::Rows;
+            }
+            CopyState::Rows => {
+                let Some(count) = data.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+                    return Ok(at);
+                };
+                if count < 0 {
+                    *state = CopyState::Done;
+                    at += 2;
+                    continue;
+                }
+                fields.clear();
+                let mut pos = at + 2;
+                for _ in 0..count {
+                    let Some(len) = be32(pos) else { return Ok(at) };
+                    pos += 4;
+                    match usize::try_from(len) {
+                        Ok(len) if pos + len <= data.len() => {
+                            fields.push(Some((pos, pos + len)));
+                            pos += len;
+                        }
+                        Ok(_) => return Ok(at),
+                        Err(_) => fields.push(None),
+                    }
+                }
+                each(&CopyRow { buf: data, fields })?;
+                at = pos;
+            }
+        }
+    }
 }
 
 /// Reconciliation per local day (or whole week, as its Monday) from the per-client sums, or
@@ -785,16 +837,17 @@ fn continuity_from_sums(
         return Ok(None);
     }
     if !partial.is_empty() {
-        let mut carers = Vec::new();
+        let mut days = Vec::new();
         copy_rows(
             tx,
-            &cs::continuity_partial_weeks_sql(),
+            &cs::continuity_partial_days_sql(),
             &range.params()[2..],
             |r| {
-                carers.push((r.int(0)?, r.id(1)?, r.int(2)?, r.int(3)?));
+                days.push((r.int(0)?, r.id(1)?, r.id(2)?, r.int(3)?, r.int(4)?));
                 Ok(())
             },
         )?;
+        let carers = cs::distinct_carers(days);
         let visits = partial.into_iter().map(|((w, c), n)| (w, c, n)).collect();
         weeks.extend(fx::continuity_weeks(visits, carers));
     }

@@ -401,12 +401,13 @@ fn continuity_from_sums(
         }
     }
     if !partial.is_empty() {
-        let carers = tx
-            .prepare_cached(&fx::sqlite(&cs::continuity_partial_weeks_sql()))?
+        let days = tx
+            .prepare_cached(&fx::sqlite(&cs::continuity_partial_days_sql()))?
             .query_map(rusqlite::params_from_iter(&range.params()[2..]), |r| {
-                Ok((r.get(0)?, column(r, 1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, column(r, 1)?, column(r, 2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let carers = cs::distinct_carers(days);
         let visits = partial.into_iter().map(|((w, c), n)| (w, c, n)).collect();
         weeks.extend(fx::continuity_weeks(visits, carers));
     }
