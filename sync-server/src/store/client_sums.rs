@@ -298,9 +298,9 @@ pub fn reconciliation_sql() -> String {
     )
 }
 
-/// Continuity of the whole weeks and the days of partial weeks: period start day, client,
-/// `changed_at`, visits not cancelled, carers who came, carers assigned. Parameters as
-/// [`reconciliation_sql`].
+/// Continuity of the whole weeks and the days of partial weeks: `days` (7 or 1), period start
+/// day, client, `changed_at`, visits not cancelled, carers who came, carers assigned (of a day
+/// row: of that day alone, so unused). Parameters as [`reconciliation_sql`].
 pub fn continuity_sql() -> String {
     in_range(
         "continuity_sums",
