@@ -5,7 +5,8 @@
 //! The month is written once and kept in `target/bench-data/` (delete it to regenerate). By
 //! default only the people, clients and contracts go through the store; each visit is judged by
 //! `VisitFacts::judge`, as the commit path judges it, and its fact rows are written in bulk, then
-//! the slot sums by the migration that sums existing facts (the reports read nothing else). With
+//! the slot sums and the per-client sums by the migration steps that sum existing facts (the
+//! reports read nothing else). With
 //! `CARESYNC_BENCH_COMMIT_PATH=1` every visit goes through `commit_visit` instead (about ten
 //! times slower to generate).
 //!
@@ -154,6 +155,8 @@ fn ensure_database() -> PathBuf {
             include_str!("../migrations/sqlite/0007_visit_fact_sums.sql")
         ))
         .expect("sum the facts");
+        // And the per-client sums, by the step of the migration that sums existing facts.
+        caresync_server::store::sqlite::fill_client_sums(&tx).expect("sum the facts per client");
         tx.commit().expect("commit facts");
         drop(store);
     }
@@ -359,7 +362,9 @@ fn reset_facts(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).expect("open for reset");
     conn.execute_batch(
         "DROP TABLE IF EXISTS visit_fact_sums; DROP TABLE IF EXISTS carer_visit_facts; DROP TABLE IF EXISTS visit_facts;
-         DROP TABLE IF EXISTS contract_rules; PRAGMA user_version = 4;",
+         DROP TABLE IF EXISTS contract_rules; DROP TABLE IF EXISTS reconciliation_sums;
+         DROP TABLE IF EXISTS continuity_sums; DROP TABLE IF EXISTS continuity_carer_sums;
+         PRAGMA user_version = 4;",
     )
     .expect("reset facts");
 }
@@ -464,6 +469,7 @@ fn benches(c: &mut Criterion) {
         "the sums give the rows' figures"
     );
 
+    same_from_sums_and_rows(store.as_ref(), span);
     month_reports(c, "report_1m_visits", store.as_ref(), span);
 
     // The same database, a one-day report: cost follows the visits in the period, not the table.
@@ -503,6 +509,7 @@ fn benches(c: &mut Criterion) {
             format!("{:?}", report.rows),
             "PostgreSQL gives the embedded store's figures"
         );
+        same_from_sums_and_rows(pg.as_ref(), span);
         month_reports(c, "report_1m_visits_postgres", pg.as_ref(), span);
     }
 }
@@ -510,7 +517,12 @@ fn benches(c: &mut Criterion) {
 /// With `CARESYNC_BENCH_PG_URL` (an empty database, or one this bench filled with the same
 /// number of visits): the same month in PostgreSQL, its facts written in bulk as above.
 fn postgres_store(url: &str) -> Arc<dyn ServerStore> {
+    let t = Instant::now();
     let store = PostgresStore::open(url).expect("open PostgreSQL");
+    eprintln!(
+        "PostgreSQL opened in {:.2?} (including any schema migration)",
+        t.elapsed()
+    );
     let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect");
     let have: i64 = client
         .query_one("SELECT COUNT(*) FROM visit_facts", &[])
@@ -550,10 +562,16 @@ fn postgres_store(url: &str) -> Arc<dyn ServerStore> {
             include_str!("../migrations/postgres/0006_visit_fact_sums.sql")
         ))
         .expect("sum the facts");
+        caresync_server::store::postgres::fill_client_sums(&mut tx).expect("sum the facts per client");
         tx.commit().expect("commit facts");
         client.batch_execute("VACUUM ANALYZE").expect("analyze");
         eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
     }
+    // The sums are read by index-only scans, which need the visibility map (quick when the
+    // tables are already vacuumed).
+    client
+        .batch_execute("VACUUM ANALYZE reconciliation_sums, continuity_sums, continuity_carer_sums")
+        .expect("vacuum the sums");
     Arc::new(store)
 }
 
@@ -565,6 +583,83 @@ fn pg_bind(params: &[facts::Param]) -> Vec<&(dyn ::postgres::types::ToSql + Sync
             facts::Param::Text(t) => t as &(dyn ::postgres::types::ToSql + Sync),
         })
         .collect()
+}
+
+/// The reconciliation and continuity from the per-client sums equal those summed from every fact
+/// row (the range shifted by 1 ms is off midnight, so it reads the rows; no visit starts at
+/// midnight, so the figures are the same).
+fn same_from_sums_and_rows(store: &dyn ServerStore, span: reports::Span) {
+    let from_rows = reports::Span {
+        from: span.from + 1,
+        to: span.to + 1,
+        ..span
+    };
+    let t = Instant::now();
+    let sums = reports::reconciliation(store, span).expect("reconciliation");
+    eprintln!(
+        "reconciliation from the sums: {:.2?} ({} rows)",
+        t.elapsed(),
+        sums.len()
+    );
+    let t = Instant::now();
+    let rows = reports::reconciliation(store, from_rows).expect("reconciliation");
+    eprintln!("reconciliation from the rows: {:.2?}", t.elapsed());
+    assert_eq!(sums, rows, "the sums give the rows' reconciliation");
+    let t = Instant::now();
+    let sums = reports::continuity(store, span).expect("continuity");
+    eprintln!(
+        "continuity from the sums: {:.2?} ({} rows)",
+        t.elapsed(),
+        sums.len()
+    );
+    let t = Instant::now();
+    let rows = reports::continuity(store, from_rows).expect("continuity");
+    eprintln!("continuity from the rows: {:.2?}", t.elapsed());
+    assert_eq!(sums, rows, "the sums give the rows' continuity");
+    // Where the time goes: the store's read, then the metrics' rows.
+    let query = facts::SnapshotQuery {
+        from: span.from,
+        to: span.to,
+        as_of: span.as_of,
+        offsets: caresync_core::metrics::facts::utc_offsets(span.from, span.to, AgencyTimeZone(span.tz)),
+        reconciliation: true,
+        continuity: true,
+        ..facts::SnapshotQuery::default()
+    };
+    for _ in 0..3 {
+        let t = Instant::now();
+        let read = store
+            .report_snapshot(&facts::SnapshotQuery {
+                continuity: false,
+                ..query.clone()
+            })
+            .expect("read");
+        let read_ms = t.elapsed();
+        let t = Instant::now();
+        let rows = reconciliation_from_days(&read.reconciliation, AgencyTimeZone(span.tz));
+        eprintln!(
+            "reconciliation: read {read_ms:.2?} ({} day rows), metrics {:.2?} ({} rows)",
+            read.reconciliation.len(),
+            t.elapsed(),
+            rows.len()
+        );
+        let t = Instant::now();
+        let read = store
+            .report_snapshot(&facts::SnapshotQuery {
+                reconciliation: false,
+                ..query.clone()
+            })
+            .expect("read");
+        let read_ms = t.elapsed();
+        let t = Instant::now();
+        let rows = continuity_from_weeks(&read.continuity, AgencyTimeZone(span.tz));
+        eprintln!(
+            "continuity: read {read_ms:.2?} ({} week rows), metrics {:.2?} ({} rows)",
+            read.continuity.len(),
+            t.elapsed(),
+            rows.len()
+        );
+    }
 }
 
 /// The month's office reports on one store, as one Criterion group.
@@ -593,8 +688,14 @@ fn month_reports(c: &mut Criterion, group: &str, store: &dyn ServerStore, span: 
     g.bench_function("weekly_reconciliation_month", |b| {
         b.iter(|| reports::reconciliation(store, span).expect("reconciliation"))
     });
+    g.bench_function("weekly_reconciliation_month_from_rows", |b| {
+        b.iter(|| reports::reconciliation(store, from_rows).expect("reconciliation"))
+    });
     g.bench_function("continuity_month", |b| {
         b.iter(|| reports::continuity(store, span).expect("continuity"))
+    });
+    g.bench_function("continuity_month_from_rows", |b| {
+        b.iter(|| reports::continuity(store, from_rows).expect("continuity"))
     });
     g.bench_function("monthly_punctuality_as_of_mid_month", |b| {
         let mid = reports::Span {

@@ -4,7 +4,9 @@
 //! instants the reports are computed by `caresync_core::metrics` over the documents as they stood
 //! then. Afterwards every report is asked of the store's facts `as_of` each of those instants and
 //! must come out the same: every grouping and period, KPI, reconciliation, continuity, alerts and
-//! each visit's figures.
+//! each visit's figures. Reconciliation and continuity are also asked over a second range that
+//! cuts a week, so both the per-client sums' whole weeks and their days are compared (after the
+//! last change; before it the reports sum the fact rows).
 
 use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
@@ -149,6 +151,8 @@ struct Expected {
     punctuality: Vec<PunctualityReport>,
     reconciliation: Vec<ReconciliationRow>,
     continuity: Vec<ContinuityRow>,
+    /// The same over [`World::narrow`].
+    narrow: (Vec<ReconciliationRow>, Vec<ContinuityRow>),
     alerts: Vec<(VisitId, AlertKind)>,
     figures: Vec<(VisitId, VisitOutcome)>,
 }
@@ -174,6 +178,9 @@ struct World {
     visits: Vec<VisitId>,
     teams: HashMap<PersonId, TeamId>,
     range: (Millis, Millis),
+    /// Saturday 24 October to Monday 2 November: the days of a partial week (with the clock
+    /// change) and a whole week, and visits outside it (the per-client sums' edge cases).
+    narrow: (Millis, Millis),
 }
 
 fn rules_json(late_after_min: u32, basis: usize, kpi: bool) -> serde_json::Value {
@@ -269,6 +276,12 @@ impl World {
             visits: vec![],
             teams,
             range: reports::day_range(TZ, from, to).expect("range"),
+            narrow: reports::day_range(
+                TZ,
+                NaiveDate::from_ymd_opt(2026, 10, 24).expect("date"),
+                NaiveDate::from_ymd_opt(2026, 11, 2).expect("date"),
+            )
+            .expect("range"),
         };
         let created = BASE - 5 * DAY_MS;
         for (n, (start, len, carers, contract, client)) in plan.visits.iter().enumerate() {
@@ -500,6 +513,7 @@ impl World {
             teams: self.teams.clone(),
         };
         let mut outcomes = Vec::new();
+        let mut narrow = Vec::new();
         let mut figures = Vec::new();
         for id in &self.visits {
             let visit: Visit = self.service.read(*id).expect("read");
@@ -521,6 +535,9 @@ impl World {
             };
             let o = context.outcome(&visit, &inputs, as_of);
             figures.push((*id, o.clone()));
+            if (self.narrow.0..self.narrow.1).contains(&o.planned_start) {
+                narrow.push(o.clone());
+            }
             if (self.range.0..self.range.1).contains(&o.planned_start) {
                 outcomes.push(o);
             }
@@ -564,6 +581,7 @@ impl World {
             punctuality,
             reconciliation: weekly_reconciliation(&outcomes, tz),
             continuity: continuity(&outcomes, tz),
+            narrow: (weekly_reconciliation(&narrow, tz), continuity(&narrow, tz)),
             alerts,
             figures,
         }
@@ -597,6 +615,25 @@ impl World {
         prop_assert_eq!(&fast, &e.reconciliation, "reconciliation as of {}", e.as_of);
         let fast = reports::continuity(store, span).expect("continuity");
         prop_assert_eq!(&fast, &e.continuity, "continuity as of {}", e.as_of);
+        let narrow = Span {
+            from: self.narrow.0,
+            to: self.narrow.1,
+            ..span
+        };
+        let fast = reports::reconciliation(store, narrow).expect("reconciliation");
+        prop_assert_eq!(
+            &fast,
+            &e.narrow.0,
+            "reconciliation of the narrow range as of {}",
+            e.as_of
+        );
+        let fast = reports::continuity(store, narrow).expect("continuity");
+        prop_assert_eq!(
+            &fast,
+            &e.narrow.1,
+            "continuity of the narrow range as of {}",
+            e.as_of
+        );
         let mut fast: Vec<(VisitId, AlertKind)> = reports::alerts(store, e.as_of, None)
             .expect("alerts")
             .into_iter()

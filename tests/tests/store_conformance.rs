@@ -29,6 +29,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("amendments", amendments),
     ("report queries", report_queries),
     (
+        "reconciliation and continuity from the per-client sums are those of the fact rows",
+        client_sums,
+    ),
+    (
         "a rescheduled visit's events and amendments move with it",
         rescheduled_visit_moves_its_rows,
     ),
@@ -616,6 +620,178 @@ fn report_queries(store: &dyn ServerStore) {
         .amendments_planned_between(0, 300_000)
         .expect("amendments")
         .is_empty());
+}
+
+/// London midnight of a day in 2026.
+fn london(month: u32, day: u32) -> Millis {
+    use chrono::TimeZone;
+    let d = chrono::NaiveDate::from_ymd_opt(2026, month, day).expect("date");
+    chrono_tz::Europe::London
+        .from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("time"))
+        .earliest()
+        .expect("exists")
+        .timestamp_millis()
+}
+
+/// A month (1 March 2026 is a Sunday; the clocks go forward on the 29th) whose visits are
+/// rescheduled across weeks, cancelled, reassigned and doubled up, commit by commit. The reports
+/// read the per-client sums where the range is on London midnights and nothing changed after
+/// `as_of`; the same range shifted by 1 ms (no visit starts at midnight) sums the fact rows.
+/// Both must agree, now and as of each earlier commit, and with figures counted by hand.
+fn client_sums(store: &dyn ServerStore) {
+    use caresync_core::metrics::ContinuityRow;
+    use caresync_server::services::reports::{self, Span};
+    let (client, other) = (ClientId::new(), ClientId::new());
+    let (k1, k2) = (ContractId::new(), ContractId::new());
+    let (c1, c2, c3) = (PersonId::new(), PersonId::new(), PersonId::new());
+    let at = |month: u32, day: u32, hour: i64| london(month, day) + hour * 3_600_000;
+    let mut t = london(2, 20);
+    let mut instants = vec![];
+    let put = |row: VisitRow, came: &[PersonId], t: &mut Millis| {
+        *t += 60_000;
+        let events = came
+            .iter()
+            .map(|c| event(row.visit_id, *c, ClockKind::ClockIn, row.planned_start, *t))
+            .collect();
+        store
+            .commit_visit(&VisitCommit {
+                new_events: events,
+                ..commit(VisitRow {
+                    updated_at: *t,
+                    ..row
+                })
+            })
+            .expect("commit");
+        *t
+    };
+    let visit = |id: VisitId, contract: ContractId, carers: Vec<PersonId>, start: Millis| VisitRow {
+        client_id: client,
+        contract_id: contract,
+        ..visit_row(id, carers, start)
+    };
+    let (v1, v2, v3, v4, v5) = (
+        VisitId::new(),
+        VisitId::new(),
+        VisitId::new(),
+        VisitId::new(),
+        VisitId::new(),
+    );
+    // Sunday 1st (a partial week), a double-up both came to.
+    instants.push(put(visit(v2, k1, vec![c1, c2], at(3, 1, 9)), &[c1, c2], &mut t));
+    // Monday 2nd, c1 came.
+    instants.push(put(visit(v1, k1, vec![c1], at(3, 2, 10)), &[c1], &mut t));
+    // Sunday 29th (the clocks go forward), c2 assigned, not come.
+    instants.push(put(visit(v4, k1, vec![c2], at(3, 29, 12)), &[], &mut t));
+    // Tuesday 31st after midnight BST (Monday 23:30 UTC), on the other contract.
+    instants.push(put(
+        visit(v3, k2, vec![c3], at(3, 31, 0) + 1_800_000),
+        &[c3],
+        &mut t,
+    ));
+    // Another client's visit, and one outside the month.
+    let mut row = visit(v5, k2, vec![c3], at(3, 10, 8));
+    row.client_id = other;
+    instants.push(put(row, &[c3], &mut t));
+    instants.push(put(
+        visit(VisitId::new(), k1, vec![c1], at(4, 1, 8)),
+        &[c1],
+        &mut t,
+    ));
+    // v1 moves to Monday 30th (another week), v3 is cancelled, v4 goes to c3 and c1.
+    let mut row = visit(v1, k1, vec![c1], at(3, 30, 10));
+    row.planned_end = row.planned_start + 1_800_000;
+    instants.push(put(row, &[c1], &mut t));
+    let mut row = visit(v3, k2, vec![c3], at(3, 31, 0) + 1_800_000);
+    row.status = VisitStatus::Cancelled;
+    row.chargeable = Some(true);
+    instants.push(put(row, &[c3], &mut t));
+    instants.push(put(visit(v4, k1, vec![c3, c1], at(3, 29, 12)), &[], &mut t));
+
+    let tz = chrono_tz::Europe::London;
+    let check = |from: Millis, to: Millis, as_of: Millis| {
+        let span = Span { from, to, as_of, tz };
+        let rows = Span {
+            from: from + 1,
+            to: to + 1,
+            ..span
+        };
+        let sums = reports::reconciliation(store, span).expect("reconciliation");
+        assert_eq!(
+            sums,
+            reports::reconciliation(store, rows).expect("reconciliation"),
+            "as of {as_of}"
+        );
+        let sums = reports::continuity(store, span).expect("continuity");
+        assert_eq!(
+            sums,
+            reports::continuity(store, rows).expect("continuity"),
+            "as of {as_of}"
+        );
+        sums
+    };
+    let now = t + 1;
+    for as_of in instants.iter().flat_map(|i| [i - 1, *i]).chain([now]) {
+        for (from, to) in [
+            (london(3, 1), london(4, 1)),
+            (london(3, 2), london(3, 30)),
+            (london(3, 29), london(4, 1)),
+            (london(2, 23), london(4, 6)),
+        ] {
+            check(from, to, as_of);
+        }
+    }
+    // By hand, now.
+    let weeks: Vec<(String, ClientId, u64, u64, u64)> = check(london(3, 1), london(4, 1), now)
+        .into_iter()
+        .map(|r: ContinuityRow| {
+            (
+                r.week_start,
+                r.client_id,
+                r.visits,
+                r.distinct_carers,
+                r.distinct_carers_scheduled,
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        ("2026-02-23".to_string(), client, 1, 2, 2),
+        ("2026-03-09".to_string(), other, 1, 1, 1),
+        ("2026-03-23".to_string(), client, 1, 0, 2),
+        ("2026-03-30".to_string(), client, 1, 1, 1),
+    ];
+    expected.sort_by_key(|e| (e.0.clone(), e.1));
+    assert_eq!(weeks, expected);
+    let recon = reports::reconciliation(
+        store,
+        Span {
+            from: london(3, 1),
+            to: london(4, 1),
+            as_of: now,
+            tz,
+        },
+    )
+    .expect("reconciliation");
+    let last: Vec<(String, ContractId, u64, u64, i64)> = recon
+        .iter()
+        .filter(|r| r.week_start == "2026-03-30")
+        .map(|r| {
+            (
+                r.week_start.clone(),
+                r.contract_id,
+                r.visits,
+                r.cancelled,
+                r.authorised_minutes,
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        ("2026-03-30".to_string(), k1, 1, 0, 30),
+        ("2026-03-30".to_string(), k2, 1, 1, 0),
+    ];
+    expected.sort_by_key(|e| e.1);
+    let mut last = last;
+    last.sort_by_key(|e| e.1);
+    assert_eq!(last, expected);
 }
 
 fn rescheduled_visit_moves_its_rows(store: &dyn ServerStore) {

@@ -10,7 +10,7 @@ use super::visit_outcome::{Attendance, VisitOutcome};
 use crate::domain::*;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One client's minutes on one contract in one ISO week.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -117,7 +117,44 @@ pub fn weekly_reconciliation(outcomes: &[VisitOutcome], tz: AgencyTimeZone) -> V
     reconciliation_from_days(&days, tz)
 }
 
-/// The same rows from per-day sums.
+/// The ISO week of local days, with its label and first day as text, worked out once per day:
+/// a month's report has a few hundred thousand rows over a few dozen days.
+struct WeekNames {
+    tz: AgencyTimeZone,
+    by_day: HashMap<NaiveDate, usize>,
+    weeks: Vec<(Period, String, String)>,
+}
+
+impl WeekNames {
+    fn new(tz: AgencyTimeZone) -> Self {
+        WeekNames {
+            tz,
+            by_day: HashMap::new(),
+            weeks: Vec::new(),
+        }
+    }
+
+    /// The index of `day`'s week in `self.weeks`.
+    fn of(&mut self, day: NaiveDate) -> usize {
+        if let Some(&i) = self.by_day.get(&day) {
+            return i;
+        }
+        let week = period_of_day(PeriodKind::Week, day, self.tz);
+        let i = self
+            .weeks
+            .iter()
+            .position(|(p, _, _)| *p == week)
+            .unwrap_or_else(|| {
+                let start = week.start.format("%Y-%m-%d").to_string();
+                self.weeks.push((week, week.label(), start));
+                self.weeks.len() - 1
+            });
+        self.by_day.insert(day, i);
+        i
+    }
+}
+
+/// The same rows from per-day sums (a day may stand for its whole week: only its week counts).
 pub fn reconciliation_from_days(days: &[DayMinutes], tz: AgencyTimeZone) -> Vec<ReconciliationRow> {
     #[derive(Default)]
     struct Sums {
@@ -127,38 +164,49 @@ pub fn reconciliation_from_days(days: &[DayMinutes], tz: AgencyTimeZone) -> Vec<
         delivered_ms: Millis,
         billable_minutes: i64,
     }
-    let mut weeks: BTreeMap<(NaiveDate, ClientId, ContractId), (Period, Sums)> = BTreeMap::new();
-    for d in days {
-        let week = period_of_day(PeriodKind::Week, d.day, tz);
-        let (_, s) = weeks
-            .entry((week.start, d.client_id, d.contract_id))
-            .or_insert_with(|| (week, Sums::default()));
-        s.visits += d.visits;
-        s.cancelled += d.cancelled;
-        s.authorised_ms = s.authorised_ms.saturating_add(d.authorised_ms);
-        s.delivered_ms = s.delivered_ms.saturating_add(d.delivered_ms);
-        s.billable_minutes = s.billable_minutes.saturating_add(d.billable_minutes);
-    }
-    weeks
-        .into_iter()
-        .map(|((_, client_id, contract_id), (week, s))| {
-            let authorised = minutes(s.authorised_ms);
-            let delivered = minutes(s.delivered_ms);
-            ReconciliationRow {
-                week: week.label(),
-                week_start: week.start.format("%Y-%m-%d").to_string(),
-                client_id,
-                contract_id,
-                visits: s.visits,
-                cancelled: s.cancelled,
-                authorised_minutes: authorised,
-                delivered_minutes: delivered,
-                billable_minutes: s.billable_minutes,
-                delivered_minus_authorised: delivered.saturating_sub(authorised),
-                billable_minus_authorised: s.billable_minutes.saturating_sub(authorised),
-            }
+    let mut names = WeekNames::new(tz);
+    // Sorted by week, client and contract, then each run summed: cheaper than a map when the
+    // store gives the days in key order, as both stores do.
+    let mut keyed: Vec<((NaiveDate, ClientId, ContractId), usize, &DayMinutes)> = days
+        .iter()
+        .map(|d| {
+            let w = names.of(d.day);
+            ((names.weeks[w].0.start, d.client_id, d.contract_id), w, d)
         })
-        .collect()
+        .collect();
+    keyed.sort_by_key(|(key, _, _)| *key);
+    let mut out: Vec<ReconciliationRow> = Vec::new();
+    let mut at = 0;
+    while at < keyed.len() {
+        let (key, w, _) = keyed[at];
+        let mut s = Sums::default();
+        while at < keyed.len() && keyed[at].0 == key {
+            let d = keyed[at].2;
+            s.visits += d.visits;
+            s.cancelled += d.cancelled;
+            s.authorised_ms = s.authorised_ms.saturating_add(d.authorised_ms);
+            s.delivered_ms = s.delivered_ms.saturating_add(d.delivered_ms);
+            s.billable_minutes = s.billable_minutes.saturating_add(d.billable_minutes);
+            at += 1;
+        }
+        let (_, label, start) = &names.weeks[w];
+        let authorised = minutes(s.authorised_ms);
+        let delivered = minutes(s.delivered_ms);
+        out.push(ReconciliationRow {
+            week: label.clone(),
+            week_start: start.clone(),
+            client_id: key.1,
+            contract_id: key.2,
+            visits: s.visits,
+            cancelled: s.cancelled,
+            authorised_minutes: authorised,
+            delivered_minutes: delivered,
+            billable_minutes: s.billable_minutes,
+            delivered_minus_authorised: delivered.saturating_sub(authorised),
+            billable_minus_authorised: s.billable_minutes.saturating_sub(authorised),
+        });
+    }
+    out
 }
 
 /// One client's week, as a store counts it from facts.
@@ -176,13 +224,15 @@ pub struct ContinuityWeek {
 pub fn continuity_from_weeks(weeks: &[ContinuityWeek], tz: AgencyTimeZone) -> Vec<ContinuityRow> {
     let mut sorted: Vec<&ContinuityWeek> = weeks.iter().filter(|w| w.visits > 0).collect();
     sorted.sort_by_key(|w| (w.week_start, w.client_id));
+    let mut names = WeekNames::new(tz);
     sorted
         .into_iter()
         .map(|w| {
-            let week = period_of_day(PeriodKind::Week, w.week_start, tz);
+            let i = names.of(w.week_start);
+            let (_, label, start) = &names.weeks[i];
             ContinuityRow {
-                week: week.label(),
-                week_start: week.start.format("%Y-%m-%d").to_string(),
+                week: label.clone(),
+                week_start: start.clone(),
                 client_id: w.client_id,
                 visits: w.visits,
                 distinct_carers: w.distinct_carers,

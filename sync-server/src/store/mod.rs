@@ -6,6 +6,7 @@
 //! it merged. Methods are blocking; handlers call them on tokio's blocking pool.
 
 pub mod alerts;
+pub mod client_sums;
 pub mod copy;
 pub mod facts;
 pub mod postgres;

@@ -3,6 +3,7 @@
 //! instances committing the same visit are serialised by the database, not by a process lock.
 
 use super::alerts as al;
+use super::client_sums as cs;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use ::postgres::types::ToSql;
@@ -28,6 +29,8 @@ const MIGRATIONS: &[Migration<PgStep>] = &[
     migration!("migrations/postgres", "0005_alerts_and_leases"),
     // Sums what 0004's backfill wrote; from here the commit path keeps them.
     migration!("migrations/postgres", "0006_visit_fact_sums"),
+    // Sums the standing facts per client; from here the commit path keeps them.
+    migration!("migrations/postgres", "0007_client_sums", then fill_client_sums),
 ];
 
 const _: () = assert!(caresync_core::sqlite::numbered_in_order(MIGRATIONS));
@@ -487,20 +490,86 @@ fn adjust_sums(tx: &mut Transaction<'_>, sums: Sums, fact_id: i64, at: Millis, s
     Ok(())
 }
 
+/// The per-client sums of a visit-level fact row planned at `planned` (its carer rows written),
+/// as it starts (`sign` 1) or stops (-1) standing at `at`.
+fn adjust_client_sums(
+    tx: &mut Transaction<'_>,
+    sums: Sums,
+    fact_id: i64,
+    planned: Millis,
+    at: Millis,
+    sign: i64,
+) -> Result<()> {
+    if sums == Sums::Keep {
+        let day = cs::sums_day(planned);
+        let monday = cs::monday(day);
+        tx.execute(
+            &cs::adjust_reconciliation_sql(),
+            &[&fact_id, &at, &sign, &day, &monday],
+        )?;
+        tx.execute(
+            &cs::adjust_continuity_carers_sql(),
+            &[&fact_id, &sign, &day, &monday],
+        )?;
+        tx.execute(
+            &cs::adjust_continuity_sql(),
+            &[&fact_id, &at, &sign, &day, &monday],
+        )?;
+    }
+    Ok(())
+}
+
+/// After `0007_client_sums` (and the bench, after writing facts in bulk): the per-client sums
+/// of the facts already there, by [`cs::fill_sql`] over a temporary table of the hours the planned
+/// starts fall in, with the sums' zone's offset at each (computed here, as the commit path does).
+#[doc(hidden)]
+pub fn fill_client_sums(tx: &mut Transaction<'_>) -> Result<()> {
+    tx.batch_execute(&cs::EMPTY_SQL.join(";"))?;
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {} (hour BIGINT PRIMARY KEY, offset_ms BIGINT NOT NULL) ON COMMIT DROP",
+        cs::HOURS_TABLE
+    ))?;
+    let hours: Vec<i64> = tx
+        .query(&cs::hours_sql(), &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let offsets: Vec<i64> = hours
+        .iter()
+        .map(|h| cs::offset_at(h.saturating_mul(HOUR_MS)))
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {} SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])",
+            cs::HOURS_TABLE
+        ),
+        &[&hours, &offsets],
+    )?;
+    tx.batch_execute(&format!("ANALYZE {}", cs::HOURS_TABLE))?;
+    for sql in cs::fill_sql() {
+        tx.execute(&sql, &[])?;
+    }
+    tx.batch_execute(&format!("DROP TABLE {}", cs::HOURS_TABLE))?;
+    Ok(())
+}
+
 fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing = tx.query_opt(
-        "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = $1 AND valid_to IS NULL",
+        "SELECT fact_id, valid_from, fingerprint, planned_start FROM visit_facts
+         WHERE visit_id = $1 AND valid_to IS NULL",
         &[&id],
     )?;
-    let standing: Option<(i64, Millis, i64)> = standing.map(|r| (r.get(0), r.get(1), r.get(2)));
-    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+    let standing: Option<(i64, Millis, i64, Millis)> =
+        standing.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)));
+    if standing.is_some_and(|(_, _, same, _)| same == fingerprint) {
         return Ok(());
     }
-    let at = standing.map_or(at, |(_, from, _)| at.max(from));
-    if let Some((fact_id, from, _)) = standing {
+    let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    if let Some((fact_id, from, _, planned)) = standing {
         adjust_sums(tx, sums, fact_id, at, -1)?;
+        adjust_client_sums(tx, sums, fact_id, planned, at, -1)?;
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -520,7 +589,7 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: S
         let params = fx::carer_params(fact_id, rank, c);
         tx.execute(&insert, &bind(&params))?;
     }
-    Ok(())
+    adjust_client_sums(tx, sums, fact_id, facts.planned_start, at, 1)
 }
 
 /// Judge every visit that has no facts yet, valid from the start of time (backfill, copy).
@@ -558,6 +627,233 @@ fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Resu
     Ok(())
 }
 
+/// One row of a binary `COPY`: its fields as byte ranges of one buffer.
+struct CopyRow<'a> {
+    buf: &'a [u8],
+    fields: &'a [Option<(usize, usize)>],
+}
+
+impl CopyRow<'_> {
+    fn bytes(&self, i: usize) -> Result<&[u8]> {
+        match self.fields.get(i) {
+            Some(Some((a, b))) => Ok(&self.buf[*a..*b]),
+            _ => Err(StoreError::Corrupt(format!("sums row without field {i}"))),
+        }
+    }
+
+    /// A `BIGINT`.
+    fn int(&self, i: usize) -> Result<i64> {
+        let b: [u8; 8] = self
+            .bytes(i)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("sums field {i} is not a BIGINT")))?;
+        Ok(i64::from_be_bytes(b))
+    }
+
+    /// A `TEXT` id, parsed.
+    fn id<T: FromStr>(&self, i: usize) -> Result<T> {
+        let text = std::str::from_utf8(self.bytes(i)?)
+            .map_err(|_| StoreError::Corrupt(format!("sums field {i} is not UTF-8")))?;
+        parse(text)
+    }
+}
+
+fn copy_error(e: std::io::Error) -> StoreError {
+    match e.into_inner().map(|inner| inner.downcast::<::postgres::Error>()) {
+        Some(Ok(pg)) => StoreError::Postgres(*pg),
+        Some(Err(other)) => StoreError::Corrupt(format!("reading sums from PostgreSQL: {other}")),
+        None => StoreError::Corrupt("reading sums from PostgreSQL".into()),
+    }
+}
+
+/// Each row of `sql` (its `$n` integers given in `params`, written into it: `COPY` takes no
+/// parameters) by a binary `COPY`. The sums' reads return hundreds of thousands of rows, and
+/// the client's row objects cost more than the server's scan (about 1 µs a row); this way the
+/// client does little more than find the fields.
+fn copy_rows(
+    tx: &mut Transaction<'_>,
+    sql: &str,
+    params: &[i64],
+    mut each: impl FnMut(&CopyRow<'_>) -> Result<()>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let mut sql = sql.to_string();
+    for (i, v) in params.iter().enumerate().rev() {
+        sql = sql.replace(&format!("${}", i + 1), &v.to_string());
+    }
+    let mut copy = tx.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))?;
+    // Rows are parsed where they lie in the reader's buffer (a message a row); only a row cut
+    // between two buffers is copied.
+    let mut state = CopyState::Header;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut fields = Vec::new();
+    loop {
+        let chunk = copy.fill_buf().map_err(copy_error)?;
+        let n = chunk.len();
+        if n == 0 {
+            break;
+        }
+        if carry.is_empty() {
+            let used = copy_parse(chunk, &mut state, &mut fields, &mut each)?;
+            carry.extend_from_slice(&chunk[used..]);
+        } else {
+            carry.extend_from_slice(chunk);
+            let used = copy_parse(&carry, &mut state, &mut fields, &mut each)?;
+            carry.drain(..used);
+        }
+        copy.consume(n);
+    }
+    if state != CopyState::Done || !carry.is_empty() {
+        return Err(StoreError::Corrupt("binary COPY cut short".into()));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CopyState {
+    Header,
+    Rows,
+    Done,
+}
+
+/// Parses the header and whole rows at the start of `data`, giving each row to `each`; returns
+/// how many bytes it used (the rest is an incomplete row).
+fn copy_parse(
+    data: &[u8],
+    state: &mut CopyState,
+    fields: &mut Vec<Option<(usize, usize)>>,
+    each: &mut impl FnMut(&CopyRow<'_>) -> Result<()>,
+) -> Result<usize> {
+    let be32 = |at: usize| -> Option<i32> {
+        let b = data.get(at..at + 4)?;
+        Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut at = 0;
+    loop {
+        match *state {
+            CopyState::Done => return Ok(at),
+            CopyState::Header => {
+                let Some(extension) = be32(15) else { return Ok(0) };
+                let end = 19 + usize::try_from(extension).unwrap_or(usize::MAX);
+                if data.len() < end {
+                    return Ok(0);
+                }
+                if &data[..11] != b"PGCOPY\n\xff\r\n\0" {
+                    return Err(StoreError::Corrupt("not a binary COPY".into()));
+                }
+                at = end;
+                *state = CopyState::Rows;
+            }
+            CopyState::Rows => {
+                let Some(count) = data.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+                    return Ok(at);
+                };
+                if count < 0 {
+                    *state = CopyState::Done;
+                    at += 2;
+                    continue;
+                }
+                fields.clear();
+                let mut pos = at + 2;
+                for _ in 0..count {
+                    let Some(len) = be32(pos) else { return Ok(at) };
+                    pos += 4;
+                    match usize::try_from(len) {
+                        Ok(len) if pos + len <= data.len() => {
+                            fields.push(Some((pos, pos + len)));
+                            pos += len;
+                        }
+                        Ok(_) => return Ok(at),
+                        Err(_) => fields.push(None),
+                    }
+                }
+                each(&CopyRow { buf: data, fields })?;
+                at = pos;
+            }
+        }
+    }
+}
+
+/// Reconciliation per local day (or whole week, as its Monday) from the per-client sums, or
+/// `None` if a row changed after `as_of` (then the fact rows answer). `p`: the range's
+/// parameters and `as_of`.
+fn reconciliation_from_sums(
+    tx: &mut Transaction<'_>,
+    p: &[i64],
+    as_of: Millis,
+) -> Result<Option<Vec<caresync_core::metrics::DayMinutes>>> {
+    let mut out = Vec::new();
+    let mut settled = true;
+    copy_rows(tx, &cs::reconciliation_sql(), p, |r| {
+        settled &= r.int(3)? <= as_of;
+        if settled {
+            out.push(caresync_core::metrics::DayMinutes {
+                day: caresync_core::metrics::facts::day_of_number(r.int(0)?),
+                client_id: r.id(1)?,
+                contract_id: r.id(2)?,
+                visits: r.int(4)?.max(0) as u64,
+                cancelled: r.int(5)?.max(0) as u64,
+                authorised_ms: r.int(6)?,
+                delivered_ms: r.int(7)?,
+                billable_minutes: r.int(8)?,
+            });
+        }
+        Ok(())
+    })?;
+    Ok(settled.then_some(out))
+}
+
+/// Continuity per week from the per-client sums (the partial weeks from their days), or `None`
+/// if a row changed after `as_of`.
+fn continuity_from_sums(
+    tx: &mut Transaction<'_>,
+    range: &cs::SumsRange,
+    p: &[i64],
+    as_of: Millis,
+) -> Result<Option<Vec<caresync_core::metrics::ContinuityWeek>>> {
+    let mut weeks = Vec::new();
+    let mut partial: HashMap<(i64, ClientId), i64> = HashMap::new();
+    let mut settled = true;
+    copy_rows(tx, &cs::continuity_sql(), p, |r| {
+        settled &= r.int(3)? <= as_of;
+        if !settled {
+            return Ok(());
+        }
+        let (start, client_id, visits) = (r.int(1)?, r.id(2)?, r.int(4)?);
+        if r.int(0)? == 7 {
+            weeks.push(caresync_core::metrics::ContinuityWeek {
+                week_start: caresync_core::metrics::facts::day_of_number(start),
+                client_id,
+                visits: visits.max(0) as u64,
+                distinct_carers: r.int(5)?.max(0) as u64,
+                distinct_carers_scheduled: r.int(6)?.max(0) as u64,
+            });
+        } else {
+            *partial.entry((cs::monday(start), client_id)).or_default() += visits;
+        }
+        Ok(())
+    })?;
+    if !settled {
+        return Ok(None);
+    }
+    if !partial.is_empty() {
+        let mut days = Vec::new();
+        copy_rows(
+            tx,
+            &cs::continuity_partial_days_sql(),
+            &range.params()[2..],
+            |r| {
+                days.push((r.int(0)?, r.id(1)?, r.id(2)?, r.int(3)?, r.int(4)?));
+                Ok(())
+            },
+        )?;
+        let carers = cs::distinct_carers(days);
+        let visits = partial.into_iter().map(|((w, c), n)| (w, c, n)).collect();
+        weeks.extend(fx::continuity_weeks(visits, carers));
+    }
+    Ok(Some(weeks))
+}
+
 fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
     let range: [&(dyn ToSql + Sync); 3] = [&q.from, &q.to, &q.as_of];
     let mut out = ReportSnapshot::default();
@@ -575,29 +871,53 @@ fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSn
     if q.by_contract {
         out.by_contract = tallies(tx, TallyKey::Contract)?;
     }
+    let sums = cs::SumsRange::of(q);
+    let from_sums = |r: &cs::SumsRange| {
+        let mut p: Vec<i64> = r.params().to_vec();
+        p.push(q.as_of);
+        p
+    };
     if q.reconciliation {
-        let r = tx.query(&fx::reconciliation_sql(&q.offsets), &range)?;
-        out.reconciliation = rows(r, |r| {
-            Ok(caresync_core::metrics::DayMinutes {
-                day: caresync_core::metrics::facts::day_of_number(r.get(0)),
-                client_id: parse(r.get(1))?,
-                contract_id: parse(r.get(2))?,
-                visits: r.get::<_, i64>(3).max(0) as u64,
-                cancelled: r.get::<_, i64>(4).max(0) as u64,
-                authorised_ms: r.get(5),
-                delivered_ms: r.get(6),
-                billable_minutes: r.get(7),
-            })
-        })?;
+        let days = match sums {
+            Some(r) => reconciliation_from_sums(tx, &from_sums(&r), q.as_of)?,
+            None => None,
+        };
+        out.reconciliation = match days {
+            Some(days) => days,
+            None => {
+                let r = tx.query(&fx::reconciliation_sql(&q.offsets), &range)?;
+                rows(r, |r| {
+                    Ok(caresync_core::metrics::DayMinutes {
+                        day: caresync_core::metrics::facts::day_of_number(r.get(0)),
+                        client_id: parse(r.get(1))?,
+                        contract_id: parse(r.get(2))?,
+                        visits: r.get::<_, i64>(3).max(0) as u64,
+                        cancelled: r.get::<_, i64>(4).max(0) as u64,
+                        authorised_ms: r.get(5),
+                        delivered_ms: r.get(6),
+                        billable_minutes: r.get(7),
+                    })
+                })?
+            }
+        };
     }
     if q.continuity {
-        let visits = rows(tx.query(&fx::continuity_visits_sql(&q.offsets), &range)?, |r| {
-            Ok((r.get(0), parse(r.get(1))?, r.get(2)))
-        })?;
-        let carers = rows(tx.query(&fx::continuity_carers_sql(&q.offsets), &range)?, |r| {
-            Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
-        })?;
-        out.continuity = fx::continuity_weeks(visits, carers);
+        let weeks = match sums {
+            Some(r) => continuity_from_sums(tx, &r, &from_sums(&r), q.as_of)?,
+            None => None,
+        };
+        out.continuity = match weeks {
+            Some(weeks) => weeks,
+            None => {
+                let visits = rows(tx.query(&fx::continuity_visits_sql(&q.offsets), &range)?, |r| {
+                    Ok((r.get(0), parse(r.get(1))?, r.get(2)))
+                })?;
+                let carers = rows(tx.query(&fx::continuity_carers_sql(&q.offsets), &range)?, |r| {
+                    Ok((r.get(0), parse(r.get(1))?, r.get(2), r.get(3)))
+                })?;
+                fx::continuity_weeks(visits, carers)
+            }
+        };
     }
     if q.visits {
         let one = q.visit.map(|v| v.to_string());

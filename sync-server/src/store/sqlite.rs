@@ -1,6 +1,7 @@
 //! The embedded default: one SQLite file in the data directory.
 
 use super::alerts as al;
+use super::client_sums as cs;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
@@ -26,6 +27,8 @@ const MIGRATIONS: &[Migration] = &[
     migration!("migrations/sqlite", "0006_alerts_and_leases"),
     // Sums what 0005's backfill wrote; from here the commit path keeps them.
     migration!("migrations/sqlite", "0007_visit_fact_sums"),
+    // Sums the standing facts per client; from here the commit path keeps them.
+    migration!("migrations/sqlite", "0008_client_sums", then fill_client_sums),
 ];
 
 const _: () = assert!(sqlite::numbered_in_order(MIGRATIONS));
@@ -44,6 +47,32 @@ fn judge_existing_visits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     }
     Ok(())
+}
+
+/// After `0008_client_sums` (and the bench, after writing facts in bulk): the per-client sums
+/// of the facts already there, by [`cs::fill_sql`] over a temporary table of the hours the planned
+/// starts fall in, with the sums' zone's offset at each (SQLite has no time zones).
+#[doc(hidden)]
+pub fn fill_client_sums(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(&cs::EMPTY_SQL.join(";"))?;
+    tx.execute_batch(&format!(
+        "CREATE TEMP TABLE {} (hour INTEGER PRIMARY KEY, offset_ms INTEGER NOT NULL)",
+        cs::HOURS_TABLE
+    ))?;
+    let hours: Vec<i64> = tx
+        .prepare(&cs::hours_sql())?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    {
+        let mut insert = tx.prepare(&format!("INSERT INTO {} VALUES (?1, ?2)", cs::HOURS_TABLE))?;
+        for hour in hours {
+            insert.execute(params![hour, cs::offset_at(hour.saturating_mul(HOUR_MS))])?;
+        }
+    }
+    for sql in cs::fill_sql() {
+        tx.execute(&sql, [])?;
+    }
+    tx.execute_batch(&format!("DROP TABLE temp.{}", cs::HOURS_TABLE))
 }
 
 /// A bounded page cache on every connection; the reports' connection also reads through a memory
@@ -193,6 +222,11 @@ enum Sums {
 static ADJUST_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::adjust_sums_sql()));
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_visit_sql()));
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_carer_sql()));
+static ADJUST_RECONCILIATION: LazyLock<String> =
+    LazyLock::new(|| fx::sqlite(&cs::adjust_reconciliation_sql()));
+static ADJUST_CONTINUITY_CARERS: LazyLock<String> =
+    LazyLock::new(|| fx::sqlite(&cs::adjust_continuity_carers_sql()));
+static ADJUST_CONTINUITY: LazyLock<String> = LazyLock::new(|| fx::sqlite(&cs::adjust_continuity_sql()));
 
 /// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
 fn adjust_sums(tx: &Connection, sums: Sums, fact_id: i64, at: Millis, sign: i64) -> Result<()> {
@@ -203,22 +237,47 @@ fn adjust_sums(tx: &Connection, sums: Sums, fact_id: i64, at: Millis, sign: i64)
     Ok(())
 }
 
+/// The per-client sums of a visit-level fact row planned at `planned` (its carer rows written),
+/// as it starts (`sign` 1) or stops (-1) standing at `at`.
+fn adjust_client_sums(
+    tx: &Connection,
+    sums: Sums,
+    fact_id: i64,
+    planned: Millis,
+    at: Millis,
+    sign: i64,
+) -> Result<()> {
+    if sums == Sums::Keep {
+        let day = cs::sums_day(planned);
+        let monday = cs::monday(day);
+        tx.prepare_cached(&ADJUST_RECONCILIATION)?
+            .execute(params![fact_id, at, sign, day, monday])?;
+        tx.prepare_cached(&ADJUST_CONTINUITY_CARERS)?
+            .execute(params![fact_id, sign, day, monday])?;
+        tx.prepare_cached(&ADJUST_CONTINUITY)?
+            .execute(params![fact_id, at, sign, day, monday])?;
+    }
+    Ok(())
+}
+
 fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
-    let standing: Option<(i64, Millis, i64)> = tx
+    let standing: Option<(i64, Millis, i64, Millis)> = tx
         .prepare_cached(
-            "SELECT fact_id, valid_from, fingerprint FROM visit_facts WHERE visit_id = ?1 AND valid_to IS NULL",
+            "SELECT fact_id, valid_from, fingerprint, planned_start FROM visit_facts
+             WHERE visit_id = ?1 AND valid_to IS NULL",
         )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
+    if standing.is_some_and(|(_, _, same, _)| same == fingerprint) {
         return Ok(());
     }
     // Versions of one visit never go back in time, whatever the clock of the instance.
-    let at = standing.map_or(at, |(_, from, _)| at.max(from));
-    if let Some((fact_id, from, _)) = standing {
+    let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    if let Some((fact_id, from, _, planned)) = standing {
         adjust_sums(tx, sums, fact_id, at, -1)?;
+        adjust_client_sums(tx, sums, fact_id, planned, at, -1)?;
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
@@ -241,7 +300,7 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
             fact_id, rank, c,
         ))))?;
     }
-    Ok(())
+    adjust_client_sums(tx, sums, fact_id, facts.planned_start, at, 1)
 }
 
 /// Judge again, from `at`, every visit matching `filter` (a contract's after its rules change,
@@ -287,6 +346,101 @@ fn amendment_from(r: &Row<'_>) -> rusqlite::Result<AmendmentRow> {
 const AMENDMENT_COLS: &str =
     "amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at";
 
+/// Reconciliation per local day (or whole week, as its Monday) from the per-client sums, or
+/// `None` if a row changed after `as_of` (then the fact rows answer). `p`: the range's
+/// parameters and `as_of`.
+fn reconciliation_from_sums(
+    tx: &Transaction<'_>,
+    p: &[i64],
+    as_of: Millis,
+) -> Result<Option<Vec<caresync_core::metrics::DayMinutes>>> {
+    let mut stmt = tx.prepare_cached(&fx::sqlite(&cs::reconciliation_sql()))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(p))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        if r.get::<_, Millis>(3)? > as_of {
+            return Ok(None);
+        }
+        out.push(caresync_core::metrics::DayMinutes {
+            day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
+            client_id: column(r, 1)?,
+            contract_id: column(r, 2)?,
+            visits: r.get::<_, i64>(4)?.max(0) as u64,
+            cancelled: r.get::<_, i64>(5)?.max(0) as u64,
+            authorised_ms: r.get(6)?,
+            delivered_ms: r.get(7)?,
+            billable_minutes: r.get(8)?,
+        });
+    }
+    Ok(Some(out))
+}
+
+fn reconciliation_from_rows(
+    tx: &Transaction<'_>,
+    q: &SnapshotQuery,
+) -> Result<Vec<caresync_core::metrics::DayMinutes>> {
+    let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::reconciliation_sql(&q.offsets)))?;
+    let rows = stmt.query_map(params![q.from, q.to, q.as_of], |r| {
+        Ok(caresync_core::metrics::DayMinutes {
+            day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
+            client_id: column(r, 1)?,
+            contract_id: column(r, 2)?,
+            visits: r.get::<_, i64>(3)?.max(0) as u64,
+            cancelled: r.get::<_, i64>(4)?.max(0) as u64,
+            authorised_ms: r.get(5)?,
+            delivered_ms: r.get(6)?,
+            billable_minutes: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Continuity per week from the per-client sums (the partial weeks from their days), or `None`
+/// if a row changed after `as_of`.
+fn continuity_from_sums(
+    tx: &Transaction<'_>,
+    range: &cs::SumsRange,
+    p: &[i64],
+    as_of: Millis,
+) -> Result<Option<Vec<caresync_core::metrics::ContinuityWeek>>> {
+    let mut weeks = Vec::new();
+    let mut partial: HashMap<(i64, ClientId), i64> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(&fx::sqlite(&cs::continuity_sql()))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(p))?;
+        while let Some(r) = rows.next()? {
+            if r.get::<_, Millis>(3)? > as_of {
+                return Ok(None);
+            }
+            let (days, start, client_id): (i64, i64, ClientId) = (r.get(0)?, r.get(1)?, column(r, 2)?);
+            let visits: i64 = r.get(4)?;
+            if days == 7 {
+                weeks.push(caresync_core::metrics::ContinuityWeek {
+                    week_start: caresync_core::metrics::facts::day_of_number(start),
+                    client_id,
+                    visits: visits.max(0) as u64,
+                    distinct_carers: r.get::<_, i64>(5)?.max(0) as u64,
+                    distinct_carers_scheduled: r.get::<_, i64>(6)?.max(0) as u64,
+                });
+            } else {
+                *partial.entry((cs::monday(start), client_id)).or_default() += visits;
+            }
+        }
+    }
+    if !partial.is_empty() {
+        let days = tx
+            .prepare_cached(&fx::sqlite(&cs::continuity_partial_days_sql()))?
+            .query_map(rusqlite::params_from_iter(&range.params()[2..]), |r| {
+                Ok((r.get(0)?, column(r, 1)?, column(r, 2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let carers = cs::distinct_carers(days);
+        let visits = partial.into_iter().map(|((w, c), n)| (w, c, n)).collect();
+        weeks.extend(fx::continuity_weeks(visits, carers));
+    }
+    Ok(Some(weeks))
+}
+
 /// Every read of one report, inside one read transaction (one snapshot).
 fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
     let range = params![q.from, q.to, q.as_of];
@@ -309,32 +463,42 @@ fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapsh
     if q.by_contract {
         out.by_contract = tallies(TallyKey::Contract)?;
     }
+    let sums = cs::SumsRange::of(q);
+    let from_sums = |r: &cs::SumsRange| {
+        let mut p: Vec<i64> = r.params().to_vec();
+        p.push(q.as_of);
+        p
+    };
     if q.reconciliation {
-        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::reconciliation_sql(&q.offsets)))?;
-        let rows = stmt.query_map(range, |r| {
-            Ok(caresync_core::metrics::DayMinutes {
-                day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
-                client_id: column(r, 1)?,
-                contract_id: column(r, 2)?,
-                visits: r.get::<_, i64>(3)?.max(0) as u64,
-                cancelled: r.get::<_, i64>(4)?.max(0) as u64,
-                authorised_ms: r.get(5)?,
-                delivered_ms: r.get(6)?,
-                billable_minutes: r.get(7)?,
-            })
-        })?;
-        out.reconciliation = rows.collect::<rusqlite::Result<_>>()?;
+        if let Some(days) = sums
+            .map(|r| reconciliation_from_sums(tx, &from_sums(&r), q.as_of))
+            .transpose()?
+            .flatten()
+        {
+            out.reconciliation = days;
+        } else {
+            out.reconciliation = reconciliation_from_rows(tx, q)?;
+        }
     }
     if q.continuity {
-        let visits = tx
-            .prepare_cached(&fx::sqlite(&fx::continuity_visits_sql(&q.offsets)))?
-            .query_map(range, |r| Ok((r.get(0)?, column(r, 1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let carers = tx
-            .prepare_cached(&fx::sqlite(&fx::continuity_carers_sql(&q.offsets)))?
-            .query_map(range, |r| Ok((r.get(0)?, column(r, 1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        out.continuity = fx::continuity_weeks(visits, carers);
+        if let Some(weeks) = sums
+            .map(|r| continuity_from_sums(tx, &r, &from_sums(&r), q.as_of))
+            .transpose()?
+            .flatten()
+        {
+            out.continuity = weeks;
+        } else {
+            let range = params![q.from, q.to, q.as_of];
+            let visits = tx
+                .prepare_cached(&fx::sqlite(&fx::continuity_visits_sql(&q.offsets)))?
+                .query_map(range, |r| Ok((r.get(0)?, column(r, 1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let carers = tx
+                .prepare_cached(&fx::sqlite(&fx::continuity_carers_sql(&q.offsets)))?
+                .query_map(range, |r| Ok((r.get(0)?, column(r, 1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            out.continuity = fx::continuity_weeks(visits, carers);
+        }
     }
     if q.visits {
         let one = q.visit.map(|v| v.to_string());
@@ -1575,8 +1739,8 @@ mod tests {
         let version = |s: &SqliteStore| -> Result<i64> {
             Ok(s.lock()?.query_row("PRAGMA user_version", [], |r| r.get(0))?)
         };
-        assert_eq!(version(&migrated)?, 7);
-        assert_eq!(version(&fresh)?, 7);
+        assert_eq!(version(&migrated)?, 8);
+        assert_eq!(version(&fresh)?, 8);
         let schema = full_schema(&*migrated.lock()?)?;
         assert_eq!(schema, full_schema(&*fresh.lock()?)?);
         assert!(schema.iter().any(|s| s.starts_with("table leases")), "{schema:?}");
@@ -1713,7 +1877,8 @@ mod tests {
             let conn = Connection::open(&path)?;
             conn.execute_batch(
                 "DROP TABLE visit_fact_sums; DROP TABLE carer_visit_facts; DROP TABLE visit_facts;
-                 DROP TABLE contract_rules; PRAGMA user_version = 4;",
+                 DROP TABLE contract_rules; DROP TABLE reconciliation_sums; DROP TABLE continuity_sums;
+                 DROP TABLE continuity_carer_sums; PRAGMA user_version = 4;",
             )?;
         }
         let store = SqliteStore::open(&path)?;

@@ -1,0 +1,446 @@
+//! Per-client sums for the weekly reconciliation and continuity, kept by the commit path beside
+//! the slot sums (`facts::adjust_sums_sql`), so a month's reconciliation or continuity reads its
+//! sums instead of every fact row. Shared by both backends (`$n` placeholders, as in `facts`).
+//!
+//! Both reports are per *local* day or week, and a local day needs a time zone at commit. The
+//! sums are kept in one fixed zone, [`SUMS_ZONE`] (the agency zone every deployment uses today);
+//! a report reads them only when its zone gives the same local days over its range
+//! ([`SumsRange::of`]), else it sums the fact rows as before. A change of the agency's zone
+//! would therefore make these reports slow, never wrong.
+//!
+//! Each period is kept twice: per ISO week (`days` = 7, keyed by its Monday) for the weeks wholly
+//! inside a report's range, and per day (`days` = 1) for the days of the weeks it only partly
+//! covers. Every column is independent of the report's "now" (no overdue or missed line), so
+//! a sums row gives the counts of the versions standing at `as_of` exactly when nothing in it
+//! changed after `as_of` (`changed_at <= as_of`); a report that meets a row changed later is
+//! answered from the fact rows instead (exact, slower). Rows are never deleted (a period emptied
+//! by a reschedule keeps its row with zero visits and its `changed_at`), so that test sees every
+//! change.
+//!
+//! Continuity counts *distinct* carers, which do not add up across visits: the carers' own visit
+//! counts are kept per period, client and carer (`continuity_carer_sums`), and the period's row
+//! (`continuity_sums`) holds how many of them are positive, recounted at each commit that
+//! touches it.
+
+use super::facts::SnapshotQuery;
+use caresync_core::domain::*;
+use caresync_core::metrics::facts::utc_offsets;
+use caresync_core::metrics::AgencyTimeZone;
+use chrono::{DateTime, Offset, TimeZone};
+
+/// The zone the per-client sums' days and weeks are local to.
+pub const SUMS_ZONE: chrono_tz::Tz = chrono_tz::Europe::London;
+
+/// [`SUMS_ZONE`]'s offset from UTC at `at`, in milliseconds.
+pub fn offset_at(at: Millis) -> i64 {
+    DateTime::from_timestamp_millis(at).map_or(0, |utc| {
+        i64::from(
+            SUMS_ZONE
+                .offset_from_utc_datetime(&utc.naive_utc())
+                .fix()
+                .local_minus_utc(),
+        ) * 1000
+    })
+}
+
+/// The local day (days since 1970-01-01) a visit planned at `at` is summed under: by the offset
+/// at the start of `at`'s UTC hour, so the migration can sum by hour ([`fill_sql`]). London has
+/// changed its offset only on whole UTC hours since 1847, so this is the local day; a report
+/// checks it over its own range ([`SumsRange::of`]).
+pub fn sums_day(at: Millis) -> i64 {
+    let hour = at.div_euclid(HOUR_MS);
+    at.saturating_add(offset_at(hour.saturating_mul(HOUR_MS)))
+        .div_euclid(DAY_MS)
+}
+
+/// The Monday of a day number (day 0, 1970-01-01, was a Thursday).
+pub fn monday(day: i64) -> i64 {
+    day - (day + 3).rem_euclid(7)
+}
+
+/// What a report reads from the sums: whole weeks `[weeks.0, weeks.1)` (their Mondays), and
+/// the days `[a, b)` of each of `days` (the weeks the range only partly covers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SumsRange {
+    pub weeks: (i64, i64),
+    pub days: [(i64, i64); 2],
+}
+
+impl SumsRange {
+    /// When the report's local days are [`SUMS_ZONE`]'s days over its range: the same UTC
+    /// offsets, changing on whole hours, and the range from a local midnight to a local
+    /// midnight. Else (or if the query reads neither report) `None`: the fact rows are summed.
+    pub fn of(q: &SnapshotQuery) -> Option<SumsRange> {
+        if !(q.reconciliation || q.continuity) || q.from >= q.to || q.to.saturating_sub(q.from) > 400 * DAY_MS
+        {
+            return None;
+        }
+        if q.offsets != utc_offsets(q.from, q.to, AgencyTimeZone(SUMS_ZONE))
+            || q.offsets.iter().any(|(since, _)| since.rem_euclid(HOUR_MS) != 0)
+        {
+            return None;
+        }
+        let midnight = |at: Millis| {
+            let local = at.checked_add(offset_at(at))?;
+            (local.rem_euclid(DAY_MS) == 0).then_some(local.div_euclid(DAY_MS))
+        };
+        let (from, to) = (midnight(q.from)?, midnight(q.to)?);
+        let (first, last) = (monday(from + 6), monday(to));
+        Some(if first < last {
+            SumsRange {
+                weeks: (first, last),
+                days: [(from, first), (last, to)],
+            }
+        } else {
+            SumsRange {
+                weeks: (0, 0),
+                days: [(from, to), (0, 0)],
+            }
+        })
+    }
+}
+
+/// The two periods a visit-level version is summed under, from parameters `$day` and `$monday`.
+fn periods(day: usize, monday: usize) -> String {
+    format!("(SELECT 7 AS days, CAST(${monday} AS BIGINT) AS start_day UNION ALL SELECT 1, CAST(${day} AS BIGINT)) k")
+}
+
+/// `changed_at = the later of the two`, on upsert.
+fn later(table: &str) -> String {
+    format!(
+        "changed_at = CASE WHEN excluded.changed_at > {table}.changed_at THEN excluded.changed_at \
+         ELSE {table}.changed_at END"
+    )
+}
+
+/// The reconciliation sums' columns after the key (`days`, `start_day`, `client_id`,
+/// `contract_id`).
+pub const RECONCILIATION_COLS: [&str; 6] = [
+    "changed_at",
+    "visits",
+    "cancelled",
+    "authorised_ms",
+    "delivered_ms",
+    "billable_minutes",
+];
+
+/// Adds (`$3` = 1) or takes away (-1) the visit-level fact row `$1`, changed at `$2`, to or from
+/// its client and contract's sums of day `$4` and of the week from Monday `$5`.
+pub fn adjust_reconciliation_sql() -> String {
+    let s = "CAST($3 AS BIGINT)";
+    let add: Vec<String> = RECONCILIATION_COLS[1..]
+        .iter()
+        .map(|c| format!("{c} = reconciliation_sums.{c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO reconciliation_sums (days, start_day, client_id, contract_id, {})
+         SELECT k.days, k.start_day, f.client_id, f.contract_id, CAST($2 AS BIGINT), {s}, {s} * f.cancelled,
+                {s} * f.authorised_ms, {s} * f.delivered_ms, {s} * f.billable_minutes
+         FROM visit_facts f CROSS JOIN {} WHERE f.fact_id = CAST($1 AS BIGINT)
+         ON CONFLICT (days, start_day, client_id, contract_id) DO UPDATE SET {}, {}",
+        RECONCILIATION_COLS.join(", "),
+        periods(4, 5),
+        later("reconciliation_sums"),
+        add.join(", ")
+    )
+}
+
+/// Adds (`$2` = 1) or takes away (-1) the carer rows of visit-level fact row `$1` (unless the
+/// visit is cancelled) to or from each carer's counts for the client on day `$3` and in the week
+/// from Monday `$4`: visits attended, visits assigned.
+pub fn adjust_continuity_carers_sql() -> String {
+    let s = "CAST($2 AS BIGINT)";
+    format!(
+        "INSERT INTO continuity_carer_sums (days, start_day, client_id, carer_id, came, assigned)
+         SELECT k.days, k.start_day, f.client_id, c.carer_id, {s} * SUM(c.attended), {s} * SUM(c.assigned)
+         FROM carer_visit_facts c JOIN visit_facts f ON f.fact_id = c.fact_id CROSS JOIN {}
+         WHERE c.fact_id = CAST($1 AS BIGINT) AND f.cancelled = 0
+         GROUP BY k.days, k.start_day, f.client_id, c.carer_id
+         ON CONFLICT (days, start_day, client_id, carer_id) DO UPDATE SET
+             came = continuity_carer_sums.came + excluded.came,
+             assigned = continuity_carer_sums.assigned + excluded.assigned",
+        periods(3, 4)
+    )
+}
+
+/// How many of the period's carers came (and were assigned) to at least one visit: `k` the
+/// period, `f` the visit row.
+fn carers_counted(what: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM continuity_carer_sums c WHERE c.days = k.days AND c.start_day = k.start_day
+              AND c.client_id = f.client_id AND c.{what} > 0)"
+    )
+}
+
+/// After [`adjust_continuity_carers_sql`] with the same row and sign: its client's visits not
+/// cancelled on day `$4` and in the week from Monday `$5`, changed at `$2`, and the carers
+/// recounted.
+pub fn adjust_continuity_sql() -> String {
+    let s = "CAST($3 AS BIGINT)";
+    format!(
+        "INSERT INTO continuity_sums (days, start_day, client_id, changed_at, visits, carers_came, carers_assigned)
+         SELECT k.days, k.start_day, f.client_id, CAST($2 AS BIGINT), {s} * (1 - f.cancelled), {}, {}
+         FROM visit_facts f CROSS JOIN {} WHERE f.fact_id = CAST($1 AS BIGINT)
+         ON CONFLICT (days, start_day, client_id) DO UPDATE SET {},
+             visits = continuity_sums.visits + excluded.visits,
+             carers_came = excluded.carers_came, carers_assigned = excluded.carers_assigned",
+        carers_counted("came"),
+        carers_counted("assigned"),
+        periods(4, 5),
+        later("continuity_sums"),
+    )
+}
+
+/// The name of the temporary table [`fill_sql`] reads: each UTC hour (`hour`) that a fact row's
+/// planned start falls in, with [`SUMS_ZONE`]'s offset at its start (`offset_ms`).
+pub const HOURS_TABLE: &str = "sums_hours";
+
+/// The UTC hour of `at` (an SQL expression of milliseconds), floored.
+pub fn hour_of(at: &str) -> String {
+    format!("(({at} - ((({at} % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS})) / {HOUR_MS})")
+}
+
+/// The statements that sum the standing fact rows into the (empty) tables, as the commit path
+/// would have kept them, given [`HOURS_TABLE`]: the migration that creates the tables, and the
+/// bench that writes facts in bulk. Every version counts towards `changed_at`, the standing ones
+/// towards the sums (as `visit_fact_sums` is filled).
+pub fn fill_sql() -> [String; 3] {
+    let x = format!(
+        "(f.planned_start + (SELECT h.offset_ms FROM {HOURS_TABLE} h WHERE h.hour = {}))",
+        hour_of("f.planned_start")
+    );
+    let day = format!("(({x} - ((({x} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})) / {DAY_MS})");
+    let start = "(CASE WHEN k.days = 7 THEN (v.d - (((v.d % 7) + 10) % 7)) ELSE v.d END)";
+    let kinds = "(SELECT 7 AS days UNION ALL SELECT 1 AS days) k";
+    let changed =
+        "CASE WHEN f.valid_to IS NULL OR f.valid_to < f.valid_from THEN f.valid_from ELSE f.valid_to END";
+    let standing = "CASE WHEN f.valid_to IS NULL THEN 1 ELSE 0 END";
+    let reconciliation = format!(
+        "INSERT INTO reconciliation_sums (days, start_day, client_id, contract_id, {})
+         SELECT k.days, {start} AS sd, v.client_id, v.contract_id, MAX(v.changed), SUM(v.standing),
+                SUM(v.standing * v.cancelled), SUM(v.standing * v.authorised_ms),
+                SUM(v.standing * v.delivered_ms), SUM(v.standing * v.billable_minutes)
+         FROM (SELECT {day} AS d, f.client_id, f.contract_id, {changed} AS changed, {standing} AS standing,
+                      f.cancelled, f.authorised_ms, f.delivered_ms, f.billable_minutes
+               FROM visit_facts f) v CROSS JOIN {kinds}
+         GROUP BY k.days, sd, v.client_id, v.contract_id",
+        RECONCILIATION_COLS.join(", ")
+    );
+    let carers = format!(
+        "INSERT INTO continuity_carer_sums (days, start_day, client_id, carer_id, came, assigned)
+         SELECT k.days, {start} AS sd, v.client_id, c.carer_id, SUM(c.attended), SUM(c.assigned)
+         FROM (SELECT {day} AS d, f.fact_id, f.client_id FROM visit_facts f
+               WHERE f.valid_to IS NULL AND f.cancelled = 0) v
+         JOIN carer_visit_facts c ON c.fact_id = v.fact_id CROSS JOIN {kinds}
+         GROUP BY k.days, sd, v.client_id, c.carer_id"
+    );
+    let count = |what: &str| {
+        format!(
+            "(SELECT COUNT(*) FROM continuity_carer_sums c WHERE c.days = t.days AND c.start_day = t.sd
+                  AND c.client_id = t.client_id AND c.{what} > 0)"
+        )
+    };
+    let continuity = format!(
+        "INSERT INTO continuity_sums (days, start_day, client_id, changed_at, visits, carers_came, carers_assigned)
+         SELECT t.days, t.sd, t.client_id, t.changed, t.visits, {}, {}
+         FROM (SELECT k.days, {start} AS sd, v.client_id, MAX(v.changed) AS changed,
+                      SUM(v.standing * (1 - v.cancelled)) AS visits
+               FROM (SELECT {day} AS d, f.client_id, {changed} AS changed, {standing} AS standing, f.cancelled
+                     FROM visit_facts f) v CROSS JOIN {kinds}
+               GROUP BY k.days, sd, v.client_id) t",
+        count("came"),
+        count("assigned")
+    );
+    [reconciliation, carers, continuity]
+}
+
+/// Empties the tables before [`fill_sql`] (a re-run migration, or the bench's bulk facts).
+pub const EMPTY_SQL: [&str; 3] = [
+    "DELETE FROM reconciliation_sums",
+    "DELETE FROM continuity_sums",
+    "DELETE FROM continuity_carer_sums",
+];
+
+/// The UTC hours the fact rows' planned starts fall in (to fill [`HOURS_TABLE`]).
+pub fn hours_sql() -> String {
+    format!(
+        "SELECT DISTINCT {} FROM visit_facts f",
+        hour_of("f.planned_start")
+    )
+}
+
+/// The sums rows whose start day is in `[$a, $b)` for the three ranges of a [`SumsRange`]
+/// (`$1`–`$6`: weeks, then the two day ranges), with a row kept if it has visits or changed
+/// after `$7`.
+fn in_range(table: &str, cols: &str) -> String {
+    let part = |days: u8, a: u8, b: u8| {
+        format!(
+            "SELECT {cols} FROM {table} s WHERE s.days = {days} AND s.start_day >= CAST(${a} AS BIGINT)
+                 AND s.start_day < CAST(${b} AS BIGINT) AND (s.visits <> 0 OR s.changed_at > CAST($7 AS BIGINT))"
+        )
+    };
+    format!(
+        "{} UNION ALL {} UNION ALL {}",
+        part(7, 1, 2),
+        part(1, 3, 4),
+        part(1, 5, 6)
+    )
+}
+
+/// The reconciliation from the sums: period start day, client, contract, `changed_at`, visits,
+/// cancelled, authorised, delivered, billable. A week's row stands for its Monday (the metrics
+/// sum days into weeks). Parameters: [`SumsRange::params`], then `as_of`.
+pub fn reconciliation_sql() -> String {
+    in_range(
+        "reconciliation_sums",
+        "s.start_day, s.client_id, s.contract_id, s.changed_at, s.visits, s.cancelled, s.authorised_ms,
+         s.delivered_ms, s.billable_minutes",
+    )
+}
+
+/// Continuity of the whole weeks and the days of partial weeks: `days` (7 or 1), period start
+/// day, client, `changed_at`, visits not cancelled, carers who came, carers assigned (of a day
+/// row: of that day alone, so unused). Parameters as [`reconciliation_sql`].
+pub fn continuity_sql() -> String {
+    in_range(
+        "continuity_sums",
+        "s.days, s.start_day, s.client_id, s.changed_at, s.visits, s.carers_came, s.carers_assigned",
+    )
+}
+
+/// The carers' day rows of the partial weeks (their days `[$1, $2)` and `[$3, $4)`): day,
+/// client, carer, visits come to, visits assigned to. Counted by [`distinct_carers`]: a
+/// `COUNT(DISTINCT …)` by week and client sorted them on disk on PostgreSQL (170 ms for the
+/// 100,000 rows of a month's three partial-week days), where counting them here takes a few.
+pub fn continuity_partial_days_sql() -> String {
+    let part = |a: u8, b: u8| {
+        format!(
+            "SELECT c.start_day, c.client_id, c.carer_id, c.came, c.assigned FROM continuity_carer_sums c
+             WHERE c.days = 1 AND c.start_day >= CAST(${a} AS BIGINT) AND c.start_day < CAST(${b} AS BIGINT)
+               AND (c.came > 0 OR c.assigned > 0)"
+        )
+    };
+    format!("{} UNION ALL {}", part(1, 2), part(3, 4))
+}
+
+/// Per week (its Monday) and client, the distinct carers who came and who were assigned, from
+/// [`continuity_partial_days_sql`]'s rows: (day, client, carer, came, assigned).
+pub fn distinct_carers(mut days: Vec<(i64, ClientId, PersonId, i64, i64)>) -> Vec<(i64, ClientId, i64, i64)> {
+    for d in &mut days {
+        d.0 = monday(d.0);
+    }
+    days.sort_unstable_by_key(|d| (d.0, d.1, d.2));
+    let mut out: Vec<(i64, ClientId, i64, i64)> = Vec::new();
+    let mut at = 0;
+    while at < days.len() {
+        let (week, client, carer) = (days[at].0, days[at].1, days[at].2);
+        let (mut came, mut assigned) = (false, false);
+        while at < days.len() && (days[at].0, days[at].1, days[at].2) == (week, client, carer) {
+            came |= days[at].3 > 0;
+            assigned |= days[at].4 > 0;
+            at += 1;
+        }
+        match out.last_mut() {
+            Some(last) if (last.0, last.1) == (week, client) => {
+                last.2 += i64::from(came);
+                last.3 += i64::from(assigned);
+            }
+            _ => out.push((week, client, i64::from(came), i64::from(assigned))),
+        }
+    }
+    out
+}
+
+impl SumsRange {
+    /// `$1`–`$6` of the reads: weeks, then the two day ranges.
+    pub fn params(&self) -> [i64; 6] {
+        [
+            self.weeks.0,
+            self.weeks.1,
+            self.days[0].0,
+            self.days[0].1,
+            self.days[1].0,
+            self.days[1].1,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caresync_core::metrics::facts::day_number;
+    use chrono::NaiveDate;
+
+    fn london_midnight(y: i32, m: u32, d: u32) -> Millis {
+        let day = NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        SUMS_ZONE
+            .from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("time"))
+            .earliest()
+            .expect("exists")
+            .timestamp_millis()
+    }
+
+    fn query(from: Millis, to: Millis, tz: chrono_tz::Tz) -> SnapshotQuery {
+        SnapshotQuery {
+            from,
+            to,
+            offsets: utc_offsets(from, to, AgencyTimeZone(tz)),
+            reconciliation: true,
+            ..SnapshotQuery::default()
+        }
+    }
+
+    #[test]
+    fn days_and_weeks_are_london_days_and_iso_weeks() {
+        // 00:30 BST on Monday 30 March 2026 is 23:30 UTC on the Sunday.
+        let at = london_midnight(2026, 3, 30) + 30 * MINUTE_MS;
+        let day = day_number(NaiveDate::from_ymd_opt(2026, 3, 30).expect("date"));
+        assert_eq!(sums_day(at), day);
+        assert_eq!(sums_day(at - HOUR_MS), day - 1);
+        assert_eq!(monday(day), day);
+        assert_eq!(monday(day + 6), day);
+        assert_eq!(monday(day - 1), day - 7);
+        assert_eq!(monday(0), -3);
+    }
+
+    #[test]
+    fn distinct_carers_count_each_carer_once_a_week() {
+        let (a, b) = (ClientId::new(), ClientId::new());
+        let (x, y) = (PersonId::new(), PersonId::new());
+        // Monday 30 March 2026 is day 20542; the Tuesday and the Sunday before.
+        let rows = vec![
+            (20543, a, x, 1, 1),
+            (20542, a, x, 0, 1),
+            (20542, a, y, 0, 1),
+            (20541, a, y, 2, 2),
+            (20543, b, y, 1, 0),
+        ];
+        let mut counted = distinct_carers(rows);
+        counted.sort_by_key(|c| (c.0, c.1));
+        let mut expected = vec![(20535, a, 1, 1), (20542, a, 1, 2), (20542, b, 1, 0)];
+        expected.sort_by_key(|c| (c.0, c.1));
+        assert_eq!(counted, expected);
+    }
+
+    #[test]
+    fn a_month_reads_its_whole_weeks_and_the_days_of_its_partial_ones() {
+        let (from, to) = (london_midnight(2026, 3, 1), london_midnight(2026, 4, 1));
+        let d = |m: u32, d: u32| day_number(NaiveDate::from_ymd_opt(2026, m, d).expect("date"));
+        let r = SumsRange::of(&query(from, to, SUMS_ZONE)).expect("London");
+        assert_eq!(r.weeks, (d(3, 2), d(3, 30)));
+        assert_eq!(r.days, [(d(3, 1), d(3, 2)), (d(3, 30), d(4, 1))]);
+        // Within one week: days only.
+        let r = SumsRange::of(&query(
+            london_midnight(2026, 3, 3),
+            london_midnight(2026, 3, 6),
+            SUMS_ZONE,
+        ))
+        .expect("London");
+        assert_eq!(r.weeks, (0, 0));
+        assert_eq!(r.days, [(d(3, 3), d(3, 6)), (0, 0)]);
+        // Another zone's days, or a range off midnight: the fact rows.
+        assert_eq!(SumsRange::of(&query(from, to, chrono_tz::Europe::Paris)), None);
+        assert_eq!(SumsRange::of(&query(from + 1, to + 1, SUMS_ZONE)), None);
+        assert_eq!(SumsRange::of(&query(from + HOUR_MS, to, SUMS_ZONE)), None);
+    }
+}
