@@ -267,6 +267,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("CARESYNC_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; a log file or a collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
