@@ -100,6 +100,25 @@ impl SumsRange {
     }
 }
 
+/// How the sums' ids are kept: as the facts' text (the embedded store), or as `UUID` (PostgreSQL:
+/// 16 bytes a key instead of 36 characters, narrower index tuples, and read back by binary `COPY`
+/// without parsing text; a report reads hundreds of thousands of rows, two ids each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ids {
+    Text,
+    Uuid,
+}
+
+impl Ids {
+    /// The facts' text id `expr` as the sums keep it.
+    fn of(self, expr: &str) -> String {
+        match self {
+            Ids::Text => expr.to_string(),
+            Ids::Uuid => format!("CAST({expr} AS UUID)"),
+        }
+    }
+}
+
 /// The two periods a visit-level version is summed under, from parameters `$day` and `$monday`.
 fn periods(day: usize, monday: usize) -> String {
     format!("(SELECT 7 AS days, CAST(${monday} AS BIGINT) AS start_day UNION ALL SELECT 1, CAST(${day} AS BIGINT)) k")
@@ -127,6 +146,11 @@ pub const RECONCILIATION_COLS: [&str; 6] = [
 /// Adds (`$3` = 1) or takes away (-1) the visit-level fact row `$1`, changed at `$2`, to or from
 /// its client and contract's sums of day `$4` and of the week from Monday `$5`.
 pub fn adjust_reconciliation_sql() -> String {
+    adjust_reconciliation_sql_with(Ids::Text)
+}
+
+/// [`adjust_reconciliation_sql`] for sums keeping `ids`.
+pub fn adjust_reconciliation_sql_with(ids: Ids) -> String {
     let s = "CAST($3 AS BIGINT)";
     let add: Vec<String> = RECONCILIATION_COLS[1..]
         .iter()
@@ -134,11 +158,13 @@ pub fn adjust_reconciliation_sql() -> String {
         .collect();
     format!(
         "INSERT INTO reconciliation_sums (days, start_day, client_id, contract_id, {})
-         SELECT k.days, k.start_day, f.client_id, f.contract_id, CAST($2 AS BIGINT), {s}, {s} * f.cancelled,
+         SELECT k.days, k.start_day, {}, {}, CAST($2 AS BIGINT), {s}, {s} * f.cancelled,
                 {s} * f.authorised_ms, {s} * f.delivered_ms, {s} * f.billable_minutes
          FROM visit_facts f CROSS JOIN {} WHERE f.fact_id = CAST($1 AS BIGINT)
          ON CONFLICT (days, start_day, client_id, contract_id) DO UPDATE SET {}, {}",
         RECONCILIATION_COLS.join(", "),
+        ids.of("f.client_id"),
+        ids.of("f.contract_id"),
         periods(4, 5),
         later("reconciliation_sums"),
         add.join(", ")
@@ -149,26 +175,34 @@ pub fn adjust_reconciliation_sql() -> String {
 /// visit is cancelled) to or from each carer's counts for the client on day `$3` and in the week
 /// from Monday `$4`: visits attended, visits assigned.
 pub fn adjust_continuity_carers_sql() -> String {
+    adjust_continuity_carers_sql_with(Ids::Text)
+}
+
+/// [`adjust_continuity_carers_sql`] for sums keeping `ids`.
+pub fn adjust_continuity_carers_sql_with(ids: Ids) -> String {
     let s = "CAST($2 AS BIGINT)";
     format!(
         "INSERT INTO continuity_carer_sums (days, start_day, client_id, carer_id, came, assigned)
-         SELECT k.days, k.start_day, f.client_id, c.carer_id, {s} * SUM(c.attended), {s} * SUM(c.assigned)
+         SELECT k.days, k.start_day, {}, {}, {s} * SUM(c.attended), {s} * SUM(c.assigned)
          FROM carer_visit_facts c JOIN visit_facts f ON f.fact_id = c.fact_id CROSS JOIN {}
          WHERE c.fact_id = CAST($1 AS BIGINT) AND f.cancelled = 0
          GROUP BY k.days, k.start_day, f.client_id, c.carer_id
          ON CONFLICT (days, start_day, client_id, carer_id) DO UPDATE SET
              came = continuity_carer_sums.came + excluded.came,
              assigned = continuity_carer_sums.assigned + excluded.assigned",
+        ids.of("f.client_id"),
+        ids.of("c.carer_id"),
         periods(3, 4)
     )
 }
 
 /// How many of the period's carers came (and were assigned) to at least one visit: `k` the
 /// period, `f` the visit row.
-fn carers_counted(what: &str) -> String {
+fn carers_counted(ids: Ids, what: &str) -> String {
     format!(
         "(SELECT COUNT(*) FROM continuity_carer_sums c WHERE c.days = k.days AND c.start_day = k.start_day
-              AND c.client_id = f.client_id AND c.{what} > 0)"
+              AND c.client_id = {} AND c.{what} > 0)",
+        ids.of("f.client_id")
     )
 }
 
@@ -176,16 +210,22 @@ fn carers_counted(what: &str) -> String {
 /// cancelled on day `$4` and in the week from Monday `$5`, changed at `$2`, and the carers
 /// recounted.
 pub fn adjust_continuity_sql() -> String {
+    adjust_continuity_sql_with(Ids::Text)
+}
+
+/// [`adjust_continuity_sql`] for sums keeping `ids`.
+pub fn adjust_continuity_sql_with(ids: Ids) -> String {
     let s = "CAST($3 AS BIGINT)";
     format!(
         "INSERT INTO continuity_sums (days, start_day, client_id, changed_at, visits, carers_came, carers_assigned)
-         SELECT k.days, k.start_day, f.client_id, CAST($2 AS BIGINT), {s} * (1 - f.cancelled), {}, {}
+         SELECT k.days, k.start_day, {}, CAST($2 AS BIGINT), {s} * (1 - f.cancelled), {}, {}
          FROM visit_facts f CROSS JOIN {} WHERE f.fact_id = CAST($1 AS BIGINT)
          ON CONFLICT (days, start_day, client_id) DO UPDATE SET {},
              visits = continuity_sums.visits + excluded.visits,
              carers_came = excluded.carers_came, carers_assigned = excluded.carers_assigned",
-        carers_counted("came"),
-        carers_counted("assigned"),
+        ids.of("f.client_id"),
+        carers_counted(ids, "came"),
+        carers_counted(ids, "assigned"),
         periods(4, 5),
         later("continuity_sums"),
     )
@@ -205,6 +245,16 @@ pub fn hour_of(at: &str) -> String {
 /// bench that writes facts in bulk. Every version counts towards `changed_at`, the standing ones
 /// towards the sums (as `visit_fact_sums` is filled).
 pub fn fill_sql() -> [String; 3] {
+    fill_sql_with(Ids::Text)
+}
+
+/// [`fill_sql`] for sums keeping `ids`.
+pub fn fill_sql_with(ids: Ids) -> [String; 3] {
+    let (client, contract, carer) = (
+        ids.of("f.client_id"),
+        ids.of("f.contract_id"),
+        ids.of("c.carer_id"),
+    );
     let x = format!(
         "(f.planned_start + (SELECT h.offset_ms FROM {HOURS_TABLE} h WHERE h.hour = {}))",
         hour_of("f.planned_start")
@@ -220,7 +270,7 @@ pub fn fill_sql() -> [String; 3] {
          SELECT k.days, {start} AS sd, v.client_id, v.contract_id, MAX(v.changed), SUM(v.standing),
                 SUM(v.standing * v.cancelled), SUM(v.standing * v.authorised_ms),
                 SUM(v.standing * v.delivered_ms), SUM(v.standing * v.billable_minutes)
-         FROM (SELECT {day} AS d, f.client_id, f.contract_id, {changed} AS changed, {standing} AS standing,
+         FROM (SELECT {day} AS d, {client} AS client_id, {contract} AS contract_id, {changed} AS changed, {standing} AS standing,
                       f.cancelled, f.authorised_ms, f.delivered_ms, f.billable_minutes
                FROM visit_facts f) v CROSS JOIN {kinds}
          GROUP BY k.days, sd, v.client_id, v.contract_id",
@@ -228,11 +278,11 @@ pub fn fill_sql() -> [String; 3] {
     );
     let carers = format!(
         "INSERT INTO continuity_carer_sums (days, start_day, client_id, carer_id, came, assigned)
-         SELECT k.days, {start} AS sd, v.client_id, c.carer_id, SUM(c.attended), SUM(c.assigned)
-         FROM (SELECT {day} AS d, f.fact_id, f.client_id FROM visit_facts f
+         SELECT k.days, {start} AS sd, v.client_id, {carer}, SUM(c.attended), SUM(c.assigned)
+         FROM (SELECT {day} AS d, f.fact_id, {client} AS client_id FROM visit_facts f
                WHERE f.valid_to IS NULL AND f.cancelled = 0) v
          JOIN carer_visit_facts c ON c.fact_id = v.fact_id CROSS JOIN {kinds}
-         GROUP BY k.days, sd, v.client_id, c.carer_id"
+         GROUP BY k.days, sd, v.client_id, {carer}"
     );
     let count = |what: &str| {
         format!(
@@ -245,7 +295,7 @@ pub fn fill_sql() -> [String; 3] {
          SELECT t.days, t.sd, t.client_id, t.changed, t.visits, {}, {}
          FROM (SELECT k.days, {start} AS sd, v.client_id, MAX(v.changed) AS changed,
                       SUM(v.standing * (1 - v.cancelled)) AS visits
-               FROM (SELECT {day} AS d, f.client_id, {changed} AS changed, {standing} AS standing, f.cancelled
+               FROM (SELECT {day} AS d, {client} AS client_id, {changed} AS changed, {standing} AS standing, f.cancelled
                      FROM visit_facts f) v CROSS JOIN {kinds}
                GROUP BY k.days, sd, v.client_id) t",
         count("came"),

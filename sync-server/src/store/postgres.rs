@@ -504,15 +504,15 @@ fn adjust_client_sums(
         let day = cs::sums_day(planned);
         let monday = cs::monday(day);
         tx.execute(
-            &cs::adjust_reconciliation_sql(),
+            &cs::adjust_reconciliation_sql_with(cs::Ids::Uuid),
             &[&fact_id, &at, &sign, &day, &monday],
         )?;
         tx.execute(
-            &cs::adjust_continuity_carers_sql(),
+            &cs::adjust_continuity_carers_sql_with(cs::Ids::Uuid),
             &[&fact_id, &sign, &day, &monday],
         )?;
         tx.execute(
-            &cs::adjust_continuity_sql(),
+            &cs::adjust_continuity_sql_with(cs::Ids::Uuid),
             &[&fact_id, &at, &sign, &day, &monday],
         )?;
     }
@@ -546,7 +546,7 @@ pub fn fill_client_sums(tx: &mut Transaction<'_>) -> Result<()> {
         &[&hours, &offsets],
     )?;
     tx.batch_execute(&format!("ANALYZE {}", cs::HOURS_TABLE))?;
-    for sql in cs::fill_sql() {
+    for sql in cs::fill_sql_with(cs::Ids::Uuid) {
         tx.execute(&sql, &[])?;
     }
     tx.batch_execute(&format!("DROP TABLE {}", cs::HOURS_TABLE))?;
@@ -650,11 +650,13 @@ impl CopyRow<'_> {
         Ok(i64::from_be_bytes(b))
     }
 
-    /// A `TEXT` id, parsed.
-    fn id<T: FromStr>(&self, i: usize) -> Result<T> {
-        let text = std::str::from_utf8(self.bytes(i)?)
-            .map_err(|_| StoreError::Corrupt(format!("sums field {i} is not UTF-8")))?;
-        parse(text)
+    /// A `UUID` (an id): its 16 bytes.
+    fn uuid(&self, i: usize) -> Result<uuid::Uuid> {
+        let b: [u8; 16] = self
+            .bytes(i)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("sums field {i} is not a UUID")))?;
+        Ok(uuid::Uuid::from_bytes(b))
     }
 }
 
@@ -789,8 +791,8 @@ fn reconciliation_from_sums(
         if settled {
             out.push(caresync_core::metrics::DayMinutes {
                 day: caresync_core::metrics::facts::day_of_number(r.int(0)?),
-                client_id: r.id(1)?,
-                contract_id: r.id(2)?,
+                client_id: ClientId(r.uuid(1)?),
+                contract_id: ContractId(r.uuid(2)?),
                 visits: r.int(4)?.max(0) as u64,
                 cancelled: r.int(5)?.max(0) as u64,
                 authorised_ms: r.int(6)?,
@@ -819,7 +821,7 @@ fn continuity_from_sums(
         if !settled {
             return Ok(());
         }
-        let (start, client_id, visits) = (r.int(1)?, r.id(2)?, r.int(4)?);
+        let (start, client_id, visits) = (r.int(1)?, ClientId(r.uuid(2)?), r.int(4)?);
         if r.int(0)? == 7 {
             weeks.push(caresync_core::metrics::ContinuityWeek {
                 week_start: caresync_core::metrics::facts::day_of_number(start),
@@ -843,7 +845,13 @@ fn continuity_from_sums(
             &cs::continuity_partial_days_sql(),
             &range.params()[2..],
             |r| {
-                days.push((r.int(0)?, r.id(1)?, r.id(2)?, r.int(3)?, r.int(4)?));
+                days.push((
+                    r.int(0)?,
+                    ClientId(r.uuid(1)?),
+                    PersonId(r.uuid(2)?),
+                    r.int(3)?,
+                    r.int(4)?,
+                ));
                 Ok(())
             },
         )?;
