@@ -361,16 +361,7 @@ fn reconciliation_from_sums(
         if r.get::<_, Millis>(3)? > as_of {
             return Ok(None);
         }
-        out.push(caresync_core::metrics::DayMinutes {
-            day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
-            client_id: column(r, 1)?,
-            contract_id: column(r, 2)?,
-            visits: r.get::<_, i64>(4)?.max(0) as u64,
-            cancelled: r.get::<_, i64>(5)?.max(0) as u64,
-            authorised_ms: r.get(6)?,
-            delivered_ms: r.get(7)?,
-            billable_minutes: r.get(8)?,
-        });
+        out.push(day_minutes(r, 4)?);
     }
     Ok(Some(out))
 }
@@ -380,19 +371,22 @@ fn reconciliation_from_rows(
     q: &SnapshotQuery,
 ) -> Result<Vec<caresync_core::metrics::DayMinutes>> {
     let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::reconciliation_sql(&q.offsets)))?;
-    let rows = stmt.query_map(params![q.from, q.to, q.as_of], |r| {
-        Ok(caresync_core::metrics::DayMinutes {
-            day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
-            client_id: column(r, 1)?,
-            contract_id: column(r, 2)?,
-            visits: r.get::<_, i64>(3)?.max(0) as u64,
-            cancelled: r.get::<_, i64>(4)?.max(0) as u64,
-            authorised_ms: r.get(5)?,
-            delivered_ms: r.get(6)?,
-            billable_minutes: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![q.from, q.to, q.as_of], |r| day_minutes(r, 3))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A reconciliation row: day, client and contract, then the five sums from column `sums`.
+fn day_minutes(r: &Row<'_>, sums: usize) -> rusqlite::Result<caresync_core::metrics::DayMinutes> {
+    Ok(caresync_core::metrics::DayMinutes {
+        day: caresync_core::metrics::facts::day_of_number(r.get(0)?),
+        client_id: column(r, 1)?,
+        contract_id: column(r, 2)?,
+        visits: r.get::<_, i64>(sums)?.max(0) as u64,
+        cancelled: r.get::<_, i64>(sums + 1)?.max(0) as u64,
+        authorised_ms: r.get(sums + 2)?,
+        delivered_ms: r.get(sums + 3)?,
+        billable_minutes: r.get(sums + 4)?,
+    })
 }
 
 /// Continuity per week from the per-client sums (the partial weeks from their days), or `None`
