@@ -572,9 +572,30 @@ async fn the_office_gets_figures_charts_and_the_csv_of_the_table() -> TestResult
         .any(|v| v.starts_with("text/csv")));
     assert!(csv.body.contains("period,group,group_id,visits,attended"));
     assert!(csv.body.contains("Shire framework"));
+    // Weeks read as people say them (`w/c 23 Nov 2026`, also on the chart's axis), in the table
+    // and in its CSV alike; the machine label (`2026-W48`) is the cell's tooltip.
+    let label = csv
+        .body
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(',').next())
+        .ok_or("an empty CSV")?;
+    assert!(label.starts_with("w/c "), "{}", csv.body);
+    let cell = page
+        .body
+        .split("<td title=\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</td>").next())
+        .ok_or("no period cell")?;
+    let (iso, shown) = cell.split_once("\">").ok_or("no period cell")?;
+    assert!(iso.contains("-W"), "the tooltip is the ISO week: {cell}");
+    assert_eq!(shown, label, "the table shows what the CSV holds");
     for path in ["/kpi", "/reconciliation", "/continuity", "/people"] {
         let p = request(f.addr, "GET", path, Some(&cookie), None, "").await?;
         assert_eq!(p.status, 200, "{path}");
+        if path != "/people" && path != "/kpi" {
+            assert!(p.body.contains(">w/c "), "{path} names its weeks: {}", p.body);
+        }
     }
     // Office actions go through the commit path.
     let cancelled = request(

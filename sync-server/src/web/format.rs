@@ -62,6 +62,25 @@ pub fn method(m: ClockMethod) -> &'static str {
     }
 }
 
+/// A report period as a person reads it, from its first local day (`YYYY-MM-DD`): `w/c 23 Nov
+/// 2026` (week commencing), `November 2026`, `Wed 25 Nov 2026`; `short` leaves out the year of
+/// a week or day (chart axes). The machine label (`2026-W48`) when the day does not parse.
+pub fn period(kind: caresync_core::metrics::PeriodKind, start: &str, label: &str, short: bool) -> String {
+    use caresync_core::metrics::PeriodKind;
+    let Ok(day) = NaiveDate::parse_from_str(start, "%Y-%m-%d") else {
+        return label.to_string();
+    };
+    let pattern = match (kind, short) {
+        (PeriodKind::Week, false) => "w/c %-d %b %Y",
+        (PeriodKind::Week, true) => "w/c %-d %b",
+        (PeriodKind::Month, false) => "%B %Y",
+        (PeriodKind::Month, true) => "%b %Y",
+        (PeriodKind::Day, false) => "%a %-d %b %Y",
+        (PeriodKind::Day, true) => "%a %-d %b",
+    };
+    day.format(pattern).to_string()
+}
+
 /// `Wednesday 25 November 2026`
 pub fn long_date(day: NaiveDate) -> String {
     day.format("%A %-d %B %Y").to_string()
@@ -162,5 +181,27 @@ mod tests {
         assert_eq!(duration(120 * MINUTE_MS), "2 h");
         assert_eq!(duration((2 * 24 * 60 + 3 * 60 + 7) * MINUTE_MS), "2 d 3 h");
         assert_eq!(duration(-5), "under 1 min");
+    }
+
+    #[test]
+    fn periods_read_as_people_say_them() {
+        use caresync_core::metrics::PeriodKind;
+        assert_eq!(
+            period(PeriodKind::Week, "2026-11-23", "2026-W48", false),
+            "w/c 23 Nov 2026"
+        );
+        assert_eq!(
+            period(PeriodKind::Week, "2026-11-23", "2026-W48", true),
+            "w/c 23 Nov"
+        );
+        assert_eq!(
+            period(PeriodKind::Month, "2026-11-01", "2026-11", false),
+            "November 2026"
+        );
+        assert_eq!(
+            period(PeriodKind::Day, "2026-11-25", "2026-11-25", false),
+            "Wed 25 Nov 2026"
+        );
+        assert_eq!(period(PeriodKind::Week, "", "2026-W48", false), "2026-W48");
     }
 }

@@ -123,7 +123,10 @@ pub struct Choice {
 }
 
 pub struct PunctRow {
+    /// The machine label (`2026-W48`), the cell's tooltip (the API's CSV has it too).
     pub period: String,
+    /// What the page and its CSV show: `w/c 23 Nov 2026`.
+    pub period_label: String,
     pub group_id: String,
     pub group: String,
     pub scheduled: u64,
@@ -155,12 +158,13 @@ struct PunctualityPage {
     unit_note: &'static str,
 }
 
-fn rows(report: &PunctualityReport, names: &Names) -> Vec<PunctRow> {
+fn rows(report: &PunctualityReport, kind: PeriodKind, names: &Names) -> Vec<PunctRow> {
     report
         .rows
         .iter()
         .map(|r| PunctRow {
             period: r.period.clone(),
+            period_label: format::period(kind, &r.period_start, &r.period, false),
             group_id: r.group.clone(),
             group: names.group(&r.group),
             scheduled: r.scheduled,
@@ -236,12 +240,20 @@ fn charts_for(st: &AppState, span: Span, names: &Names, chart: &str) -> WebResul
             })
             .collect()
     };
-    let late = charts::percent_lines(
-        "Late calls, % of attended",
-        &periods,
-        &series(|r| r.late_pct, true),
-    );
-    let missed = charts::percent_lines("Missed calls, %", &periods, &series(|r| r.missed_pct, false));
+    // The axis reads `w/c 23 Nov`; the periods stay in their machine order.
+    let axis: Vec<String> = periods
+        .iter()
+        .map(|p| {
+            let start = report
+                .rows
+                .iter()
+                .find(|r| &r.period == p)
+                .map(|r| r.period_start.as_str());
+            format::period(PeriodKind::Week, start.unwrap_or_default(), p, true)
+        })
+        .collect();
+    let late = charts::percent_lines("Late calls, % of attended", &axis, &series(|r| r.late_pct, true));
+    let missed = charts::percent_lines("Missed calls, %", &axis, &series(|r| r.missed_pct, false));
     Ok((late, missed, note.to_string()))
 }
 
@@ -291,7 +303,7 @@ pub async fn punctuality(
             late_chart,
             missed_chart,
             chart_note,
-            rows: rows(&report, &names),
+            rows: rows(&report, p.period, &names),
             unit_note: if matches!(p.group, GroupBy::Carer | GroupBy::Team) {
                 "Counted per carer: a double-up counts once for each carer, judged on their own times."
             } else {
@@ -326,10 +338,10 @@ pub async fn punctuality_csv(
             "period,group,group_id,visits,attended,on_time_pct,late_pct,missed_pct,short_pct,electronic_pct\r\n",
         );
         let pct = |s: &str| s.trim_end_matches('%').replace('–', "");
-        for r in rows(&report, &names) {
+        for r in rows(&report, p.period, &names) {
             out.push_str(
                 &[
-                    cell(&r.period),
+                    cell(&r.period_label),
                     cell(&r.group),
                     cell(&r.group_id),
                     r.scheduled.to_string(),
@@ -493,7 +505,7 @@ pub async fn reconciliation(
         let rows: Vec<RecRow> = rows
             .iter()
             .map(|r| RecRow {
-                week: r.week.clone(),
+                week: format::period(PeriodKind::Week, &r.week_start, &r.week, false),
                 client: names.client(r.client_id),
                 contract: names.contract(r.contract_id),
                 visits: r.visits,
@@ -554,7 +566,7 @@ pub async fn continuity(
             rows: rows
                 .iter()
                 .map(|r| ContRow {
-                    week: r.week.clone(),
+                    week: format::period(PeriodKind::Week, &r.week_start, &r.week, false),
                     client: names.client(r.client_id),
                     visits: r.visits,
                     carers: r.distinct_carers,
