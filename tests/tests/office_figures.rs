@@ -341,10 +341,11 @@ fn supervisors_see_their_teams_alerts_and_whether_the_phone_is_silent() -> TestR
         &code,
         Arc::new(caresync_core::SystemClock),
     )?;
-    let overdue =
-        s.world
-            .office
-            .create_visit_for(s.client, s.contract, &[bea_id], now() - 20 * MINUTE_MS, 30)?;
+    let planned = now() - 20 * MINUTE_MS;
+    let overdue = s
+        .world
+        .office
+        .create_visit_for(s.client, s.contract, &[bea_id], planned, 30)?;
     let sue = sup["token"].as_str().ok_or("token")?;
     let sam = other["token"].as_str().ok_or("token")?;
 
@@ -393,13 +394,17 @@ fn supervisors_see_their_teams_alerts_and_whether_the_phone_is_silent() -> TestR
         .collect();
     assert_eq!(mine[0]["phone_silent_since_due"], json!(false));
 
-    // The carer's day from the supervisor's side.
-    let today = chrono::Utc::now().with_timezone(&chrono_tz_london()).date_naive();
+    // The carer's day from the supervisor's side: the local day the visit is planned on (in the
+    // first 20 minutes after midnight that is yesterday).
+    let day_of_visit = chrono::DateTime::from_timestamp_millis(planned)
+        .ok_or("planned")?
+        .with_timezone(&chrono_tz_london())
+        .date_naive();
     let (status, day) = call_as(
         &s.world.server.url,
         sue,
         "GET",
-        &format!("/api/v1/carers/{bea_id}/timeline?date={today}"),
+        &format!("/api/v1/carers/{bea_id}/timeline?date={day_of_visit}"),
         None,
     )?;
     assert_eq!(status, 200, "{day}");
