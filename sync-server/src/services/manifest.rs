@@ -106,7 +106,7 @@ impl ManifestCache {
         to: Millis,
     ) -> Result<Vec<Row>, StoreError> {
         let read = |from, to| -> Result<Vec<Row>, StoreError> {
-            Ok(store
+            let mut rows: Vec<Row> = store
                 .visits_for_carer(carer, from, to)?
                 .into_iter()
                 .map(|v| Row {
@@ -114,11 +114,9 @@ impl ManifestCache {
                     planned_start: v.planned_start,
                     heads: v.heads,
                 })
-                .collect::<Vec<_>>())
-            .map(|mut rows| {
-                rows.sort_by_key(|r| (r.planned_start, r.visit_id));
-                rows
-            })
+                .collect();
+            rows.sort_by_key(|r| (r.planned_start, r.visit_id));
+            Ok(rows)
         };
         let Some(inner) = &self.inner else {
             return read(from, to);
