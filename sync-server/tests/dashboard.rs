@@ -597,6 +597,41 @@ async fn the_office_gets_figures_charts_and_the_csv_of_the_table() -> TestResult
             assert!(p.body.contains(">w/c "), "{path} names its weeks: {}", p.body);
         }
     }
+    // Subtitles name the days in words; the pickers keep the ISO dates they need.
+    for path in ["/kpi", "/reconciliation", "/continuity"] {
+        let p = request(
+            f.addr,
+            "GET",
+            &format!("{path}?from=2026-11-13&to=2026-11-26"),
+            Some(&cookie),
+            None,
+            "",
+        )
+        .await?;
+        assert!(p.body.contains(", 13 to 26 Nov 2026"), "{path}: {}", p.body);
+        assert!(p.body.contains("value=\"2026-11-13\""), "{path}");
+    }
+    // KPI months in words (`November 2026`), never an ISO month (`2026-11`) as a cell's text.
+    let kpi = request(f.addr, "GET", "/kpi", Some(&cookie), None, "").await?;
+    let iso_month = |at: usize| {
+        let b = kpi.body.as_bytes();
+        b.get(at + 1..at + 9).is_some_and(|m| {
+            m[..4].iter().all(u8::is_ascii_digit)
+                && m[4] == b'-'
+                && m[5..7].iter().all(u8::is_ascii_digit)
+                && m[7] == b'<'
+        })
+    };
+    assert!(
+        kpi.body.contains("<td>"),
+        "the fixture has KPI months: {}",
+        kpi.body
+    );
+    assert!(
+        !kpi.body.match_indices(">20").any(|(at, _)| iso_month(at)),
+        "an ISO month shown: {}",
+        kpi.body
+    );
     // Office actions go through the commit path.
     let cancelled = request(
         f.addr,

@@ -81,6 +81,22 @@ pub fn period(kind: caresync_core::metrics::PeriodKind, start: &str, label: &str
     day.format(pattern).to_string()
 }
 
+/// The days `from` to `to` (both included) as a subtitle reads them: `26 Nov 2026`,
+/// `13 to 26 Nov 2026`, `30 Oct to 26 Nov 2026`, `28 Dec 2026 to 3 Jan 2027`.
+pub fn days(from: NaiveDate, to: NaiveDate) -> String {
+    use chrono::Datelike;
+    let end = to.format("%-d %b %Y");
+    if from == to {
+        end.to_string()
+    } else if (from.year(), from.month()) == (to.year(), to.month()) {
+        format!("{} to {end}", from.day())
+    } else if from.year() == to.year() {
+        format!("{} to {end}", from.format("%-d %b"))
+    } else {
+        format!("{} to {end}", from.format("%-d %b %Y"))
+    }
+}
+
 /// `Wednesday 25 November 2026`
 pub fn long_date(day: NaiveDate) -> String {
     day.format("%A %-d %B %Y").to_string()
@@ -181,6 +197,18 @@ mod tests {
         assert_eq!(duration(120 * MINUTE_MS), "2 h");
         assert_eq!(duration((2 * 24 * 60 + 3 * 60 + 7) * MINUTE_MS), "2 d 3 h");
         assert_eq!(duration(-5), "under 1 min");
+    }
+
+    #[test]
+    fn spans_of_days_read_as_people_say_them() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
+        assert_eq!(days(d("2026-11-26"), d("2026-11-26")), "26 Nov 2026");
+        assert_eq!(days(d("2026-11-13"), d("2026-11-26")), "13 to 26 Nov 2026");
+        assert_eq!(days(d("2026-10-30"), d("2026-11-26")), "30 Oct to 26 Nov 2026");
+        assert_eq!(
+            days(d("2026-12-28"), d("2027-01-03")),
+            "28 Dec 2026 to 3 Jan 2027"
+        );
     }
 
     #[test]

@@ -393,6 +393,8 @@ struct KpiPage {
     chrome: Chrome,
     from: String,
     to: String,
+    /// The days covered, as the subtitle reads them: `13 to 26 Nov 2026`.
+    span: String,
     lines: Vec<KpiLine>,
     late_chart: String,
 }
@@ -415,7 +417,8 @@ pub async fn kpi(
         let mut lines: Vec<KpiLine> = Vec::new();
         for k in &reports::kpi(&*st.store, span)? {
             let cellv = KpiCell {
-                month: k.month.clone(),
+                // `2026-11` reads `November 2026`.
+                month: format::period(PeriodKind::Month, &format!("{}-01", k.month), &k.month, false),
                 late: format::pct(k.late_pct),
                 missed: format::pct(k.missed_pct),
                 max_late: format!("{:.1}%", k.max_late_pct),
@@ -438,6 +441,7 @@ pub async fn kpi(
             chrome: viewer.chrome(&st, "kpi"),
             from: p.from.to_string(),
             to: p.to.to_string(),
+            span: format::days(p.from, p.to),
             lines,
             late_chart,
         })
@@ -464,6 +468,8 @@ struct ReconciliationPage {
     chrome: Chrome,
     from: String,
     to: String,
+    /// The days covered, as the subtitle reads them: `13 to 26 Nov 2026`.
+    span: String,
     rows: Vec<RecRow>,
     mismatches: usize,
 }
@@ -521,6 +527,7 @@ pub async fn reconciliation(
             chrome: viewer.chrome(&st, "reconciliation"),
             from: p.from.to_string(),
             to: p.to.to_string(),
+            span: format::days(p.from, p.to),
             mismatches: rows.iter().filter(|r| r.mismatch).count(),
             rows,
         })
@@ -543,6 +550,8 @@ struct ContinuityPage {
     chrome: Chrome,
     from: String,
     to: String,
+    /// The days covered, as the subtitle reads them: `13 to 26 Nov 2026`.
+    span: String,
     rows: Vec<ContRow>,
 }
 
@@ -563,6 +572,7 @@ pub async fn continuity(
             chrome: viewer.chrome(&st, "continuity"),
             from: p.from.to_string(),
             to: p.to.to_string(),
+            span: format::days(p.from, p.to),
             rows: rows
                 .iter()
                 .map(|r| ContRow {
