@@ -77,6 +77,8 @@ pub const AHEAD_SLACK_MS: Millis = 60 * 60 * 1000;
 #[derive(Default)]
 struct Inner {
     carers: HashMap<PersonId, Held>,
+    /// Counts answers, to tell which carer was served longest ago.
+    tick: u64,
     /// Bumped by every commit touching the carer: a read that overlapped one does not keep its
     /// (possibly older) rows.
     epochs: HashMap<PersonId, u64>,
@@ -86,6 +88,8 @@ struct Held {
     from: Millis,
     to: Millis,
     rows: Vec<Row>,
+    /// [`Inner::tick`] when it last answered.
+    used: u64,
 }
 
 impl ManifestCache {
@@ -122,9 +126,12 @@ impl ManifestCache {
             return read(from, to);
         };
         let epoch = {
-            let inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
-            if let Some(held) = inner.carers.get(&carer) {
+            let mut inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
+            inner.tick += 1;
+            let tick = inner.tick;
+            if let Some(held) = inner.carers.get_mut(&carer) {
                 if held.from <= from && to <= held.to {
+                    held.used = tick;
                     return Ok(in_window(&held.rows, from, to));
                 }
             }
@@ -136,17 +143,21 @@ impl ManifestCache {
         let mut inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
         if inner.epochs.get(&carer).copied().unwrap_or(0) == epoch {
             if inner.carers.len() >= self.capacity && !inner.carers.contains_key(&carer) {
-                // Any one makes room: an entry is cheap to read again.
-                if let Some(victim) = inner.carers.keys().next().copied() {
+                // The carer served longest ago makes room (a scan: at most `capacity` entries,
+                // and only when a carer's rows are read, not when they are answered).
+                let victim = inner.carers.iter().min_by_key(|(_, h)| h.used).map(|(c, _)| *c);
+                if let Some(victim) = victim {
                     inner.carers.remove(&victim);
                 }
             }
+            let used = inner.tick;
             inner.carers.insert(
                 carer,
                 Held {
                     from: held_from,
                     to: held_to,
                     rows,
+                    used,
                 },
             );
         }
@@ -310,6 +321,31 @@ mod tests {
 
         // A narrower window is cut from the held rows.
         assert!(cache.rows(&store, a, 1_500_000, 10_000_000)?.is_empty());
+        Ok(())
+    }
+
+    /// When full, the carer served longest ago makes room; a carer served since stays.
+    #[test]
+    fn a_full_cache_lets_go_of_the_carer_served_longest_ago() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let cache = ManifestCache::new(true, 2);
+        let (a, b, c) = (PersonId::new(), PersonId::new(), PersonId::new());
+        let window = (0, 10_000_000);
+        for carer in [a, b, a, c] {
+            cache.rows(&store, carer, window.0, window.1)?;
+        }
+        assert_eq!(cache.held(), 2);
+        // a was served after b: a visit of a's written behind the cache's back is not seen (a is
+        // held), one of b's is (b was let go and is read again).
+        let (for_a, for_b) = (row(vec![a], 2_000_000, 1), row(vec![b], 2_000_000, 2));
+        store_row(&store, &for_a)?;
+        store_row(&store, &for_b)?;
+        assert!(cache.rows(&store, a, window.0, window.1)?.is_empty(), "a is held");
+        assert_eq!(
+            ids(&cache.rows(&store, b, window.0, window.1)?),
+            vec![for_b.visit_id]
+        );
         Ok(())
     }
 
