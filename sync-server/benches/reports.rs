@@ -626,39 +626,39 @@ fn same_from_sums_and_rows(store: &dyn ServerStore, span: reports::Span) {
         continuity: true,
         ..facts::SnapshotQuery::default()
     };
+    let tz = AgencyTimeZone(span.tz);
+    // One report: the store's read of `q`, then the metrics' rows; `count` gives (rows read,
+    // rows answered).
+    let time =
+        |name: &str, q: facts::SnapshotQuery, count: &dyn Fn(&facts::ReportSnapshot) -> (usize, usize)| {
+            let t = Instant::now();
+            let read = store.report_snapshot(&q).expect("read");
+            let read_ms = t.elapsed();
+            let t = Instant::now();
+            let (rows_read, rows) = count(&read);
+            eprintln!(
+                "{name}: read {read_ms:.2?} ({rows_read} rows), metrics {:.2?} ({rows} rows)",
+                t.elapsed()
+            );
+        };
     for _ in 0..3 {
-        let t = Instant::now();
-        let read = store
-            .report_snapshot(&facts::SnapshotQuery {
-                continuity: false,
-                ..query.clone()
-            })
-            .expect("read");
-        let read_ms = t.elapsed();
-        let t = Instant::now();
-        let rows = reconciliation_from_days(&read.reconciliation, AgencyTimeZone(span.tz));
-        eprintln!(
-            "reconciliation: read {read_ms:.2?} ({} day rows), metrics {:.2?} ({} rows)",
-            read.reconciliation.len(),
-            t.elapsed(),
-            rows.len()
-        );
-        let t = Instant::now();
-        let read = store
-            .report_snapshot(&facts::SnapshotQuery {
-                reconciliation: false,
-                ..query.clone()
-            })
-            .expect("read");
-        let read_ms = t.elapsed();
-        let t = Instant::now();
-        let rows = continuity_from_weeks(&read.continuity, AgencyTimeZone(span.tz));
-        eprintln!(
-            "continuity: read {read_ms:.2?} ({} week rows), metrics {:.2?} ({} rows)",
-            read.continuity.len(),
-            t.elapsed(),
-            rows.len()
-        );
+        let reconciliation = facts::SnapshotQuery {
+            continuity: false,
+            ..query.clone()
+        };
+        time("reconciliation", reconciliation, &|r| {
+            (
+                r.reconciliation.len(),
+                reconciliation_from_days(&r.reconciliation, tz).len(),
+            )
+        });
+        let continuity = facts::SnapshotQuery {
+            reconciliation: false,
+            ..query.clone()
+        };
+        time("continuity", continuity, &|r| {
+            (r.continuity.len(), continuity_from_weeks(&r.continuity, tz).len())
+        });
     }
 }
 
