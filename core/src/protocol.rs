@@ -190,6 +190,8 @@ fn check_bloom(encoded: &[u8]) -> Result<(), SyncMessageError> {
     Ok(())
 }
 
+pub mod v2;
+
 /// Encode `Vec<u8>` as a CBOR byte string rather than an array of integers.
 mod serde_bytes_compat {
     use serde::{Deserializer, Serializer};
