@@ -500,7 +500,7 @@ impl Phone {
             offline: false.into(),
         });
         let id = sync_client::enrol(&store, transport.as_ref(), url, code, "test phone")?;
-        let client = SyncClient::new(store.clone(), transport.clone());
+        let client = SyncClient::with_protocol(store.clone(), transport.clone(), phone_protocol());
         Ok(Self {
             store,
             client,
@@ -529,6 +529,15 @@ impl Phone {
         heads.sort();
         Ok(heads)
     }
+}
+
+/// The sync protocol test phones speak: `CARESYNC_TEST_PROTOCOL` (1 or 2), else the newest. CI
+/// runs the sync journeys once in each (scripts/test-all.sh), as a fleet mid-upgrade holds both.
+pub fn phone_protocol() -> u32 {
+    std::env::var("CARESYNC_TEST_PROTOCOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(caresync_core::protocol::v2::VERSION)
 }
 
 pub fn chrono_tz_london() -> chrono_tz::Tz {

@@ -485,13 +485,21 @@ fn sync_state(store: &dyn ServerStore) {
     for state in [vec![1u8, 2], vec![3u8]] {
         store
             .commit_visit(&VisitCommit {
-                sync_state: Some((device, state)),
+                sync_state: Some((device, Some(state))),
                 ..commit(row.clone())
             })
             .expect("commit");
     }
     assert_eq!(store.sync_state(device, visit).expect("state"), Some(vec![3u8]));
     assert_eq!(store.sync_state(DeviceId::new(), visit).expect("state"), None);
+    // A protocol 2 commit names the device and keeps no state: the protocol 1 state stands.
+    store
+        .commit_visit(&VisitCommit {
+            sync_state: Some((device, None)),
+            ..commit(row)
+        })
+        .expect("commit");
+    assert_eq!(store.sync_state(device, visit).expect("state"), Some(vec![3u8]));
 }
 
 fn visit_rows_and_assignments(store: &dyn ServerStore) {

@@ -5,8 +5,10 @@ use super::visit_rows::{corrupt_row, load_doc, load_sync_state, parse_id, IfAbse
 use super::{PhoneStore, Result, StoreError};
 use crate::domain::*;
 use crate::heads::Heads;
+use crate::protocol::v2;
 use crate::visit_document::*;
 use automerge::sync::State as SyncState;
+use automerge::ChangeHash;
 use std::collections::HashMap;
 
 impl PhoneStore {
@@ -77,6 +79,83 @@ impl PhoneStore {
                 })?;
             save_merged(w, Some(state))
         })
+    }
+
+    /// For the sync client (protocol 2): what to push for one visit, and the heads it claims. The
+    /// changes since the heads the phone last shared with the server, with the phone's heads when
+    /// the changes do not imply them; for a parked visit no change and the shared heads (it asks
+    /// for the server's news only); for a visit the phone does not hold, nothing at all.
+    pub(crate) fn push_for(&self, visit_id: VisitId, parked: bool) -> Result<(v2::Push, Heads)> {
+        let conn = self.lock()?;
+        let shared = load_sync_state(&conn, visit_id)?
+            .map(|s| s.shared_heads)
+            .unwrap_or_default();
+        let empty = v2::Push {
+            visit_id,
+            ..Default::default()
+        };
+        if parked {
+            let shared = Heads::from(shared);
+            let push = v2::Push {
+                heads: Some(shared.clone()),
+                ..empty
+            };
+            return Ok((push, shared));
+        }
+        let mut doc = match load_doc(&conn, visit_id) {
+            Ok((doc, _)) => doc,
+            Err(StoreError::UnknownVisit(_)) => return Ok((empty, Heads::default())),
+            Err(e) => return Err(e),
+        };
+        drop(conn);
+        let am = doc.automerge();
+        let shared: Vec<ChangeHash> = shared
+            .into_iter()
+            .filter(|h| am.get_change_by_hash(h).is_some())
+            .collect();
+        let changes = am.get_changes(&shared);
+        let heads = Heads::from(am.get_heads());
+        let implied = v2::implied_heads(&changes);
+        let push = v2::Push {
+            visit_id,
+            changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+            // Left out when the server can work them out: the heads of the changes, or none.
+            heads: (heads != implied).then(|| heads.clone()),
+        };
+        Ok((push, heads))
+    }
+
+    /// For the sync client (protocol 2): take the server's answer to a push: apply the changes the
+    /// phone lacked to the *current* document and record `shared` as the heads both sides hold.
+    pub(crate) fn take_pull(
+        &self,
+        visit_id: VisitId,
+        changes: Vec<automerge::Change>,
+        shared: &Heads,
+    ) -> Result<()> {
+        self.write_visit(visit_id, IfAbsent::StartEmpty, |w| {
+            w.doc
+                .automerge()
+                .apply_changes(changes)
+                .map_err(|e| StoreError::Document {
+                    visit: visit_id,
+                    source: e.into(),
+                })?;
+            let mut state = load_sync_state(w.tx, visit_id)?.unwrap_or_default();
+            state.shared_heads = shared.to_vec();
+            save_merged(w, Some(&state))
+        })
+    }
+
+    /// For the sync client (protocol 2): the server lacks changes the phone believed it held
+    /// (`missing_changes`): forget the shared heads, so the next push carries the whole visit.
+    pub(crate) fn forget_shared(&self, visit_id: VisitId) -> Result<()> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE visits SET sync_state = NULL WHERE visit_id = ?1",
+            [visit_id.to_string()],
+        )?;
+        Ok(())
     }
 
     /// Heads of each visit the phone holds, as stored with its rows; for a parked visit, the heads

@@ -13,7 +13,7 @@ mod sign_in;
 pub use sign_in::SignInFailure;
 mod supervision;
 mod sync;
-pub use sync::decode_request;
+pub use sync::{decode_request, decode_request_v2};
 pub mod times;
 
 use crate::services::visits::{VisitService, VisitServiceError};

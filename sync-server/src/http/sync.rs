@@ -2,7 +2,7 @@
 
 use super::authed::{Authed, CarerDevice};
 use super::{blocking, now, ApiError, ApiResult, AppState};
-use crate::services::visits::Ingested;
+use crate::services::visits::{Ingested, Pushed};
 use crate::services::{manifest, people};
 use crate::store::Principal;
 use axum::body::Bytes;
@@ -80,7 +80,14 @@ pub async fn sync(
     let result = async {
         let body = body_or_413(body)?;
         let who = caller?.who;
-        blocking(move || answer(&state, &who, &body)).await
+        blocking(move || {
+            if v2::is_version2(&body) {
+                answer_v2(&state, &who, &body)
+            } else {
+                answer(&state, &who, &body)
+            }
+        })
+        .await
     }
     .await;
     match &result {
@@ -182,4 +189,99 @@ fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response>
     }
     response.server_time = now();
     Ok(cbor(to_cbor(&response)))
+}
+
+/// A version 2 request body ([`v2::Request`]), decoded and checked as [`decode_request`] checks
+/// version 1's. Public so the fuzz target drives the same code.
+pub fn decode_request_v2(body: &[u8]) -> ApiResult<v2::Request> {
+    let req: v2::Request = v2::decode(body).map_err(|e| match e {
+        v2::FrameError::TooLarge => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+        }
+        e => ApiError::bad_request("malformed_request", e.to_string()),
+    })?;
+    if req.visits.len() > MAX_VISITS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_visits",
+            format!(
+                "{} visits in one request; at most {MAX_VISITS_PER_REQUEST}",
+                req.visits.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = req.visits.iter().find(|p| !seen.insert(p.visit_id)) {
+        return Err(ApiError::bad_request(
+            "duplicate_visit",
+            format!("visit {} appears twice", dup.visit_id),
+        ));
+    }
+    Ok(req)
+}
+
+/// Version 2: each visit's changes taken as version 1's messages are, answered with only what the
+/// phone lacks, and a manifest only when the phone's digest disagrees.
+fn answer_v2(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response> {
+    let device = who
+        .device_id
+        .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
+    let req = decode_request_v2(body)?;
+    let t = &state.telemetry;
+    let at = now();
+    let mut response = v2::Response::default();
+    // A push with new changes records the device's sync in its commit; otherwise it is recorded
+    // once below.
+    let mut recorded_sync = false;
+    for push in req.visits.iter() {
+        t.sync_visit_messages.fetch_add(1, Relaxed);
+        match state
+            .visits
+            .ingest_changes(who, push.visit_id, &push.changes, push.heads.clone(), at)?
+        {
+            Pushed::Accepted { reply, new_changes } => {
+                recorded_sync |= new_changes > 0;
+                t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
+                if let Some((changes, heads)) = reply {
+                    response.visits.push(v2::Pull {
+                        visit_id: push.visit_id,
+                        changes,
+                        heads: Some(heads),
+                    });
+                }
+            }
+            Pushed::Refused(error) => {
+                t.messages_refused.fetch_add(1, Relaxed);
+                tracing::warn!(visit = %error.visit_id, device = %device, code = %error.code, "visit push refused");
+                response.errors.push(error.into());
+            }
+        }
+    }
+    let sent: HashSet<_> = req.visits.iter().map(|p| p.visit_id).collect();
+    let digest = req.manifest_digest.as_deref().map(hex::encode);
+    let manifest = manifest::for_carer(
+        state.store.as_ref(),
+        state.visits.manifests(),
+        who.person.id,
+        (at - state.scope_back_ms, at + state.scope_ahead_ms),
+        &sent,
+        digest.as_deref(),
+    )?;
+    response.manifest_complete = manifest.complete;
+    // Unless complete, the manifest holds only the pushed visits, whose heads the pulls carry.
+    if manifest.complete {
+        response.manifest = manifest
+            .entries
+            .into_iter()
+            .map(|e| v2::Entry {
+                visit_id: e.visit_id,
+                heads: e.heads,
+            })
+            .collect();
+    }
+    if !recorded_sync {
+        manifest::device_synced(state.store.as_ref(), device, at)?;
+    }
+    response.server_time = now();
+    Ok(cbor(v2::encode(&response)))
 }

@@ -4,7 +4,7 @@
 
 use crate::store::{ServerStore, StoreError, VisitRow};
 use caresync_core::domain::*;
-use caresync_core::protocol::{manifest_digest, ManifestEntry};
+use caresync_core::protocol::{manifest_digest, v2, ManifestEntry};
 use caresync_core::Heads;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -37,7 +37,9 @@ pub fn for_carer(
     // A visit sent but no longer in scope (reassigned, out of the window) needs the whole
     // manifest too, so the phone can let it go.
     let all_in_scope = sent.iter().all(|id| in_scope.iter().any(|r| r.visit_id == *id));
-    let complete = phone_digest != Some(ours.as_str()) || !all_in_scope;
+    // Protocol 2 sends the digest's first half (`v2::DIGEST_BYTES`), as hex here.
+    let agrees = phone_digest.is_some_and(|d| d.len() >= 2 * v2::DIGEST_BYTES && ours.starts_with(d));
+    let complete = !agrees || !all_in_scope;
     let entries = in_scope
         .into_iter()
         .filter(|r| complete || sent.contains(&r.visit_id))

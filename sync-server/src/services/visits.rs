@@ -11,7 +11,7 @@ use automerge::sync::{Message, State as SyncState, SyncDoc};
 use automerge::ActorId;
 use caresync_core::domain::*;
 use caresync_core::metrics::{EventFlag, EventFlags};
-use caresync_core::protocol::{decode_sync_message, VisitError, MAX_MESSAGE_BYTES};
+use caresync_core::protocol::{decode_sync_message, v2, VisitError, MAX_MESSAGE_BYTES};
 use caresync_core::visit_document::{ChangeLabel, DocumentError, ScheduleChange, Visit, VisitDocument};
 use caresync_core::Heads;
 use sha2::{Digest, Sha256};
@@ -42,12 +42,40 @@ pub enum VisitServiceError {
 
 type Result<T, E = VisitServiceError> = std::result::Result<T, E>;
 
-/// The outcome of one visit's message in a sync request.
+/// The outcome of one visit's message in a protocol 1 sync request.
 pub enum Ingested {
     Accepted {
         reply: Option<Vec<u8>>,
         new_changes: usize,
     },
+    Refused(VisitError),
+}
+
+/// The outcome of one visit's push in a protocol 2 sync request.
+pub enum Pushed {
+    Accepted {
+        /// The changes the phone lacks and the server's heads; `None` when the server holds
+        /// exactly the phone's heads (or the carer is no longer on the visit).
+        reply: Option<(Vec<Vec<u8>>, Heads)>,
+        new_changes: usize,
+    },
+    Refused(VisitError),
+}
+
+/// What a phone sent for one visit, in either protocol.
+enum Exchange {
+    Message(Message),
+    /// The changes and the phone's heads after them.
+    Changes(Vec<automerge::Change>, Heads),
+}
+
+enum Answer {
+    Message(Option<Vec<u8>>),
+    Changes(Option<(Vec<Vec<u8>>, Heads)>),
+}
+
+enum Taken {
+    Accepted { answer: Answer, new_changes: usize },
     Refused(VisitError),
 }
 
@@ -101,7 +129,7 @@ impl DocCache {
 /// What a commit writes besides the document and its visit row.
 #[derive(Default)]
 struct CommitExtras {
-    sync_state: Option<(DeviceId, Vec<u8>)>,
+    sync_state: Option<(DeviceId, Option<Vec<u8>>)>,
     new_events: Vec<caresync_core::ClockEvent>,
     /// Events accepted from a carer reassigned since writing them.
     reassigned: Vec<EventId>,
@@ -337,61 +365,122 @@ impl VisitService {
         })
     }
 
-    /// A phone's sync message for one visit: judged on a copy, persisted only if every change
-    /// is allowed, answered with the server's own message.
+    /// A phone's protocol 1 sync message for one visit: judged on a copy, persisted only if every
+    /// change is allowed, answered with the server's own message.
     pub fn ingest(&self, who: &Principal, visit: VisitId, message: &[u8], now: Millis) -> Result<Ingested> {
-        let refuse = |code: &str, message: String| {
-            Ok(Ingested::Refused(VisitError {
-                visit_id: visit,
-                code: code.into(),
-                message,
-            }))
-        };
-        let Some(device) = who.device_id else {
-            return refuse("not_a_device", "only enrolled devices sync".into());
-        };
         if message.len() > MAX_MESSAGE_BYTES {
-            return refuse(
-                "message_too_large",
-                format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", message.len()),
-            );
+            return Ok(Ingested::Refused(too_large(visit, message.len())));
         }
         let message = match decode_sync_message(message) {
             Ok(message) => message,
-            Err(e) => return refuse("malformed_message", e.to_string()),
+            Err(e) => {
+                return Ok(Ingested::Refused(refusal(
+                    visit,
+                    "malformed_message",
+                    e.to_string(),
+                )))
+            }
+        };
+        Ok(match self.take(who, visit, Exchange::Message(message), now)? {
+            Taken::Accepted {
+                answer: Answer::Message(reply),
+                new_changes,
+            } => Ingested::Accepted { reply, new_changes },
+            Taken::Accepted { .. } => unreachable!("a sync message is answered with one"),
+            Taken::Refused(error) => Ingested::Refused(error),
+        })
+    }
+
+    /// A phone's protocol 2 push for one visit: its raw changes and, when they do not imply them,
+    /// its heads ([`v2::Push`]). Judged and persisted as [`VisitService::ingest`] does; answered
+    /// with the changes the phone lacks and the server's heads, or nothing when the server holds
+    /// exactly the phone's heads. A push that brings nothing new commits nothing.
+    pub fn ingest_changes(
+        &self,
+        who: &Principal,
+        visit: VisitId,
+        changes: &[Vec<u8>],
+        heads: Option<Heads>,
+        now: Millis,
+    ) -> Result<Pushed> {
+        let size: usize = changes.iter().map(Vec::len).sum();
+        if size > MAX_MESSAGE_BYTES {
+            return Ok(Pushed::Refused(too_large(visit, size)));
+        }
+        let mut parsed = Vec::with_capacity(changes.len());
+        for bytes in changes {
+            match automerge::Change::from_bytes(bytes.clone()) {
+                Ok(change) => parsed.push(change),
+                Err(e) => {
+                    return Ok(Pushed::Refused(refusal(
+                        visit,
+                        "malformed_message",
+                        format!("not an Automerge change: {e}"),
+                    )))
+                }
+            }
+        }
+        let phone_heads = heads.unwrap_or_else(|| v2::implied_heads(&parsed));
+        Ok(
+            match self.take(who, visit, Exchange::Changes(parsed, phone_heads), now)? {
+                Taken::Accepted {
+                    answer: Answer::Changes(reply),
+                    new_changes,
+                } => Pushed::Accepted { reply, new_changes },
+                Taken::Accepted { .. } => unreachable!("changes are answered with changes"),
+                Taken::Refused(error) => Pushed::Refused(error),
+            },
+        )
+    }
+
+    /// Both protocols' one path: apply what the phone sent to a copy of the visit, judge what it
+    /// did, answer, and commit.
+    fn take(&self, who: &Principal, visit: VisitId, exchange: Exchange, now: Millis) -> Result<Taken> {
+        let refuse = |code: &str, message: String| Ok(Taken::Refused(refusal(visit, code, message)));
+        let Some(device) = who.device_id else {
+            return refuse("not_a_device", "only enrolled devices sync".into());
         };
         let carer = who.person.id;
         let result = self.with_doc(visit, |cached| {
             let assigned_now = cached.visit.schedule.carers.contains(&carer);
             if !assigned_now && !self.store.was_ever_assigned(visit, carer)? {
-                return Ok(Ingested::Refused(VisitError {
-                    visit_id: visit,
-                    code: "not_assigned".into(),
-                    message: "this visit is not assigned to this carer".into(),
-                }));
+                return refuse("not_assigned", "this visit is not assigned to this carer".into());
             }
-            let mut state = match self.store.sync_state(device, visit)? {
-                Some(bytes) => SyncState::decode(&bytes).unwrap_or_default(),
-                None => SyncState::new(),
-            };
             let before = cached.doc.heads();
             let mut copy = cached.doc.fork();
-            if let Err(e) = copy.automerge().sync().receive_sync_message(&mut state, message) {
-                return Ok(Ingested::Refused(VisitError {
-                    visit_id: visit,
-                    code: "malformed_message".into(),
-                    message: format!("changes could not be applied: {e}"),
-                }));
+            let mut sync_state = None;
+            let applied = match &exchange {
+                Exchange::Message(message) => {
+                    let mut state = match self.store.sync_state(device, visit)? {
+                        Some(bytes) => SyncState::decode(&bytes).unwrap_or_default(),
+                        None => SyncState::new(),
+                    };
+                    let applied = copy
+                        .automerge()
+                        .sync()
+                        .receive_sync_message(&mut state, message.clone())
+                        .map_err(|e| format!("changes could not be applied: {e}"));
+                    sync_state = Some(state);
+                    applied
+                }
+                Exchange::Changes(changes, _) => apply_changes(&mut copy, changes),
+            };
+            if let Err(message) = applied {
+                let code = if message.starts_with(MISSING) {
+                    "missing_changes"
+                } else {
+                    "malformed_message"
+                };
+                return refuse(code, message);
             }
             // The document was readable before this message, so whatever no longer reads as the
             // schema says came with it: that visit's `invalid_entry`, never an error for the
             // whole request (the commit_path fuzz target found both ways in).
             let unreadable = |e: DocumentError| {
-                Ok(Ingested::Refused(VisitError {
-                    visit_id: visit,
-                    code: "invalid_entry".into(),
-                    message: format!("the changes leave an entry that cannot be read: {e}"),
-                }))
+                refuse(
+                    "invalid_entry",
+                    format!("the changes leave an entry that cannot be read: {e}"),
+                )
             };
             let audit = match copy.audit_since(&before) {
                 Ok(audit) => audit,
@@ -411,28 +500,38 @@ impl VisitService {
             if !audit.change_hashes.is_empty() {
                 match judge_device_changes(who, device, &audit, &mut copy, &after) {
                     Ok(Judgement::Allowed { reassigned_events }) => flagged = reassigned_events,
-                    Ok(Judgement::Refused { code, reason }) => {
-                        return Ok(Ingested::Refused(VisitError {
-                            visit_id: visit,
-                            code: code.into(),
-                            message: reason,
-                        }));
-                    }
+                    Ok(Judgement::Refused { code, reason }) => return refuse(code, reason),
                     Err(VisitServiceError::Document { source, .. }) => return unreadable(source),
                     Err(e) => return Err(e),
                 }
             }
-            let reply = if assigned_now {
-                copy.automerge().sync().generate_sync_message(&mut state)
-            } else {
-                // Taken off the visit: what they wrote while assigned is accepted, but nothing of
-                // the document goes back, only an acknowledgement of the heads both sides share.
-                acknowledgement(visit, &mut copy, &mut state)?
-            }
-            .map(|m| m.encode());
+            let answer = match (exchange, sync_state.as_mut()) {
+                (Exchange::Message(_), Some(state)) => Answer::Message(
+                    if assigned_now {
+                        copy.automerge().sync().generate_sync_message(state)
+                    } else {
+                        // Taken off the visit: what they wrote while assigned is accepted, but
+                        // nothing of the document goes back, only an acknowledgement of the heads
+                        // both sides share.
+                        acknowledgement(visit, &mut copy, state)?
+                    }
+                    .map(|m| m.encode()),
+                ),
+                (Exchange::Changes(_, phone_heads), _) => Answer::Changes(if assigned_now {
+                    changes_for(&mut copy, &phone_heads)
+                } else {
+                    // Taken off the visit: the phone hears only that its changes are held.
+                    None
+                }),
+                (Exchange::Message(_), None) => unreachable!("a sync message has a state"),
+            };
             let new_changes = audit.change_hashes.len();
+            if new_changes == 0 && sync_state.is_none() {
+                // Protocol 2 keeps no state per device: nothing new is nothing to write.
+                return Ok(Taken::Accepted { answer, new_changes });
+            }
             let extras = CommitExtras {
-                sync_state: Some((device, state.encode())),
+                sync_state: Some((device, sync_state.map(|s| s.encode()))),
                 new_events: audit.new_events,
                 reassigned: flagged,
                 new_amendments: vec![],
@@ -447,7 +546,7 @@ impl VisitService {
                 encoded: Some((audit.heads_after, audit.changes)),
             };
             self.commit(visit, cached, (copy, after), &before, now, extras)?;
-            Ok(Ingested::Accepted { reply, new_changes })
+            Ok(Taken::Accepted { answer, new_changes })
         });
         match result {
             Err(VisitServiceError::UnknownVisit(_)) => refuse("unknown_visit", "no such visit".into()),
@@ -531,6 +630,67 @@ impl VisitService {
         }
         Ok(())
     }
+}
+
+/// How a refusal for changes whose dependencies the server lacks starts (`missing_changes`).
+const MISSING: &str = "the changes depend on";
+
+/// Apply a protocol 2 push to the copy. Every change must be applied: one whose dependencies the
+/// server lacks would wait in Automerge's queue and be lost with the copy, so the push is refused
+/// (`missing_changes`) and the phone sends everything it has.
+fn apply_changes(copy: &mut VisitDocument, changes: &[automerge::Change]) -> std::result::Result<(), String> {
+    copy.automerge()
+        .apply_changes(changes.iter().cloned())
+        .map_err(|e| format!("changes could not be applied: {e}"))?;
+    let doc = copy.automerge();
+    if changes
+        .iter()
+        .any(|c| doc.get_change_by_hash(&c.hash()).is_none())
+    {
+        return Err(format!(
+            "{MISSING} changes this server does not hold; send the visit's changes again from the start"
+        ));
+    }
+    Ok(())
+}
+
+/// What a phone holding `phone_heads` lacks of `doc`, and `doc`'s heads; nothing when it holds them.
+fn changes_for(doc: &mut VisitDocument, phone_heads: &Heads) -> Option<(Vec<Vec<u8>>, Heads)> {
+    let ours = Heads::from(doc.heads());
+    if ours == *phone_heads {
+        return None;
+    }
+    let doc = doc.automerge();
+    // Heads the server does not hold (a parked visit's refused changes) say nothing of what the
+    // phone lacks; the rest bound it.
+    let known: Vec<automerge::ChangeHash> = phone_heads
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .collect();
+    let changes = doc
+        .get_changes(&known)
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    Some((changes, ours))
+}
+
+fn refusal(visit: VisitId, code: &str, message: String) -> VisitError {
+    VisitError {
+        visit_id: visit,
+        code: code.into(),
+        message,
+    }
+}
+
+fn too_large(visit: VisitId, size: usize) -> VisitError {
+    refusal(
+        visit,
+        "message_too_large",
+        format!("message of {size} bytes exceeds {MAX_MESSAGE_BYTES}"),
+    )
 }
 
 /// A reply carrying no change: generated from the document as it stood at the heads the phone and

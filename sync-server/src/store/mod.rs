@@ -186,8 +186,9 @@ pub struct VisitCommit {
     pub new_events: Vec<EventRow>,
     /// New amendments (inserted if not already present).
     pub new_amendments: Vec<AmendmentRow>,
-    /// The calling device's sync state for this visit.
-    pub sync_state: Option<(DeviceId, Vec<u8>)>,
+    /// The device whose sync this is (its last sync is recorded in the same transaction), with
+    /// its protocol 1 sync state for this visit (protocol 2 keeps none on the server).
+    pub sync_state: Option<(DeviceId, Option<Vec<u8>>)>,
 }
 
 pub trait ServerStore: Send + Sync + 'static {

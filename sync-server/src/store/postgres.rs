@@ -1364,11 +1364,13 @@ impl ServerStore for PostgresStore {
                 )?;
             }
             if let Some((device, state)) = &c.sync_state {
-                tx.execute(
-                    "INSERT INTO sync_states (device_id, visit_id, state) VALUES ($1, $2, $3)
-                     ON CONFLICT (device_id, visit_id) DO UPDATE SET state = $3",
-                    &[&device.to_string(), &id, state],
-                )?;
+                if let Some(state) = state {
+                    tx.execute(
+                        "INSERT INTO sync_states (device_id, visit_id, state) VALUES ($1, $2, $3)
+                         ON CONFLICT (device_id, visit_id) DO UPDATE SET state = $3",
+                        &[&device.to_string(), &id, state],
+                    )?;
+                }
                 // The device's last sync, in the same transaction (not a second one per request).
                 tx.execute(
                     "UPDATE devices SET last_sync_at = $2 WHERE device_id = $1",

@@ -1219,9 +1219,11 @@ impl ServerStore for SqliteStore {
                 ])?;
             }
             if let Some((device, state)) = &c.sync_state {
-                tx.prepare_cached("INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3")?.execute(params![device.to_string(), id, state],
-                )?;
+                if let Some(state) = state {
+                    tx.prepare_cached("INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3")?.execute(params![device.to_string(), id, state],
+                    )?;
+                }
                 // The device's last sync, in the same transaction (not a second one per request).
                 tx.prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1")?
                     .execute(params![device.to_string(), v.updated_at])?;

@@ -243,7 +243,7 @@ mod tests {
                 flags: Default::default(),
             }],
             new_amendments: vec![],
-            sync_state: Some((device, vec![7; 8])),
+            sync_state: Some((device, Some(vec![7; 8]))),
         }
     }
 
