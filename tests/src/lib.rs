@@ -250,9 +250,20 @@ impl World {
 
     /// A carer with an enrolled phone.
     pub fn carer_with_phone(&self, name: &str) -> TestResult<Phone> {
+        self.carer_with_phone_speaking(name, phone_protocol())
+    }
+
+    /// A carer whose phone speaks sync protocol `protocol`.
+    pub fn carer_with_phone_speaking(&self, name: &str, protocol: u32) -> TestResult<Phone> {
         let carer = self.office.create_person(name, "carer")?;
         let code = self.office.enrolment_code(carer)?;
-        Phone::enrol(self.dir.path(), &self.server.url, &code, Arc::new(SystemClock))
+        Phone::enrol_speaking(
+            self.dir.path(),
+            &self.server.url,
+            &code,
+            Arc::new(SystemClock),
+            protocol,
+        )
     }
 }
 
@@ -492,6 +503,17 @@ pub struct Phone {
 
 impl Phone {
     pub fn enrol(dir: &Path, url: &str, code: &str, clock: Arc<dyn DeviceClock>) -> TestResult<Self> {
+        Self::enrol_speaking(dir, url, code, clock, phone_protocol())
+    }
+
+    /// A phone whose sync client speaks `protocol` (1 or 2).
+    pub fn enrol_speaking(
+        dir: &Path,
+        url: &str,
+        code: &str,
+        clock: Arc<dyn DeviceClock>,
+        protocol: u32,
+    ) -> TestResult<Self> {
         let path = dir.join(format!("phone-{}.db", uuid::Uuid::new_v4()));
         let store = Arc::new(PhoneStore::open_with(&path, clock, chrono_tz_london())?);
         let transport = Arc::new(RecordingTransport {
@@ -500,7 +522,7 @@ impl Phone {
             offline: false.into(),
         });
         let id = sync_client::enrol(&store, transport.as_ref(), url, code, "test phone")?;
-        let client = SyncClient::with_protocol(store.clone(), transport.clone(), phone_protocol());
+        let client = SyncClient::with_protocol(store.clone(), transport.clone(), protocol);
         Ok(Self {
             store,
             client,

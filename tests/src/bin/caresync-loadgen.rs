@@ -57,8 +57,10 @@ fn args() -> Result<Args, String> {
             "--rate" => a.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--mode" => a.mode = value()?,
             "--postgres" => a.postgres = value()?.parse().map_err(|e| format!("--postgres: {e}"))?,
+            // The phones' sync protocol (the test kit reads it when it enrols a phone).
+            "--protocol" => std::env::set_var("CARESYNC_TEST_PROTOCOL", value()?),
             "-h" | "--help" => {
-                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES]");
+                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES] [--protocol 1|2]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -292,6 +294,9 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
         a.seconds,
         if whole { "whole-document baseline" } else { "delta" }
     );
+    if !whole {
+        eprintln!("phones speak sync protocol {}", caresync_tests::phone_protocol());
+    }
 
     let phones = Arc::new(phones);
     let stop = Arc::new(AtomicBool::new(false));
