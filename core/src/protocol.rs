@@ -1,10 +1,12 @@
-//! The sync protocol's wire types (docs/protocol.md). CBOR bodies, one endpoint, batched per visit.
+//! The sync protocol's wire types (docs/protocol.md). CBOR bodies, one endpoint, batched per visit:
+//! version 1 here, version 2 in [`v2`].
 
 use crate::domain::{DeviceId, Millis, PersonId, VisitId};
 use crate::heads::Heads;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The protocol version this build speaks.
+/// The version of [`SyncRequest`] and [`SyncResponse`]: protocol 1, Automerge sync messages in a
+/// CBOR map. Phones speak [`v2::VERSION`] and fall back to this; servers answer both.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest request body the server accepts.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;

@@ -1,8 +1,11 @@
-//! The phone's side of sync: transport-agnostic rounds of batched Automerge sync messages.
+//! The phone's side of sync: transport-agnostic rounds of batched per-visit exchanges.
 //!
-//! A session starts from the sync state persisted per visit (the heads both sides share), sends
-//! messages for visits with unacknowledged local changes or with news in the server's manifest,
+//! A session starts from the heads each visit last shared with the server (persisted per visit),
+//! sends the visits with unacknowledged local changes or with news in the server's manifest,
 //! applies the server's replies to the *current* documents, and stops when nothing is left to say.
+//! It speaks protocol version 2 ([`crate::protocol::v2`]: raw changes since the shared heads,
+//! answered with what the phone lacks) and falls back to version 1 (Automerge sync messages) for
+//! good when a server refuses version 2 (docs/protocol.md).
 //!
 //! A visit whose message the server refused is parked ([`PhoneStore::refused_changes`]): its
 //! changes stay on the phone and are not sent again (they would be refused again, and every later

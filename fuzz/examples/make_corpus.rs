@@ -225,6 +225,44 @@ fn main() {
         "batch",
         &to_cbor(&request(batch, None)),
     );
+    // Version 2 requests: each edit's raw changes since the shared heads, alone and as a batch.
+    let mut pushes = vec![];
+    for (k, (name, mut phone)) in phone_edits(&w).into_iter().enumerate() {
+        let changes: Vec<Vec<u8>> = phone
+            .automerge()
+            .get_changes(&shared)
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let push = v2::Push {
+            visit_id: visit(k as u128),
+            changes,
+            heads: None,
+        };
+        let one = v2::Request {
+            device_time: NOW,
+            visits: vec![push.clone()],
+            manifest_digest: Some(vec![0x5a; v2::DIGEST_BYTES]),
+        };
+        write(&root.join("sync_request"), &format!("v2_{name}"), &v2::encode(&one));
+        pushes.push(push);
+    }
+    pushes.push(v2::Push {
+        visit_id: visit(99),
+        changes: vec![],
+        heads: Some(caresync_core::Heads::from(shared.clone())),
+    });
+    let batch = v2::Request {
+        device_time: NOW,
+        visits: pushes,
+        manifest_digest: None,
+    };
+    write(&root.join("sync_request"), "v2_batch", &v2::encode(&batch));
+    write(
+        &root.join("sync_request"),
+        "v2_batch_plain",
+        &[&[v2::PLAIN][..], &to_cbor(&batch)].concat(),
+    );
     // sync_response: the server's replies to a phone that holds the visit, and to one that does not.
     let mut server_doc = VisitDocument::load(&w.created).expect("load");
     let _ = server_doc.automerge().load_incremental(&w.reassignment);
@@ -271,5 +309,42 @@ fn main() {
         manifest_complete: false,
     };
     write(&root.join("sync_response"), "empty", &to_cbor(&empty));
+    // Version 2 answers: what a fresh phone and a phone behind lack, a refusal, a whole manifest.
+    let server_heads = caresync_core::Heads::from(server_doc.heads());
+    for (name, since) in [("v2_fresh_phone", vec![]), ("v2_phone_behind", shared.clone())] {
+        let changes: Vec<Vec<u8>> = server_doc
+            .automerge()
+            .get_changes(&since)
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let response = v2::Response {
+            server_time: NOW + 1234,
+            visits: vec![v2::Pull {
+                visit_id: visit(1),
+                changes,
+                heads: Some(server_heads.clone()),
+            }],
+            errors: vec![v2::Refusal {
+                visit_id: visit(2),
+                code: "forbidden_change".into(),
+                message: "a carer's phone may not write the schedule".into(),
+            }],
+            manifest: vec![v2::Entry {
+                visit_id: visit(1),
+                heads: server_heads.clone(),
+            }],
+            manifest_complete: true,
+        };
+        write(&root.join("sync_response"), name, &v2::encode(&response));
+    }
+    write(
+        &root.join("sync_response"),
+        "v2_empty",
+        &v2::encode(&v2::Response {
+            server_time: NOW,
+            ..Default::default()
+        }),
+    );
     println!("seed corpus written under {}", root.display());
 }

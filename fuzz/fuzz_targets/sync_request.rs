@@ -1,12 +1,31 @@
-//! The server's reading of a sync request, up to the per-visit messages: the CBOR body, its checks
-//! (protocol, batch size, duplicates), and each visit's size check and Automerge message decoding,
-//! as `http::sync` and `VisitService::ingest` do before any document is touched.
+//! The server's reading of a sync request, up to the per-visit messages: the body in either
+//! protocol (version 2's frame and inflation included), its checks (protocol, batch size,
+//! duplicates), and each visit's size check and decoding (an Automerge sync message, or version 2's
+//! raw changes), as `http::sync` and `VisitService` do before any document is touched.
 #![no_main]
 
-use caresync_core::protocol::{decode_sync_message, from_cbor, to_cbor, SyncRequest, MAX_MESSAGE_BYTES};
+use caresync_core::protocol::{decode_sync_message, from_cbor, to_cbor, v2, SyncRequest, MAX_MESSAGE_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
+    if v2::is_version2(body) {
+        let Ok(request) = caresync_server::http::decode_request_v2(body) else {
+            return;
+        };
+        for push in &request.visits {
+            if push.changes.iter().map(Vec::len).sum::<usize>() <= MAX_MESSAGE_BYTES {
+                let changes: Vec<_> = push
+                    .changes
+                    .iter()
+                    .filter_map(|c| automerge::Change::from_bytes(c.clone()).ok())
+                    .collect();
+                let _ = v2::implied_heads(&changes);
+            }
+        }
+        let again: v2::Request = v2::decode(&v2::encode(&request)).expect("a decoded request re-encodes");
+        assert_eq!(again, request);
+        return;
+    }
     let Ok(request) = caresync_server::http::decode_request(body) else {
         return;
     };

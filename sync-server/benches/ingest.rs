@@ -1,8 +1,9 @@
 //! Ingesting a batch of phone sync messages: the server's half of a sync, without HTTP.
 //!
 //! Each message is what a phone sends after a visit: a clock-in, a clock-out and a note appended
-//! to a document it shares with the server, in one primed message (as the core's sync client
-//! sends it). The server decodes it, applies it to a copy, checks every change against the write
+//! to a document it shares with the server, as protocol 2's raw changes (`INGEST_PROTOCOL=2`, the
+//! default) or in one primed protocol 1 sync message (`INGEST_PROTOCOL=1`), as the core's sync
+//! client sends them. The server decodes it, applies it to a copy, checks every change against the write
 //! rules, and commits the new chunk, the projected rows and the device's sync state in one SQLite
 //! transaction, as in production.
 //!
@@ -25,7 +26,7 @@ use automerge::ActorId;
 use caresync_core::domain::*;
 use caresync_core::sync_client::primed;
 use caresync_core::visit_document::{ClockEvent, Note, Schedule, Task, VisitDocument};
-use caresync_server::services::visits::{Ingested, VisitService};
+use caresync_server::services::visits::{Ingested, Pushed, VisitService};
 use caresync_server::store::sqlite::SqliteStore;
 use caresync_server::store::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -39,6 +40,8 @@ struct Server {
     visits: VisitService,
     carer: Principal,
     office: PersonId,
+    /// The phones' protocol: `INGEST_PROTOCOL` (1 or 2; 2 unless told).
+    protocol: u32,
 }
 
 fn server() -> Server {
@@ -63,11 +66,15 @@ fn server() -> Server {
             device_id: Some(DeviceId::new()),
         },
         office: PersonId::new(),
+        protocol: std::env::var("INGEST_PROTOCOL")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(2),
     }
 }
 
 /// `n` new visits the office created, and for each the message the carer's phone sends after it.
-fn batch(s: &Server, n: usize) -> Vec<(VisitId, Vec<u8>)> {
+fn batch(s: &Server, n: usize) -> Vec<(VisitId, Sent)> {
     let carer = s.carer.person.id;
     let device = s.carer.device_id.expect("device");
     let phone = ActorId::random();
@@ -132,6 +139,15 @@ fn batch(s: &Server, n: usize) -> Vec<(VisitId, Vec<u8>)> {
                 text: "Lunch eaten, medication taken, in good spirits.".into(),
             })
             .expect("note");
+            if s.protocol == 2 {
+                let changes = doc
+                    .automerge()
+                    .get_changes(&shared)
+                    .iter()
+                    .map(|c| c.raw_bytes().to_vec())
+                    .collect();
+                return (visit, Sent::Changes(changes));
+            }
             let mut state = SyncState::new();
             state.shared_heads = shared;
             let mut state = primed(state);
@@ -140,26 +156,45 @@ fn batch(s: &Server, n: usize) -> Vec<(VisitId, Vec<u8>)> {
                 .sync()
                 .generate_sync_message(&mut state)
                 .expect("message");
-            (visit, message.encode())
+            (visit, Sent::Message(message.encode()))
         })
         .collect()
 }
 
-fn ingest_all(s: &Server, batch: &[(VisitId, Vec<u8>)]) -> usize {
+/// What a phone sends for one visit: a protocol 1 sync message or protocol 2's raw changes.
+#[derive(Clone)]
+enum Sent {
+    Message(Vec<u8>),
+    Changes(Vec<Vec<u8>>),
+}
+
+fn ingest_all(s: &Server, batch: &[(VisitId, Sent)]) -> usize {
     batch
         .iter()
-        .map(
-            |(visit, message)| match s.visits.ingest(&s.carer, *visit, message, NOW).expect("ingest") {
-                Ingested::Accepted { new_changes, .. } => new_changes,
-                Ingested::Refused(e) => panic!("refused: {e:?}"),
-            },
-        )
+        .map(|(visit, sent)| match sent {
+            Sent::Message(message) => {
+                match s.visits.ingest(&s.carer, *visit, message, NOW).expect("ingest") {
+                    Ingested::Accepted { new_changes, .. } => new_changes,
+                    Ingested::Refused(e) => panic!("refused: {e:?}"),
+                }
+            }
+            Sent::Changes(changes) => {
+                match s
+                    .visits
+                    .ingest_changes(&s.carer, *visit, changes, None, NOW)
+                    .expect("ingest")
+                {
+                    Pushed::Accepted { new_changes, .. } => new_changes,
+                    Pushed::Refused(e) => panic!("refused: {e:?}"),
+                }
+            }
+        })
         .sum()
 }
 
 /// The part of `INGEST_COUNT` mode that callgrind counts (see the module comment).
 #[inline(never)]
-fn ingest_counted(s: &Server, batch: &[(VisitId, Vec<u8>)]) -> usize {
+fn ingest_counted(s: &Server, batch: &[(VisitId, Sent)]) -> usize {
     ingest_all(s, batch)
 }
 

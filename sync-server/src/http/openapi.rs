@@ -90,7 +90,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/metrics" Public Nothing "metrics" "Prometheus counters and the sync latency histogram", None, (200, "text")),
     op!("get" "/api/openapi.json" Public Nothing "openapi" "This document", None, (200, "object")),
     op!("post" "/api/v1/enrol" Public Nothing "enrol" "Enrol a phone with a one-time code (CBOR)", Some("cbor:EnrolRequest"), (200, "cbor:EnrolResponse")),
-    op!("post" "/api/v1/sync" Device Nothing "sync" "Batched Automerge sync (CBOR; see docs/protocol.md)", Some("cbor:SyncRequest"), (200, "cbor:SyncResponse")),
+    op!("post" "/api/v1/sync" Device Nothing "sync" "Batched sync per visit: version 1 (CBOR map of Automerge sync messages) or version 2 (framed by its first byte: raw changes, CBOR, deflated with a preset dictionary); see docs/protocol.md", Some("cbor:SyncRequest"), (200, "cbor:SyncResponse")),
     op!("post" "/api/v1/people" Office Nothing "createPerson" "Create a carer, supervisor or office person (office and supervisors get a token, shown once)", Some("NewPerson"), (201, "CreatedPerson")),
     op!("get" "/api/v1/people" OfficeOrSupervisor Nothing "listPeople" "Everyone (a supervisor: their team and themselves)", None, (200, "PersonList")),
     op!("post" "/api/v1/people/{id}/enrolment-codes" Office Person "issueEnrolmentCode" "A one-time code for a carer's phone (7 days)", None, (201, "EnrolmentCode")),
@@ -321,7 +321,7 @@ fn schemas() -> Map<String, Value> {
     for cbor in ["EnrolRequest", "EnrolResponse", "SyncRequest", "SyncResponse"] {
         s.insert(
             cbor.into(),
-            json!({ "description": format!("CBOR-encoded {cbor}; field by field in docs/protocol.md and core/src/protocol.rs") }),
+            json!({ "description": format!("CBOR-encoded {cbor} (sync: or its version 2 frame); field by field in docs/protocol.md, core/src/protocol.rs and core/src/protocol/v2.rs") }),
         );
     }
     // `<Item>List`, an array of `<Item>`, for each list an operation answers with.
