@@ -204,13 +204,15 @@ pub fn adjust_continuity_carers_sql_with(ids: Ids) -> String {
 /// many carers the client has (recounting all of them was 18 % of the server's time under the
 /// load generator, whose one client has 500 carers). `k` the period, `f` the visit row.
 fn carers_turned(ids: Ids, what: &str, from: &str) -> String {
+    // The period's count of each of the row's carers is a lookup by the whole key, so the row's
+    // carers lead: as a join, SQLite walked the client's carers instead.
     format!(
         "(SELECT COUNT(*) FROM (SELECT c.carer_id, SUM(c.{from}) AS n FROM carer_visit_facts c
               WHERE c.fact_id = CAST($1 AS BIGINT) GROUP BY c.carer_id) t
-          JOIN continuity_carer_sums cs ON cs.days = k.days AND cs.start_day = k.start_day
-              AND cs.client_id = {} AND cs.carer_id = {}
           WHERE t.n > 0 AND f.cancelled = 0
-              AND cs.{what} = CASE WHEN CAST($3 AS BIGINT) > 0 THEN t.n ELSE 0 END)",
+              AND (SELECT cs.{what} FROM continuity_carer_sums cs WHERE cs.days = k.days
+                   AND cs.start_day = k.start_day AND cs.client_id = {} AND cs.carer_id = {})
+                  = CASE WHEN CAST($3 AS BIGINT) > 0 THEN t.n ELSE 0 END)",
         ids.of("f.client_id"),
         ids.of("t.carer_id"),
     )
