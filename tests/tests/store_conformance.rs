@@ -1298,7 +1298,23 @@ fn escalations_once(store: &dyn ServerStore) {
 fn racing_reviews_raise_once(store: &dyn ServerStore) {
     use caresync_server::services::alerts as svc;
     use caresync_server::store::alerts::*;
-    let carer = person(store, "Ann", Role::Carer);
+    // Ann is in a team, and others are not on the visit: the review reads her team alone.
+    let team = TeamId::new();
+    store
+        .create_team(&Team {
+            id: team,
+            name: "North".into(),
+        })
+        .expect("team");
+    let carer = Person {
+        id: PersonId::new(),
+        name: "Ann".into(),
+        role: Role::Carer,
+        team_id: Some(team),
+        active: true,
+    };
+    store.create_person(&carer).expect("create person");
+    let _others = person(store, "Bob", Role::Carer);
     let visit = VisitId::new();
     let start = 1_790_064_000_000;
     store
@@ -1332,6 +1348,7 @@ fn racing_reviews_raise_once(store: &dyn ServerStore) {
         .expect("alerts");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].kind, caresync_core::metrics::AlertKind::Missed);
+    assert_eq!(alerts[0].team_id, Some(team), "for her team's supervisor");
     let history = store.alert_history(alerts[0].alert_id).expect("history");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].step, AlertStep::Raised);

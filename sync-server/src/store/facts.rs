@@ -34,8 +34,20 @@ pub struct SnapshotQuery {
     pub continuity: bool,
     /// The visits' facts themselves (alerts, one visit's figures).
     pub visits: bool,
-    /// Only this visit (with `visits`).
+    /// Only this visit (with `visits`). Then `people` holds only its carers, and `contracts` and
+    /// `devices` are empty.
     pub visit: Option<VisitId>,
+}
+
+/// The carers of a single visit's read, each once: the people [`SnapshotQuery::visit`] reads.
+pub fn one_visits_carers(visits: &[VisitFacts]) -> Vec<PersonId> {
+    let mut carers: Vec<PersonId> = visits
+        .iter()
+        .flat_map(|v| v.carers.iter().map(|c| c.carer_id))
+        .collect();
+    carers.sort();
+    carers.dedup();
+    carers
 }
 
 /// One consistent read for one report.

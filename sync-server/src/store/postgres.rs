@@ -963,6 +963,19 @@ fn read_snapshot(tx: &mut Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSn
         }
         out.visits = visits;
     }
+    if q.visit.is_some() {
+        // One visit's read (after each commit, for its alerts): only its carers, looked up by
+        // key; every contract, person and device would make each commit cost the agency's size.
+        for carer in fx::one_visits_carers(&out.visits) {
+            if let Some(r) = tx.query_opt(
+                &format!("SELECT {PERSON_COLS} FROM people p WHERE p.person_id = $1"),
+                &[&carer.to_string()],
+            )? {
+                out.people.push(person_from(&r)?);
+            }
+        }
+        return Ok(out);
+    }
     let mut contracts = rows(
         tx.query(
             &format!("SELECT {CONTRACT_COLS} FROM contracts ORDER BY name, contract_id"),

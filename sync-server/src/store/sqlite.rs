@@ -544,6 +544,19 @@ fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapsh
         }
         out.visits = visits;
     }
+    if q.visit.is_some() {
+        // One visit's read (after each commit, for its alerts): only its carers, looked up by
+        // key; every contract, person and device would make each commit cost the agency's size.
+        let mut stmt = tx.prepare_cached(
+            "SELECT person_id, name, role, team_id, active FROM people WHERE person_id = ?1",
+        )?;
+        for carer in fx::one_visits_carers(&out.visits) {
+            if let Some(person) = stmt.query_row([carer.to_string()], person_from).optional()? {
+                out.people.push(person);
+            }
+        }
+        return Ok(out);
+    }
     // Contracts with the rules that stood at `as_of` (the current ones for a contract whose
     // history starts later).
     let mut contracts: Vec<Contract> = tx
