@@ -80,8 +80,22 @@ pub fn manifest_digest<'a>(entries: impl IntoIterator<Item = (VisitId, &'a Heads
     let mut lines: Vec<(VisitId, &Heads)> = entries.into_iter().collect();
     lines.sort();
     let mut hasher = Sha256::new();
-    for (id, heads) in lines {
-        hasher.update(format!("{id}:{heads}\n").as_bytes());
+    // Each line written into the hasher from stack buffers: the server digests every visit of
+    // a carer's scope on each sync, and a `format!` per line was 2 % of its time.
+    let mut id = uuid::Uuid::encode_buffer();
+    let mut hash = [0u8; 64];
+    for (visit, heads) in lines {
+        hasher.update(visit.0.hyphenated().encode_lower(&mut id).as_bytes());
+        hasher.update(b":");
+        for (i, h) in heads.as_slice().iter().enumerate() {
+            if i > 0 {
+                hasher.update(b",");
+            }
+            if hex::encode_to_slice(h.0, &mut hash).is_ok() {
+                hasher.update(hash);
+            }
+        }
+        hasher.update(b"\n");
     }
     hex::encode(hasher.finalize())
 }
@@ -232,6 +246,23 @@ mod serde_bytes_compat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest is the protocol's (phones and servers of every version compute it): the lines
+    /// as documented, sha256, lowercase hex.
+    #[test]
+    fn the_manifest_digest_is_sha256_of_the_documented_lines() {
+        use sha2::{Digest, Sha256};
+        let a = VisitId(uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0));
+        let b = VisitId(uuid::Uuid::from_u128(7));
+        let two = Heads::from_bytes(&[[0xcd; 32], [0x01; 32]]);
+        let none = Heads::default();
+        let lines = format!("{b}:\n{a}:{}\n", two.to_text());
+        assert!(lines.contains("12345678-9abc-def0-1234-56789abcdef0:0101"));
+        let expected = hex::encode(Sha256::digest(lines.as_bytes()));
+        assert_eq!(manifest_digest([(a, &two), (b, &none)]), expected);
+        assert_eq!(manifest_digest([(b, &none), (a, &two)]), expected, "in any order");
+        assert_eq!(manifest_digest([]), hex::encode(Sha256::digest(b"")));
+    }
 
     #[test]
     fn messages_travel_as_byte_strings() -> Result<(), CborError> {
