@@ -178,6 +178,7 @@ fun main() {
             assertEq(0, sumOf(rep, "late"), "late")
         } finally {
             s.server.stop()
+            s.dir.deleteRecursively()
         }
     }
     check("error paths") {
@@ -196,6 +197,7 @@ fun main() {
             assertEq(1u, s.phone.pendingCount(), "the clock-in is kept on the phone")
         } finally {
             s.server.stop()
+            s.dir.deleteRecursively()
         }
     }
     check("refused changes are kept, listed and not sent again") {
@@ -226,6 +228,7 @@ fun main() {
             assertEq(30u, s.phone.pendingCount(), "pending again")
         } finally {
             s.server.stop()
+            s.dir.deleteRecursively()
         }
     }
     println("$passed passed, $failed failed")

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,8 @@ class CarerDay(unittest.TestCase):
     def tearDown(self):
         if self.server.proc.poll() is None:
             self.server.stop()
+        # The server's data directory and the phone's database go with the test.
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_a_day_offline_then_synced(self):
         carer = self.phone.enrol(self.server.url, self.code, "Ann's phone")
