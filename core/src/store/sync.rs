@@ -109,10 +109,8 @@ impl PhoneStore {
         };
         drop(conn);
         let am = doc.automerge();
-        let shared: Vec<ChangeHash> = shared
-            .into_iter()
-            .filter(|h| am.get_change_by_hash(h).is_some())
-            .collect();
+        let unknown = am.get_missing_deps(&shared);
+        let shared: Vec<ChangeHash> = shared.into_iter().filter(|h| !unknown.contains(h)).collect();
         let changes = am.get_changes(&shared);
         let heads = Heads::from(am.get_heads());
         let implied = v2::implied_heads(&changes);
