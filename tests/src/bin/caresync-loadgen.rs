@@ -34,6 +34,9 @@ struct Args {
     rate: f64,
     /// Server instances in front of a PostgreSQL cluster (0: one instance, embedded SQLite).
     postgres: usize,
+    /// Clients (each with its own contract) the visits are spread over; 1 (every visit for one
+    /// client on one contract, as the earlier rounds measured) unless told.
+    clients: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -45,6 +48,7 @@ fn args() -> Result<Args, String> {
         mode: "both".into(),
         rate: 0.0,
         postgres: 0,
+        clients: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,10 +61,11 @@ fn args() -> Result<Args, String> {
             "--rate" => a.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--mode" => a.mode = value()?,
             "--postgres" => a.postgres = value()?.parse().map_err(|e| format!("--postgres: {e}"))?,
+            "--clients" => a.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
             // The phones' sync protocol (the test kit reads it when it enrols a phone).
             "--protocol" => std::env::set_var("CARESYNC_TEST_PROTOCOL", value()?),
             "-h" | "--help" => {
-                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES] [--protocol 1|2]");
+                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES] [--protocol 1|2] [--clients N]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -254,8 +259,13 @@ fn children_of(parent: u32) -> Vec<u32> {
 fn run(a: &Args, whole: bool) -> TestResult<Figures> {
     let servers = Servers::start(a.postgres)?;
     let office = &servers.office;
-    let client = office.create_client("Load client", None)?;
-    let contract = office.create_contract("Load contract", "spot", json!({}))?;
+    let mut books = Vec::with_capacity(a.clients.max(1));
+    for c in 0..a.clients.max(1) {
+        books.push((
+            office.create_client(&format!("Load client {c}"), None)?,
+            office.create_contract(&format!("Load contract {c}"), "spot", json!({}))?,
+        ));
+    }
     // Phones' stores on tmpfs where there is one: the phones' fsyncs are not what is measured.
     let phone_dir = if std::path::Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm")?
@@ -270,6 +280,8 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
         let code = office.enrolment_code(carer)?;
         let visits: Vec<serde_json::Value> = (0..a.visits)
             .map(|k| {
+                // Each carer's round goes from client to client, as a real one does.
+                let (client, contract) = &books[(i * a.visits + k) % books.len()];
                 json!({"client_id": client, "contract_id": contract, "carers": [carer],
                        "planned_start": rfc3339(start + k as i64 * HOUR_MS),
                        "planned_end": rfc3339(start + k as i64 * HOUR_MS + 30 * MINUTE_MS), "tasks": ["Care"]})
@@ -458,9 +470,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     println!(
-        "caresync-loadgen: {} phones x {} visits, {} threads, {} s per mode, rate {}, {}",
+        "caresync-loadgen: {} phones x {} visits over {} client(s), {} threads, {} s per mode, rate {}, {}",
         a.phones,
         a.visits,
+        a.clients.max(1),
         a.threads,
         a.seconds,
         if a.rate > 0.0 {
