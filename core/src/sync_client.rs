@@ -263,11 +263,8 @@ impl SyncClient {
                 // visit and hears nothing more of it).
                 let (changes, shared) = match pulls.remove(&visit_id) {
                     Some(pull) => {
-                        let changes: Result<Vec<_>, _> = pull
-                            .changes
-                            .into_iter()
-                            .map(automerge::Change::from_bytes)
-                            .collect();
+                        let changes: Result<Vec<_>, _> =
+                            pull.changes.iter().map(|c| v2::parse_change(c)).collect();
                         match changes {
                             Ok(changes) => (changes, pull.heads.unwrap_or(heads)),
                             Err(e) => {

@@ -409,7 +409,7 @@ impl VisitService {
         }
         let mut parsed = Vec::with_capacity(changes.len());
         for bytes in changes {
-            match automerge::Change::from_bytes(bytes.clone()) {
+            match v2::parse_change(bytes) {
                 Ok(change) => parsed.push(change),
                 Err(e) => {
                     return Ok(Pushed::Refused(refusal(
