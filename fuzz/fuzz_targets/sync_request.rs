@@ -7,26 +7,18 @@
 use caresync_core::protocol::{decode_sync_message, from_cbor, to_cbor, v2, SyncRequest, MAX_MESSAGE_BYTES};
 use libfuzzer_sys::fuzz_target;
 
-/// libFuzzer's panic hook aborts on every panic, even one caught. `v2::parse_change` catches the
-/// one automerge 0.12 is known to raise on crafted changes (`OpId::new` in its `types.rs`), as the
-/// server does; any other panic is still a crash.
-fn allow_automerge_known_panic() {
+/// libFuzzer's own panic hook aborts on every panic, even one a boundary catches. The core reads
+/// and applies peers' changes under `catch_unwind` (`v2::parse_change`, `v2::apply_changes`),
+/// because automerge 0.12 panics on some crafted ones; those panics are refusals, not crashes.
+/// This hook only prints: a panic nothing catches still aborts (libfuzzer-sys catches what
+/// unwinds out of the target and aborts).
+fn allow_caught_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let known = info
-                .location()
-                .is_some_and(|l| l.file().contains("automerge") && l.file().ends_with("types.rs"));
-            if !known {
-                eprintln!("{info}");
-                std::process::abort();
-            }
-        }));
-    });
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}"))));
 }
 
 fuzz_target!(|body: &[u8]| {
-    allow_automerge_known_panic();
+    allow_caught_panics();
     if v2::is_version2(body) {
         let Ok(request) = caresync_server::http::decode_request_v2(body) else {
             return;

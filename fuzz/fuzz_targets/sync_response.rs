@@ -34,7 +34,7 @@ fn version_2(body: &[u8]) {
             continue;
         };
         let mut copy = replica.fork();
-        if copy.automerge().apply_changes(changes).is_ok() {
+        if v2::apply_changes(copy.automerge(), changes).is_ok() {
             let _ = copy.read();
         }
     }
@@ -43,25 +43,18 @@ fn version_2(body: &[u8]) {
     }
 }
 
-/// As in `sync_request`: the panic `v2::parse_change` catches (automerge 0.12's `OpId::new`) is
-/// not a crash; any other panic is.
-fn allow_automerge_known_panic() {
+/// libFuzzer's own panic hook aborts on every panic, even one a boundary catches. The core reads
+/// and applies peers' changes under `catch_unwind` (`v2::parse_change`, `v2::apply_changes`),
+/// because automerge 0.12 panics on some crafted ones; those panics are refusals, not crashes.
+/// This hook only prints: a panic nothing catches still aborts (libfuzzer-sys catches what
+/// unwinds out of the target and aborts).
+fn allow_caught_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let known = info
-                .location()
-                .is_some_and(|l| l.file().contains("automerge") && l.file().ends_with("types.rs"));
-            if !known {
-                eprintln!("{info}");
-                std::process::abort();
-            }
-        }));
-    });
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}"))));
 }
 
 fuzz_target!(|body: &[u8]| {
-    allow_automerge_known_panic();
+    allow_caught_panics();
     if v2::is_version2(body) {
         return version_2(body);
     }

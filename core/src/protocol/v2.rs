@@ -187,6 +187,20 @@ pub fn parse_change(bytes: &[u8]) -> Result<Change, String> {
     }
 }
 
+/// Apply changes a peer sent to `doc`. Automerge 0.12 also panics while applying some crafted
+/// changes (an actor its op set cannot look up, `op_set2/change/batch.rs`; found by the
+/// `sync_response` fuzz target), so the apply runs under `catch_unwind`. After an error `doc` may
+/// hold part of the changes: the caller discards it (the server applies to a copy, the phone's
+/// write is rolled back and its document reloaded).
+pub fn apply_changes(doc: &mut automerge::AutoCommit, changes: Vec<Change>) -> Result<(), String> {
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(changes)));
+    match applied {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("changes could not be applied: {e}")),
+        Err(_) => Err("changes could not be applied: their operations are inconsistent".into()),
+    }
+}
+
 /// The digest a version 2 request carries: the first [`DIGEST_BYTES`] of [`manifest_digest`].
 pub fn short_digest<'a>(entries: impl IntoIterator<Item = (VisitId, &'a Heads)>) -> Vec<u8> {
     let full = manifest_digest(entries);
@@ -593,6 +607,33 @@ mod tests {
             "the crafted change is refused"
         );
         assert!(results.iter().any(Result::is_ok), "the honest ones are read");
+        Ok(())
+    }
+
+    /// The `sync_response` fuzz target's find: an answer whose changes make automerge 0.12 panic
+    /// while applying them to the target's replica (the fuzz world's visit, saved beside the
+    /// input). Each pull's changes are an error, never a panic.
+    #[test]
+    fn changes_automerge_panics_on_applying_are_refused() -> Result<(), FrameError> {
+        let body = include_bytes!("testdata/unknown_actor_on_apply.bin");
+        let response: Response = decode(body)?;
+        let mut refused = 0;
+        for pull in response.visits {
+            let Ok(changes) = pull
+                .changes
+                .iter()
+                .map(|c| parse_change(c))
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            let mut replica = automerge::AutoCommit::load(include_bytes!("testdata/fuzz_world_visit.bin"))
+                .expect("the fuzz world's visit loads");
+            if apply_changes(&mut replica, changes).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the crafted changes are refused");
         Ok(())
     }
 

@@ -132,13 +132,10 @@ impl PhoneStore {
         shared: &Heads,
     ) -> Result<()> {
         self.write_visit(visit_id, IfAbsent::StartEmpty, |w| {
-            w.doc
-                .automerge()
-                .apply_changes(changes)
-                .map_err(|e| StoreError::Document {
-                    visit: visit_id,
-                    source: e.into(),
-                })?;
+            v2::apply_changes(w.doc.automerge(), changes).map_err(|e| StoreError::Document {
+                visit: visit_id,
+                source: DocumentError::Malformed(e),
+            })?;
             let mut state = load_sync_state(w.tx, visit_id)?.unwrap_or_default();
             state.shared_heads = shared.to_vec();
             save_merged(w, Some(&state))

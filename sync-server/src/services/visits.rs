@@ -644,8 +644,7 @@ fn apply_changes(
 ) -> std::result::Result<(), String> {
     let hashes: Vec<automerge::ChangeHash> = changes.iter().map(automerge::Change::hash).collect();
     let doc = copy.automerge();
-    doc.apply_changes(changes)
-        .map_err(|e| format!("changes could not be applied: {e}"))?;
+    v2::apply_changes(doc, changes)?;
     // Missing dependencies of any change still queued (a lookup in the change graph; asking for
     // each change by hash would rebuild it from the op set, 8 % of an ingest).
     if !doc.get_missing_deps(&hashes).is_empty() {
