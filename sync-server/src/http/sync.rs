@@ -10,6 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use caresync_core::domain::VisitId;
 use caresync_core::protocol::*;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -116,24 +117,32 @@ pub fn decode_request(body: &[u8]) -> ApiResult<SyncRequest> {
             ),
         ));
     }
-    if req.visits.len() > MAX_VISITS_PER_REQUEST {
+    check_batch(req.visits.iter().map(|m| m.visit_id))?;
+    Ok(req)
+}
+
+/// Both versions' batch rules: at most [`MAX_VISITS_PER_REQUEST`] visits, none twice.
+fn check_batch(visits: impl ExactSizeIterator<Item = VisitId>) -> ApiResult<()> {
+    if visits.len() > MAX_VISITS_PER_REQUEST {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_visits",
             format!(
                 "{} visits in one request; at most {MAX_VISITS_PER_REQUEST}",
-                req.visits.len()
+                visits.len()
             ),
         ));
     }
     let mut seen = HashSet::new();
-    if let Some(dup) = req.visits.iter().find(|m| !seen.insert(m.visit_id)) {
-        return Err(ApiError::bad_request(
-            "duplicate_visit",
-            format!("visit {} appears twice", dup.visit_id),
-        ));
+    for visit in visits {
+        if !seen.insert(visit) {
+            return Err(ApiError::bad_request(
+                "duplicate_visit",
+                format!("visit {visit} appears twice"),
+            ));
+        }
     }
-    Ok(req)
+    Ok(())
 }
 
 fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response> {
@@ -200,23 +209,7 @@ pub fn decode_request_v2(body: &[u8]) -> ApiResult<v2::Request> {
         }
         e => ApiError::bad_request("malformed_request", e.to_string()),
     })?;
-    if req.visits.len() > MAX_VISITS_PER_REQUEST {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_visits",
-            format!(
-                "{} visits in one request; at most {MAX_VISITS_PER_REQUEST}",
-                req.visits.len()
-            ),
-        ));
-    }
-    let mut seen = HashSet::new();
-    if let Some(dup) = req.visits.iter().find(|p| !seen.insert(p.visit_id)) {
-        return Err(ApiError::bad_request(
-            "duplicate_visit",
-            format!("visit {} appears twice", dup.visit_id),
-        ));
-    }
+    check_batch(req.visits.iter().map(|p| p.visit_id))?;
     Ok(req)
 }
 
