@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use caresync_core::domain::VisitId;
+use caresync_core::domain::{Millis, VisitId};
 use caresync_core::protocol::*;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -145,6 +145,26 @@ fn check_batch(visits: impl ExactSizeIterator<Item = VisitId>) -> ApiResult<()> 
     Ok(())
 }
 
+/// The manifest of the caller's carer at `at`, given the visits sent and the phone's digest of
+/// the rest (hex; version 2's half-length digest agrees by prefix).
+fn carers_manifest(
+    state: &AppState,
+    who: &Principal,
+    at: Millis,
+    sent: impl Iterator<Item = VisitId>,
+    digest: Option<&str>,
+) -> ApiResult<manifest::Manifest> {
+    let sent: HashSet<VisitId> = sent.collect();
+    Ok(manifest::for_carer(
+        state.store.as_ref(),
+        state.visits.manifests(),
+        who.person.id,
+        (at - state.scope_back_ms, at + state.scope_ahead_ms),
+        &sent,
+        digest,
+    )?)
+}
+
 fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response> {
     let device = who
         .device_id
@@ -182,15 +202,8 @@ fn answer(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response>
             }
         }
     }
-    let sent: HashSet<_> = req.visits.iter().map(|m| m.visit_id).collect();
-    let manifest = manifest::for_carer(
-        state.store.as_ref(),
-        state.visits.manifests(),
-        who.person.id,
-        (at - state.scope_back_ms, at + state.scope_ahead_ms),
-        &sent,
-        req.manifest_digest.as_deref(),
-    )?;
+    let sent = req.visits.iter().map(|m| m.visit_id);
+    let manifest = carers_manifest(state, who, at, sent, req.manifest_digest.as_deref())?;
     response.manifest = manifest.entries;
     response.manifest_complete = manifest.complete;
     if !recorded_sync {
@@ -250,16 +263,9 @@ fn answer_v2(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Respon
             }
         }
     }
-    let sent: HashSet<_> = req.visits.iter().map(|p| p.visit_id).collect();
+    let sent = req.visits.iter().map(|p| p.visit_id);
     let digest = req.manifest_digest.as_deref().map(hex::encode);
-    let manifest = manifest::for_carer(
-        state.store.as_ref(),
-        state.visits.manifests(),
-        who.person.id,
-        (at - state.scope_back_ms, at + state.scope_ahead_ms),
-        &sent,
-        digest.as_deref(),
-    )?;
+    let manifest = carers_manifest(state, who, at, sent, digest.as_deref())?;
     response.manifest_complete = manifest.complete;
     // Unless complete, the manifest holds only the pushed visits, whose heads the pulls carry.
     if manifest.complete {
