@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile_dir="${CARGO_TARGET_DIR:-target}/debug"
-cargo build -p caresync-ffi --lib --bins
+cargo build --workspace --lib --bins
 lib="$profile_dir/libcaresync_ffi.so"
 out="${CARGO_TARGET_DIR:-target}/bindings"
 for language in kotlin swift python; do

@@ -16,8 +16,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 cargo test --workspace
 # Phones speak sync protocol 2 in the run above; a fleet mid-upgrade still has version 1 phones,
-# so the sync journeys run once more speaking version 1 (docs/protocol.md).
-CARESYNC_TEST_PROTOCOL=1 cargo test -p caresync-tests --test sync_journeys
+# so the sync journeys run once more speaking version 1 (docs/protocol.md). Every cargo command
+# here selects the whole workspace, so features unify the same way and nothing is built twice.
+CARESYNC_TEST_PROTOCOL=1 cargo test --workspace --test sync_journeys
 if [ -x tests/ffi/run.sh ]; then
   tests/ffi/run.sh
 fi

@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 server="${CARESYNC_SERVER:-$root/target/debug/caresync-server}"
 shots="${SCREENSHOTS:-$root/target/browser-screenshots}"
-[ -x "$server" ] || { echo "build the server first: cargo build -p caresync-server --bins" >&2; exit 1; }
+[ -x "$server" ] || { echo "build the server first: cargo build --workspace --bins" >&2; exit 1; }
 command -v chromium >/dev/null || { echo "chromium missing: run scripts/ensure-test-deps.sh" >&2; exit 1; }
 
 cd "$here"

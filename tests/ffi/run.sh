@@ -16,7 +16,7 @@ if [ ! -x "$kotlinc" ]; then
   npm install --prefix "$target/kotlin" --no-audit --no-fund kotlin-compiler@2.4.20
 fi
 
-cargo build --bin caresync-server
+cargo build --workspace --bins
 scripts/bindings.sh
 export CARESYNC_SERVER="$PWD/$target/debug/caresync-server"
 
