@@ -18,7 +18,15 @@ cargo test --workspace
 # Phones speak sync protocol 2 in the run above; a fleet mid-upgrade still has version 1 phones,
 # so the sync journeys run once more speaking version 1 (docs/protocol.md). Every cargo command
 # here selects the whole workspace, so features unify the same way and nothing is built twice.
-CARESYNC_TEST_PROTOCOL=1 cargo test --workspace --test sync_journeys
+# The binary the run above built is run again, not rebuilt: selecting one test target changes how
+# cargo unifies dev-dependencies' features, which rebuilt serde, axum, core and server.
+journeys=$(cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "sync_journeys" and m.get("executable"):
+        print(m["executable"])')
+(cd tests && CARESYNC_TEST_PROTOCOL=1 "$journeys")
 if [ -x tests/ffi/run.sh ]; then
   tests/ffi/run.sh
 fi
