@@ -303,3 +303,54 @@ fn bad_version_2_requests_get_their_error_and_change_nothing() -> TestResult {
     );
     Ok(())
 }
+
+/// A push may repeat changes the server holds (an answer lost on the way back, a change listed
+/// twice): the server takes the new ones once, and what it stored loads back to the same
+/// document after a restart (the chunk is built from the changes the audit saw).
+#[test]
+fn a_push_repeating_held_changes_stores_only_the_new_ones() -> TestResult {
+    let mut world = World::start()?;
+    let ann = world.carer_with_phone_speaking("Ann", 2)?;
+    let visit = world.office.create_visit(&[ann.carer], now())?;
+    ann.sync()?;
+    let mut doc = VisitDocument::load(&ann.store.visit_bytes(visit)?)?;
+    let before = doc.heads();
+    ann.store.clock_in(visit, &ClockRequest::app())?;
+    ann.sync()?;
+    ann.store
+        .add_note(visit, NoteCategory::General, "written after the clock-in")?;
+    let mut latest = VisitDocument::load(&ann.store.visit_bytes(visit)?)?;
+    let mut changes: Vec<Vec<u8>> = latest
+        .automerge()
+        .get_changes(&before)
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    assert_eq!(changes.len(), 2, "the clock-in (held) and the note (new)");
+    changes.push(changes[1].clone());
+    let body = v2::encode(&v2::Request {
+        device_time: now(),
+        visits: vec![v2::Push {
+            visit_id: visit,
+            changes,
+            heads: None,
+        }],
+        manifest_digest: None,
+    });
+    let (s, b) = post_raw(&world.server.url, SYNC_PATH, Some(&ann.token), &body)?;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let resp: v2::Response = v2::decode(&b)?;
+    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+    let phone_heads: Vec<String> = latest.heads().iter().map(|h| h.to_string()).collect();
+    assert_eq!(server_heads(&world, visit)?, phone_heads);
+    world.server.restart()?;
+    assert_eq!(
+        server_heads(&world, visit)?,
+        phone_heads,
+        "what was stored loads back"
+    );
+    let stored = world.office.visit(visit)?;
+    assert_eq!(stored["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stored["visit"]["notes"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
