@@ -1,5 +1,6 @@
 //! Counters for `/metrics` (Prometheus text format). Never labelled with anything from a note.
 
+use crate::store::sqlite::group_commit::Counts;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -29,7 +30,7 @@ impl Telemetry {
         self.latency_sum_micros.fetch_add((seconds * 1e6) as u64, Relaxed);
     }
 
-    pub fn render(&self, cached_documents: usize) -> String {
+    pub fn render(&self, cached_documents: usize, groups: Option<Counts>) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(
@@ -69,6 +70,28 @@ impl Telemetry {
             &self.requests_rejected,
         );
         let _ = writeln!(out, "# HELP caresync_cached_documents Visit documents held in memory.\n# TYPE caresync_cached_documents gauge\ncaresync_cached_documents {cached_documents}");
+        if let Some(c) = groups {
+            // Writes per transaction is the second over the first: how many syncs share an fsync.
+            for (name, help, v) in [
+                (
+                    "caresync_store_commit_groups_total",
+                    "Transactions the store's writer committed (each one fsync).",
+                    c.groups,
+                ),
+                (
+                    "caresync_store_commit_writes_total",
+                    "Sync-path writes committed in those transactions.",
+                    c.writes,
+                ),
+                (
+                    "caresync_store_commit_groups_retried_total",
+                    "Transactions rolled back because one write failed, whose writes then ran alone.",
+                    c.retried,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            }
+        }
         let name = "caresync_sync_duration_seconds";
         let _ = writeln!(
             out,

@@ -536,6 +536,34 @@ fn visit_rows_and_assignments(store: &dyn ServerStore) {
     assert!(store.was_ever_assigned(visit, b).expect("b"), "history kept");
     assert!(store.was_ever_assigned(visit, c).expect("c"));
     assert!(!store.was_ever_assigned(visit, PersonId::new()).expect("stranger"));
+    // Back to b alone, moved to another client, contract and time: a commit writes only what
+    // changed (the indexed columns and the assignments), so each of these must still land.
+    row.carers = vec![b];
+    row.client_id = ClientId::new();
+    row.contract_id = ContractId::new();
+    row.planned_start = 70_000;
+    row.planned_end = 73_600;
+    store.commit_visit(&commit(row.clone())).expect("commit");
+    assert_eq!(store.visit_row(visit).expect("row"), Some(row.clone()));
+    assert_eq!(
+        ids(store.visits_for_carer(b, 70_000, 70_001).expect("b")),
+        vec![visit],
+        "assigned again"
+    );
+    for gone in [a, c] {
+        assert!(store.visits_for_carer(gone, 0, 100_000).expect("gone").is_empty());
+    }
+    assert!(
+        store.visits_for_carer(b, 50_000, 50_001).expect("b").is_empty(),
+        "found at its new time only"
+    );
+    // The same commit again changes nothing.
+    store.commit_visit(&commit(row.clone())).expect("commit");
+    assert_eq!(store.visit_row(visit).expect("row"), Some(row));
+    assert_eq!(
+        ids(store.visits_for_carer(b, 0, 100_000).expect("b")),
+        vec![visit]
+    );
 }
 
 fn events_insert_once(store: &dyn ServerStore) {

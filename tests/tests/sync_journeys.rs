@@ -443,6 +443,20 @@ fn sigterm_shuts_down_cleanly_and_health_and_metrics_answer() -> TestResult {
         .ok_or("no accepted counter")?;
     assert_eq!(accepted.trim(), "1");
     assert!(metrics.contains("caresync_sync_duration_seconds_count"));
+    // The embedded store's writer committed that change in a transaction of its own or shared.
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    let (groups, writes) = (
+        counter("caresync_store_commit_groups_total").ok_or("no commit groups counter")?,
+        counter("caresync_store_commit_writes_total").ok_or("no commit writes counter")?,
+    );
+    assert!(
+        groups >= 1 && writes >= groups,
+        "{groups} groups, {writes} writes"
+    );
     let _ = resp.body_mut().read_to_string();
     let status = world.server.terminate()?;
     assert!(status.success(), "exit status {status}");

@@ -23,6 +23,8 @@ pub async fn healthz() -> Json<Health> {
 pub async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.telemetry.render(state.visits.cached_documents()),
+        state
+            .telemetry
+            .render(state.visits.cached_documents(), state.store.group_commits()),
     )
 }

@@ -196,7 +196,7 @@ pub fn unit_from(v: &[Option<i64>]) -> Result<UnitFacts> {
 }
 
 /// A value to bind, for either backend.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Param {
     Int(Option<i64>),
     Text(String),
@@ -220,6 +220,177 @@ pub fn visit_params(f: &VisitFacts, valid_from: Millis) -> Vec<Param> {
     ];
     p.extend(unit_values(&f.visit).into_iter().map(Param::Int));
     p
+}
+
+/// The names of [`visit_params`]' values, in order.
+fn visit_param_names() -> impl Iterator<Item = &'static str> {
+    VISIT_COLS
+        .split(',')
+        .chain(["valid_from"])
+        .chain(UNIT_COLS.split(','))
+        .map(str::trim)
+}
+
+/// The columns of a visit-level version that some sums read (its carer rows aside), in the
+/// order [`SumInputs`] keeps them; the text ones first.
+pub const SUM_INPUT_COLS: [&str; 23] = [
+    "contract_id",
+    "client_id",
+    "planned_start",
+    "cancelled",
+    "attended",
+    "on_time",
+    "late",
+    "early",
+    "missed_after",
+    "short",
+    "overrun",
+    "open_after",
+    "partially_attended",
+    "electronic",
+    "location_checked",
+    "location_verified",
+    "flagged_events",
+    "unverified_time_events",
+    "clock_skew_events",
+    "future_time_events",
+    "authorised_ms",
+    "delivered_ms",
+    "billable_minutes",
+];
+/// How many of [`SUM_INPUT_COLS`] are text (read as such from a row).
+pub const SUM_INPUT_TEXT_COLS: usize = 2;
+
+/// What each sums table reads of a version ([`adjust_sums_sql`], and `client_sums`'
+/// reconciliation and continuity statements): its key's columns and what it adds up. A
+/// planned start stands for its slot and its day (equal starts, equal periods).
+const SLOT_SUM_INPUTS: [&str; 19] = [
+    "contract_id",
+    "planned_start",
+    "cancelled",
+    "attended",
+    "on_time",
+    "late",
+    "early",
+    "missed_after",
+    "short",
+    "overrun",
+    "open_after",
+    "partially_attended",
+    "electronic",
+    "location_checked",
+    "location_verified",
+    "flagged_events",
+    "unverified_time_events",
+    "clock_skew_events",
+    "future_time_events",
+];
+const RECONCILIATION_INPUTS: [&str; 7] = [
+    "client_id",
+    "contract_id",
+    "planned_start",
+    "cancelled",
+    "authorised_ms",
+    "delivered_ms",
+    "billable_minutes",
+];
+/// With the carer rows' carer, `assigned` and `attended`.
+const CONTINUITY_INPUTS: [&str; 3] = ["client_id", "planned_start", "cancelled"];
+
+/// Reads [`SUM_INPUT_COLS`] of the visit-level row `$1`.
+pub fn sum_inputs_sql() -> String {
+    format!(
+        "SELECT {} FROM visit_facts WHERE fact_id = $1",
+        SUM_INPUT_COLS.join(", ")
+    )
+}
+
+/// Reads the carer rows of the visit-level row `$1` as [`SumInputs`] keeps them.
+pub const SUM_INPUT_CARERS_SQL: &str =
+    "SELECT carer_id, assigned, attended FROM carer_visit_facts WHERE fact_id = $1 ORDER BY rank";
+
+/// What the sums read of one version of a visit's facts: compared between the standing
+/// version and the next, it says which sums the new version moves. A version changes the
+/// slot sums at each clock event, but the reconciliation only when times or minutes change
+/// (clock-out, cancellation) and continuity only when a carer first comes or is assigned
+/// (clock-in, reassignment); the others keep their rows and are not written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SumInputs {
+    /// [`SUM_INPUT_COLS`], in order.
+    values: Vec<Param>,
+    /// Per carer row, by rank: carer, `assigned`, `attended`.
+    carers: Vec<(String, i64, i64)>,
+}
+
+/// Which sums a new version moves (each table's −1 of the old version and +1 of the new).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub slots: bool,
+    pub reconciliation: bool,
+    pub continuity: bool,
+}
+
+impl Moved {
+    /// A first version moves them all.
+    pub const ALL: Moved = Moved {
+        slots: true,
+        reconciliation: true,
+        continuity: true,
+    };
+}
+
+impl SumInputs {
+    /// What the sums would read of `f` written as a version.
+    pub fn of(f: &VisitFacts) -> Self {
+        let params: Vec<(&str, Param)> = visit_param_names().zip(visit_params(f, 0)).collect();
+        let values = SUM_INPUT_COLS
+            .iter()
+            .map(|c| {
+                params
+                    .iter()
+                    .find(|(name, _)| name == c)
+                    .map_or(Param::Int(None), |(_, p)| p.clone())
+            })
+            .collect();
+        let attended = UNIT_COLS
+            .split(',')
+            .map(str::trim)
+            .position(|c| c == "attended")
+            .unwrap_or(1);
+        let carers = f
+            .carers
+            .iter()
+            .map(|c| {
+                (
+                    c.carer_id.to_string(),
+                    i64::from(c.assigned),
+                    unit_values(&c.facts)[attended].unwrap_or(0),
+                )
+            })
+            .collect();
+        Self { values, carers }
+    }
+
+    /// From a stored version: [`sum_inputs_sql`]'s row (text, then integers) and
+    /// [`SUM_INPUT_CARERS_SQL`]'s rows.
+    pub fn stored(values: Vec<Param>, carers: Vec<(String, i64, i64)>) -> Self {
+        Self { values, carers }
+    }
+
+    /// Which sums move from `old`'s contribution to this one's.
+    pub fn moved_from(&self, old: &SumInputs) -> Moved {
+        let differ = |cols: &[&str]| {
+            cols.iter().any(|c| {
+                let i = SUM_INPUT_COLS.iter().position(|k| k == c);
+                i.is_none_or(|i| self.values.get(i) != old.values.get(i))
+            })
+        };
+        Moved {
+            slots: differ(&SLOT_SUM_INPUTS),
+            reconciliation: differ(&RECONCILIATION_INPUTS),
+            continuity: differ(&CONTINUITY_INPUTS) || self.carers != old.carers,
+        }
+    }
 }
 
 /// `INSERT` of a visit-level row ([`visit_params`], then the fingerprint), placeholders from

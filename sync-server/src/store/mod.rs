@@ -192,6 +192,11 @@ pub struct VisitCommit {
 }
 
 pub trait ServerStore: Send + Sync + 'static {
+    /// How many commits of the sync path went through the store's shared writer and in how many
+    /// transactions, if it groups them (the embedded store does; `/metrics`).
+    fn group_commits(&self) -> Option<sqlite::group_commit::Counts> {
+        None
+    }
     // ---- people, devices, tokens -----------------------------------------------------------
     fn create_person(&self, person: &Person) -> Result<()>;
     fn person(&self, id: PersonId) -> Result<Option<Person>>;

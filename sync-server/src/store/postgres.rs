@@ -7,13 +7,13 @@ use super::client_sums as cs;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
 use super::*;
 use ::postgres::types::ToSql;
-use ::postgres::{Client as PgClient, NoTls, Row, Transaction};
+use ::postgres::{Client as PgClient, NoTls, Row, Statement, Transaction};
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
 use caresync_core::migration;
 use caresync_core::sqlite::Migration;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, LazyLock, Mutex};
 
 /// Rust run after a step's SQL, in the migration transaction.
 type PgStep = fn(&mut Transaction<'_>) -> Result<()>;
@@ -52,8 +52,60 @@ pub struct PostgresStore {
 }
 
 struct Pool {
-    idle: Vec<PgClient>,
+    idle: Vec<(PgClient, Prepared)>,
     open: usize,
+}
+
+/// The commit path's statements, prepared once per connection and kept by their text: sent as
+/// text, each statement was parsed and planned again on every commit, a round trip more each.
+/// Prepared statements belong to the connection and outlive a transaction rolled back.
+#[derive(Default)]
+struct Prepared(HashMap<String, Statement>);
+
+/// More than the commit path's statements: a bound, should text ever vary.
+const PREPARED_PER_CONNECTION: usize = 128;
+
+/// A transaction with its connection's prepared statements: the commit path's `execute` and
+/// `query` calls, each statement prepared the first time its connection runs it.
+struct Tx<'a, 't> {
+    tx: &'a mut Transaction<'t>,
+    prepared: &'a mut Prepared,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl Tx<'_, '_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.prepared.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql)?;
+        if self.prepared.0.len() >= PREPARED_PER_CONNECTION {
+            self.prepared.0.clear();
+        }
+        self.prepared.0.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        let s = self.statement(sql)?;
+        Ok(self.tx.execute(&s, params)?)
+    }
+
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let s = self.statement(sql)?;
+        Ok(self.tx.query(&s, params)?)
+    }
+
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+        let s = self.statement(sql)?;
+        Ok(self.tx.query_opt(&s, params)?)
+    }
+
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row> {
+        let s = self.statement(sql)?;
+        Ok(self.tx.query_one(&s, params)?)
+    }
 }
 
 /// Connections per instance unless `open_with_pool_size` says otherwise.
@@ -62,19 +114,19 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// A connection borrowed from the pool; returned on drop, or forgotten if it broke.
 struct Conn<'a> {
     store: &'a PostgresStore,
-    client: Option<PgClient>,
+    client: Option<(PgClient, Prepared)>,
 }
 
 impl std::ops::Deref for Conn<'_> {
     type Target = PgClient;
     fn deref(&self) -> &PgClient {
-        self.client.as_ref().expect("present until drop")
+        &self.client.as_ref().expect("present until drop").0
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut PgClient {
-        self.client.as_mut().expect("present until drop")
+        &mut self.client.as_mut().expect("present until drop").0
     }
 }
 
@@ -166,10 +218,10 @@ impl PostgresStore {
     fn conn(&self) -> Result<Conn<'_>> {
         let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
         loop {
-            if let Some(client) = pool.idle.pop() {
+            if let Some(pooled) = pool.idle.pop() {
                 return Ok(Conn {
                     store: self,
-                    client: Some(client),
+                    client: Some(pooled),
                 });
             }
             if pool.open < self.max_open {
@@ -178,7 +230,7 @@ impl PostgresStore {
                 return match PgClient::connect(&self.url, NoTls) {
                     Ok(client) => Ok(Conn {
                         store: self,
-                        client: Some(client),
+                        client: Some((client, Prepared::default())),
                     }),
                     Err(e) => {
                         self.give_back(None);
@@ -191,23 +243,47 @@ impl PostgresStore {
     }
 
     /// A connection comes back (or, if broken or never made, its slot does).
-    fn give_back(&self, client: Option<PgClient>) {
+    fn give_back(&self, client: Option<(PgClient, Prepared)>) {
         if let Ok(mut pool) = self.pool.lock() {
             match client {
-                Some(c) if !c.is_closed() => pool.idle.push(c),
+                Some(c) if !c.0.is_closed() => pool.idle.push(c),
                 _ => pool.open = pool.open.saturating_sub(1),
             }
         }
         self.returned.notify_one();
     }
 
+    /// A transaction that may change a token's standing: the cached sign-ins are forgotten
+    /// once it commits.
     fn write<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        let out = self.write_keeping_sign_ins(f)?;
+        // People, tokens and devices are written here (and in the revocations below).
+        self.sign_ins.invalidate();
+        Ok(out)
+    }
+
+    /// A transaction that writes no person, token or device's standing (visit commits, alerts,
+    /// leases), so the cached sign-ins stand. Forgetting them after every visit commit made
+    /// every sync read its token from the database again.
+    fn write_keeping_sign_ins<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         let out = f(&mut tx)?;
         tx.commit()?;
-        // People, tokens and devices are written here (and in the revocations below).
-        self.sign_ins.invalidate();
+        Ok(out)
+    }
+
+    /// [`Self::write_keeping_sign_ins`] through the connection's prepared statements (the
+    /// commit path: a few dozen statements per sync).
+    fn write_prepared<T>(&self, f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let (client, prepared) = conn.client.as_mut().expect("present until drop");
+        let mut tx = client.transaction()?;
+        let out = f(&mut Tx {
+            tx: &mut tx,
+            prepared,
+        })?;
+        tx.commit()?;
         Ok(out)
     }
 
@@ -248,6 +324,11 @@ impl PostgresStore {
 
     /// Serialise writers of one visit across instances until the transaction ends.
     fn lock_visit(tx: &mut Transaction<'_>, visit: &str) -> Result<()> {
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&visit])?;
+        Ok(())
+    }
+
+    fn lock_visit_prepared(tx: &mut Tx<'_, '_>, visit: &str) -> Result<()> {
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&visit])?;
         Ok(())
     }
@@ -395,6 +476,17 @@ fn al_bind(values: &[al::Value]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 fn al_insert(tx: &mut Transaction<'_>, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+    al_insert_prepared(
+        &mut Tx {
+            tx,
+            prepared: &mut Prepared::default(),
+        },
+        alert,
+        entry,
+    )
+}
+
+fn al_insert_prepared(tx: &mut Tx<'_, '_>, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
     let values = al::alert_values(alert);
     let inserted = tx.execute(al::INSERT_ALERT, &al_bind(&values))?;
     if inserted == 1 {
@@ -432,7 +524,7 @@ fn al_alerts(client: &mut PgClient, where_sql: &str, values: Vec<al::Value>) -> 
     Ok(out)
 }
 
-fn refresh_facts(tx: &mut Transaction<'_>, row: &VisitRow, at: Millis, sums: Sums) -> Result<()> {
+fn refresh_facts(tx: &mut Tx<'_, '_>, row: &VisitRow, at: Millis, sums: Sums) -> Result<()> {
     let id = row.visit_id.to_string();
     let events = rows(
         tx.query(
@@ -483,9 +575,16 @@ enum Sums {
 }
 
 /// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
-fn adjust_sums(tx: &mut Transaction<'_>, sums: Sums, fact_id: i64, at: Millis, sign: i64) -> Result<()> {
-    if sums == Sums::Keep {
-        tx.execute(&fx::adjust_sums_sql(), &[&fact_id, &at, &sign])?;
+fn adjust_sums(
+    tx: &mut Tx<'_, '_>,
+    sums: Sums,
+    moved: fx::Moved,
+    fact_id: i64,
+    at: Millis,
+    sign: i64,
+) -> Result<()> {
+    if sums == Sums::Keep && moved.slots {
+        tx.execute(&ADJUST_SUMS, &[&fact_id, &at, &sign])?;
     }
     Ok(())
 }
@@ -493,8 +592,9 @@ fn adjust_sums(tx: &mut Transaction<'_>, sums: Sums, fact_id: i64, at: Millis, s
 /// The per-client sums of a visit-level fact row planned at `planned` (its carer rows written),
 /// as it starts (`sign` 1) or stops (-1) standing at `at`.
 fn adjust_client_sums(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     sums: Sums,
+    moved: fx::Moved,
     fact_id: i64,
     planned: Millis,
     at: Millis,
@@ -503,20 +603,35 @@ fn adjust_client_sums(
     if sums == Sums::Keep {
         let day = cs::sums_day(planned);
         let monday = cs::monday(day);
-        tx.execute(
-            &cs::adjust_reconciliation_sql_with(cs::Ids::Uuid),
-            &[&fact_id, &at, &sign, &day, &monday],
-        )?;
-        tx.execute(
-            &cs::adjust_continuity_carers_sql_with(cs::Ids::Uuid),
-            &[&fact_id, &sign, &day, &monday],
-        )?;
-        tx.execute(
-            &cs::adjust_continuity_sql_with(cs::Ids::Uuid),
-            &[&fact_id, &at, &sign, &day, &monday],
-        )?;
+        if moved.reconciliation {
+            tx.execute(&ADJUST_RECONCILIATION, &[&fact_id, &at, &sign, &day, &monday])?;
+        }
+        if moved.continuity {
+            tx.execute(&ADJUST_CONTINUITY_CARERS, &[&fact_id, &sign, &day, &monday])?;
+            tx.execute(&ADJUST_CONTINUITY, &[&fact_id, &at, &sign, &day, &monday])?;
+        }
     }
     Ok(())
+}
+
+/// What the sums read of the stored visit-level row `fact_id`.
+fn stored_sum_inputs(tx: &mut Tx<'_, '_>, fact_id: i64) -> Result<fx::SumInputs> {
+    let row = tx.query_one(&SUM_INPUTS, &[&fact_id])?;
+    let values = (0..fx::SUM_INPUT_COLS.len())
+        .map(|i| {
+            if i < fx::SUM_INPUT_TEXT_COLS {
+                Param::Text(row.get(i))
+            } else {
+                Param::Int(row.get(i))
+            }
+        })
+        .collect();
+    let carers = tx
+        .query(fx::SUM_INPUT_CARERS_SQL, &[&fact_id])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    Ok(fx::SumInputs::stored(values, carers))
 }
 
 /// After `0007_client_sums` (and the bench, after writing facts in bulk): the per-client sums
@@ -553,7 +668,18 @@ pub fn fill_client_sums(tx: &mut Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
-fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
+/// The commit path's fact statements, written once rather than formatted on every commit.
+static ADJUST_SUMS: LazyLock<String> = LazyLock::new(fx::adjust_sums_sql);
+static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(fx::insert_visit_sql);
+static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(fx::insert_carer_sql);
+static ADJUST_RECONCILIATION: LazyLock<String> =
+    LazyLock::new(|| cs::adjust_reconciliation_sql_with(cs::Ids::Uuid));
+static ADJUST_CONTINUITY_CARERS: LazyLock<String> =
+    LazyLock::new(|| cs::adjust_continuity_carers_sql_with(cs::Ids::Uuid));
+static ADJUST_CONTINUITY: LazyLock<String> = LazyLock::new(|| cs::adjust_continuity_sql_with(cs::Ids::Uuid));
+static SUM_INPUTS: LazyLock<String> = LazyLock::new(fx::sum_inputs_sql);
+
+fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing = tx.query_opt(
@@ -567,9 +693,16 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: S
         return Ok(());
     }
     let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    // Only the sums whose inputs differ between the versions are written (−1, then +1).
+    let moved = match standing {
+        Some((fact_id, ..)) if sums == Sums::Keep => {
+            fx::SumInputs::of(facts).moved_from(&stored_sum_inputs(tx, fact_id)?)
+        }
+        _ => fx::Moved::ALL,
+    };
     if let Some((fact_id, from, _, planned)) = standing {
-        adjust_sums(tx, sums, fact_id, at, -1)?;
-        adjust_client_sums(tx, sums, fact_id, planned, at, -1)?;
+        adjust_sums(tx, sums, moved, fact_id, at, -1)?;
+        adjust_client_sums(tx, sums, moved, fact_id, planned, at, -1)?;
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -582,14 +715,13 @@ fn write_facts(tx: &mut Transaction<'_>, facts: &VisitFacts, at: Millis, sums: S
     }
     let mut params = fx::visit_params(facts, at);
     params.push(Param::Int(Some(fingerprint)));
-    let fact_id: i64 = tx.query_one(&fx::insert_visit_sql(), &bind(&params))?.get(0);
-    adjust_sums(tx, sums, fact_id, at, 1)?;
-    let insert = fx::insert_carer_sql();
+    let fact_id: i64 = tx.query_one(&INSERT_VISIT_FACTS, &bind(&params))?.get(0);
+    adjust_sums(tx, sums, moved, fact_id, at, 1)?;
     for (rank, c) in facts.carers.iter().enumerate() {
         let params = fx::carer_params(fact_id, rank, c);
-        tx.execute(&insert, &bind(&params))?;
+        tx.execute(&INSERT_CARER_FACTS, &bind(&params))?;
     }
-    adjust_client_sums(tx, sums, fact_id, facts.planned_start, at, 1)
+    adjust_client_sums(tx, sums, moved, fact_id, facts.planned_start, at, 1)
 }
 
 /// Judge every visit that has no facts yet, valid from the start of time (backfill, copy).
@@ -603,6 +735,10 @@ fn judge_visits_before_sums(tx: &mut Transaction<'_>) -> Result<()> {
 }
 
 fn judge_unjudged(tx: &mut Transaction<'_>, sums: Sums) -> Result<()> {
+    let tx = &mut Tx {
+        tx,
+        prepared: &mut Prepared::default(),
+    };
     let visits = tx.query(
         &format!(
             "SELECT {VISIT_COLS} FROM visits v WHERE NOT EXISTS
@@ -617,6 +753,10 @@ fn judge_unjudged(tx: &mut Transaction<'_>, sums: Sums) -> Result<()> {
 }
 
 fn rejudge(tx: &mut Transaction<'_>, column: &str, id: &str, at: Millis) -> Result<()> {
+    let tx = &mut Tx {
+        tx,
+        prepared: &mut Prepared::default(),
+    };
     let visits = tx.query(
         &format!("SELECT {VISIT_COLS} FROM visits v WHERE v.{column} = $1"),
         &[&id],
@@ -1289,10 +1429,10 @@ impl ServerStore for PostgresStore {
     }
 
     fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
-        self.write(|tx| {
+        self.write_prepared(|tx| {
             let v = &c.visit;
             let id = v.visit_id.to_string();
-            Self::lock_visit(tx, &id)?;
+            Self::lock_visit_prepared(tx, &id)?;
             if let Some(chunk) = &c.chunk {
                 tx.execute(
                     "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES ($1, $2, $3)
@@ -1320,22 +1460,28 @@ impl ServerStore for PostgresStore {
                     &v.updated_at,
                 ],
             )?;
-            tx.execute("UPDATE assignments SET current = FALSE WHERE visit_id = $1", &[&id])?;
+            // Only the assignments that change are written (most commits change none): each
+            // update is a new row version and, `current` being indexed, new index entries.
+            tx.execute(
+                "UPDATE assignments SET current = FALSE WHERE visit_id = $1 AND current
+                 AND NOT (carer_id = ANY($2))",
+                &[&id, &carers],
+            )?;
             for carer in &carers {
                 tx.execute(
                     "INSERT INTO assignments (visit_id, carer_id, current) VALUES ($1, $2, TRUE)
-                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = TRUE",
+                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = TRUE WHERE NOT assignments.current",
                     &[&id, carer],
                 )?;
             }
-            let insert = tx.prepare(
+            let insert = tx.statement(
                 "INSERT INTO clock_events (event_id, visit_id, carer_id, device_id, kind, device_time, clock_offset_ms,
                      offset_measured_at, trusted_time, received_at, method, reason, lat, lon, accuracy_m, flags)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                  ON CONFLICT (event_id) DO NOTHING",
             )?;
             for e in &c.new_events {
-                tx.execute(
+                tx.tx.execute(
                     &insert,
                     &[
                         &e.event_id.to_string(),
@@ -1357,12 +1503,12 @@ impl ServerStore for PostgresStore {
                     ],
                 )?;
             }
-            let insert = tx.prepare(
+            let insert = tx.statement(
                 "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason, written_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (amendment_id) DO NOTHING",
             )?;
             for a in &c.new_amendments {
-                tx.execute(
+                tx.tx.execute(
                     &insert,
                     &[
                         &a.amendment_id.to_string(),
@@ -1392,14 +1538,14 @@ impl ServerStore for PostgresStore {
             }
             refresh_facts(tx, v, v.updated_at, Sums::Keep)?;
             for alert in raise {
-                al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
+                al_insert_prepared(tx, alert, &crate::services::alerts::raised_entry(alert))?;
             }
             Ok(())
         })
     }
 
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let id = visit.to_string();
             Self::lock_visit(tx, &id)?;
             tx.execute(
@@ -1612,7 +1758,7 @@ impl ServerStore for PostgresStore {
     }
 
     fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
-        self.write(|tx| al_insert(tx, alert, entry))
+        self.write_keeping_sign_ins(|tx| al_insert(tx, alert, entry))
     }
 
     fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
@@ -1652,7 +1798,7 @@ impl ServerStore for PostgresStore {
         expected_version: u32,
         entries: &[al::AlertEntry],
     ) -> Result<bool> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let values = al::update_values(alert, expected_version);
             if tx.execute(al::UPDATE_ALERT, &al_bind(&values))? != 1 {
                 return Ok(false);
@@ -1666,7 +1812,7 @@ impl ServerStore for PostgresStore {
     }
 
     fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let values = al::escalation_values(e);
             Ok(tx.execute(al::INSERT_ESCALATION, &al_bind(&values))? == 1)
         })
@@ -1690,7 +1836,7 @@ impl ServerStore for PostgresStore {
         let Some(escalation) = c.escalation_id.clone() else {
             return Ok(false);
         };
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let by = c.recorded_by.to_string();
             let n = tx.execute(
                 al::RAISE_ESCALATION,
@@ -1728,7 +1874,7 @@ impl ServerStore for PostgresStore {
     }
 
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             tx.execute(al::ADD_LEASE, &[&name])?;
             Ok(tx.execute(al::CLAIM_LEASE, &[&name, &holder, &now, &until])? == 1)
         })

@@ -227,10 +227,20 @@ static ADJUST_RECONCILIATION: LazyLock<String> =
 static ADJUST_CONTINUITY_CARERS: LazyLock<String> =
     LazyLock::new(|| fx::sqlite(&cs::adjust_continuity_carers_sql()));
 static ADJUST_CONTINUITY: LazyLock<String> = LazyLock::new(|| fx::sqlite(&cs::adjust_continuity_sql()));
+static SUM_INPUTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::sum_inputs_sql()));
+static SUM_INPUT_CARERS: LazyLock<String> = LazyLock::new(|| fx::sqlite(fx::SUM_INPUT_CARERS_SQL));
 
-/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
-fn adjust_sums(tx: &Connection, sums: Sums, fact_id: i64, at: Millis, sign: i64) -> Result<()> {
-    if sums == Sums::Keep {
+/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`, in the sums it
+/// `moved`.
+fn adjust_sums(
+    tx: &Connection,
+    sums: Sums,
+    moved: fx::Moved,
+    fact_id: i64,
+    at: Millis,
+    sign: i64,
+) -> Result<()> {
+    if sums == Sums::Keep && moved.slots {
         tx.prepare_cached(&ADJUST_SUMS)?
             .execute(params![fact_id, at, sign])?;
     }
@@ -242,6 +252,7 @@ fn adjust_sums(tx: &Connection, sums: Sums, fact_id: i64, at: Millis, sign: i64)
 fn adjust_client_sums(
     tx: &Connection,
     sums: Sums,
+    moved: fx::Moved,
     fact_id: i64,
     planned: Millis,
     at: Millis,
@@ -250,14 +261,38 @@ fn adjust_client_sums(
     if sums == Sums::Keep {
         let day = cs::sums_day(planned);
         let monday = cs::monday(day);
-        tx.prepare_cached(&ADJUST_RECONCILIATION)?
-            .execute(params![fact_id, at, sign, day, monday])?;
-        tx.prepare_cached(&ADJUST_CONTINUITY_CARERS)?
-            .execute(params![fact_id, sign, day, monday])?;
-        tx.prepare_cached(&ADJUST_CONTINUITY)?
-            .execute(params![fact_id, at, sign, day, monday])?;
+        if moved.reconciliation {
+            tx.prepare_cached(&ADJUST_RECONCILIATION)?
+                .execute(params![fact_id, at, sign, day, monday])?;
+        }
+        if moved.continuity {
+            tx.prepare_cached(&ADJUST_CONTINUITY_CARERS)?
+                .execute(params![fact_id, sign, day, monday])?;
+            tx.prepare_cached(&ADJUST_CONTINUITY)?
+                .execute(params![fact_id, at, sign, day, monday])?;
+        }
     }
     Ok(())
+}
+
+/// What the sums read of the stored visit-level row `fact_id`.
+fn stored_sum_inputs(tx: &Connection, fact_id: i64) -> Result<fx::SumInputs> {
+    let values = tx.prepare_cached(&SUM_INPUTS)?.query_row([fact_id], |r| {
+        (0..fx::SUM_INPUT_COLS.len())
+            .map(|i| {
+                Ok(if i < fx::SUM_INPUT_TEXT_COLS {
+                    Param::Text(r.get(i)?)
+                } else {
+                    Param::Int(r.get(i)?)
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })?;
+    let carers = tx
+        .prepare_cached(&SUM_INPUT_CARERS)?
+        .query_map([fact_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(fx::SumInputs::stored(values, carers))
 }
 
 fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
@@ -275,9 +310,16 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
     }
     // Versions of one visit never go back in time, whatever the clock of the instance.
     let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    // Only the sums whose inputs differ between the versions are written (−1, then +1).
+    let moved = match standing {
+        Some((fact_id, ..)) if sums == Sums::Keep => {
+            fx::SumInputs::of(facts).moved_from(&stored_sum_inputs(tx, fact_id)?)
+        }
+        _ => fx::Moved::ALL,
+    };
     if let Some((fact_id, from, _, planned)) = standing {
-        adjust_sums(tx, sums, fact_id, at, -1)?;
-        adjust_client_sums(tx, sums, fact_id, planned, at, -1)?;
+        adjust_sums(tx, sums, moved, fact_id, at, -1)?;
+        adjust_client_sums(tx, sums, moved, fact_id, planned, at, -1)?;
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
@@ -293,14 +335,14 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
     let fact_id: i64 = tx
         .prepare_cached(&INSERT_VISIT_FACTS)?
         .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
-    adjust_sums(tx, sums, fact_id, at, 1)?;
+    adjust_sums(tx, sums, moved, fact_id, at, 1)?;
     let mut insert = tx.prepare_cached(&INSERT_CARER_FACTS)?;
     for (rank, c) in facts.carers.iter().enumerate() {
         insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
             fact_id, rank, c,
         ))))?;
     }
-    adjust_client_sums(tx, sums, fact_id, facts.planned_start, at, 1)
+    adjust_client_sums(tx, sums, moved, fact_id, facts.planned_start, at, 1)
 }
 
 /// Judge again, from `at`, every visit matching `filter` (a contract's after its rules change,
@@ -801,6 +843,10 @@ const EVENT_COLS: &str = "event_id, visit_id, carer_id, device_id, kind, device_
      offset_measured_at, trusted_time, received_at, method, reason, lat, lon, accuracy_m, flags";
 
 impl ServerStore for SqliteStore {
+    fn group_commits(&self) -> Option<group_commit::Counts> {
+        Some(self.writer.counts())
+    }
+
     // ---- dashboard sessions ------------------------------------------------------------------
     fn create_web_session(&self, session: &WebSession, now: Millis) -> Result<()> {
         self.write(|tx| {
@@ -1156,15 +1202,20 @@ impl ServerStore for SqliteStore {
                 .prepare_cached("SELECT planned_start FROM visits WHERE visit_id = ?1")?
                 .query_row([&id], |r| r.get(0))
                 .optional()?;
+            let carers = carers.join(",");
+            let (client, contract) = (v.client_id.to_string(), v.contract_id.to_string());
+            // The indexed columns (client, planned start) and the contract are set only when they
+            // change: SQLite rewrites the entry of every index on a column an UPDATE sets, same
+            // value or not, and each rewrite is a page in the WAL and again at the checkpoint.
             tx.prepare_cached("INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
                                      chargeable, heads, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (visit_id) DO UPDATE SET client_id = ?2, contract_id = ?3, carers = ?4, planned_start = ?5,
-                     planned_end = ?6, status = ?7, chargeable = ?8, heads = ?9, updated_at = ?10")?.execute(params![
+                 ON CONFLICT (visit_id) DO UPDATE SET carers = ?4, planned_end = ?6, status = ?7, chargeable = ?8,
+                     heads = ?9, updated_at = ?10")?.execute(params![
                     id,
-                    v.client_id.to_string(),
-                    v.contract_id.to_string(),
-                    carers.join(","),
+                    client,
+                    contract,
+                    carers,
                     v.planned_start,
                     v.planned_end,
                     v.status.as_str(),
@@ -1173,6 +1224,9 @@ impl ServerStore for SqliteStore {
                     v.updated_at
                 ],
             )?;
+            tx.prepare_cached("UPDATE visits SET client_id = ?2, contract_id = ?3, planned_start = ?4
+                 WHERE visit_id = ?1 AND (client_id <> ?2 OR contract_id <> ?3 OR planned_start <> ?4)")?
+                .execute(params![id, client, contract, v.planned_start])?;
             // A reschedule moves the visit's events and amendments to its new period.
             let moved = was_planned.is_some_and(|at| at != v.planned_start);
             for table in ["clock_events", "amendments"].into_iter().filter(|_| moved) {
@@ -1181,11 +1235,13 @@ impl ServerStore for SqliteStore {
                 ))?
                 .execute(params![v.planned_start, id])?;
             }
-            tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1")?.execute([&id])?;
-            for carer in &carers {
+            // Only the assignments that change are written (most commits change none).
+            tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1 AND current = 1
+                 AND instr(',' || ?2 || ',', ',' || carer_id || ',') = 0")?.execute(params![id, carers])?;
+            for carer in &v.carers {
                 tx.prepare_cached("INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
-                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1")?.execute(params![id, carer],
-                )?;
+                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1 WHERE assignments.current = 0")?
+                    .execute(params![id, carer.to_string()])?;
             }
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO clock_events ({EVENT_COLS}, planned_start)

@@ -93,6 +93,9 @@ struct Figures {
     /// Heap and stacks at the end (RSS minus mapped database pages, which the OS can drop).
     server_anon_kib: u64,
     server_cpu_s: f64,
+    /// The embedded store's writer: transactions committed and writes in them (`/metrics`).
+    commit_groups: u64,
+    commit_writes: u64,
 }
 
 impl Figures {
@@ -142,6 +145,19 @@ impl Figures {
             self.server_cpu_s,
             self.server_cpu_s / self.busy_seconds
         );
+        if self.commit_groups > 0 {
+            println!(
+                "  server CPU per clock event {:.3} ms; {:.2} writes per commit ({} commits)",
+                self.server_cpu_s * 1e3 / self.clock_events.max(1) as f64,
+                self.commit_writes as f64 / self.commit_groups as f64,
+                self.commit_groups
+            );
+        } else {
+            println!(
+                "  server CPU per clock event {:.3} ms",
+                self.server_cpu_s * 1e3 / self.clock_events.max(1) as f64
+            );
+        }
     }
 }
 
@@ -236,6 +252,29 @@ impl Servers {
         }
         (peak, cpu)
     }
+
+    /// The embedded store writers' transactions and the writes in them, summed over instances
+    /// (zeros on PostgreSQL, which does not group commits).
+    fn commits(&self) -> (u64, u64) {
+        let mut total = (0, 0);
+        for s in &self.instances {
+            let Ok(text) = caresync_tests::http()
+                .get(&format!("{}/metrics", s.url))
+                .call()
+                .and_then(|mut r| r.body_mut().read_to_string())
+            else {
+                continue;
+            };
+            let counter = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            total.0 += counter("caresync_store_commit_groups_total");
+            total.1 += counter("caresync_store_commit_writes_total");
+        }
+        total
+    }
 }
 
 /// Processes whose parent is `parent` (PostgreSQL's backends and workers).
@@ -301,6 +340,7 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
         }));
     }
     let (_, cpu_before) = servers.usage();
+    let commits_before = servers.commits();
     eprintln!(
         "running for {} s ({} mode)...",
         a.seconds,
@@ -401,6 +441,9 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
         .max()
         .unwrap_or(0);
     total.server_cpu_s = cpu_after - cpu_before;
+    let commits_after = servers.commits();
+    total.commit_groups = commits_after.0 - commits_before.0;
+    total.commit_writes = commits_after.1 - commits_before.1;
     Ok(total)
 }
 
