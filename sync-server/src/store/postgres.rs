@@ -323,12 +323,7 @@ impl PostgresStore {
     }
 
     /// Serialise writers of one visit across instances until the transaction ends.
-    fn lock_visit(tx: &mut Transaction<'_>, visit: &str) -> Result<()> {
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&visit])?;
-        Ok(())
-    }
-
-    fn lock_visit_prepared(tx: &mut Tx<'_, '_>, visit: &str) -> Result<()> {
+    fn lock_visit(tx: &mut Tx<'_, '_>, visit: &str) -> Result<()> {
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&visit])?;
         Ok(())
     }
@@ -1432,7 +1427,7 @@ impl ServerStore for PostgresStore {
         self.write_prepared(|tx| {
             let v = &c.visit;
             let id = v.visit_id.to_string();
-            Self::lock_visit_prepared(tx, &id)?;
+            Self::lock_visit(tx, &id)?;
             if let Some(chunk) = &c.chunk {
                 tx.execute(
                     "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES ($1, $2, $3)
@@ -1545,7 +1540,7 @@ impl ServerStore for PostgresStore {
     }
 
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
-        self.write_keeping_sign_ins(|tx| {
+        self.write_prepared(|tx| {
             let id = visit.to_string();
             Self::lock_visit(tx, &id)?;
             tx.execute(
