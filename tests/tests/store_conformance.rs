@@ -38,6 +38,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ),
     ("reference data", reference_data),
     (
+        "a rules change racing its contract's commits leaves every visit judged by the rules that stand",
+        rules_change_races_commits,
+    ),
+    (
         "sign-in sees revoked and expiring tokens as stored",
         sign_in_as_stored,
     ),
@@ -922,6 +926,105 @@ fn reference_data(store: &dyn ServerStore) {
     contract.model = CommissioningModel::Spot;
     store.upsert_contract(&contract).expect("update");
     assert_eq!(store.contracts().expect("contracts"), vec![contract]);
+}
+
+/// Commits judge a visit by its contract's rules while a rules change judges the contract's
+/// visits again: whatever the interleaving, each visit must end judged by the rules that stand.
+/// Judging and a rules change wait for each other (on PostgreSQL, advisory locks taken in
+/// `refresh_facts` and `upsert_contract_at`); without that, a commit that read the old rules and
+/// wrote after the change's own judging left the old verdict standing.
+fn rules_change_races_commits(store: &dyn ServerStore) {
+    use caresync_core::metrics::Punctuality;
+    let mut contract = Contract {
+        id: ContractId::new(),
+        name: "Racing".into(),
+        commissioner: "County Council".into(),
+        model: CommissioningModel::Spot,
+        rules: serde_json::json!({ "late_after_min": 10 }),
+    };
+    store.upsert_contract(&contract).expect("contract");
+    let carer = PersonId::new();
+    let start: Millis = 1_767_250_800_000;
+    let rows: Vec<VisitRow> = (0..6)
+        .map(|i| VisitRow {
+            contract_id: contract.id,
+            ..visit_row(VisitId::new(), vec![carer], start + i * 3_600_000)
+        })
+        .collect();
+    // Each clocks in 20 minutes late: late under 10 minutes' grace, on time under 30.
+    for row in &rows {
+        let clock_in = event(
+            row.visit_id,
+            carer,
+            ClockKind::ClockIn,
+            row.planned_start + 1_200_000,
+            1,
+        );
+        let clock_in = EventRow {
+            trusted_time: row.planned_start + 1_200_000,
+            flags: Default::default(),
+            ..clock_in
+        };
+        store
+            .commit_visit(&VisitCommit {
+                new_events: vec![clock_in],
+                ..commit(row.clone())
+            })
+            .expect("first commit");
+    }
+    let punctuality = |row: &VisitRow| {
+        let snapshot = store
+            .report_snapshot(&caresync_server::store::facts::SnapshotQuery {
+                from: Millis::MIN,
+                to: Millis::MAX,
+                as_of: Millis::MAX,
+                visits: true,
+                visit: Some(row.visit_id),
+                ..Default::default()
+            })
+            .expect("snapshot");
+        snapshot.visits.first().and_then(|f| f.visit.punctuality)
+    };
+    assert!(rows.iter().all(|r| punctuality(r) == Some(Punctuality::Late)));
+    for round in 0..6 {
+        let grace = if round % 2 == 0 { 30 } else { 10 };
+        contract.rules = serde_json::json!({ "late_after_min": grace });
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for half in [0, 1] {
+                let (rows, stop) = (&rows, &stop);
+                s.spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 4 {
+                        for row in rows.iter().skip(half).step_by(2) {
+                            n += 1;
+                            let row = VisitRow {
+                                updated_at: row.updated_at + n,
+                                ..row.clone()
+                            };
+                            store.commit_visit(&commit(row)).expect("racing commit");
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            store.upsert_contract(&contract).expect("rules change");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let expected = if grace == 30 {
+            Punctuality::OnTime
+        } else {
+            Punctuality::Late
+        };
+        for row in &rows {
+            assert_eq!(
+                punctuality(row),
+                Some(expected),
+                "round {round}: visit {} judged by the rules before the change",
+                row.visit_id
+            );
+        }
+    }
 }
 
 fn sign_in_as_stored(store: &dyn ServerStore) {
