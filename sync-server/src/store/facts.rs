@@ -232,10 +232,11 @@ fn visit_param_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// The columns of a visit-level version that some sums read (its carer rows aside), in the
-/// order [`SumInputs`] keeps them; the text ones first.
+/// order [`SumInputs`] keeps them: the text ones first, then what the slot sums read (from
+/// `contract_id`, [`slot_sum_inputs`]), then the reconciliation's minutes.
 pub const SUM_INPUT_COLS: [&str; 23] = [
-    "contract_id",
     "client_id",
+    "contract_id",
     "planned_start",
     "cancelled",
     "attended",
@@ -263,28 +264,11 @@ pub const SUM_INPUT_TEXT_COLS: usize = 2;
 
 /// What each sums table reads of a version ([`adjust_sums_sql`], and `client_sums`'
 /// reconciliation and continuity statements): its key's columns and what it adds up. A
-/// planned start stands for its slot and its day (equal starts, equal periods).
-const SLOT_SUM_INPUTS: [&str; 19] = [
-    "contract_id",
-    "planned_start",
-    "cancelled",
-    "attended",
-    "on_time",
-    "late",
-    "early",
-    "missed_after",
-    "short",
-    "overrun",
-    "open_after",
-    "partially_attended",
-    "electronic",
-    "location_checked",
-    "location_verified",
-    "flagged_events",
-    "unverified_time_events",
-    "clock_skew_events",
-    "future_time_events",
-];
+/// planned start stands for its slot and its day (equal starts, equal periods). The slot sums
+/// read the contract, the planned start and every unit column summed or bounded.
+fn slot_sum_inputs() -> &'static [&'static str] {
+    &SUM_INPUT_COLS[1..20]
+}
 const RECONCILIATION_INPUTS: [&str; 7] = [
     "client_id",
     "contract_id",
@@ -386,7 +370,7 @@ impl SumInputs {
             })
         };
         Moved {
-            slots: differ(&SLOT_SUM_INPUTS),
+            slots: differ(slot_sum_inputs()),
             reconciliation: differ(&RECONCILIATION_INPUTS),
             continuity: differ(&CONTINUITY_INPUTS) || self.carers != old.carers,
         }
