@@ -569,7 +569,8 @@ enum Sums {
     NotYet,
 }
 
-/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`.
+/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`, in the sums it
+/// `moved`.
 fn adjust_sums(
     tx: &mut Tx<'_, '_>,
     sums: Sums,

@@ -1202,7 +1202,7 @@ impl ServerStore for SqliteStore {
                 .prepare_cached("SELECT planned_start FROM visits WHERE visit_id = ?1")?
                 .query_row([&id], |r| r.get(0))
                 .optional()?;
-            let carers = carers.join(",");
+            let joined = carers.join(",");
             let (client, contract) = (v.client_id.to_string(), v.contract_id.to_string());
             // The indexed columns (client, planned start) and the contract are set only when they
             // change: SQLite rewrites the entry of every index on a column an UPDATE sets, same
@@ -1215,7 +1215,7 @@ impl ServerStore for SqliteStore {
                     id,
                     client,
                     contract,
-                    carers,
+                    joined,
                     v.planned_start,
                     v.planned_end,
                     v.status.as_str(),
@@ -1237,11 +1237,11 @@ impl ServerStore for SqliteStore {
             }
             // Only the assignments that change are written (most commits change none).
             tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1 AND current = 1
-                 AND instr(',' || ?2 || ',', ',' || carer_id || ',') = 0")?.execute(params![id, carers])?;
-            for carer in &v.carers {
+                 AND instr(',' || ?2 || ',', ',' || carer_id || ',') = 0")?.execute(params![id, joined])?;
+            for carer in &carers {
                 tx.prepare_cached("INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
                      ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1 WHERE assignments.current = 0")?
-                    .execute(params![id, carer.to_string()])?;
+                    .execute(params![id, carer])?;
             }
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO clock_events ({EVENT_COLS}, planned_start)
