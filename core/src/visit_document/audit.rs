@@ -2,8 +2,8 @@
 //! touched, existing entries edited, new entries typed), for the server's write rules.
 
 use super::{reader, Amendment, ClockEvent, DocumentError, Note, Section, TaskOutcome, VisitDocument};
-use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, PatchAction, Prop, ReadDoc};
-use std::collections::{BTreeSet, HashSet};
+use automerge::{legacy, ChangeHash, ObjId, ObjType, Prop, ReadDoc};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// What a set of incoming changes did to a document, for the server's write rules.
 #[derive(Debug, Default, Clone)]
@@ -44,58 +44,52 @@ impl VisitDocument {
         changes: &[automerge::Change],
     ) -> Result<WriteAudit, DocumentError> {
         let after = self.doc.get_heads();
-        let new_hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
         let mut audit = WriteAudit {
             change_hashes: changes.iter().map(|c| c.hash()).collect(),
             changes: changes.iter().flat_map(|c| c.raw_bytes()).copied().collect(),
             heads_after: after.clone(),
             ..Default::default()
         };
-        if new_hashes.is_empty() {
+        if changes.is_empty() {
             return Ok(audit);
         }
-        let created_here =
-            |doc: &AutoCommit, obj: &ObjId| doc.hash_for_opid(obj).is_some_and(|h| new_hashes.contains(&h));
-        let patches = self.doc.diff(before, &after);
-        for patch in &patches {
-            let section = match patch.path.first() {
-                None => {
-                    // A write at the root: only the creation of the document may do that.
-                    audit.touched.insert(Section::Root);
-                    if !before.is_empty() {
-                        audit.violations.push(format!(
-                            "root of the document rewritten ({})",
-                            describe(&patch.action)
-                        ));
-                    }
-                    continue;
-                }
-                Some((_, Prop::Map(key))) => match Section::from_key(key) {
-                    Some(s) => s,
-                    None => {
+        // Every op of the audited changes, against the object it writes to. Objects the changes
+        // create are placed as they are made (a change's op ids run from its `start_op`); any
+        // other object is an existing one, placed by its path from the root.
+        let sections = self.section_objects();
+        let mut created: HashMap<ObjId, Place> = HashMap::new();
+        for change in changes {
+            let expanded = change.decode();
+            for (i, op) in expanded.operations.iter().enumerate() {
+                let place = match &op.obj {
+                    legacy::ObjectId::Root => {
+                        // A write at the root: only the creation of the document may do that.
                         audit.touched.insert(Section::Root);
-                        audit.violations.push(format!("unknown section {key:?}"));
-                        continue;
+                        if !before.is_empty() {
+                            audit
+                                .violations
+                                .push(format!("root of the document rewritten ({})", describe(op)));
+                        }
+                        Place::root_key(&op.key)
                     }
-                },
-                Some((_, Prop::Seq(_))) => {
-                    audit.violations.push("root is not a map".into());
-                    continue;
+                    legacy::ObjectId::Id(legacy::OpId(counter, actor)) => {
+                        let obj = ObjId::Id(*counter, actor.clone(), usize::MAX);
+                        let place = match created.get(&obj) {
+                            Some(place) => place.clone(),
+                            None => self.place_of(&obj, &sections)?,
+                        };
+                        audit_op(&place, op, &mut audit);
+                        place.inside()
+                    }
+                };
+                if matches!(op.action, legacy::OpType::Make(_)) {
+                    let id = ObjId::Id(
+                        expanded.start_op.get() + i as u64,
+                        expanded.actor_id.clone(),
+                        usize::MAX,
+                    );
+                    created.insert(id, place);
                 }
-            };
-            audit.touched.insert(section);
-            if section == Section::Schedule || created_here(&self.doc, &patch.obj) {
-                continue;
-            }
-            // An existing object inside a list section: only inserting at the list itself is allowed.
-            let is_section_list = patch.path.len() == 1;
-            let is_insert = matches!(patch.action, PatchAction::Insert { .. });
-            if !(is_section_list && is_insert) {
-                audit.violations.push(format!(
-                    "existing {} entry changed ({}); the list is append-only",
-                    section.key(),
-                    describe(&patch.action)
-                ));
             }
         }
         if !audit.violations.is_empty() {
@@ -120,23 +114,127 @@ impl VisitDocument {
                         .violations
                         .push(format!("duplicate {} id {shown}", section.key()));
                 }
-                if created_here(&self.doc, &obj) {
+                if created.contains_key(&obj) {
                     reader::audit_entry(&self.doc, section, item.index, &obj, &mut audit)?;
                 }
             }
         }
         Ok(audit)
     }
+
+    /// The section objects by id (a section the document lacks is left out).
+    fn section_objects(&self) -> HashMap<ObjId, Section> {
+        [Section::Schedule]
+            .into_iter()
+            .chain(Section::LISTS)
+            .filter_map(|s| self.section(s).ok().map(|id| (id, s)))
+            .collect()
+    }
+
+    /// Where an object that existed before the audited changes lives: its section (by the root
+    /// key above it), and whether it is the section object itself.
+    fn place_of(&self, obj: &ObjId, sections: &HashMap<ObjId, Section>) -> Result<Place, DocumentError> {
+        if let Some(section) = sections.get(obj) {
+            return Ok(Place::Section {
+                section: *section,
+                is_section: true,
+                created_here: false,
+            });
+        }
+        // Parents run from the object up to the root: the last names the root key.
+        let top = self.doc.parents(obj)?.last();
+        Ok(match top.map(|p| p.prop) {
+            Some(Prop::Map(key)) => match Section::from_key(&key) {
+                Some(section) => Place::Section {
+                    section,
+                    is_section: false,
+                    created_here: false,
+                },
+                None => Place::Unknown(key),
+            },
+            _ => Place::Unknown(String::new()),
+        })
+    }
 }
 
-fn describe(action: &PatchAction) -> &'static str {
-    match action {
-        PatchAction::PutMap { .. } => "put",
-        PatchAction::PutSeq { .. } => "overwrite",
-        PatchAction::Insert { .. } => "insert",
-        PatchAction::SpliceText { .. } => "text edit",
-        PatchAction::Increment { .. } => "increment",
-        PatchAction::DeleteMap { .. } | PatchAction::DeleteSeq { .. } => "delete",
+/// Where an op writes, for the append-only rule.
+#[derive(Clone, Debug)]
+enum Place {
+    /// Inside a section: the section object itself, or an object within it.
+    Section {
+        section: Section,
+        is_section: bool,
+        /// Made by the audited changes, so free to be filled in.
+        created_here: bool,
+    },
+    /// Under a root key that names no section.
+    Unknown(String),
+}
+
+impl Place {
+    /// Where an object made at this root key lives.
+    fn root_key(key: &legacy::Key) -> Place {
+        let legacy::Key::Map(key) = key else {
+            return Place::Unknown(String::new());
+        };
+        match Section::from_key(key) {
+            Some(section) => Place::Section {
+                section,
+                is_section: true,
+                created_here: true,
+            },
+            None => Place::Unknown(key.to_string()),
+        }
+    }
+
+    /// Where an object made inside this place lives.
+    fn inside(self) -> Place {
+        match self {
+            Place::Section { section, .. } => Place::Section {
+                section,
+                is_section: false,
+                created_here: true,
+            },
+            unknown => unknown,
+        }
+    }
+}
+
+/// The append-only rule for one op on an object below the root.
+fn audit_op(place: &Place, op: &legacy::Op, audit: &mut WriteAudit) {
+    let (section, is_section, created_here) = match place {
+        Place::Unknown(key) => {
+            audit.touched.insert(Section::Root);
+            audit.violations.push(format!("unknown section {key:?}"));
+            return;
+        }
+        Place::Section {
+            section,
+            is_section,
+            created_here,
+        } => (*section, *is_section, *created_here),
+    };
+    audit.touched.insert(section);
+    if section == Section::Schedule || created_here {
+        return;
+    }
+    // An existing object inside a list section: only inserting at the list itself is allowed.
+    if !(is_section && op.insert) {
+        audit.violations.push(format!(
+            "existing {} entry changed ({}); the list is append-only",
+            section.key(),
+            describe(op)
+        ));
+    }
+}
+
+fn describe(op: &legacy::Op) -> &'static str {
+    match (&op.action, &op.key) {
+        (_, _) if op.insert => "insert",
+        (legacy::OpType::Put(_) | legacy::OpType::Make(_), legacy::Key::Map(_)) => "put",
+        (legacy::OpType::Put(_) | legacy::OpType::Make(_), legacy::Key::Seq(_)) => "overwrite",
+        (legacy::OpType::Increment(_), _) => "increment",
+        (legacy::OpType::Delete, _) => "delete",
         _ => "edit",
     }
 }

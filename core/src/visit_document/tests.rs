@@ -412,3 +412,178 @@ proptest::proptest! {
         let _ = VisitDocument::load(&doc.save()).map(|d| d.read());
     }
 }
+
+/// The audit as it was first written, from Automerge's diff of the document between the heads
+/// (what the changes did, visibly): the sections touched and whether anything breaks the
+/// append-only rule. The op audit must never be more lenient than this.
+fn audit_by_diff(doc: &mut VisitDocument, before: &[ChangeHash]) -> (BTreeSet<Section>, Vec<String>) {
+    use automerge::PatchAction;
+    let after = doc.doc.get_heads();
+    let new_hashes: std::collections::HashSet<ChangeHash> =
+        doc.doc.get_changes(before).iter().map(|c| c.hash()).collect();
+    let (mut touched, mut violations) = (BTreeSet::new(), Vec::new());
+    for patch in doc.doc.diff(before, &after) {
+        let section = match patch.path.first() {
+            None => {
+                touched.insert(Section::Root);
+                if !before.is_empty() {
+                    violations.push("root".to_string());
+                }
+                continue;
+            }
+            Some((_, Prop::Map(key))) => match Section::from_key(key) {
+                Some(s) => s,
+                None => {
+                    touched.insert(Section::Root);
+                    violations.push(format!("unknown {key}"));
+                    continue;
+                }
+            },
+            Some((_, Prop::Seq(_))) => {
+                violations.push("root is not a map".into());
+                continue;
+            }
+        };
+        touched.insert(section);
+        let created_here = doc
+            .doc
+            .hash_for_opid(&patch.obj)
+            .is_some_and(|h| new_hashes.contains(&h));
+        if section == Section::Schedule || created_here {
+            continue;
+        }
+        if !(patch.path.len() == 1 && matches!(patch.action, PatchAction::Insert { .. })) {
+            violations.push(format!("existing {}", section.key()));
+        }
+    }
+    (touched, violations)
+}
+
+/// An honest append by a carer, of each kind of entry.
+fn honest_append(doc: &mut VisitDocument, carer: PersonId, kind: u8) -> Result<ChangeHash, DocumentError> {
+    match kind % 4 {
+        0 => doc.append_event(&event(carer, ClockKind::ClockIn, 40)),
+        1 => doc.append_note(&Note {
+            id: NoteId::new(),
+            author_id: carer,
+            author_role: Role::Carer,
+            written_at: 41,
+            category: NoteCategory::General,
+            text: "Had breakfast".into(),
+        }),
+        2 => doc.append_task_outcome(&TaskOutcome {
+            id: OutcomeId::new(),
+            task_id: TaskId::new(),
+            carer_id: carer,
+            result: TaskResult::Done,
+            note: None,
+            recorded_at: 42,
+        }),
+        _ => doc.append_amendment(&Amendment {
+            id: AmendmentId::new(),
+            author_id: carer,
+            author_role: Role::Supervisor,
+            carer_id: carer,
+            time: AmendedTime::ClockIn,
+            corrected_time: 43,
+            reason: ReasonCode::ForgotToClock,
+            comment: Some("Called in".into()),
+            written_at: 44,
+        }),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Honest appends and random writes (over fields, entries, sections and the root) pushed to
+    /// a copy: the op audit touches every section the diff audit sees, and flags every push the
+    /// diff audit flags. A push of honest appends only is read the same by both, flags nothing,
+    /// and types exactly the appended entries.
+    #[test]
+    fn op_audit_is_never_more_lenient_than_the_diff_audit(
+        appends in proptest::collection::vec(0..4_u8, 0..4),
+        writes in proptest::collection::vec(
+            (0..KEYS.len(), 0..6_usize, any_scalar(), 0..4_u8),
+            0..4,
+        ),
+        fresh_schedule in proptest::prelude::any::<bool>(),
+    ) {
+        let fail = |e: DocumentError| proptest::test_runner::TestCaseError::fail(e.to_string());
+        let carer = PersonId::new();
+        let mut base = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())
+            .map_err(fail)?;
+        full_visit(&mut base, carer).map_err(fail)?;
+        let before = base.heads();
+        let mut phone = base.fork();
+        for kind in &appends {
+            honest_append(&mut phone, carer, *kind).map_err(fail)?;
+        }
+        if fresh_schedule {
+            let mut s = phone.read().map_err(fail)?.schedule;
+            s.planned_start += 60_000;
+            s.carers.push(PersonId::new());
+            phone.update_schedule(&s).map_err(fail)?;
+        }
+        for (key, target, value, how) in &writes {
+            let obj = match target {
+                0 => ROOT,
+                1 => phone.section(Section::Schedule).ok().unwrap_or(ROOT),
+                n => {
+                    let section = Section::LISTS[(n - 2) % 4];
+                    match phone.section(section) {
+                        Ok(list) => match phone.doc.get(&list, 0) {
+                            Ok(Some((automerge::Value::Object(_), entry))) if how % 2 == 0 => entry,
+                            _ => list,
+                        },
+                        Err(_) => ROOT,
+                    }
+                }
+            };
+            let key = KEYS[*key];
+            let _ = match (phone.doc.object_type(&obj), how) {
+                (Ok(ObjType::Map), 0) => phone.doc.delete(&obj, key),
+                (Ok(ObjType::Map), 1) => phone.doc.put_object(&obj, key, ObjType::Map).map(|_| ()),
+                (Ok(ObjType::Map), _) => phone.doc.put(&obj, key, value.clone()),
+                (Ok(_), 0) => phone.doc.delete(&obj, 0),
+                (Ok(_), 1) => phone.doc.insert_object(&obj, 0, ObjType::Map).map(|_| ()),
+                (Ok(_), _) => phone.doc.put(&obj, 0, value.clone()),
+                (Err(e), _) => Err(e),
+            };
+            phone.doc.commit();
+        }
+        let mut copy = base.fork();
+        copy.merge(&mut phone).map_err(fail)?;
+        let (diff_touched, diff_violations) = audit_by_diff(&mut copy, &before);
+        let audit = copy.audit_since(&before);
+        let audit = match audit {
+            Ok(audit) => audit,
+            // A malformed new entry is refused outright: stricter than any violation.
+            Err(DocumentError::Malformed(_)) => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        };
+        proptest::prop_assert!(
+            audit.touched.is_superset(&diff_touched),
+            "op audit touched {:?}, diff audit {:?}", audit.touched, diff_touched
+        );
+        proptest::prop_assert!(
+            diff_violations.is_empty() || !audit.violations.is_empty(),
+            "the diff audit flags {diff_violations:?}; the op audit flags nothing"
+        );
+        if writes.is_empty() {
+            let mut sections: BTreeSet<Section> =
+                appends.iter().map(|k| Section::LISTS[usize::from(*k)]).collect();
+            if fresh_schedule {
+                sections.insert(Section::Schedule);
+            }
+            proptest::prop_assert_eq!(&audit.touched, &diff_touched);
+            proptest::prop_assert_eq!(&audit.touched, &sections);
+            proptest::prop_assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+            let typed = audit.new_events.len()
+                + audit.new_notes.len()
+                + audit.new_task_outcomes.len()
+                + audit.new_amendments.len();
+            proptest::prop_assert_eq!(typed, appends.len());
+        }
+    }
+}
