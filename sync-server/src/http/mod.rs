@@ -247,12 +247,26 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// The caller, from `Authorization: Bearer <token>`; 401 if missing, unknown, revoked or
 /// expired, or the person was deactivated (each failure is logged and counted by `sign_in`).
 fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    let token = headers
+    crate::services::people::authenticate(state.store.as_ref(), bearer(headers)?, now())?
+        .map_err(sign_in::refused)
+}
+
+/// [`authenticate`] from the store's memory, without blocking; `None` if it must ask the store.
+fn authenticate_from_memory(state: &AppState, headers: &HeaderMap) -> Option<ApiResult<Principal>> {
+    let token = match bearer(headers) {
+        Ok(token) => token,
+        Err(missing) => return Some(Err(missing)),
+    };
+    let judged = crate::services::people::authenticate_from_memory(state.store.as_ref(), token, now())?;
+    Some(judged.map_err(sign_in::refused))
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    crate::services::people::authenticate(state.store.as_ref(), token, now())?.map_err(sign_in::refused)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))
 }
 
 /// Admit a request to a handler: authenticate it from its headers (401 at once, before its
@@ -273,8 +287,15 @@ async fn admit(
     }
     let (mut parts, body) = request.into_parts();
     if path.starts_with("/api/") && !PUBLIC_PATHS.contains(&path.as_str()) {
-        let (st, headers) = (state.clone(), parts.headers.clone());
-        match blocking(move || authenticate(&st, &headers)).await {
+        // A token read lately is answered from memory; only a miss takes a blocking thread.
+        let signed_in = match authenticate_from_memory(&state, &parts.headers) {
+            Some(judged) => judged,
+            None => {
+                let (st, headers) = (state.clone(), parts.headers.clone());
+                blocking(move || authenticate(&st, &headers)).await
+            }
+        };
+        match signed_in {
             Ok(principal) => {
                 parts.extensions.insert(principal);
             }

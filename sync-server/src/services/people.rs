@@ -2,7 +2,7 @@
 
 use super::{validation, Refused};
 use crate::auth::{hash_secret, new_enrolment_code, new_token, normalise_code};
-use crate::store::{Device, Person, Principal, ServerStore, StoreError};
+use crate::store::{Device, Person, Principal, ServerStore, SignIn, StoreError};
 use caresync_core::domain::*;
 
 /// How long an enrolment code stays usable.
@@ -183,10 +183,26 @@ pub fn authenticate(
     token: &str,
     now: Millis,
 ) -> Result<Result<Principal, Refusal>, StoreError> {
-    let Some(sign_in) = store.sign_in(&hash_secret(token.trim()))? else {
-        return Ok(Err(Refusal::Unknown));
+    Ok(judge(store.sign_in(&hash_secret(token.trim()))?, now))
+}
+
+/// [`authenticate`] when the store can answer from memory (see
+/// [`ServerStore::sign_in_from_memory`]); `None`: ask [`authenticate`] on a blocking thread.
+pub fn authenticate_from_memory(
+    store: &dyn ServerStore,
+    token: &str,
+    now: Millis,
+) -> Option<Result<Principal, Refusal>> {
+    let sign_in = store.sign_in_from_memory(&hash_secret(token.trim()))?;
+    Some(judge(Some(sign_in), now))
+}
+
+/// Whether a token as stored lets its holder in at `now`.
+fn judge(sign_in: Option<SignIn>, now: Millis) -> Result<Principal, Refusal> {
+    let Some(sign_in) = sign_in else {
+        return Err(Refusal::Unknown);
     };
-    Ok(if !sign_in.principal.person.active {
+    if !sign_in.principal.person.active {
         Err(Refusal::Deactivated)
     } else if sign_in.revoked_at.is_some() {
         Err(Refusal::Revoked)
@@ -194,7 +210,7 @@ pub fn authenticate(
         Err(Refusal::Expired { at })
     } else {
         Ok(sign_in.principal)
-    })
+    }
 }
 
 // The office API's account operations: each checks what it needs and says no with a `Refused`.

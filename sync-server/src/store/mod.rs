@@ -243,6 +243,11 @@ pub trait ServerStore: Send + Sync + 'static {
     ) -> Result<Option<PersonId>>;
     /// The token as stored (an enrolled phone's or a person's API token), revoked or not.
     fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>>;
+    /// [`Self::sign_in`] when it can be answered from memory without blocking (a cached row that
+    /// still stands); `None` means ask [`Self::sign_in`] on a blocking thread.
+    fn sign_in_from_memory(&self, _token_hash: &str) -> Option<SignIn> {
+        None
+    }
     /// Who holds a token that is not revoked (expiry and the person's being active are for the
     /// caller to judge: see `services::people::authenticate`).
     fn principal_for_token(&self, token_hash: &str) -> Result<Option<Principal>> {

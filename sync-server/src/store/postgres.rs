@@ -1378,6 +1378,10 @@ impl ServerStore for PostgresStore {
         Ok(found)
     }
 
+    fn sign_in_from_memory(&self, token_hash: &str) -> Option<SignIn> {
+        self.sign_ins.get(token_hash).ok()
+    }
+
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
         let n = self.conn()?.execute(
             "UPDATE devices SET revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1",

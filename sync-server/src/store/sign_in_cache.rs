@@ -8,9 +8,18 @@
 //! see (another server instance sharing a PostgreSQL database, the `bootstrap` command on the
 //! same file) take effect within [`SIGN_IN_TTL`]: an entry older than that is read again.
 //! Unknown tokens are not cached (a guess costs the query it always cost).
+//!
+//! The embedded store's file is also written by the command-line tools (`deactivate`,
+//! `revoke-token`, `bootstrap`...) beside the running server, and there a revocation must take
+//! effect at once. So every write of a token's standing, in any process, also appends a byte to
+//! a stamp file beside the database ([`WriteStamp`]), after it commits; the server looks at the
+//! stamp's length (one `stat`) before answering from memory, and forgets what it cached when the
+//! length moved. The TTL still bounds a stamp that could not be written.
 
 use super::SignIn;
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,6 +82,62 @@ impl SignInCache {
     }
 }
 
+/// The embedded store's sign-in stamp: a file beside the database that grows by a byte with every
+/// committed write of a token's standing, in whichever process made it (see the module's
+/// documentation). Its length, not its time, is compared: a file's modification time moves in
+/// steps of a clock tick, so two writes in one tick would look like one.
+pub(crate) struct WriteStamp {
+    path: PathBuf,
+    /// The length last seen; `u64::MAX` before the first look.
+    seen: AtomicU64,
+}
+
+impl WriteStamp {
+    /// The stamp of the database at `db` (`server.db` → `server.db-signins`).
+    pub(crate) fn beside(db: &Path) -> Self {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-signins");
+        WriteStamp {
+            path: path.into(),
+            seen: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Say that a write of a token's standing committed. Called after the commit, so a process
+    /// that sees the new length reads the new rows. A stamp that cannot be written is logged: the
+    /// other processes then see the write within [`SIGN_IN_TTL`].
+    pub(crate) fn bump(&self) {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(b"."));
+        if let Err(e) = appended {
+            tracing::warn!(path = %self.path.display(), error = %e,
+                "sign-in stamp not written; other processes see this revocation within the sign-in TTL");
+        }
+    }
+
+    /// Whether `cache` may answer now: false if the stamp cannot be read. When it moved since
+    /// the last look, the cache is forgotten first, then the new length recorded, so a request
+    /// that sees the recorded length finds the cache already cleared.
+    pub(crate) fn check(&self, cache: &SignInCache) -> bool {
+        let len = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(_) => {
+                cache.invalidate();
+                return false;
+            }
+        };
+        if self.seen.load(Ordering::SeqCst) != len {
+            cache.invalidate();
+            self.seen.store(len, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +171,35 @@ mod tests {
         cache.insert("tok", &live, epoch);
         assert_eq!(cache.get("tok"), Ok(live));
         cache.invalidate();
+        assert!(cache.get("tok").is_err());
+    }
+
+    /// Another process's bump (a second stamp on the same file stands in for it) clears what
+    /// this one cached, at its next look; its own looks in between keep the cache.
+    #[test]
+    fn another_process_bump_clears_the_cache_at_the_next_look() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("server.db");
+        let (server, cli) = (WriteStamp::beside(&db), WriteStamp::beside(&db));
+        let cache = SignInCache::default();
+        assert!(server.check(&cache), "a missing stamp reads as empty");
+        let Err(epoch) = cache.get("tok") else {
+            panic!("nothing cached yet");
+        };
+        cache.insert("tok", &row(None), epoch);
+        assert!(server.check(&cache));
+        assert!(cache.get("tok").is_ok(), "an unmoved stamp keeps the cache");
+        cli.bump();
+        assert!(server.check(&cache));
+        assert!(cache.get("tok").is_err(), "the bump was not seen");
+        // Two bumps in a row are two lengths, however close in time.
+        let Err(epoch) = cache.get("tok") else {
+            panic!("cleared");
+        };
+        cache.insert("tok", &row(None), epoch);
+        cli.bump();
+        cli.bump();
+        assert!(server.check(&cache));
         assert!(cache.get("tok").is_err());
     }
 

@@ -3,6 +3,7 @@
 use super::alerts as al;
 use super::client_sums as cs;
 use super::facts::{self as fx, Param, ReportSnapshot, SnapshotQuery};
+use super::sign_in_cache::{SignInCache, WriteStamp};
 use super::*;
 use caresync_core::metrics::{ContractRules, TallyKey, VisitFacts};
 use caresync_core::migration;
@@ -645,6 +646,10 @@ pub struct SqliteStore {
     /// Several visit services write through this store (tests of the multi-instance catch-up,
     /// standing in for PostgreSQL); a server process never does.
     shared: bool,
+    /// Presented tokens' rows, answered from memory while the stamp stands
+    /// (see [`super::sign_in_cache`]).
+    sign_ins: SignInCache,
+    stamp: WriteStamp,
 }
 
 impl SqliteStore {
@@ -669,6 +674,8 @@ impl SqliteStore {
             reports: Mutex::new(reports),
             writer,
             shared: false,
+            sign_ins: SignInCache::default(),
+            stamp: WriteStamp::beside(path),
         })
     }
 
@@ -714,12 +721,68 @@ impl SqliteStore {
         self.reports.lock().map_err(|_| StoreError::Poisoned)
     }
 
+    /// A transaction that may change a token's standing (people, tokens, devices, enrolment):
+    /// once it commits, the cached sign-ins of this process are forgotten and the stamp tells
+    /// every other process on the file.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let out = self.write_keeping_sign_ins(f)?;
+        self.sign_ins.invalidate();
+        self.stamp.bump();
+        Ok(out)
+    }
+
+    /// A transaction that writes nobody's standing (alerts, leases, reference data, compaction).
+    fn write_keeping_sign_ins<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// The token's row, from the database.
+    fn read_sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
+        let conn = self.lock()?;
+        let device = conn
+            .prepare_cached(
+                "SELECT p.person_id, p.name, p.role, p.team_id, p.active, d.device_id, d.revoked_at
+                 FROM devices d JOIN people p ON p.person_id = d.person_id
+                 WHERE d.token_hash = ?1",
+            )?
+            .query_row([token_hash], |r| {
+                let person = person_from(r)?;
+                let device: DeviceId = column(r, 5)?;
+                Ok(SignIn {
+                    principal: Principal {
+                        person,
+                        device_id: Some(device),
+                    },
+                    revoked_at: r.get(6)?,
+                    expires_at: None,
+                })
+            })
+            .optional()?;
+        if device.is_some() {
+            return Ok(device);
+        }
+        let token = conn
+            .prepare_cached(
+                "SELECT p.person_id, p.name, p.role, p.team_id, p.active, t.revoked_at, t.expires_at
+                 FROM api_tokens t JOIN people p ON p.person_id = t.person_id
+                 WHERE t.token_hash = ?1",
+            )?
+            .query_row([token_hash], |r| {
+                Ok(SignIn {
+                    principal: Principal {
+                        person: person_from(r)?,
+                        device_id: None,
+                    },
+                    revoked_at: r.get(5)?,
+                    expires_at: r.get(6)?,
+                })
+            })
+            .optional()?;
+        Ok(token)
     }
 }
 
@@ -1073,50 +1136,26 @@ impl ServerStore for SqliteStore {
     }
 
     fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
-        let conn = self.lock()?;
-        // Read every time, not from memory: the command-line tools change tokens in this file
-        // beside the running server, and that must take effect at once. Prepared once (every
-        // request signs in).
-        let device = conn
-            .prepare_cached(
-                "SELECT p.person_id, p.name, p.role, p.team_id, p.active, d.device_id, d.revoked_at
-                 FROM devices d JOIN people p ON p.person_id = d.person_id
-                 WHERE d.token_hash = ?1",
-            )?
-            .query_row([token_hash], |r| {
-                let person = person_from(r)?;
-                let device: DeviceId = column(r, 5)?;
-                Ok(SignIn {
-                    principal: Principal {
-                        person,
-                        device_id: Some(device),
-                    },
-                    revoked_at: r.get(6)?,
-                    expires_at: None,
-                })
-            })
-            .optional()?;
-        if device.is_some() {
-            return Ok(device);
+        // The command-line tools change tokens in this file beside the running server; the
+        // stamp says when (see `sign_in_cache`), and then nothing cached is used.
+        if !self.stamp.check(&self.sign_ins) {
+            return self.read_sign_in(token_hash);
         }
-        let token = conn
-            .prepare_cached(
-                "SELECT p.person_id, p.name, p.role, p.team_id, p.active, t.revoked_at, t.expires_at
-                 FROM api_tokens t JOIN people p ON p.person_id = t.person_id
-                 WHERE t.token_hash = ?1",
-            )?
-            .query_row([token_hash], |r| {
-                Ok(SignIn {
-                    principal: Principal {
-                        person: person_from(r)?,
-                        device_id: None,
-                    },
-                    revoked_at: r.get(5)?,
-                    expires_at: r.get(6)?,
-                })
-            })
-            .optional()?;
-        Ok(token)
+        let epoch = match self.sign_ins.get(token_hash) {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(epoch) => epoch,
+        };
+        let found = self.read_sign_in(token_hash)?;
+        if let Some(sign_in) = &found {
+            self.sign_ins.insert(token_hash, sign_in, epoch);
+        }
+        Ok(found)
+    }
+
+    fn sign_in_from_memory(&self, token_hash: &str) -> Option<SignIn> {
+        self.stamp
+            .check(&self.sign_ins)
+            .then(|| self.sign_ins.get(token_hash).ok())?
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
@@ -1306,7 +1345,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let id = visit.to_string();
             tx.execute(
                 "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
@@ -1392,7 +1431,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn create_team(&self, team: &Team) -> Result<()> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             tx.execute(
                 "INSERT INTO teams (team_id, name) VALUES (?1, ?2) ON CONFLICT (team_id) DO UPDATE SET name = ?2",
                 params![team.id.to_string(), team.name],
@@ -1414,7 +1453,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn upsert_client(&self, c: &Client) -> Result<()> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let id = c.id.to_string();
             let before = tx
                 .query_row(&format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"), [&id], client_from)
@@ -1460,7 +1499,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn upsert_contract_at(&self, c: &Contract, at: Millis) -> Result<()> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let id = c.id.to_string();
             let before: Option<String> = tx
                 .query_row("SELECT rules FROM contracts WHERE contract_id = ?1", [&id], |r| r.get(0))
@@ -1530,7 +1569,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
-        self.write(|tx| al_insert(tx, alert, entry))
+        self.write_keeping_sign_ins(|tx| al_insert(tx, alert, entry))
     }
 
     fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
@@ -1571,7 +1610,7 @@ impl ServerStore for SqliteStore {
         expected_version: u32,
         entries: &[al::AlertEntry],
     ) -> Result<bool> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let changed =
                 tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
                     .execute(rusqlite::params_from_iter(al_bind(al::update_values(
@@ -1590,7 +1629,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             Ok(tx
                 .prepare_cached(&al::sqlite_sql(al::INSERT_ESCALATION))?
                 .execute(rusqlite::params_from_iter(al_bind(al::escalation_values(e))))?
@@ -1617,7 +1656,7 @@ impl ServerStore for SqliteStore {
         let Some(escalation) = c.escalation_id.clone() else {
             return Ok(false);
         };
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             let n = tx
                 .prepare_cached(&al::sqlite_sql(al::RAISE_ESCALATION))?
                 .execute(params![
@@ -1637,7 +1676,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn add_commissioner_contact(&self, c: &al::CommissionerContact) -> Result<()> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             tx.prepare_cached(&al::sqlite_sql(al::INSERT_CONTACT))?
                 .execute(rusqlite::params_from_iter(al_bind(al::contact_values(c))))?;
             Ok(())
@@ -1660,7 +1699,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
-        self.write(|tx| {
+        self.write_keeping_sign_ins(|tx| {
             tx.prepare_cached(&al::sqlite_sql(al::ADD_LEASE))?
                 .execute([name])?;
             let n = tx
