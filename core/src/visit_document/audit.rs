@@ -1,7 +1,7 @@
 //! The audit of incoming changes: what a set of changes did to a visit's document (sections
 //! touched, existing entries edited, new entries typed), for the server's write rules.
 
-use super::{reader, Amendment, ClockEvent, DocumentError, Note, Section, TaskOutcome, VisitDocument};
+use super::{reader, Amendment, ClockEvent, DocumentError, Note, Section, TaskOutcome, Visit, VisitDocument};
 use automerge::{legacy, ChangeHash, ObjId, ObjType, Prop, ReadDoc};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -24,6 +24,10 @@ pub struct WriteAudit {
     /// lead to.
     pub changes: Vec<u8>,
     pub heads_after: Vec<ChangeHash>,
+    /// All the changes did was append the new entries at the end of their lists (no violation,
+    /// no other section, nothing placed before an existing entry): the document's read after
+    /// them is its read before with the new entries added ([`VisitDocument::read_after`]).
+    pub appended_only: bool,
 }
 
 impl VisitDocument {
@@ -51,6 +55,7 @@ impl VisitDocument {
             ..Default::default()
         };
         if changes.is_empty() {
+            audit.appended_only = true;
             return Ok(audit);
         }
         // Every op of the audited changes, against the object it writes to. Objects the changes
@@ -96,12 +101,14 @@ impl VisitDocument {
             return Ok(audit);
         }
         // Typed new entries: those whose map object was created by the audited changes.
+        let mut at_the_end = audit.touched.iter().all(|s| Section::LISTS.contains(s));
         for section in Section::LISTS {
             if !audit.touched.contains(&section) {
                 continue;
             }
             let list = self.section(section)?;
             let mut seen_ids = HashSet::new();
+            let mut new_seen = false;
             for item in self.doc.list_range(&list, ..) {
                 let obj = item.id();
                 if !matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
@@ -116,10 +123,34 @@ impl VisitDocument {
                 }
                 if created.contains_key(&obj) {
                     reader::audit_entry(&self.doc, section, item.index, &obj, &mut audit)?;
+                    new_seen = true;
+                } else if new_seen {
+                    // An existing entry after a new one: the new one went into the middle
+                    // (a phone that had not seen the latest entries).
+                    at_the_end = false;
                 }
             }
         }
+        audit.appended_only = at_the_end && audit.violations.is_empty();
         Ok(audit)
+    }
+
+    /// The document's read after audited changes, given its read before them (`before`, of the
+    /// heads the audit started from): that read with the audit's new entries appended when that
+    /// is all the changes did ([`WriteAudit::appended_only`]), else a whole read. A phone's
+    /// clock-in no longer costs a read of the whole visit.
+    pub fn read_after(&self, before: &Visit, audit: &WriteAudit) -> Result<Visit, DocumentError> {
+        if !audit.appended_only {
+            return self.read();
+        }
+        let mut after = before.clone();
+        after.events.extend(audit.new_events.iter().cloned());
+        after.notes.extend(audit.new_notes.iter().cloned());
+        after
+            .task_outcomes
+            .extend(audit.new_task_outcomes.iter().cloned());
+        after.amendments.extend(audit.new_amendments.iter().cloned());
+        Ok(after)
     }
 
     /// The section objects by id (a section the document lacks is left out).

@@ -508,14 +508,24 @@ proptest::proptest! {
             0..4,
         ),
         fresh_schedule in proptest::prelude::any::<bool>(),
+        interleaved in proptest::prelude::any::<bool>(),
     ) {
         let fail = |e: DocumentError| proptest::test_runner::TestCaseError::fail(e.to_string());
         let carer = PersonId::new();
         let mut base = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())
             .map_err(fail)?;
         full_visit(&mut base, carer).map_err(fail)?;
-        let before = base.heads();
         let mut phone = base.fork();
+        // Another phone's entry the pushing phone has not seen, on the server before the push:
+        // the push's entries may then land before it, and the read after is no longer the read
+        // before plus them.
+        if interleaved {
+            let mut other = base.fork();
+            honest_append(&mut other, carer, 0).map_err(fail)?;
+            base.merge(&mut other).map_err(fail)?;
+        }
+        let before = base.heads();
+        let read_before = base.read().map_err(fail)?;
         for kind in &appends {
             honest_append(&mut phone, carer, *kind).map_err(fail)?;
         }
@@ -570,6 +580,13 @@ proptest::proptest! {
             diff_violations.is_empty() || !audit.violations.is_empty(),
             "the diff audit flags {diff_violations:?}; the op audit flags nothing"
         );
+        // The read after, from the read before and the audit, is the document's whole read.
+        if let (Ok(whole), Ok(derived)) = (copy.read(), copy.read_after(&read_before, &audit)) {
+            proptest::prop_assert_eq!(derived, whole, "appended only: {}", audit.appended_only);
+        }
+        if writes.is_empty() && !interleaved && !fresh_schedule {
+            proptest::prop_assert!(audit.appended_only);
+        }
         if writes.is_empty() {
             let mut sections: BTreeSet<Section> =
                 appends.iter().map(|k| Section::LISTS[usize::from(*k)]).collect();
