@@ -276,9 +276,28 @@ fn deflate(input: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+thread_local! {
+    /// Each thread's inflater, reset for every body: making one allocates and zeroes its state
+    /// and 32 KiB window, about 1 % of the server's time when every sync made its own.
+    static INFLATER: std::cell::RefCell<Option<flate2::Decompress>> = const { std::cell::RefCell::new(None) };
+}
+
 fn inflate(input: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
-    use flate2::{Decompress, FlushDecompress, Status};
-    let mut z = Decompress::new(false);
+    INFLATER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let z = match slot.as_mut() {
+            Some(z) => {
+                z.reset(false);
+                z
+            }
+            None => slot.insert(flate2::Decompress::new(false)),
+        };
+        inflate_with(z, input, limit)
+    })
+}
+
+fn inflate_with(z: &mut flate2::Decompress, input: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
+    use flate2::{FlushDecompress, Status};
     z.set_dictionary(DICTIONARY)
         .map_err(|e| FrameError::Inflate(e.to_string()))?;
     let mut out = Vec::with_capacity((input.len() * 4).clamp(256, limit));
@@ -504,6 +523,14 @@ mod tests {
         ] {
             assert!(decode::<Request>(&bad).is_err(), "{bad:?}");
         }
+        // The thread's inflater, left mid-stream by the bomb and the truncated streams, inflates
+        // the next good body whole.
+        let sent = request();
+        let mut good = vec![DEFLATED];
+        good.extend(deflate(&crate::protocol::to_cbor(&sent)).expect("deflates"));
+        assert_eq!(decode::<Request>(&good).as_ref(), Ok(&sent));
+        assert_eq!(decode::<Request>(&body), Err(FrameError::TooLarge));
+        assert_eq!(decode::<Request>(&good).as_ref(), Ok(&sent));
         // A visit id that is not 16 bytes, and heads that are not whole hashes.
         let bad_id = [
             PLAIN, 0xa2, 0x61, 0x74, 0x00, 0x61, 0x76, 0x81, 0xa1, 0x61, 0x69, 0x43, 1, 2, 3,
