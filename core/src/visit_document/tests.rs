@@ -459,6 +459,38 @@ fn audit_by_diff(doc: &mut VisitDocument, before: &[ChangeHash]) -> (BTreeSet<Se
     (touched, violations)
 }
 
+/// A new entry that reuses an existing entry's id is a violation, whether the audit reads every
+/// entry's id or looks after the entries the read before held.
+#[test]
+fn a_new_entry_reusing_an_existing_id_is_a_violation() -> Result<(), DocumentError> {
+    let carer = PersonId::new();
+    let mut base = VisitDocument::create(VisitId::new(), &schedule(vec![carer], 0), &office())?;
+    full_visit(&mut base, carer)?;
+    let (before, read_before) = (base.heads(), base.read()?);
+    let mut again = event(carer, ClockKind::ClockOut, 50);
+    again.id = read_before.events[0].id;
+    let mut phone = base.fork();
+    phone.append_event(&again)?;
+    let mut copy = base.fork();
+    copy.merge(&mut phone)?;
+    let changes = copy.doc.get_changes(&before);
+    for audit in [
+        copy.audit_changes(&before, &changes, None)?,
+        copy.audit_changes(&before, &changes, Some(&read_before))?,
+    ] {
+        assert!(
+            audit
+                .violations
+                .iter()
+                .any(|v| v.starts_with("duplicate events id")),
+            "{:?}",
+            audit.violations
+        );
+        assert!(!audit.appended_only);
+    }
+    Ok(())
+}
+
 /// An honest append by a carer, of each kind of entry.
 fn honest_append(doc: &mut VisitDocument, carer: PersonId, kind: u8) -> Result<ChangeHash, DocumentError> {
     match kind % 4 {
@@ -566,6 +598,24 @@ proptest::proptest! {
         copy.merge(&mut phone).map_err(fail)?;
         let (diff_touched, diff_violations) = audit_by_diff(&mut copy, &before);
         let audit = copy.audit_since(&before);
+        // The server's path: new entries looked for after the ones the read before held.
+        let changes = copy.doc.get_changes(&before);
+        let by_tail = copy.audit_changes(&before, &changes, Some(&read_before));
+        match (&audit, &by_tail) {
+            (Ok(whole), Ok(tail)) => {
+                proptest::prop_assert_eq!(&whole.touched, &tail.touched);
+                proptest::prop_assert_eq!(whole.violations.is_empty(), tail.violations.is_empty());
+                proptest::prop_assert_eq!(whole.appended_only, tail.appended_only);
+                if whole.violations.is_empty() {
+                    proptest::prop_assert_eq!(&whole.new_events, &tail.new_events);
+                    proptest::prop_assert_eq!(&whole.new_notes, &tail.new_notes);
+                    proptest::prop_assert_eq!(&whole.new_task_outcomes, &tail.new_task_outcomes);
+                    proptest::prop_assert_eq!(&whole.new_amendments, &tail.new_amendments);
+                }
+            }
+            (Err(_), Err(_)) => {}
+            _ => proptest::prop_assert!(false, "whole {:?} vs tail {:?}", audit.as_ref().err(), by_tail.as_ref().err()),
+        }
         let audit = match audit {
             Ok(audit) => audit,
             // A malformed new entry is refused outright: stricter than any violation.

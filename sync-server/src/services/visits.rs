@@ -507,7 +507,7 @@ impl VisitService {
                 )
             };
             let audit = match &pushed_new {
-                Some(new) => copy.audit_changes(&before, new),
+                Some(new) => copy.audit_changes(&before, new, Some(&cached.visit)),
                 None => copy.audit_since(&before),
             };
             let audit = match audit {
