@@ -22,11 +22,13 @@
 //! (`continuity_sums`) holds how many of them are positive, moved at each commit by the carers of
 //! the committed row whose own count turns from or to zero.
 
-use super::facts::SnapshotQuery;
+use super::facts::{Moved, SnapshotQuery, SumInputs};
+use super::Result;
 use caresync_core::domain::*;
 use caresync_core::metrics::facts::utc_offsets;
 use caresync_core::metrics::AgencyTimeZone;
 use chrono::{DateTime, Offset, TimeZone};
+use std::collections::BTreeMap;
 
 /// The zone the per-client sums' days and weeks are local to.
 pub const SUMS_ZONE: chrono_tz::Tz = chrono_tz::Europe::London;
@@ -119,11 +121,6 @@ impl Ids {
     }
 }
 
-/// The two periods a visit-level version is summed under, from parameters `$day` and `$monday`.
-fn periods(day: usize, monday: usize) -> String {
-    format!("(SELECT 7 AS days, CAST(${monday} AS BIGINT) AS start_day UNION ALL SELECT 1, CAST(${day} AS BIGINT)) k")
-}
-
 /// `changed_at = the later of the two`, on upsert.
 fn later(table: &str) -> String {
     format!(
@@ -143,105 +140,216 @@ pub const RECONCILIATION_COLS: [&str; 6] = [
     "billable_minutes",
 ];
 
-/// Adds (`$3` = 1) or takes away (-1) the visit-level fact row `$1`, changed at `$2`, to or from
-/// its client and contract's sums of day `$4` and of the week from Monday `$5`.
-pub fn adjust_reconciliation_sql() -> String {
-    adjust_reconciliation_sql_with(Ids::Text)
+/// A text parameter as the sums keep ids.
+fn id_param(ids: Ids, n: usize) -> String {
+    match ids {
+        Ids::Text => format!("${n}"),
+        Ids::Uuid => format!("CAST(CAST(${n} AS TEXT) AS UUID)"),
+    }
 }
 
-/// [`adjust_reconciliation_sql`] for sums keeping `ids`.
-pub fn adjust_reconciliation_sql_with(ids: Ids) -> String {
-    let s = "CAST($3 AS BIGINT)";
+/// Adds [`ReconciliationDelta`] `$1`..`$10` (period, client, contract, then `changed_at` and
+/// the five sums) to its row, `changed_at` the later.
+pub fn add_reconciliation_sql(ids: Ids) -> String {
     let add: Vec<String> = RECONCILIATION_COLS[1..]
         .iter()
         .map(|c| format!("{c} = reconciliation_sums.{c} + excluded.{c}"))
         .collect();
     format!(
         "INSERT INTO reconciliation_sums (days, start_day, client_id, contract_id, {})
-         SELECT k.days, k.start_day, {}, {}, CAST($2 AS BIGINT), {s}, {s} * f.cancelled,
-                {s} * f.authorised_ms, {s} * f.delivered_ms, {s} * f.billable_minutes
-         FROM visit_facts f CROSS JOIN {} WHERE f.fact_id = CAST($1 AS BIGINT)
+         VALUES (CAST($1 AS BIGINT), CAST($2 AS BIGINT), {}, {}, CAST($5 AS BIGINT), CAST($6 AS BIGINT),
+                 CAST($7 AS BIGINT), CAST($8 AS BIGINT), CAST($9 AS BIGINT), CAST($10 AS BIGINT))
          ON CONFLICT (days, start_day, client_id, contract_id) DO UPDATE SET {}, {}",
         RECONCILIATION_COLS.join(", "),
-        ids.of("f.client_id"),
-        ids.of("f.contract_id"),
-        periods(4, 5),
+        id_param(ids, 3),
+        id_param(ids, 4),
         later("reconciliation_sums"),
         add.join(", ")
     )
 }
 
-/// Adds (`$2` = 1) or takes away (-1) the carer rows of visit-level fact row `$1` (unless the
-/// visit is cancelled) to or from each carer's counts for the client on day `$3` and in the week
-/// from Monday `$4`: visits attended, visits assigned.
-pub fn adjust_continuity_carers_sql() -> String {
-    adjust_continuity_carers_sql_with(Ids::Text)
-}
-
-/// [`adjust_continuity_carers_sql`] for sums keeping `ids`.
-pub fn adjust_continuity_carers_sql_with(ids: Ids) -> String {
-    let s = "CAST($2 AS BIGINT)";
+/// Adds [`CarerDelta`] `$1`..`$6` (period, client, carer, came, assigned) to the carer's row,
+/// returning its counts after.
+pub fn add_carer_sql(ids: Ids) -> String {
     format!(
         "INSERT INTO continuity_carer_sums (days, start_day, client_id, carer_id, came, assigned)
-         SELECT k.days, k.start_day, {}, {}, {s} * SUM(c.attended), {s} * SUM(c.assigned)
-         FROM carer_visit_facts c JOIN visit_facts f ON f.fact_id = c.fact_id CROSS JOIN {}
-         WHERE c.fact_id = CAST($1 AS BIGINT) AND f.cancelled = 0
-         GROUP BY k.days, k.start_day, f.client_id, c.carer_id
+         VALUES (CAST($1 AS BIGINT), CAST($2 AS BIGINT), {}, {}, CAST($5 AS BIGINT), CAST($6 AS BIGINT))
          ON CONFLICT (days, start_day, client_id, carer_id) DO UPDATE SET
              came = continuity_carer_sums.came + excluded.came,
-             assigned = continuity_carer_sums.assigned + excluded.assigned",
-        ids.of("f.client_id"),
-        ids.of("c.carer_id"),
-        periods(3, 4)
+             assigned = continuity_carer_sums.assigned + excluded.assigned
+         RETURNING came, assigned",
+        id_param(ids, 3),
+        id_param(ids, 4),
     )
 }
 
-/// How many of visit-level row `$1`'s carers turned the period's count of `what` (`came` from their
-/// `attended`, `assigned` from `assigned`) from zero to positive (`$3` = 1), or from positive to
-/// zero (-1), after [`adjust_continuity_carers_sql`] with the same row and sign: a carer whose
-/// count is now exactly what this row added was at zero before it; one whose count is now zero
-/// had only this row. Only this row's carers are looked at, so a commit costs the same however
-/// many carers the client has (recounting all of them was 18 % of the server's time under the
-/// load generator, whose one client has 500 carers). `k` the period, `f` the visit row.
-fn carers_turned(ids: Ids, what: &str, from: &str) -> String {
-    // The period's count of each of the row's carers is a lookup by the whole key, so the row's
-    // carers lead: as a join, SQLite walked the client's carers instead.
-    format!(
-        "(SELECT COUNT(*) FROM (SELECT c.carer_id, SUM(c.{from}) AS n FROM carer_visit_facts c
-              WHERE c.fact_id = CAST($1 AS BIGINT) GROUP BY c.carer_id) t
-          WHERE t.n > 0 AND f.cancelled = 0
-              AND (SELECT cs.{what} FROM continuity_carer_sums cs WHERE cs.days = k.days
-                   AND cs.start_day = k.start_day AND cs.client_id = {} AND cs.carer_id = {})
-                  = CASE WHEN CAST($3 AS BIGINT) > 0 THEN t.n ELSE 0 END)",
-        ids.of("f.client_id"),
-        ids.of("t.carer_id"),
-    )
-}
-
-/// After [`adjust_continuity_carers_sql`] with the same row and sign: its client's visits not
-/// cancelled on day `$4` and in the week from Monday `$5`, changed at `$2`, and the period's
-/// distinct carers moved by those of the row's carers whose count turned ([`carers_turned`]).
-pub fn adjust_continuity_sql() -> String {
-    adjust_continuity_sql_with(Ids::Text)
-}
-
-/// [`adjust_continuity_sql`] for sums keeping `ids`.
-pub fn adjust_continuity_sql_with(ids: Ids) -> String {
-    let s = "CAST($3 AS BIGINT)";
+/// Adds [`ContinuityDelta`] `$1`..`$7` (period, client, `changed_at`, visits, carers who came,
+/// carers assigned) to its row, `changed_at` the later.
+pub fn add_continuity_sql(ids: Ids) -> String {
     format!(
         "INSERT INTO continuity_sums (days, start_day, client_id, changed_at, visits, carers_came, carers_assigned)
-         SELECT k.days, k.start_day, {}, CAST($2 AS BIGINT), {s} * (1 - f.cancelled), {s} * {}, {s} * {}
-         FROM visit_facts f CROSS JOIN {} WHERE f.fact_id = CAST($1 AS BIGINT)
+         VALUES (CAST($1 AS BIGINT), CAST($2 AS BIGINT), {}, CAST($4 AS BIGINT), CAST($5 AS BIGINT),
+                 CAST($6 AS BIGINT), CAST($7 AS BIGINT))
          ON CONFLICT (days, start_day, client_id) DO UPDATE SET {},
              visits = continuity_sums.visits + excluded.visits,
              carers_came = continuity_sums.carers_came + excluded.carers_came,
              carers_assigned = continuity_sums.carers_assigned + excluded.carers_assigned",
-        ids.of("f.client_id"),
-        carers_turned(ids, "came", "attended"),
-        carers_turned(ids, "assigned", "assigned"),
-        periods(4, 5),
+        id_param(ids, 3),
         later("continuity_sums"),
     )
+}
+
+/// What a new version adds to a reconciliation sums row (less what the old one took away).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconciliationDelta {
+    pub days: i64,
+    pub start_day: i64,
+    pub client: String,
+    pub contract: String,
+    pub visits: i64,
+    pub cancelled: i64,
+    pub authorised_ms: i64,
+    pub delivered_ms: i64,
+    pub billable_minutes: i64,
+}
+
+/// What a new version adds to one carer's counts for a client and period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarerDelta {
+    pub days: i64,
+    pub start_day: i64,
+    pub client: String,
+    pub carer: String,
+    pub came: i64,
+    pub assigned: i64,
+}
+
+/// What a new version adds to a client's continuity row for a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContinuityDelta {
+    pub days: i64,
+    pub start_day: i64,
+    pub client: String,
+    pub visits: i64,
+    pub carers_came: i64,
+    pub carers_assigned: i64,
+}
+
+/// A backend's three upserts ([`add_reconciliation_sql`], [`add_carer_sql`],
+/// [`add_continuity_sql`]).
+pub trait SumsWriter {
+    fn add_reconciliation(&mut self, d: &ReconciliationDelta, at: Millis) -> Result<()>;
+    /// The carer's counts (came, assigned) after the addition.
+    fn add_carer(&mut self, d: &CarerDelta) -> Result<(i64, i64)>;
+    fn add_continuity(&mut self, d: &ContinuityDelta, at: Millis) -> Result<()>;
+}
+
+/// The two periods a version planned at `planned` is summed under: its week (7 days from its
+/// Monday) and its day.
+fn periods_of(planned: Millis) -> [(i64, i64); 2] {
+    let day = sums_day(planned);
+    [(7, monday(day)), (1, day)]
+}
+
+/// The per-client sums move, at `at`, from a visit's standing version (`old`, what the sums
+/// read of it; `None` for its first) to its new one, in the tables `moved` names. The
+/// difference is worked out here and each sums row written once: a −1 statement for the old
+/// version and a +1 for the new one, each summing rows in SQL, wrote the same rows twice.
+///
+/// Continuity counts distinct carers: a carer's own count is added to first, and the period's
+/// distinct carers move by those whose count turned from zero (+1) or to zero (−1): the count
+/// before is the count after less the difference.
+pub fn move_sums(
+    w: &mut dyn SumsWriter,
+    moved: Moved,
+    old: Option<&SumInputs>,
+    new: &SumInputs,
+    at: Millis,
+) -> Result<()> {
+    let sides: Vec<(i64, &SumInputs)> = old.map(|o| (-1, o)).into_iter().chain([(1, new)]).collect();
+    if moved.reconciliation {
+        let mut rows: BTreeMap<(i64, i64, &str, &str), [i64; 5]> = BTreeMap::new();
+        for (s, v) in &sides {
+            for (days, start) in periods_of(v.int("planned_start")) {
+                let row = rows.entry((days, start, v.client(), v.contract())).or_default();
+                row[0] += s;
+                row[1] += s * v.int("cancelled");
+                row[2] += s * v.int("authorised_ms");
+                row[3] += s * v.int("delivered_ms");
+                row[4] += s * v.int("billable_minutes");
+            }
+        }
+        for (
+            (days, start_day, client, contract),
+            [visits, cancelled, authorised_ms, delivered_ms, billable_minutes],
+        ) in rows
+        {
+            let delta = ReconciliationDelta {
+                days,
+                start_day,
+                client: client.to_string(),
+                contract: contract.to_string(),
+                visits,
+                cancelled,
+                authorised_ms,
+                delivered_ms,
+                billable_minutes,
+            };
+            w.add_reconciliation(&delta, at)?;
+        }
+    }
+    if moved.continuity {
+        let mut carers: BTreeMap<(i64, i64, &str, &str), (i64, i64)> = BTreeMap::new();
+        let mut periods: BTreeMap<(i64, i64, &str), ContinuityDelta> = BTreeMap::new();
+        for (s, v) in &sides {
+            let cancelled = v.int("cancelled");
+            for (days, start) in periods_of(v.int("planned_start")) {
+                let period = periods.entry((days, start, v.client())).or_default();
+                period.visits += s * (1 - cancelled);
+                if cancelled != 0 {
+                    continue;
+                }
+                for (carer, assigned, attended) in v.carers() {
+                    let counts = carers.entry((days, start, v.client(), carer)).or_default();
+                    counts.0 += s * attended;
+                    counts.1 += s * assigned;
+                }
+            }
+        }
+        let turned = |after: i64, difference: i64| match (after, difference) {
+            (a, d) if d != 0 && a > 0 && a == d => 1,
+            (0, d) if d < 0 => -1,
+            _ => 0,
+        };
+        for ((days, start_day, client, carer), (came, assigned)) in carers {
+            if came == 0 && assigned == 0 {
+                continue;
+            }
+            let delta = CarerDelta {
+                days,
+                start_day,
+                client: client.to_string(),
+                carer: carer.to_string(),
+                came,
+                assigned,
+            };
+            let (came_now, assigned_now) = w.add_carer(&delta)?;
+            if let Some(period) = periods.get_mut(&(days, start_day, client)) {
+                period.carers_came += turned(came_now, came);
+                period.carers_assigned += turned(assigned_now, assigned);
+            }
+        }
+        for ((days, start_day, client), period) in periods {
+            let delta = ContinuityDelta {
+                days,
+                start_day,
+                client: client.to_string(),
+                ..period
+            };
+            w.add_continuity(&delta, at)?;
+        }
+    }
+    Ok(())
 }
 
 /// The name of the temporary table [`fill_sql`] reads: each UTC hour (`hour`) that a fact row's

@@ -361,6 +361,42 @@ impl SumInputs {
         Self { values, carers }
     }
 
+    /// The client's id, as the facts keep it.
+    pub fn client(&self) -> &str {
+        self.text(0)
+    }
+
+    /// The contract's id, as the facts keep it.
+    pub fn contract(&self) -> &str {
+        self.text(1)
+    }
+
+    fn text(&self, i: usize) -> &str {
+        match self.values.get(i) {
+            Some(Param::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    /// An integer column of [`SUM_INPUT_COLS`] (0 if null or not one of them).
+    pub fn int(&self, col: &str) -> i64 {
+        match SUM_INPUT_COLS
+            .iter()
+            .position(|c| *c == col)
+            .and_then(|i| self.values.get(i))
+        {
+            Some(Param::Int(Some(v))) => *v,
+            _ => 0,
+        }
+    }
+
+    /// The carer rows, by rank: carer, `assigned`, `attended`.
+    pub fn carers(&self) -> impl Iterator<Item = (&str, i64, i64)> {
+        self.carers
+            .iter()
+            .map(|(c, assigned, attended)| (c.as_str(), *assigned, *attended))
+    }
+
     /// Which sums move from `old`'s contribution to this one's.
     pub fn moved_from(&self, old: &SumInputs) -> Moved {
         let differ = |cols: &[&str]| {

@@ -585,29 +585,52 @@ fn adjust_sums(
     Ok(())
 }
 
-/// The per-client sums of a visit-level fact row planned at `planned` (its carer rows written),
-/// as it starts (`sign` 1) or stops (-1) standing at `at`.
-fn adjust_client_sums(
-    tx: &mut Tx<'_, '_>,
-    sums: Sums,
-    moved: fx::Moved,
-    fact_id: i64,
-    planned: Millis,
-    at: Millis,
-    sign: i64,
-) -> Result<()> {
-    if sums == Sums::Keep {
-        let day = cs::sums_day(planned);
-        let monday = cs::monday(day);
-        if moved.reconciliation {
-            tx.execute(&ADJUST_RECONCILIATION, &[&fact_id, &at, &sign, &day, &monday])?;
-        }
-        if moved.continuity {
-            tx.execute(&ADJUST_CONTINUITY_CARERS, &[&fact_id, &sign, &day, &monday])?;
-            tx.execute(&ADJUST_CONTINUITY, &[&fact_id, &at, &sign, &day, &monday])?;
-        }
+/// The per-client sums' upserts ([`cs::move_sums`] works out what they add).
+struct ClientSums<'a, 'b, 'c>(&'a mut Tx<'b, 'c>);
+
+impl cs::SumsWriter for ClientSums<'_, '_, '_> {
+    fn add_reconciliation(&mut self, d: &cs::ReconciliationDelta, at: Millis) -> Result<()> {
+        self.0.execute(
+            &ADD_RECONCILIATION,
+            &[
+                &d.days,
+                &d.start_day,
+                &d.client,
+                &d.contract,
+                &at,
+                &d.visits,
+                &d.cancelled,
+                &d.authorised_ms,
+                &d.delivered_ms,
+                &d.billable_minutes,
+            ],
+        )?;
+        Ok(())
     }
-    Ok(())
+
+    fn add_carer(&mut self, d: &cs::CarerDelta) -> Result<(i64, i64)> {
+        let row = self.0.query_one(
+            &ADD_CARER,
+            &[&d.days, &d.start_day, &d.client, &d.carer, &d.came, &d.assigned],
+        )?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    fn add_continuity(&mut self, d: &cs::ContinuityDelta, at: Millis) -> Result<()> {
+        self.0.execute(
+            &ADD_CONTINUITY,
+            &[
+                &d.days,
+                &d.start_day,
+                &d.client,
+                &at,
+                &d.visits,
+                &d.carers_came,
+                &d.carers_assigned,
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 /// What the sums read of the stored visit-level row `fact_id`.
@@ -668,11 +691,9 @@ pub fn fill_client_sums(tx: &mut Transaction<'_>) -> Result<()> {
 static ADJUST_SUMS: LazyLock<String> = LazyLock::new(fx::adjust_sums_sql);
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(fx::insert_visit_sql);
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(fx::insert_carer_sql);
-static ADJUST_RECONCILIATION: LazyLock<String> =
-    LazyLock::new(|| cs::adjust_reconciliation_sql_with(cs::Ids::Uuid));
-static ADJUST_CONTINUITY_CARERS: LazyLock<String> =
-    LazyLock::new(|| cs::adjust_continuity_carers_sql_with(cs::Ids::Uuid));
-static ADJUST_CONTINUITY: LazyLock<String> = LazyLock::new(|| cs::adjust_continuity_sql_with(cs::Ids::Uuid));
+static ADD_RECONCILIATION: LazyLock<String> = LazyLock::new(|| cs::add_reconciliation_sql(cs::Ids::Uuid));
+static ADD_CARER: LazyLock<String> = LazyLock::new(|| cs::add_carer_sql(cs::Ids::Uuid));
+static ADD_CONTINUITY: LazyLock<String> = LazyLock::new(|| cs::add_continuity_sql(cs::Ids::Uuid));
 static SUM_INPUTS: LazyLock<String> = LazyLock::new(fx::sum_inputs_sql);
 
 fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
@@ -689,16 +710,20 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
         return Ok(());
     }
     let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
-    // Only the sums whose inputs differ between the versions are written (−1, then +1).
-    let moved = match standing {
-        Some((fact_id, ..)) if sums == Sums::Keep => {
-            fx::SumInputs::of(facts).moved_from(&stored_sum_inputs(tx, fact_id)?)
-        }
-        _ => fx::Moved::ALL,
+    // Only the sums whose inputs differ between the versions are written.
+    let inputs = fx::SumInputs::of(facts);
+    let old_inputs = match standing {
+        Some((fact_id, ..)) if sums == Sums::Keep => Some(stored_sum_inputs(tx, fact_id)?),
+        _ => None,
     };
-    if let Some((fact_id, from, _, planned)) = standing {
+    let moved = old_inputs
+        .as_ref()
+        .map_or(fx::Moved::ALL, |old| inputs.moved_from(old));
+    if sums == Sums::Keep {
+        cs::move_sums(&mut ClientSums(tx), moved, old_inputs.as_ref(), &inputs, at)?;
+    }
+    if let Some((fact_id, from, _, _)) = standing {
         adjust_sums(tx, sums, moved, fact_id, at, -1)?;
-        adjust_client_sums(tx, sums, moved, fact_id, planned, at, -1)?;
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -717,7 +742,7 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
         let params = fx::carer_params(fact_id, rank, c);
         tx.execute(&INSERT_CARER_FACTS, &bind(&params))?;
     }
-    adjust_client_sums(tx, sums, moved, fact_id, facts.planned_start, at, 1)
+    Ok(())
 }
 
 /// Judge every visit that has no facts yet, valid from the start of time (backfill, copy).

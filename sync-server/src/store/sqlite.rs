@@ -223,11 +223,11 @@ enum Sums {
 static ADJUST_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::adjust_sums_sql()));
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_visit_sql()));
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_carer_sql()));
-static ADJUST_RECONCILIATION: LazyLock<String> =
-    LazyLock::new(|| fx::sqlite(&cs::adjust_reconciliation_sql()));
-static ADJUST_CONTINUITY_CARERS: LazyLock<String> =
-    LazyLock::new(|| fx::sqlite(&cs::adjust_continuity_carers_sql()));
-static ADJUST_CONTINUITY: LazyLock<String> = LazyLock::new(|| fx::sqlite(&cs::adjust_continuity_sql()));
+static ADD_RECONCILIATION: LazyLock<String> =
+    LazyLock::new(|| fx::sqlite(&cs::add_reconciliation_sql(cs::Ids::Text)));
+static ADD_CARER: LazyLock<String> = LazyLock::new(|| fx::sqlite(&cs::add_carer_sql(cs::Ids::Text)));
+static ADD_CONTINUITY: LazyLock<String> =
+    LazyLock::new(|| fx::sqlite(&cs::add_continuity_sql(cs::Ids::Text)));
 static SUM_INPUTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::sum_inputs_sql()));
 static SUM_INPUT_CARERS: LazyLock<String> = LazyLock::new(|| fx::sqlite(fx::SUM_INPUT_CARERS_SQL));
 
@@ -248,32 +248,45 @@ fn adjust_sums(
     Ok(())
 }
 
-/// The per-client sums of a visit-level fact row planned at `planned` (its carer rows written),
-/// as it starts (`sign` 1) or stops (-1) standing at `at`.
-fn adjust_client_sums(
-    tx: &Connection,
-    sums: Sums,
-    moved: fx::Moved,
-    fact_id: i64,
-    planned: Millis,
-    at: Millis,
-    sign: i64,
-) -> Result<()> {
-    if sums == Sums::Keep {
-        let day = cs::sums_day(planned);
-        let monday = cs::monday(day);
-        if moved.reconciliation {
-            tx.prepare_cached(&ADJUST_RECONCILIATION)?
-                .execute(params![fact_id, at, sign, day, monday])?;
-        }
-        if moved.continuity {
-            tx.prepare_cached(&ADJUST_CONTINUITY_CARERS)?
-                .execute(params![fact_id, sign, day, monday])?;
-            tx.prepare_cached(&ADJUST_CONTINUITY)?
-                .execute(params![fact_id, at, sign, day, monday])?;
-        }
+/// The per-client sums' upserts ([`cs::move_sums`] works out what they add).
+struct ClientSums<'a>(&'a Connection);
+
+impl cs::SumsWriter for ClientSums<'_> {
+    fn add_reconciliation(&mut self, d: &cs::ReconciliationDelta, at: Millis) -> Result<()> {
+        self.0.prepare_cached(&ADD_RECONCILIATION)?.execute(params![
+            d.days,
+            d.start_day,
+            d.client,
+            d.contract,
+            at,
+            d.visits,
+            d.cancelled,
+            d.authorised_ms,
+            d.delivered_ms,
+            d.billable_minutes
+        ])?;
+        Ok(())
     }
-    Ok(())
+
+    fn add_carer(&mut self, d: &cs::CarerDelta) -> Result<(i64, i64)> {
+        Ok(self.0.prepare_cached(&ADD_CARER)?.query_row(
+            params![d.days, d.start_day, d.client, d.carer, d.came, d.assigned],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    fn add_continuity(&mut self, d: &cs::ContinuityDelta, at: Millis) -> Result<()> {
+        self.0.prepare_cached(&ADD_CONTINUITY)?.execute(params![
+            d.days,
+            d.start_day,
+            d.client,
+            at,
+            d.visits,
+            d.carers_came,
+            d.carers_assigned
+        ])?;
+        Ok(())
+    }
 }
 
 /// What the sums read of the stored visit-level row `fact_id`.
@@ -311,16 +324,20 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
     }
     // Versions of one visit never go back in time, whatever the clock of the instance.
     let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
-    // Only the sums whose inputs differ between the versions are written (−1, then +1).
-    let moved = match standing {
-        Some((fact_id, ..)) if sums == Sums::Keep => {
-            fx::SumInputs::of(facts).moved_from(&stored_sum_inputs(tx, fact_id)?)
-        }
-        _ => fx::Moved::ALL,
+    // Only the sums whose inputs differ between the versions are written.
+    let inputs = fx::SumInputs::of(facts);
+    let old_inputs = match standing {
+        Some((fact_id, ..)) if sums == Sums::Keep => Some(stored_sum_inputs(tx, fact_id)?),
+        _ => None,
     };
-    if let Some((fact_id, from, _, planned)) = standing {
+    let moved = old_inputs
+        .as_ref()
+        .map_or(fx::Moved::ALL, |old| inputs.moved_from(old));
+    if sums == Sums::Keep {
+        cs::move_sums(&mut ClientSums(tx), moved, old_inputs.as_ref(), &inputs, at)?;
+    }
+    if let Some((fact_id, from, _, _)) = standing {
         adjust_sums(tx, sums, moved, fact_id, at, -1)?;
-        adjust_client_sums(tx, sums, moved, fact_id, planned, at, -1)?;
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
@@ -343,7 +360,7 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
             fact_id, rank, c,
         ))))?;
     }
-    adjust_client_sums(tx, sums, moved, fact_id, facts.planned_start, at, 1)
+    Ok(())
 }
 
 /// Judge again, from `at`, every visit matching `filter` (a contract's after its rules change,
