@@ -25,30 +25,32 @@ pub fn for_carer(
     sent: &HashSet<VisitId>,
     phone_digest: Option<&str>,
 ) -> Result<Manifest, StoreError> {
-    let in_scope = cache.rows(store, carer, from, to)?;
-    // If the phone's view of every visit it did not send agrees with ours, only the visits it
-    // sent need their (new) heads; otherwise it gets the whole manifest.
-    let ours = manifest_digest(
-        in_scope
+    // Worked out on the rows where they are held: only the entries answered are copied.
+    cache.with_rows(store, carer, from, to, |in_scope| {
+        // If the phone's view of every visit it did not send agrees with ours, only the visits
+        // it sent need their (new) heads; otherwise it gets the whole manifest.
+        let ours = manifest_digest(
+            in_scope
+                .iter()
+                .filter(|r| !sent.contains(&r.visit_id))
+                .map(|r| (r.visit_id, &r.heads)),
+        );
+        // A visit sent but no longer in scope (reassigned, out of the window) needs the whole
+        // manifest too, so the phone can let it go.
+        let all_in_scope = sent.iter().all(|id| in_scope.iter().any(|r| r.visit_id == *id));
+        // Protocol 2 sends the digest's first half (`v2::DIGEST_BYTES`), as hex here.
+        let agrees = phone_digest.is_some_and(|d| d.len() >= 2 * v2::DIGEST_BYTES && ours.starts_with(d));
+        let complete = !agrees || !all_in_scope;
+        let entries = in_scope
             .iter()
-            .filter(|r| !sent.contains(&r.visit_id))
-            .map(|r| (r.visit_id, &r.heads)),
-    );
-    // A visit sent but no longer in scope (reassigned, out of the window) needs the whole
-    // manifest too, so the phone can let it go.
-    let all_in_scope = sent.iter().all(|id| in_scope.iter().any(|r| r.visit_id == *id));
-    // Protocol 2 sends the digest's first half (`v2::DIGEST_BYTES`), as hex here.
-    let agrees = phone_digest.is_some_and(|d| d.len() >= 2 * v2::DIGEST_BYTES && ours.starts_with(d));
-    let complete = !agrees || !all_in_scope;
-    let entries = in_scope
-        .into_iter()
-        .filter(|r| complete || sent.contains(&r.visit_id))
-        .map(|r| ManifestEntry {
-            visit_id: r.visit_id,
-            heads: r.heads,
-        })
-        .collect();
-    Ok(Manifest { entries, complete })
+            .filter(|r| complete || sent.contains(&r.visit_id))
+            .map(|r| ManifestEntry {
+                visit_id: r.visit_id,
+                heads: r.heads.clone(),
+            })
+            .collect();
+        Manifest { entries, complete }
+    })
 }
 
 /// One visit of a carer's manifest.
@@ -111,6 +113,19 @@ impl ManifestCache {
         from: Millis,
         to: Millis,
     ) -> Result<Vec<Row>, StoreError> {
+        self.with_rows(store, carer, from, to, <[Row]>::to_vec)
+    }
+
+    /// `f` of the carer's visits planned in `[from, to)`, by planned start: on the held rows
+    /// themselves (under the cache's lock, so `f` must be quick) when they are held.
+    pub fn with_rows<T>(
+        &self,
+        store: &dyn ServerStore,
+        carer: PersonId,
+        from: Millis,
+        to: Millis,
+        f: impl FnOnce(&[Row]) -> T,
+    ) -> Result<T, StoreError> {
         let read = |from, to| -> Result<Vec<Row>, StoreError> {
             let mut rows: Vec<Row> = store
                 .visits_for_carer(carer, from, to)?
@@ -125,7 +140,7 @@ impl ManifestCache {
             Ok(rows)
         };
         let Some(inner) = &self.inner else {
-            return read(from, to);
+            return Ok(f(&read(from, to)?));
         };
         let epoch = {
             let mut inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
@@ -134,14 +149,14 @@ impl ManifestCache {
             if let Some(held) = inner.carers.get_mut(&carer) {
                 if held.from <= from && to <= held.to {
                     held.used = tick;
-                    return Ok(in_window(&held.rows, from, to));
+                    return Ok(f(in_window(&held.rows, from, to)));
                 }
             }
             inner.epochs.get(&carer).copied().unwrap_or(0)
         };
         let (held_from, held_to) = (from, to.saturating_add(AHEAD_SLACK_MS));
         let rows = read(held_from, held_to)?;
-        let answer = in_window(&rows, from, to);
+        let answer = f(in_window(&rows, from, to));
         let mut inner = inner.lock().map_err(|_| StoreError::Poisoned)?;
         if inner.epochs.get(&carer).copied().unwrap_or(0) == epoch {
             if inner.carers.len() >= self.capacity && !inner.carers.contains_key(&carer) {
@@ -202,11 +217,11 @@ impl ManifestCache {
     }
 }
 
-fn in_window(rows: &[Row], from: Millis, to: Millis) -> Vec<Row> {
-    rows.iter()
-        .filter(|r| (from..to).contains(&r.planned_start))
-        .cloned()
-        .collect()
+/// The rows planned in `[from, to)` of rows sorted by planned start: a slice of them.
+fn in_window(rows: &[Row], from: Millis, to: Millis) -> &[Row] {
+    let start = rows.partition_point(|r| r.planned_start < from);
+    let end = rows.partition_point(|r| r.planned_start < to);
+    &rows[start..end.max(start)]
 }
 
 /// Record that a device synced when no accepted change did it already.
