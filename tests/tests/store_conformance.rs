@@ -42,6 +42,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
         rules_change_races_commits,
     ),
     (
+        "a client's move racing their visits' commits leaves every visit judged by where they live",
+        client_move_races_commits,
+    ),
+    (
         "sign-in sees revoked and expiring tokens as stored",
         sign_in_as_stored,
     ),
@@ -1021,6 +1025,96 @@ fn rules_change_races_commits(store: &dyn ServerStore) {
                 punctuality(row),
                 Some(expected),
                 "round {round}: visit {} judged by the rules before the change",
+                row.visit_id
+            );
+        }
+    }
+}
+
+/// Like [`rules_change_races_commits`], for the client's location: whether a clock-in was at
+/// the client's home is judged against where they live at commit, so a move racing commits must
+/// leave every visit judged by the location that stands (PostgreSQL locks the client's row for
+/// that, as it does the contract's).
+fn client_move_races_commits(store: &dyn ServerStore) {
+    let home = Location {
+        lat: 51.5,
+        lon: -0.12,
+        accuracy_m: 5.0,
+    };
+    let far = Location {
+        lat: 52.5,
+        lon: -1.5,
+        accuracy_m: 5.0,
+    };
+    let mut client = Client {
+        id: ClientId::new(),
+        name: "Moving".into(),
+        location: Some(home),
+        tag_ids: vec![],
+    };
+    store.upsert_client(&client).expect("client");
+    let carer = PersonId::new();
+    let start: Millis = 1_767_250_800_000;
+    let rows: Vec<VisitRow> = (0..6)
+        .map(|i| VisitRow {
+            client_id: client.id,
+            ..visit_row(VisitId::new(), vec![carer], start + i * 3_600_000)
+        })
+        .collect();
+    // Each clocks in at the client's first home (the events' location).
+    for row in &rows {
+        let clock_in = event(row.visit_id, carer, ClockKind::ClockIn, row.planned_start, 1);
+        store
+            .commit_visit(&VisitCommit {
+                new_events: vec![clock_in],
+                ..commit(row.clone())
+            })
+            .expect("first commit");
+    }
+    let verified = |row: &VisitRow| {
+        let snapshot = store
+            .report_snapshot(&caresync_server::store::facts::SnapshotQuery {
+                from: Millis::MIN,
+                to: Millis::MAX,
+                as_of: Millis::MAX,
+                visits: true,
+                visit: Some(row.visit_id),
+                ..Default::default()
+            })
+            .expect("snapshot");
+        snapshot.visits.first().and_then(|f| f.visit.location_verified)
+    };
+    assert!(rows.iter().all(|r| verified(r) == Some(true)));
+    for round in 0..6 {
+        let moved_away = round % 2 == 0;
+        client.location = Some(if moved_away { far } else { home });
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for half in [0, 1] {
+                let (rows, stop) = (&rows, &stop);
+                s.spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 4 {
+                        for row in rows.iter().skip(half).step_by(2) {
+                            n += 1;
+                            let row = VisitRow {
+                                updated_at: row.updated_at + n,
+                                ..row.clone()
+                            };
+                            store.commit_visit(&commit(row)).expect("racing commit");
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            store.upsert_client(&client).expect("move");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        for row in &rows {
+            assert_eq!(
+                verified(row),
+                Some(!moved_away),
+                "round {round}: visit {} judged by where the client lived before the move",
                 row.visit_id
             );
         }
