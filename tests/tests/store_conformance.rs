@@ -1012,8 +1012,11 @@ fn rules_change_races_commits(store: &dyn ServerStore) {
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-            store.upsert_contract(&contract).expect("rules change");
+            // The racers stop before any failure is raised: a panic here with them still
+            // running would leave the scope waiting for them for ever.
+            let changed = store.upsert_contract(&contract);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            changed.expect("rules change");
         });
         let expected = if grace == 30 {
             Punctuality::OnTime
@@ -1107,8 +1110,10 @@ fn client_move_races_commits(store: &dyn ServerStore) {
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-            store.upsert_client(&client).expect("move");
+            // As in the rules' race: stop the racers before any failure is raised.
+            let moved = store.upsert_client(&client);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            moved.expect("move");
         });
         for row in &rows {
             assert_eq!(

@@ -1,5 +1,5 @@
 //! Per-client sums for the weekly reconciliation and continuity, kept by the commit path beside
-//! the slot sums (`facts::adjust_sums_sql`), so a month's reconciliation or continuity reads its
+//! the slot sums (`facts::add_slot_sums_sql`), so a month's reconciliation or continuity reads its
 //! sums instead of every fact row. Shared by both backends (`$n` placeholders, as in `facts`).
 //!
 //! Both reports are per *local* day or week, and a local day needs a time zone at commit. The
@@ -22,7 +22,7 @@
 //! (`continuity_sums`) holds how many of them are positive, moved at each commit by the carers of
 //! the committed row whose own count turns from or to zero.
 
-use super::facts::{Moved, SnapshotQuery, SumInputs};
+use super::facts::{Moved, SlotDelta, SnapshotQuery, SumInputs, SLOT_MS, SLOT_SUMS};
 use super::Result;
 use caresync_core::domain::*;
 use caresync_core::metrics::facts::utc_offsets;
@@ -235,9 +235,10 @@ pub struct ContinuityDelta {
     pub carers_assigned: i64,
 }
 
-/// A backend's three upserts ([`add_reconciliation_sql`], [`add_carer_sql`],
-/// [`add_continuity_sql`]).
+/// A backend's four upserts ([`super::facts::add_slot_sums_sql`], [`add_reconciliation_sql`],
+/// [`add_carer_sql`], [`add_continuity_sql`]).
 pub trait SumsWriter {
+    fn add_slots(&mut self, d: &SlotDelta, at: Millis) -> Result<()>;
     fn add_reconciliation(&mut self, d: &ReconciliationDelta, at: Millis) -> Result<()>;
     /// The carer's counts (came, assigned) after the addition.
     fn add_carer(&mut self, d: &CarerDelta) -> Result<(i64, i64)>;
@@ -251,10 +252,11 @@ fn periods_of(planned: Millis) -> [(i64, i64); 2] {
     [(7, monday(day)), (1, day)]
 }
 
-/// The per-client sums move, at `at`, from a visit's standing version (`old`, what the sums
-/// read of it; `None` for its first) to its new one, in the tables `moved` names. The
-/// difference is worked out here and each sums row written once: a −1 statement for the old
-/// version and a +1 for the new one, each summing rows in SQL, wrote the same rows twice.
+/// The sums (the contract's slots, the client's reconciliation and continuity) move, at `at`,
+/// from a visit's standing version (`old`, what the sums read of it; `None` for its first) to
+/// its new one, in the tables `moved` names. The difference is worked out here and each sums
+/// row written once: a −1 statement for the old version and a +1 for the new one, each summing
+/// rows in SQL, wrote the same rows twice.
 ///
 /// Continuity counts distinct carers: a carer's own count is added to first, and the period's
 /// distinct carers move by those whose count turned from zero (+1) or to zero (−1): the count
@@ -267,6 +269,28 @@ pub fn move_sums(
     at: Millis,
 ) -> Result<()> {
     let sides: Vec<(i64, &SumInputs)> = old.map(|o| (-1, o)).into_iter().chain([(1, new)]).collect();
+    if moved.slots {
+        let mut rows: BTreeMap<(i64, &str), SlotDelta> = BTreeMap::new();
+        for (s, v) in &sides {
+            let slot = v.int("planned_start").div_euclid(SLOT_MS);
+            let row = rows.entry((slot, v.contract())).or_insert_with(|| SlotDelta {
+                slot,
+                contract: v.contract().to_string(),
+                missed_bound: None,
+                open_bound: None,
+                sums: [0; SLOT_SUMS],
+            });
+            for (sum, term) in row.sums.iter_mut().zip(v.slot_terms()) {
+                *sum += s * term;
+            }
+            if *s > 0 {
+                (row.missed_bound, row.open_bound) = (v.opt("missed_after"), v.opt("open_after"));
+            }
+        }
+        for row in rows.values() {
+            w.add_slots(row, at)?;
+        }
+    }
     if moved.reconciliation {
         let mut rows: BTreeMap<(i64, i64, &str, &str), [i64; 5]> = BTreeMap::new();
         for (s, v) in &sides {

@@ -262,7 +262,7 @@ pub const SUM_INPUT_COLS: [&str; 23] = [
 /// How many of [`SUM_INPUT_COLS`] are text (read as such from a row).
 pub const SUM_INPUT_TEXT_COLS: usize = 2;
 
-/// What each sums table reads of a version ([`adjust_sums_sql`], and `client_sums`'
+/// What each sums table reads of a version ([`SumInputs::slot_terms`], and `client_sums`'
 /// reconciliation and continuity statements): its key's columns and what it adds up. A
 /// planned start stands for its slot and its day (equal starts, equal periods). The slot sums
 /// read the contract, the planned start and every unit column summed or bounded.
@@ -388,6 +388,44 @@ impl SumInputs {
             Some(Param::Int(Some(v))) => *v,
             _ => 0,
         }
+    }
+
+    /// A column of [`SUM_INPUT_COLS`] that may be null.
+    pub fn opt(&self, col: &str) -> Option<i64> {
+        match SUM_INPUT_COLS
+            .iter()
+            .position(|c| *c == col)
+            .and_then(|i| self.values.get(i))
+        {
+            Some(Param::Int(v)) => *v,
+            _ => None,
+        }
+    }
+
+    /// What this version adds to its slot's sums, in [`SUM_COLS`] order from `visits`:
+    /// `unattended` counts a version with a missed line, `unclosed` one with an open line.
+    pub fn slot_terms(&self) -> [i64; SLOT_SUMS] {
+        let has = |c: &str| i64::from(self.opt(c).is_some());
+        [
+            1,
+            self.int("cancelled"),
+            self.int("attended"),
+            self.int("on_time"),
+            self.int("late"),
+            self.int("early"),
+            has("missed_after"),
+            self.int("short"),
+            self.int("overrun"),
+            has("open_after"),
+            self.int("partially_attended"),
+            self.int("electronic"),
+            self.int("location_checked"),
+            self.int("location_verified"),
+            self.int("flagged_events"),
+            self.int("unverified_time_events"),
+            self.int("clock_skew_events"),
+            self.int("future_time_events"),
+        ]
     }
 
     /// The carer rows, by rank: carer, `assigned`, `attended`.
@@ -533,11 +571,6 @@ pub const COUNT_WIDTH: usize = 20;
 /// change of the agency's zone re-stamps nothing).
 pub const SLOT_MS: i64 = 15 * 60_000;
 
-/// The slot of `at` (an SQL expression of milliseconds), floored.
-fn slot_of(at: &str) -> String {
-    format!("(({at} - ((({at} % {SLOT_MS}) + {SLOT_MS}) % {SLOT_MS})) / {SLOT_MS})")
-}
-
 /// Whether the range and the agency's offsets over it fall on slot boundaries, so that each
 /// slot's sums belong to one local day of the report (else the rows are summed).
 pub fn slots_fit(q: &SnapshotQuery) -> bool {
@@ -553,39 +586,10 @@ pub const SUM_COLS: &str =
      unattended, short, overrun, unclosed, partially_attended, electronic, location_checked, \
      location_verified, flagged_events, unverified_time_events, clock_skew_events, future_time_events";
 
-/// A unit's contribution to the sums after the bounds, times `sign`: in [`SUM_COLS`] order
-/// from `visits`. `unattended` counts rows with a missed line, `unclosed` rows with an open line.
-fn sum_terms(u: &str, sign: &str) -> Vec<String> {
-    let has = |c: &str| format!("{sign} * (CASE WHEN {u}.{c} IS NULL THEN 0 ELSE 1 END)");
-    let col = |c: &str| format!("{sign} * {u}.{c}");
-    vec![
-        sign.to_string(),
-        col("cancelled"),
-        col("attended"),
-        col("on_time"),
-        col("late"),
-        col("early"),
-        has("missed_after"),
-        col("short"),
-        col("overrun"),
-        has("open_after"),
-        col("partially_attended"),
-        col("electronic"),
-        col("location_checked"),
-        col("location_verified"),
-        col("flagged_events"),
-        col("unverified_time_events"),
-        col("clock_skew_events"),
-        col("future_time_events"),
-    ]
-}
-
-/// Adds (`$3` = 1) or takes away (`$3` = -1) the visit-level fact row `$1` to or from its
-/// contract's slot sums, changed at `$2`. Run for every version that starts or stops standing,
-/// in the transaction that writes it; only an added row can raise the bounds.
-pub fn adjust_sums_sql() -> String {
-    let sign = "CAST($3 AS BIGINT)";
-    let terms = sum_terms("f", sign).join(", ");
+/// Adds a [`SlotDelta`] to its slot and contract's row: `$1` the slot, `$2` the contract,
+/// `$3` `changed_at` (the later is kept), `$4` and `$5` the bounds (the larger is kept), then
+/// the sums in [`SUM_COLS`] order from `visits`.
+pub fn add_slot_sums_sql() -> String {
     let names: Vec<&str> = SUM_COLS.split(',').map(str::trim).collect();
     let later = |c: &str| {
         format!(
@@ -599,17 +603,32 @@ pub fn adjust_sums_sql() -> String {
             .iter()
             .map(|c| format!("{c} = visit_fact_sums.{c} + excluded.{c}")),
     );
+    let values: Vec<String> = (3..=names.len() + 2)
+        .map(|i| format!("CAST(${i} AS BIGINT)"))
+        .collect();
     format!(
         "INSERT INTO visit_fact_sums (slot, contract_id, {SUM_COLS})
-         SELECT {}, f.contract_id, CAST($2 AS BIGINT),
-                CASE WHEN {sign} > 0 THEN f.missed_after END, CASE WHEN {sign} > 0 THEN f.open_after END,
-                {terms}
-         FROM visit_facts f WHERE f.fact_id = CAST($1 AS BIGINT)
+         VALUES (CAST($1 AS BIGINT), CAST($2 AS TEXT), {})
          ON CONFLICT (slot, contract_id) DO UPDATE SET {}",
-        slot_of("f.planned_start"),
+        values.join(", "),
         set.join(", ")
     )
 }
+
+/// What a new version adds to a slot and contract's sums (less what the old one took away):
+/// the bounds are the new version's (only an added row can raise them), the sums in
+/// [`SUM_COLS`] order from `visits`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotDelta {
+    pub slot: i64,
+    pub contract: String,
+    pub missed_bound: Option<Millis>,
+    pub open_bound: Option<Millis>,
+    pub sums: [i64; SLOT_SUMS],
+}
+
+/// How many sums a slot row keeps after its bounds.
+pub const SLOT_SUMS: usize = 18;
 
 /// The settled sums of slot alias `s` at `$3`: nothing in them changed after `$3`, and every
 /// "now"-dependent line of their rows is already behind `$3` (all missed, all unclosed), so

@@ -569,26 +569,18 @@ enum Sums {
     NotYet,
 }
 
-/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`, in the sums it
-/// `moved`.
-fn adjust_sums(
-    tx: &mut Tx<'_, '_>,
-    sums: Sums,
-    moved: fx::Moved,
-    fact_id: i64,
-    at: Millis,
-    sign: i64,
-) -> Result<()> {
-    if sums == Sums::Keep && moved.slots {
-        tx.execute(&ADJUST_SUMS, &[&fact_id, &at, &sign])?;
-    }
-    Ok(())
-}
-
-/// The per-client sums' upserts ([`cs::move_sums`] works out what they add).
+/// The sums' upserts ([`cs::move_sums`] works out what they add).
 struct ClientSums<'a, 'b, 'c>(&'a mut Tx<'b, 'c>);
 
 impl cs::SumsWriter for ClientSums<'_, '_, '_> {
+    fn add_slots(&mut self, d: &fx::SlotDelta, at: Millis) -> Result<()> {
+        let mut values: Vec<&(dyn ToSql + Sync)> =
+            vec![&d.slot, &d.contract, &at, &d.missed_bound, &d.open_bound];
+        values.extend(d.sums.iter().map(|v| v as &(dyn ToSql + Sync)));
+        self.0.execute(&ADD_SLOT_SUMS, &values)?;
+        Ok(())
+    }
+
     fn add_reconciliation(&mut self, d: &cs::ReconciliationDelta, at: Millis) -> Result<()> {
         self.0.execute(
             &ADD_RECONCILIATION,
@@ -688,7 +680,7 @@ pub fn fill_client_sums(tx: &mut Transaction<'_>) -> Result<()> {
 }
 
 /// The commit path's fact statements, written once rather than formatted on every commit.
-static ADJUST_SUMS: LazyLock<String> = LazyLock::new(fx::adjust_sums_sql);
+static ADD_SLOT_SUMS: LazyLock<String> = LazyLock::new(fx::add_slot_sums_sql);
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(fx::insert_visit_sql);
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(fx::insert_carer_sql);
 static ADD_RECONCILIATION: LazyLock<String> = LazyLock::new(|| cs::add_reconciliation_sql(cs::Ids::Uuid));
@@ -723,7 +715,6 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
         cs::move_sums(&mut ClientSums(tx), moved, old_inputs.as_ref(), &inputs, at)?;
     }
     if let Some((fact_id, from, _, _)) = standing {
-        adjust_sums(tx, sums, moved, fact_id, at, -1)?;
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;
@@ -737,7 +728,6 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
     let mut params = fx::visit_params(facts, at);
     params.push(Param::Int(Some(fingerprint)));
     let fact_id: i64 = tx.query_one(&INSERT_VISIT_FACTS, &bind(&params))?.get(0);
-    adjust_sums(tx, sums, moved, fact_id, at, 1)?;
     for (rank, c) in facts.carers.iter().enumerate() {
         let params = fx::carer_params(fact_id, rank, c);
         tx.execute(&INSERT_CARER_FACTS, &bind(&params))?;

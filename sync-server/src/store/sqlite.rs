@@ -220,7 +220,7 @@ enum Sums {
 
 /// The commit path's fact statements, written once rather than formatted on every commit (the
 /// statement cache is keyed by the text, so building it was most of a cached statement's cost).
-static ADJUST_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::adjust_sums_sql()));
+static ADD_SLOT_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::add_slot_sums_sql()));
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_visit_sql()));
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_carer_sql()));
 static ADD_RECONCILIATION: LazyLock<String> =
@@ -231,27 +231,25 @@ static ADD_CONTINUITY: LazyLock<String> =
 static SUM_INPUTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::sum_inputs_sql()));
 static SUM_INPUT_CARERS: LazyLock<String> = LazyLock::new(|| fx::sqlite(fx::SUM_INPUT_CARERS_SQL));
 
-/// A visit-level fact row starts (`sign` 1) or stops (-1) standing at `at`, in the sums it
-/// `moved`.
-fn adjust_sums(
-    tx: &Connection,
-    sums: Sums,
-    moved: fx::Moved,
-    fact_id: i64,
-    at: Millis,
-    sign: i64,
-) -> Result<()> {
-    if sums == Sums::Keep && moved.slots {
-        tx.prepare_cached(&ADJUST_SUMS)?
-            .execute(params![fact_id, at, sign])?;
-    }
-    Ok(())
-}
-
-/// The per-client sums' upserts ([`cs::move_sums`] works out what they add).
+/// The sums' upserts ([`cs::move_sums`] works out what they add).
 struct ClientSums<'a>(&'a Connection);
 
 impl cs::SumsWriter for ClientSums<'_> {
+    fn add_slots(&mut self, d: &fx::SlotDelta, at: Millis) -> Result<()> {
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            d.slot.into(),
+            d.contract.clone().into(),
+            at.into(),
+            d.missed_bound.into(),
+            d.open_bound.into(),
+        ];
+        values.extend(d.sums.iter().map(|&v| rusqlite::types::Value::from(v)));
+        self.0
+            .prepare_cached(&ADD_SLOT_SUMS)?
+            .execute(rusqlite::params_from_iter(values))?;
+        Ok(())
+    }
+
     fn add_reconciliation(&mut self, d: &cs::ReconciliationDelta, at: Millis) -> Result<()> {
         self.0.prepare_cached(&ADD_RECONCILIATION)?.execute(params![
             d.days,
@@ -337,7 +335,6 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
         cs::move_sums(&mut ClientSums(tx), moved, old_inputs.as_ref(), &inputs, at)?;
     }
     if let Some((fact_id, from, _, _)) = standing {
-        adjust_sums(tx, sums, moved, fact_id, at, -1)?;
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
@@ -353,7 +350,6 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
     let fact_id: i64 = tx
         .prepare_cached(&INSERT_VISIT_FACTS)?
         .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
-    adjust_sums(tx, sums, moved, fact_id, at, 1)?;
     let mut insert = tx.prepare_cached(&INSERT_CARER_FACTS)?;
     for (rank, c) in facts.carers.iter().enumerate() {
         insert.execute(rusqlite::params_from_iter(bind(fx::carer_params(
