@@ -91,16 +91,16 @@ impl VisitDocument {
                             None => self.place_of(&obj, &sections)?,
                         };
                         audit_op(&place, op, &mut audit);
-                        if let (
-                            Place::Section {
-                                section,
-                                is_section: true,
-                                ..
-                            },
-                            true,
-                        ) = (&place, matches!(op.action, legacy::OpType::Make(ObjType::Map)))
+                        let makes_a_map = matches!(op.action, legacy::OpType::Make(ObjType::Map));
+                        if let Place::Section {
+                            section,
+                            is_section: true,
+                            ..
+                        } = &place
                         {
-                            *made.entry(*section).or_default() += 1;
+                            if makes_a_map {
+                                *made.entry(*section).or_default() += 1;
+                            }
                         }
                         place.inside()
                     }

@@ -569,10 +569,10 @@ enum Sums {
     NotYet,
 }
 
-/// The sums' upserts ([`cs::move_sums`] works out what they add).
-struct ClientSums<'a, 'b, 'c>(&'a mut Tx<'b, 'c>);
+/// The sums tables' upserts ([`cs::move_sums`] works out what they add).
+struct SumsUpserts<'a, 'b, 'c>(&'a mut Tx<'b, 'c>);
 
-impl cs::SumsWriter for ClientSums<'_, '_, '_> {
+impl cs::SumsWriter for SumsUpserts<'_, '_, '_> {
     fn add_slots(&mut self, d: &fx::SlotDelta, at: Millis) -> Result<()> {
         let mut values: Vec<&(dyn ToSql + Sync)> =
             vec![&d.slot, &d.contract, &at, &d.missed_bound, &d.open_bound];
@@ -692,16 +692,15 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
     let standing = tx.query_opt(
-        "SELECT fact_id, valid_from, fingerprint, planned_start FROM visit_facts
+        "SELECT fact_id, valid_from, fingerprint FROM visit_facts
          WHERE visit_id = $1 AND valid_to IS NULL",
         &[&id],
     )?;
-    let standing: Option<(i64, Millis, i64, Millis)> =
-        standing.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)));
-    if standing.is_some_and(|(_, _, same, _)| same == fingerprint) {
+    let standing: Option<(i64, Millis, i64)> = standing.map(|r| (r.get(0), r.get(1), r.get(2)));
+    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
         return Ok(());
     }
-    let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    let at = standing.map_or(at, |(_, from, _)| at.max(from));
     // Only the sums whose inputs differ between the versions are written.
     let inputs = fx::SumInputs::of(facts);
     let old_inputs = match standing {
@@ -712,9 +711,9 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
         .as_ref()
         .map_or(fx::Moved::ALL, |old| inputs.moved_from(old));
     if sums == Sums::Keep {
-        cs::move_sums(&mut ClientSums(tx), moved, old_inputs.as_ref(), &inputs, at)?;
+        cs::move_sums(&mut SumsUpserts(tx), moved, old_inputs.as_ref(), &inputs, at)?;
     }
-    if let Some((fact_id, from, _, _)) = standing {
+    if let Some((fact_id, from, _)) = standing {
         if from == at {
             tx.execute("DELETE FROM carer_visit_facts WHERE fact_id = $1", &[&fact_id])?;
             tx.execute("DELETE FROM visit_facts WHERE fact_id = $1", &[&fact_id])?;

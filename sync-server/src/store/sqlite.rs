@@ -231,10 +231,10 @@ static ADD_CONTINUITY: LazyLock<String> =
 static SUM_INPUTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::sum_inputs_sql()));
 static SUM_INPUT_CARERS: LazyLock<String> = LazyLock::new(|| fx::sqlite(fx::SUM_INPUT_CARERS_SQL));
 
-/// The sums' upserts ([`cs::move_sums`] works out what they add).
-struct ClientSums<'a>(&'a Connection);
+/// The sums tables' upserts ([`cs::move_sums`] works out what they add).
+struct SumsUpserts<'a>(&'a Connection);
 
-impl cs::SumsWriter for ClientSums<'_> {
+impl cs::SumsWriter for SumsUpserts<'_> {
     fn add_slots(&mut self, d: &fx::SlotDelta, at: Millis) -> Result<()> {
         let mut values: Vec<rusqlite::types::Value> = vec![
             d.slot.into(),
@@ -310,18 +310,18 @@ fn stored_sum_inputs(tx: &Connection, fact_id: i64) -> Result<fx::SumInputs> {
 fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
     let fingerprint = fx::fingerprint(facts);
-    let standing: Option<(i64, Millis, i64, Millis)> = tx
+    let standing: Option<(i64, Millis, i64)> = tx
         .prepare_cached(
-            "SELECT fact_id, valid_from, fingerprint, planned_start FROM visit_facts
+            "SELECT fact_id, valid_from, fingerprint FROM visit_facts
              WHERE visit_id = ?1 AND valid_to IS NULL",
         )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    if standing.is_some_and(|(_, _, same, _)| same == fingerprint) {
+    if standing.is_some_and(|(_, _, same)| same == fingerprint) {
         return Ok(());
     }
     // Versions of one visit never go back in time, whatever the clock of the instance.
-    let at = standing.map_or(at, |(_, from, _, _)| at.max(from));
+    let at = standing.map_or(at, |(_, from, _)| at.max(from));
     // Only the sums whose inputs differ between the versions are written.
     let inputs = fx::SumInputs::of(facts);
     let old_inputs = match standing {
@@ -332,9 +332,9 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
         .as_ref()
         .map_or(fx::Moved::ALL, |old| inputs.moved_from(old));
     if sums == Sums::Keep {
-        cs::move_sums(&mut ClientSums(tx), moved, old_inputs.as_ref(), &inputs, at)?;
+        cs::move_sums(&mut SumsUpserts(tx), moved, old_inputs.as_ref(), &inputs, at)?;
     }
-    if let Some((fact_id, from, _, _)) = standing {
+    if let Some((fact_id, from, _)) = standing {
         if from == at {
             tx.prepare_cached("DELETE FROM carer_visit_facts WHERE fact_id = ?1")?
                 .execute([fact_id])?;
