@@ -132,8 +132,7 @@ fn ensure_database() -> PathBuf {
                     rules,
                     &facts::inputs(Some(home), &c.new_events),
                 );
-                let mut params = facts::visit_params(&judged, c.visit.updated_at);
-                params.push(facts::Param::Int(Some(facts::fingerprint(&judged))));
+                let params = facts::Version::of(&judged).row(c.visit.updated_at);
                 let fact_id: i64 = visit
                     .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))
                     .expect("insert visit facts");
@@ -544,8 +543,7 @@ fn postgres_store(url: &str) -> Arc<dyn ServerStore> {
                 rules,
                 &facts::inputs(Some(home), &c.new_events),
             );
-            let mut params = facts::visit_params(&judged, c.visit.updated_at);
-            params.push(facts::Param::Int(Some(facts::fingerprint(&judged))));
+            let params = facts::Version::of(&judged).row(c.visit.updated_at);
             let fact_id: i64 = tx
                 .query_one(&visit, &pg_bind(&params))
                 .expect("insert visit facts")

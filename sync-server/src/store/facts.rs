@@ -16,6 +16,7 @@ use caresync_core::metrics::{
 };
 use caresync_core::ClockEvent;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// What one report reads, in one snapshot.
 #[derive(Clone, Debug, Default)]
@@ -324,16 +325,22 @@ impl Moved {
 }
 
 impl SumInputs {
-    /// What the sums would read of `f` written as a version.
-    pub fn of(f: &VisitFacts) -> Self {
-        let params: Vec<(&str, Param)> = visit_param_names().zip(visit_params(f, 0)).collect();
-        let values = SUM_INPUT_COLS
+    /// What the sums would read of `f` written as a version whose row's values are `params`
+    /// ([`visit_params`] of `f`).
+    fn of(f: &VisitFacts, params: &[Param]) -> Self {
+        // Where each of SUM_INPUT_COLS is among the row's values, found once.
+        static AT: LazyLock<Vec<Option<usize>>> = LazyLock::new(|| {
+            SUM_INPUT_COLS
+                .iter()
+                .map(|c| visit_param_names().position(|name| name == *c))
+                .collect()
+        });
+        let values = AT
             .iter()
-            .map(|c| {
-                params
-                    .iter()
-                    .find(|(name, _)| name == c)
-                    .map_or(Param::Int(None), |(_, p)| p.clone())
+            .map(|at| {
+                at.and_then(|i| params.get(i))
+                    .cloned()
+                    .unwrap_or(Param::Int(None))
             })
             .collect();
         let attended = UNIT_COLS
@@ -463,10 +470,10 @@ pub fn insert_visit_sql() -> String {
 
 /// A digest of everything a version holds but its time: a commit that changes no figure (a note,
 /// a replayed message) keeps the standing version instead of adding an identical one.
-pub fn fingerprint(f: &VisitFacts) -> i64 {
+fn fingerprint(f: &VisitFacts, params: &[Param]) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
-    let mut feed = |params: Vec<Param>| {
+    let mut feed = |params: &[Param]| {
         for p in params {
             match p {
                 Param::Int(v) => v.hash(&mut h),
@@ -474,12 +481,47 @@ pub fn fingerprint(f: &VisitFacts) -> i64 {
             }
         }
     };
-    feed(visit_params(f, 0));
+    feed(params);
     for (rank, c) in f.carers.iter().enumerate() {
-        feed(carer_params(0, rank, c));
+        feed(&carer_params(0, rank, c));
     }
     // Stored in a signed 64-bit column.
     h.finish() as i64
+}
+
+/// A facts version about to be written: its row's values, built once per write for the
+/// fingerprint, the sums' inputs and the row (each built them again).
+pub struct Version {
+    /// [`visit_params`], valid from 0 until [`Version::row`] sets it.
+    params: Vec<Param>,
+    pub fingerprint: i64,
+}
+
+/// Where `valid_from` is among [`visit_params`]' values.
+const VALID_FROM_AT: usize = 10;
+
+impl Version {
+    pub fn of(f: &VisitFacts) -> Self {
+        let params = visit_params(f, 0);
+        Version {
+            fingerprint: fingerprint(f, &params),
+            params,
+        }
+    }
+
+    /// What the sums read of this version of `f` (asked only when it is written: a version
+    /// with the standing one's fingerprint is not).
+    pub fn sum_inputs(&self, f: &VisitFacts) -> SumInputs {
+        SumInputs::of(f, &self.params)
+    }
+
+    /// What [`insert_visit_sql`] binds: the row's values valid from `at`, then the fingerprint.
+    pub fn row(&self, at: Millis) -> Vec<Param> {
+        let mut params = self.params.clone();
+        params[VALID_FROM_AT] = Param::Int(Some(at));
+        params.push(Param::Int(Some(self.fingerprint)));
+        params
+    }
 }
 
 /// The values of a carer row: `fact_id`, `carer_id`, `assigned`, `rank`, then [`UNIT_COLS`].
@@ -891,4 +933,18 @@ pub fn visit_row_from(
             billable_minutes: sums.2,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`Version::row`] sets `valid_from` where the row's values keep it.
+    #[test]
+    fn valid_from_is_where_the_row_keeps_it() {
+        assert_eq!(
+            visit_param_names().position(|name| name == "valid_from"),
+            Some(VALID_FROM_AT)
+        );
+    }
 }

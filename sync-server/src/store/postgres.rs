@@ -690,7 +690,8 @@ static SUM_INPUTS: LazyLock<String> = LazyLock::new(fx::sum_inputs_sql);
 
 fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
-    let fingerprint = fx::fingerprint(facts);
+    let version = fx::Version::of(facts);
+    let fingerprint = version.fingerprint;
     let standing = tx.query_opt(
         "SELECT fact_id, valid_from, fingerprint FROM visit_facts
          WHERE visit_id = $1 AND valid_to IS NULL",
@@ -702,7 +703,7 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
     }
     let at = standing.map_or(at, |(_, from, _)| at.max(from));
     // Only the sums whose inputs differ between the versions are written.
-    let inputs = fx::SumInputs::of(facts);
+    let inputs = version.sum_inputs(facts);
     let old_inputs = match standing {
         Some((fact_id, ..)) if sums == Sums::Keep => Some(stored_sum_inputs(tx, fact_id)?),
         _ => None,
@@ -724,8 +725,7 @@ fn write_facts(tx: &mut Tx<'_, '_>, facts: &VisitFacts, at: Millis, sums: Sums) 
             )?;
         }
     }
-    let mut params = fx::visit_params(facts, at);
-    params.push(Param::Int(Some(fingerprint)));
+    let params = version.row(at);
     let fact_id: i64 = tx.query_one(&INSERT_VISIT_FACTS, &bind(&params))?.get(0);
     for (rank, c) in facts.carers.iter().enumerate() {
         let params = fx::carer_params(fact_id, rank, c);

@@ -309,7 +309,8 @@ fn stored_sum_inputs(tx: &Connection, fact_id: i64) -> Result<fx::SumInputs> {
 
 fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> Result<()> {
     let id = facts.visit_id.to_string();
-    let fingerprint = fx::fingerprint(facts);
+    let version = fx::Version::of(facts);
+    let fingerprint = version.fingerprint;
     let standing: Option<(i64, Millis, i64)> = tx
         .prepare_cached(
             "SELECT fact_id, valid_from, fingerprint FROM visit_facts
@@ -323,7 +324,7 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
     // Versions of one visit never go back in time, whatever the clock of the instance.
     let at = standing.map_or(at, |(_, from, _)| at.max(from));
     // Only the sums whose inputs differ between the versions are written.
-    let inputs = fx::SumInputs::of(facts);
+    let inputs = version.sum_inputs(facts);
     let old_inputs = match standing {
         Some((fact_id, ..)) if sums == Sums::Keep => Some(stored_sum_inputs(tx, fact_id)?),
         _ => None,
@@ -345,8 +346,7 @@ fn write_facts(tx: &Connection, facts: &VisitFacts, at: Millis, sums: Sums) -> R
                 .execute(params![fact_id, at])?;
         }
     }
-    let mut params = fx::visit_params(facts, at);
-    params.push(Param::Int(Some(fingerprint)));
+    let params = version.row(at);
     let fact_id: i64 = tx
         .prepare_cached(&INSERT_VISIT_FACTS)?
         .query_row(rusqlite::params_from_iter(bind(params)), |r| r.get(0))?;
