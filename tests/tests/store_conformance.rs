@@ -937,6 +937,39 @@ fn reference_data(store: &dyn ServerStore) {
 /// Judging and a rules change wait for each other (on PostgreSQL, advisory locks taken in
 /// `refresh_facts` and `upsert_contract_at`); without that, a commit that read the old rules and
 /// wrote after the change's own judging left the old verdict standing.
+/// `change` made while two threads commit `rows` over and over (each at least four times),
+/// its result once they have stopped: a failure raised while they still ran would leave the
+/// scope waiting for them for ever.
+fn race_commits<T>(
+    store: &dyn ServerStore,
+    rows: &[VisitRow],
+    change: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for half in [0, 1] {
+            let stop = &stop;
+            s.spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 4 {
+                    for row in rows.iter().skip(half).step_by(2) {
+                        n += 1;
+                        let row = VisitRow {
+                            updated_at: row.updated_at + n,
+                            ..row.clone()
+                        };
+                        store.commit_visit(&commit(row)).expect("racing commit");
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let changed = change();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        changed
+    })
+}
+
 fn rules_change_races_commits(store: &dyn ServerStore) {
     use caresync_core::metrics::Punctuality;
     let mut contract = Contract {
@@ -993,31 +1026,7 @@ fn rules_change_races_commits(store: &dyn ServerStore) {
     for round in 0..6 {
         let grace = if round % 2 == 0 { 30 } else { 10 };
         contract.rules = serde_json::json!({ "late_after_min": grace });
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for half in [0, 1] {
-                let (rows, stop) = (&rows, &stop);
-                s.spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 4 {
-                        for row in rows.iter().skip(half).step_by(2) {
-                            n += 1;
-                            let row = VisitRow {
-                                updated_at: row.updated_at + n,
-                                ..row.clone()
-                            };
-                            store.commit_visit(&commit(row)).expect("racing commit");
-                        }
-                    }
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            // The racers stop before any failure is raised: a panic here with them still
-            // running would leave the scope waiting for them for ever.
-            let changed = store.upsert_contract(&contract);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            changed.expect("rules change");
-        });
+        race_commits(store, &rows, || store.upsert_contract(&contract)).expect("rules change");
         let expected = if grace == 30 {
             Punctuality::OnTime
         } else {
@@ -1091,30 +1100,7 @@ fn client_move_races_commits(store: &dyn ServerStore) {
     for round in 0..6 {
         let moved_away = round % 2 == 0;
         client.location = Some(if moved_away { far } else { home });
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for half in [0, 1] {
-                let (rows, stop) = (&rows, &stop);
-                s.spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 4 {
-                        for row in rows.iter().skip(half).step_by(2) {
-                            n += 1;
-                            let row = VisitRow {
-                                updated_at: row.updated_at + n,
-                                ..row.clone()
-                            };
-                            store.commit_visit(&commit(row)).expect("racing commit");
-                        }
-                    }
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            // As in the rules' race: stop the racers before any failure is raised.
-            let moved = store.upsert_client(&client);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            moved.expect("move");
-        });
+        race_commits(store, &rows, || store.upsert_client(&client)).expect("move");
         for row in &rows {
             assert_eq!(
                 verified(row),

@@ -1381,15 +1381,8 @@ impl ServerStore for PostgresStore {
     }
 
     fn sign_in(&self, token_hash: &str) -> Result<Option<SignIn>> {
-        let epoch = match self.sign_ins.get(token_hash) {
-            Ok(cached) => return Ok(Some(cached)),
-            Err(epoch) => epoch,
-        };
-        let found = self.read_sign_in(token_hash)?;
-        if let Some(sign_in) = &found {
-            self.sign_ins.insert(token_hash, sign_in, epoch);
-        }
-        Ok(found)
+        self.sign_ins
+            .get_or_read(token_hash, || self.read_sign_in(token_hash))
     }
 
     fn sign_in_from_memory(&self, token_hash: &str) -> Option<SignIn> {

@@ -66,6 +66,24 @@ impl SignInCache {
         entries.insert(token_hash.to_owned(), (sign_in.clone(), Instant::now()));
     }
 
+    /// The token's row from the cache, else from `read` (the database), kept for the next
+    /// request unless an invalidation happened while it was read.
+    pub(crate) fn get_or_read(
+        &self,
+        token_hash: &str,
+        read: impl FnOnce() -> super::Result<Option<SignIn>>,
+    ) -> super::Result<Option<SignIn>> {
+        let epoch = match self.get(token_hash) {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(epoch) => epoch,
+        };
+        let found = read()?;
+        if let Some(sign_in) = &found {
+            self.insert(token_hash, sign_in, epoch);
+        }
+        Ok(found)
+    }
+
     /// Forget everything: called after a write commits that may change any token's standing.
     pub(crate) fn invalidate(&self) {
         // A poisoned lock still gets its epoch bumped, so nothing read before is kept.
