@@ -937,6 +937,24 @@ fn reference_data(store: &dyn ServerStore) {
 /// Judging and a rules change wait for each other (on PostgreSQL, advisory locks taken in
 /// `refresh_facts` and `upsert_contract_at`); without that, a commit that read the old rules and
 /// wrote after the change's own judging left the old verdict standing.
+/// The visit's standing facts, as a report reads them.
+fn standing_facts(
+    store: &dyn ServerStore,
+    visit: VisitId,
+) -> Option<caresync_core::metrics::facts::VisitFacts> {
+    let snapshot = store
+        .report_snapshot(&caresync_server::store::facts::SnapshotQuery {
+            from: Millis::MIN,
+            to: Millis::MAX,
+            as_of: Millis::MAX,
+            visits: true,
+            visit: Some(visit),
+            ..Default::default()
+        })
+        .expect("snapshot");
+    snapshot.visits.into_iter().next()
+}
+
 /// `change` made while two threads commit `rows` over and over (each at least four times),
 /// its result once they have stopped: a failure raised while they still ran would leave the
 /// scope waiting for them for ever.
@@ -1009,19 +1027,7 @@ fn rules_change_races_commits(store: &dyn ServerStore) {
             })
             .expect("first commit");
     }
-    let punctuality = |row: &VisitRow| {
-        let snapshot = store
-            .report_snapshot(&caresync_server::store::facts::SnapshotQuery {
-                from: Millis::MIN,
-                to: Millis::MAX,
-                as_of: Millis::MAX,
-                visits: true,
-                visit: Some(row.visit_id),
-                ..Default::default()
-            })
-            .expect("snapshot");
-        snapshot.visits.first().and_then(|f| f.visit.punctuality)
-    };
+    let punctuality = |row: &VisitRow| standing_facts(store, row.visit_id).and_then(|f| f.visit.punctuality);
     assert!(rows.iter().all(|r| punctuality(r) == Some(Punctuality::Late)));
     for round in 0..6 {
         let grace = if round % 2 == 0 { 30 } else { 10 };
@@ -1083,19 +1089,8 @@ fn client_move_races_commits(store: &dyn ServerStore) {
             })
             .expect("first commit");
     }
-    let verified = |row: &VisitRow| {
-        let snapshot = store
-            .report_snapshot(&caresync_server::store::facts::SnapshotQuery {
-                from: Millis::MIN,
-                to: Millis::MAX,
-                as_of: Millis::MAX,
-                visits: true,
-                visit: Some(row.visit_id),
-                ..Default::default()
-            })
-            .expect("snapshot");
-        snapshot.visits.first().and_then(|f| f.visit.location_verified)
-    };
+    let verified =
+        |row: &VisitRow| standing_facts(store, row.visit_id).and_then(|f| f.visit.location_verified);
     assert!(rows.iter().all(|r| verified(r) == Some(true)));
     for round in 0..6 {
         let moved_away = round % 2 == 0;
