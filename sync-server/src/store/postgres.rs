@@ -31,6 +31,7 @@ const MIGRATIONS: &[Migration<PgStep>] = &[
     migration!("migrations/postgres", "0006_visit_fact_sums"),
     // Sums the standing facts per client; from here the commit path keeps them.
     migration!("migrations/postgres", "0007_client_sums", then fill_client_sums),
+    migration!("migrations/postgres", "0008_chunks_by_their_unique_index"),
 ];
 
 const _: () = assert!(caresync_core::sqlite::numbered_in_order(MIGRATIONS));

@@ -30,6 +30,10 @@ const MIGRATIONS: &[Migration] = &[
     migration!("migrations/sqlite", "0007_visit_fact_sums"),
     // Sums the standing facts per client; from here the commit path keeps them.
     migration!("migrations/sqlite", "0008_client_sums", then fill_client_sums),
+    migration!(
+        "migrations/sqlite",
+        "0009_indexes_the_commit_path_no_longer_needs"
+    ),
 ];
 
 const _: () = assert!(sqlite::numbered_in_order(MIGRATIONS));
@@ -1243,10 +1247,6 @@ impl ServerStore for SqliteStore {
                 )?;
             }
             let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
-            let was_planned: Option<Millis> = tx
-                .prepare_cached("SELECT planned_start FROM visits WHERE visit_id = ?1")?
-                .query_row([&id], |r| r.get(0))
-                .optional()?;
             let joined = carers.join(",");
             let (client, contract) = (v.client_id.to_string(), v.contract_id.to_string());
             // The indexed columns (client, planned start) and the contract are set only when they
@@ -1272,14 +1272,6 @@ impl ServerStore for SqliteStore {
             tx.prepare_cached("UPDATE visits SET client_id = ?2, contract_id = ?3, planned_start = ?4
                  WHERE visit_id = ?1 AND (client_id <> ?2 OR contract_id <> ?3 OR planned_start <> ?4)")?
                 .execute(params![id, client, contract, v.planned_start])?;
-            // A reschedule moves the visit's events and amendments to its new period.
-            let moved = was_planned.is_some_and(|at| at != v.planned_start);
-            for table in ["clock_events", "amendments"].into_iter().filter(|_| moved) {
-                tx.prepare_cached(&format!(
-                    "UPDATE {table} SET planned_start = ?1 WHERE visit_id = ?2 AND planned_start <> ?1"
-                ))?
-                .execute(params![v.planned_start, id])?;
-            }
             // Only the assignments that change are written (most commits change none).
             tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1 AND current = 1
                  AND instr(',' || ?2 || ',', ',' || carer_id || ',') = 0")?.execute(params![id, joined])?;
@@ -1289,8 +1281,8 @@ impl ServerStore for SqliteStore {
                     .execute(params![id, carer])?;
             }
             let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO clock_events ({EVENT_COLS}, planned_start)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                "INSERT INTO clock_events ({EVENT_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (event_id) DO NOTHING"
             ))?;
             for e in &c.new_events {
@@ -1311,13 +1303,12 @@ impl ServerStore for SqliteStore {
                     e.location.map(|l| l.lon),
                     e.location.map(|l| l.accuracy_m),
                     e.flags.to_string(),
-                    v.planned_start,
                 ])?;
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason,
-                                         written_at, planned_start)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (amendment_id) DO NOTHING",
+                                         written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (amendment_id) DO NOTHING",
             )?;
             for a in &c.new_amendments {
                 insert.execute(params![
@@ -1329,7 +1320,6 @@ impl ServerStore for SqliteStore {
                     a.corrected_time,
                     a.reason.as_str(),
                     a.written_at,
-                    v.planned_start
                 ])?;
             }
             if let Some((device, state)) = &c.sync_state {
@@ -1567,7 +1557,8 @@ impl ServerStore for SqliteStore {
             .map(|c| format!("e.{}", c.trim()))
             .collect();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {} FROM clock_events e WHERE e.planned_start >= ?1 AND e.planned_start < ?2",
+            "SELECT {} FROM visits v JOIN clock_events e ON e.visit_id = v.visit_id
+             WHERE v.planned_start >= ?1 AND v.planned_start < ?2",
             cols.join(", ")
         ))?;
         let rows = stmt.query_map(params![from, to], event_from)?;
@@ -1727,7 +1718,8 @@ impl ServerStore for SqliteStore {
         let conn = self.lock_reports()?;
         let mut stmt = conn.prepare_cached(
             "SELECT a.amendment_id, a.visit_id, a.author_id, a.carer_id, a.time, a.corrected_time, a.reason, a.written_at
-             FROM amendments a WHERE a.planned_start >= ?1 AND a.planned_start < ?2",
+             FROM visits v JOIN amendments a ON a.visit_id = v.visit_id
+             WHERE v.planned_start >= ?1 AND v.planned_start < ?2",
         )?;
         let rows = stmt.query_map(params![from, to], |r| {
             Ok(AmendmentRow {
@@ -1849,8 +1841,8 @@ mod tests {
         let version = |s: &SqliteStore| -> Result<i64> {
             Ok(s.lock()?.query_row("PRAGMA user_version", [], |r| r.get(0))?)
         };
-        assert_eq!(version(&migrated)?, 8);
-        assert_eq!(version(&fresh)?, 8);
+        assert_eq!(version(&migrated)?, 9);
+        assert_eq!(version(&fresh)?, 9);
         let schema = full_schema(&*migrated.lock()?)?;
         assert_eq!(schema, full_schema(&*fresh.lock()?)?);
         assert!(schema.iter().any(|s| s.starts_with("table leases")), "{schema:?}");
@@ -1982,13 +1974,20 @@ mod tests {
             }
             store.report_snapshot(&query)?
         };
-        // A database from before the facts: the tables gone, the schema at version 4.
+        // A database from before the facts: the tables gone, what 0009 dropped back, the schema
+        // at version 4.
         {
             let conn = Connection::open(&path)?;
             conn.execute_batch(
                 "DROP TABLE visit_fact_sums; DROP TABLE carer_visit_facts; DROP TABLE visit_facts;
                  DROP TABLE contract_rules; DROP TABLE reconciliation_sums; DROP TABLE continuity_sums;
-                 DROP TABLE continuity_carer_sums; PRAGMA user_version = 4;",
+                 DROP TABLE continuity_carer_sums;
+                 ALTER TABLE clock_events ADD COLUMN planned_start INTEGER NOT NULL DEFAULT 0;
+                 CREATE INDEX clock_events_by_planned_start ON clock_events (planned_start);
+                 ALTER TABLE amendments ADD COLUMN planned_start INTEGER NOT NULL DEFAULT 0;
+                 CREATE INDEX amendments_by_planned_start ON amendments (planned_start);
+                 CREATE INDEX doc_chunks_by_visit ON doc_chunks (visit_id, seq);
+                 PRAGMA user_version = 4;",
             )?;
         }
         let store = SqliteStore::open(&path)?;
