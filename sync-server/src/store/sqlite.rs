@@ -652,13 +652,16 @@ fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapsh
 }
 
 pub struct SqliteStore {
-    /// Reads, and the rare writes outside the commit path (people, tokens, reference data).
+    /// Reads outside the reports. It writes nothing: every write goes through the writer, so no
+    /// writer waits on another for SQLite's lock, shares none of its `fsync`s, or makes the
+    /// writer's page cache start again (in WAL mode a connection drops its whole cache when it
+    /// finds that another connection committed).
     conn: Mutex<Connection>,
     /// A second, read-only connection for report queries: in WAL mode it reads while the writer
     /// goes on, so a long report never holds up phones' syncs. (Each query reads its own
     /// snapshot; a report's three queries are not one transaction.)
     reports: Mutex<Connection>,
-    /// The commit path: see [`group_commit`].
+    /// Every write, phones' commits and the office's alike: see [`group_commit`].
     writer: group_commit::Writer,
     /// Several visit services write through this store (tests of the multi-instance catch-up,
     /// standing in for PostgreSQL); a server process never does.
@@ -741,20 +744,23 @@ impl SqliteStore {
     /// A transaction that may change a token's standing (people, tokens, devices, enrolment):
     /// once it commits, the cached sign-ins of this process are forgotten and the stamp tells
     /// every other process on the file.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let out = self.write_keeping_sign_ins(f)?;
         self.sign_ins.invalidate();
         self.stamp.bump();
         Ok(out)
     }
 
-    /// A transaction that writes nobody's standing (alerts, leases, reference data, compaction).
-    fn write_keeping_sign_ins<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// A write of nobody's standing (alerts, leases, reference data, compaction), in the writer's
+    /// next group. `f` may run twice (see [`group_commit`]): it must act only on the connection.
+    fn write_keeping_sign_ins<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.writer.write(f)
     }
 
     /// The token's row, from the database.
@@ -929,7 +935,9 @@ impl ServerStore for SqliteStore {
 
     // ---- dashboard sessions ------------------------------------------------------------------
     fn create_web_session(&self, session: &WebSession, now: Millis) -> Result<()> {
-        self.write(|tx| {
+        let session = session.clone();
+        self.write(move |tx| {
+            let session = &session;
             tx.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
             tx.execute(
                 "INSERT INTO web_sessions (id_hash, person_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -963,14 +971,18 @@ impl ServerStore for SqliteStore {
     }
 
     fn end_web_session(&self, id_hash: &str) -> Result<()> {
-        self.write(|tx| {
+        let id_hash = id_hash.to_string();
+        self.write(move |tx| {
+            let id_hash = id_hash.as_str();
             tx.execute("DELETE FROM web_sessions WHERE id_hash = ?1", [id_hash])?;
             Ok(())
         })
     }
 
     fn create_person(&self, p: &Person) -> Result<()> {
-        self.write(|tx| {
+        let p = p.clone();
+        self.write(move |tx| {
+            let p = &p;
             tx.execute(
                 "INSERT INTO people (person_id, name, role, team_id, active) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (person_id) DO UPDATE SET name = ?2, role = ?3, team_id = ?4, active = ?5",
@@ -1013,7 +1025,9 @@ impl ServerStore for SqliteStore {
         created_at: Millis,
         expires_at: Option<Millis>,
     ) -> Result<()> {
-        self.write(|tx| {
+        let token_hash = token_hash.to_string();
+        self.write(move |tx| {
+            let token_hash = token_hash.as_str();
             tx.execute(
                 "INSERT INTO api_tokens (token_hash, person_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![token_hash, person.to_string(), created_at, expires_at],
@@ -1029,7 +1043,9 @@ impl ServerStore for SqliteStore {
         created_at: Millis,
         expires_at: Option<Millis>,
     ) -> Result<bool> {
-        self.write(|tx| {
+        let token_hash = token_hash.to_string();
+        self.write(move |tx| {
+            let token_hash = token_hash.as_str();
             let active = tx
                 .query_row(
                     "SELECT 1 FROM people WHERE person_id = ?1 AND active",
@@ -1053,7 +1069,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn revoke_api_token(&self, token_hash: &str, at: Millis) -> Result<bool> {
-        self.write(|tx| {
+        let token_hash = token_hash.to_string();
+        self.write(move |tx| {
+            let token_hash = token_hash.as_str();
             let n = tx.execute(
                 "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE token_hash = ?1",
                 params![token_hash, at],
@@ -1063,7 +1081,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn revoke_api_tokens(&self, person: PersonId, at: Millis) -> Result<u64> {
-        self.write(|tx| {
+        self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE api_tokens SET revoked_at = ?2 WHERE person_id = ?1 AND revoked_at IS NULL",
                 params![person.to_string(), at],
@@ -1073,7 +1091,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn deactivate_person(&self, person: PersonId, at: Millis) -> Result<bool> {
-        self.write(|tx| {
+        self.write(move |tx| {
             let id = person.to_string();
             if tx.execute("UPDATE people SET active = 0 WHERE person_id = ?1", [&id])? == 0 {
                 return Ok(false);
@@ -1107,7 +1125,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn lock_enrolment_codes(&self, person: PersonId, at: Millis) -> Result<u64> {
-        self.write(|tx| {
+        self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE enrolment_codes SET used_at = ?2 WHERE person_id = ?1 AND used_at IS NULL",
                 params![person.to_string(), at],
@@ -1117,7 +1135,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn add_enrolment_code(&self, person: PersonId, code_hash: &str, expires_at: Millis) -> Result<()> {
-        self.write(|tx| {
+        let code_hash = code_hash.to_string();
+        self.write(move |tx| {
+            let code_hash = code_hash.as_str();
             tx.execute(
                 "INSERT INTO enrolment_codes (code_hash, person_id, expires_at) VALUES (?1, ?2, ?3)",
                 params![code_hash, person.to_string(), expires_at],
@@ -1134,7 +1154,11 @@ impl ServerStore for SqliteStore {
         device_name: &str,
         token_hash: &str,
     ) -> Result<Option<PersonId>> {
-        self.write(|tx| {
+        let code_hash = code_hash.to_string();
+        let device_name = device_name.to_string();
+        let token_hash = token_hash.to_string();
+        self.write(move |tx| {
+            let code_hash = code_hash.as_str(); let device_name = device_name.as_str(); let token_hash = token_hash.as_str();
             let person: Option<String> = tx
                 .query_row(
                     "UPDATE enrolment_codes SET used_at = ?2
@@ -1169,7 +1193,7 @@ impl ServerStore for SqliteStore {
     }
 
     fn revoke_device(&self, device: DeviceId, at: Millis) -> Result<bool> {
-        self.write(|tx| {
+        self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE device_id = ?1",
                 params![device.to_string(), at],
@@ -1341,7 +1365,11 @@ impl ServerStore for SqliteStore {
     }
 
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
-        self.write_keeping_sign_ins(|tx| {
+        let merged = merged.to_vec();
+        let snapshot = snapshot.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let merged = merged.as_slice();
+            let snapshot = &snapshot;
             let id = visit.to_string();
             tx.execute(
                 "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
@@ -1427,7 +1455,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn create_team(&self, team: &Team) -> Result<()> {
-        self.write_keeping_sign_ins(|tx| {
+        let team = team.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let team = &team;
             tx.execute(
                 "INSERT INTO teams (team_id, name) VALUES (?1, ?2) ON CONFLICT (team_id) DO UPDATE SET name = ?2",
                 params![team.id.to_string(), team.name],
@@ -1449,7 +1479,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn upsert_client(&self, c: &Client) -> Result<()> {
-        self.write_keeping_sign_ins(|tx| {
+        let c = c.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let c = &c;
             let id = c.id.to_string();
             let before = tx
                 .query_row(&format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"), [&id], client_from)
@@ -1495,7 +1527,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn upsert_contract_at(&self, c: &Contract, at: Millis) -> Result<()> {
-        self.write_keeping_sign_ins(|tx| {
+        let c = c.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let c = &c;
             let id = c.id.to_string();
             let before: Option<String> = tx
                 .query_row("SELECT rules FROM contracts WHERE contract_id = ?1", [&id], |r| r.get(0))
@@ -1566,7 +1600,13 @@ impl ServerStore for SqliteStore {
     }
 
     fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
-        self.write_keeping_sign_ins(|tx| al_insert(tx, alert, entry))
+        let alert = alert.clone();
+        let entry = entry.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let alert = &alert;
+            let entry = &entry;
+            al_insert(tx, alert, entry)
+        })
     }
 
     fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
@@ -1607,7 +1647,11 @@ impl ServerStore for SqliteStore {
         expected_version: u32,
         entries: &[al::AlertEntry],
     ) -> Result<bool> {
-        self.write_keeping_sign_ins(|tx| {
+        let alert = alert.clone();
+        let entries = entries.to_vec();
+        self.write_keeping_sign_ins(move |tx| {
+            let alert = &alert;
+            let entries = entries.as_slice();
             let changed =
                 tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
                     .execute(rusqlite::params_from_iter(al_bind(al::update_values(
@@ -1626,7 +1670,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
-        self.write_keeping_sign_ins(|tx| {
+        let e = e.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let e = &e;
             Ok(tx
                 .prepare_cached(&al::sqlite_sql(al::INSERT_ESCALATION))?
                 .execute(rusqlite::params_from_iter(al_bind(al::escalation_values(e))))?
@@ -1653,7 +1699,9 @@ impl ServerStore for SqliteStore {
         let Some(escalation) = c.escalation_id.clone() else {
             return Ok(false);
         };
-        self.write_keeping_sign_ins(|tx| {
+        let c = c.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let c = &c;
             let n = tx
                 .prepare_cached(&al::sqlite_sql(al::RAISE_ESCALATION))?
                 .execute(params![
@@ -1673,7 +1721,9 @@ impl ServerStore for SqliteStore {
     }
 
     fn add_commissioner_contact(&self, c: &al::CommissionerContact) -> Result<()> {
-        self.write_keeping_sign_ins(|tx| {
+        let c = c.clone();
+        self.write_keeping_sign_ins(move |tx| {
+            let c = &c;
             tx.prepare_cached(&al::sqlite_sql(al::INSERT_CONTACT))?
                 .execute(rusqlite::params_from_iter(al_bind(al::contact_values(c))))?;
             Ok(())
@@ -1696,7 +1746,11 @@ impl ServerStore for SqliteStore {
     }
 
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool> {
-        self.write_keeping_sign_ins(|tx| {
+        let name = name.to_string();
+        let holder = holder.to_string();
+        self.write_keeping_sign_ins(move |tx| {
+            let name = name.as_str();
+            let holder = holder.as_str();
             tx.prepare_cached(&al::sqlite_sql(al::ADD_LEASE))?
                 .execute([name])?;
             let n = tx
@@ -1740,6 +1794,35 @@ impl ServerStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every write goes through the one writer: the office's and the sweep's as well as phones'
+    /// commits, so none waits on another connection for SQLite's lock, and the writer's page
+    /// cache is never dropped because another connection committed.
+    #[test]
+    fn every_write_goes_through_the_writer() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let before = store.group_commit_counts().writes;
+        let team = Team {
+            id: TeamId::new(),
+            name: "North".into(),
+        };
+        store.create_team(&team)?;
+        store.create_person(&Person {
+            id: PersonId::new(),
+            name: "Ann".into(),
+            role: Role::Supervisor,
+            team_id: Some(team.id),
+            active: true,
+        })?;
+        assert!(store.claim_lease("sweep", "a", 1, 2)?);
+        assert_eq!(store.group_commit_counts().writes, before + 3);
+        // Written, and read back through the other connection.
+        assert_eq!(store.teams()?, vec![team]);
+        assert_eq!(store.people()?.len(), 1);
+        assert!(!store.claim_lease("sweep", "b", 1, 2)?, "the lease is held");
+        Ok(())
+    }
 
     /// A store written at schema 1 (before events carried their visit's planned start) opens at
     /// the current schema with its events and amendments in the right periods.

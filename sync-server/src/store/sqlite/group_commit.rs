@@ -1,8 +1,9 @@
-//! Group commit: one thread owns the commit path's SQLite connection; concurrent syncs hand it
-//! their writes over a channel and wait. It takes what is queued, runs every write in one
-//! transaction, commits once (one fsync under `synchronous = FULL` for the whole group), and only
-//! then answers each caller. So no phone is answered before its changes are on disk, and under
-//! load the cost of that fsync is shared by every sync that arrived meanwhile.
+//! Group commit: one thread owns the store's only writing SQLite connection; concurrent syncs,
+//! and the office's and the sweep's rarer writes, hand it their writes over a channel and wait.
+//! It takes what is queued, runs every write in one transaction, commits once (one fsync under
+//! `synchronous = FULL` for the whole group), and only then answers each caller. So no phone is
+//! answered before its changes are on disk, and under load the cost of that fsync is shared by
+//! every sync that arrived meanwhile.
 //!
 //! A write that fails gets its own error and the rest of its group still commits: the group's
 //! transaction is rolled back and each of its writes runs again alone, in its own transaction
