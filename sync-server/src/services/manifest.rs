@@ -4,7 +4,7 @@
 
 use crate::store::{ServerStore, StoreError, VisitRow};
 use caresync_core::domain::*;
-use caresync_core::protocol::{manifest_digest_of_lines, manifest_line, v2, ManifestEntry};
+use caresync_core::protocol::{manifest_digest, v2, ManifestEntry};
 use caresync_core::Heads;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -29,9 +29,12 @@ pub fn for_carer(
     cache.with_rows(store, carer, from, to, |in_scope| {
         // If the phone's view of every visit it did not send agrees with ours, only the visits
         // it sent need their (new) heads; otherwise it gets the whole manifest.
-        let mut others: Vec<&Row> = in_scope.iter().filter(|r| !sent.contains(&r.visit_id)).collect();
-        others.sort_unstable_by_key(|r| r.visit_id);
-        let ours = manifest_digest_of_lines(others.iter().map(|r| &*r.line));
+        let ours = manifest_digest(
+            in_scope
+                .iter()
+                .filter(|r| !sent.contains(&r.visit_id))
+                .map(|r| (r.visit_id, &r.heads)),
+        );
         // A visit sent but no longer in scope (reassigned, out of the window) needs the whole
         // manifest too, so the phone can let it go.
         let all_in_scope = sent.iter().all(|id| in_scope.iter().any(|r| r.visit_id == *id));
@@ -56,22 +59,6 @@ pub struct Row {
     pub visit_id: VisitId,
     pub planned_start: Millis,
     pub heads: Heads,
-    /// Its line of the manifest's digest ([`manifest_line`]), written once with the row rather
-    /// than on every sync of its carer (about 2 % of the server under the load generator).
-    line: Box<[u8]>,
-}
-
-impl Row {
-    pub fn new(visit_id: VisitId, planned_start: Millis, heads: Heads) -> Self {
-        let mut line = Vec::with_capacity(38 + 65 * heads.as_slice().len());
-        manifest_line(visit_id, &heads, |bytes| line.extend_from_slice(bytes));
-        Self {
-            visit_id,
-            planned_start,
-            heads,
-            line: line.into(),
-        }
-    }
 }
 
 /// Each carer's manifest rows, kept in memory so a sync does not query them. Only for a store no
@@ -143,7 +130,11 @@ impl ManifestCache {
             let mut rows: Vec<Row> = store
                 .visits_for_carer(carer, from, to)?
                 .into_iter()
-                .map(|v| Row::new(v.visit_id, v.planned_start, v.heads))
+                .map(|v| Row {
+                    visit_id: v.visit_id,
+                    planned_start: v.planned_start,
+                    heads: v.heads,
+                })
                 .collect();
             rows.sort_by_key(|r| (r.planned_start, r.visit_id));
             Ok(rows)
@@ -205,8 +196,14 @@ impl ManifestCache {
                 let at = held
                     .rows
                     .partition_point(|r| (r.planned_start, r.visit_id) < (row.planned_start, row.visit_id));
-                held.rows
-                    .insert(at, Row::new(row.visit_id, row.planned_start, row.heads.clone()));
+                held.rows.insert(
+                    at,
+                    Row {
+                        visit_id: row.visit_id,
+                        planned_start: row.planned_start,
+                        heads: row.heads.clone(),
+                    },
+                );
             }
         }
     }
@@ -265,32 +262,6 @@ mod tests {
 
     fn ids(rows: &[Row]) -> Vec<VisitId> {
         rows.iter().map(|r| r.visit_id).collect()
-    }
-
-    /// The digest of the held rows' lines, in order of visit id, is the protocol's digest of
-    /// their entries (what the phone computes), with no, one and several heads per visit.
-    #[test]
-    fn the_held_lines_digest_as_the_protocol_does() {
-        let heads = [
-            Heads::default(),
-            Heads::from_bytes(&[[7; 32]]),
-            Heads::from_bytes(&[[9; 32], [1; 32]]),
-        ];
-        let rows: Vec<Row> = (0..12)
-            .map(|i| Row::new(VisitId::new(), 1_000 - i, heads[i as usize % 3].clone()))
-            .collect();
-        let mut by_id: Vec<&Row> = rows.iter().collect();
-        by_id.sort_unstable_by_key(|r| r.visit_id);
-        assert_eq!(
-            manifest_digest_of_lines(by_id.iter().map(|r| &*r.line)),
-            caresync_core::protocol::manifest_digest(rows.iter().map(|r| (r.visit_id, &r.heads)))
-        );
-        // Any other order is another digest: the order is part of what both sides agree on.
-        by_id.reverse();
-        assert_ne!(
-            manifest_digest_of_lines(by_id.iter().map(|r| &*r.line)),
-            caresync_core::protocol::manifest_digest(rows.iter().map(|r| (r.visit_id, &r.heads)))
-        );
     }
 
     /// Once read, a carer's manifest is answered from memory, and the commits reported to the
