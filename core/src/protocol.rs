@@ -73,30 +73,44 @@ pub struct SyncResponse {
     pub manifest_complete: bool,
 }
 
+/// How much of [`manifest_digest`]'s lines is gathered before it goes to the hasher.
+const DIGEST_BUFFER: usize = 4096;
+
 /// A digest of (visit id, heads) pairs: sha256 over `id:heads\n` lines sorted by id, where heads
 /// are the lowercase hex change hashes, sorted and joined by commas ([`Heads::to_text`]).
 pub fn manifest_digest<'a>(entries: impl IntoIterator<Item = (VisitId, &'a Heads)>) -> String {
     use sha2::{Digest, Sha256};
-    let mut lines: Vec<(VisitId, &Heads)> = entries.into_iter().collect();
-    lines.sort();
+    let entries = entries.into_iter();
+    let (fewest, most) = entries.size_hint();
+    let mut lines: Vec<(VisitId, &Heads)> = Vec::with_capacity(most.unwrap_or(fewest));
+    lines.extend(entries);
+    lines.sort_unstable();
     let mut hasher = Sha256::new();
-    // Each line written into the hasher from stack buffers: the server digests every visit of
-    // a carer's scope on each sync, and a `format!` per line was 2 % of its time.
+    // The lines are written into one buffer handed to the hasher a few KiB at a time: the
+    // server digests every visit of a carer's window on each sync (200 lines for a carer with
+    // 200 visits: 8.9 % of its samples at 100,000 visits with an `update` per piece of a line,
+    // 8.3 % with the buffer; a `format!` per line, before, was 2 % at 10,000).
     let mut id = uuid::Uuid::encode_buffer();
     let mut hash = [0u8; 64];
+    let mut buffer: Vec<u8> = Vec::with_capacity(DIGEST_BUFFER + 256);
     for (visit, heads) in lines {
-        hasher.update(visit.0.hyphenated().encode_lower(&mut id).as_bytes());
-        hasher.update(b":");
+        buffer.extend_from_slice(visit.0.hyphenated().encode_lower(&mut id).as_bytes());
+        buffer.push(b':');
         for (i, h) in heads.as_slice().iter().enumerate() {
             if i > 0 {
-                hasher.update(b",");
+                buffer.push(b',');
             }
             if hex::encode_to_slice(h.0, &mut hash).is_ok() {
-                hasher.update(hash);
+                buffer.extend_from_slice(&hash);
             }
         }
-        hasher.update(b"\n");
+        buffer.push(b'\n');
+        if buffer.len() >= DIGEST_BUFFER {
+            hasher.update(&buffer);
+            buffer.clear();
+        }
     }
+    hasher.update(&buffer);
     hex::encode(hasher.finalize())
 }
 
