@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 bin=${CARESYNC_BIN:-target/release}
 out=$(mktemp -d)
 snapshots=${1:-4}
+mkdir -p "$out/run"
 TMPDIR=$out/run "$bin/caresync-loadgen" --phones 500 --visits 30 --seconds 20 --threads 32 \
   --mode delta --protocol 2 > "$out/loadgen.log" 2>&1 &
-mkdir -p "$out/run"
 until grep -q "running for" "$out/loadgen.log" 2>/dev/null; do sleep 0.3; done
 sleep 4
 db=$(find "$out/run" -name caresync.db | head -1)
