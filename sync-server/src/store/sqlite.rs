@@ -682,6 +682,12 @@ impl SqliteStore {
         tune(&conn, Map::None)?;
         let write_conn = sqlite::open_with(path, MIGRATIONS, Durability::Full, sqlite::OnUnreadable::Refuse)?;
         tune(&write_conn, Map::None)?;
+        // Statement journals in memory, in SQLite's 1 KiB chunks. Every statement of a commit that
+        // could fail half-way (an insert into a table with a unique index, an upsert) opens one;
+        // kept as a temporary file they buffer their first 64 KiB in one allocation, and freeing
+        // that made glibc trim the writer's heap and fault it back in for the next: 1.8 `madvise`
+        // calls and 2.1 more page faults per sync, about 5 % of the server (docs/performance.md).
+        write_conn.pragma_update(None, "temp_store", "MEMORY")?;
         let writer = group_commit::Writer::start(write_conn)?;
         let reports = Connection::open_with_flags(
             path,
@@ -1821,6 +1827,19 @@ mod tests {
         assert_eq!(store.teams()?, vec![team]);
         assert_eq!(store.people()?.len(), 1);
         assert!(!store.claim_lease("sweep", "b", 1, 2)?, "the lease is held");
+        Ok(())
+    }
+
+    /// The writer keeps its statement journals in memory (1 KiB chunks), not as temporary files
+    /// buffering 64 KiB each, whose every free made glibc trim the writer's heap.
+    #[test]
+    fn the_writer_keeps_statement_journals_in_memory() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let temp_store: i64 = store
+            .writer
+            .write(|c| Ok(c.pragma_query_value(None, "temp_store", |r| r.get(0))?))?;
+        assert_eq!(temp_store, 2, "MEMORY");
         Ok(())
     }
 
