@@ -345,6 +345,13 @@ mod tests {
         })
     }
 
+    /// An empty embedded store in a directory of its own (kept while the handle lives).
+    fn fresh_store() -> Result<(tempfile::TempDir, SqliteStore), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        Ok((dir, store))
+    }
+
     fn ids(rows: &[Row]) -> Vec<VisitId> {
         rows.iter().map(|r| r.visit_id).collect()
     }
@@ -353,8 +360,7 @@ mod tests {
     /// cache (new visits, reassignments, new heads, moves) keep it equal to the store's.
     #[test]
     fn held_manifests_follow_every_reported_commit() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let (_dir, store) = fresh_store()?;
         let cache = ManifestCache::new(true, 10);
         let (a, b) = (PersonId::new(), PersonId::new());
         let window = (0, 10_000_000);
@@ -429,8 +435,7 @@ mod tests {
     /// When full, the carer served longest ago makes room; a carer served since stays.
     #[test]
     fn a_full_cache_lets_go_of_the_carer_served_longest_ago() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let (_dir, store) = fresh_store()?;
         let cache = ManifestCache::new(true, 2);
         let (a, b, c) = (PersonId::new(), PersonId::new(), PersonId::new());
         let window = (0, 10_000_000);
@@ -456,8 +461,7 @@ mod tests {
     /// older view of the others always hears so.
     #[test]
     fn a_remembered_digest_stands_only_while_the_other_visits_do() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let (_dir, store) = fresh_store()?;
         let cache = ManifestCache::new(true, 10);
         let a = PersonId::new();
         let visits = [
@@ -532,8 +536,7 @@ mod tests {
     /// Off (a store other processes write): every manifest is read from the store.
     #[test]
     fn a_disabled_cache_always_reads_the_store() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let (_dir, store) = fresh_store()?;
         let cache = ManifestCache::new(false, 10);
         let a = PersonId::new();
         assert!(cache.rows(&store, a, 0, 10_000_000)?.is_empty());
