@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use caresync_core::domain::{Millis, VisitId};
+use caresync_core::domain::{DeviceId, Millis, VisitId};
 use caresync_core::protocol::*;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -81,6 +81,10 @@ pub async fn sync(
     let result = async {
         let body = body_or_413(body)?;
         let who = caller?.who;
+        if v2::is_version2(&body) && !state.store.shared_by_instances() {
+            // The embedded store: judged on this thread, each commit awaited (see `push_v2`).
+            return push_v2(state, who, body).await;
+        }
         blocking(move || {
             if v2::is_version2(&body) {
                 answer_v2(&state, &who, &body)
@@ -227,30 +231,82 @@ pub fn decode_request_v2(body: &[u8]) -> ApiResult<v2::Request> {
 }
 
 /// Version 2: each visit's changes taken as version 1's messages are, answered with only what the
-/// phone lacks, and a manifest only when the phone's digest disagrees.
+/// phone lacks, and a manifest only when the phone's digest disagrees. On a blocking thread: the
+/// path of a store other instances share, whose commits are round trips to it.
 fn answer_v2(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Response> {
-    let device = who
-        .device_id
-        .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
-    let req = decode_request_v2(body)?;
-    let t = &state.telemetry;
-    let at = now();
-    let mut response = v2::Response::default();
-    // A push with new changes records the device's sync in its commit; otherwise it is recorded
-    // once below.
-    let mut recorded_sync = false;
+    let (req, mut answer) = V2Answer::begin(who, body)?;
     for push in req.visits.iter() {
-        t.sync_visit_messages.fetch_add(1, Relaxed);
-        match state
+        let pushed =
+            state
+                .visits
+                .ingest_changes(who, push.visit_id, &push.changes, push.heads.clone(), answer.at)?;
+        answer.record(state, push.visit_id, pushed);
+    }
+    if !answer.recorded_sync {
+        manifest::device_synced(state.store.as_ref(), answer.device, answer.at)?;
+    }
+    answer.finish(state, who, &req)
+}
+
+/// [`answer_v2`] on the embedded store, on the async thread that read the request: each push is
+/// judged here and its commit awaited while the store's writer makes it durable, so no thread
+/// sleeps on the group's `fsync` and the request does not hop to the blocking pool and back
+/// (two of the four thread switches a sync cost; docs/performance.md, ninth round). Only a
+/// write outside a commit (a sync that brought nothing new) goes to a blocking thread.
+async fn push_v2(state: AppState, who: Principal, body: Bytes) -> ApiResult<Response> {
+    let (req, mut answer) = V2Answer::begin(&who, &body)?;
+    for push in req.visits.iter() {
+        let pushed = state
             .visits
-            .ingest_changes(who, push.visit_id, &push.changes, push.heads.clone(), at)?
-        {
+            .clone()
+            .push_changes(&who, push.visit_id, &push.changes, push.heads.clone(), answer.at)
+            .await?;
+        answer.record(&state, push.visit_id, pushed);
+    }
+    if !answer.recorded_sync {
+        let (st, device, at) = (state.clone(), answer.device, answer.at);
+        blocking(move || Ok(manifest::device_synced(st.store.as_ref(), device, at)?)).await?;
+    }
+    answer.finish(&state, &who, &req)
+}
+
+/// A version 2 response as its pushes are taken.
+struct V2Answer {
+    device: DeviceId,
+    at: Millis,
+    response: v2::Response,
+    /// A push with new changes records the device's sync in its commit; otherwise it is
+    /// recorded once, apart.
+    recorded_sync: bool,
+}
+
+impl V2Answer {
+    fn begin(who: &Principal, body: &[u8]) -> ApiResult<(v2::Request, Self)> {
+        let device = who
+            .device_id
+            .ok_or_else(|| ApiError::forbidden("sync is for enrolled devices"))?;
+        let req = decode_request_v2(body)?;
+        Ok((
+            req,
+            Self {
+                device,
+                at: now(),
+                response: v2::Response::default(),
+                recorded_sync: false,
+            },
+        ))
+    }
+
+    fn record(&mut self, state: &AppState, visit: VisitId, pushed: Pushed) {
+        let t = &state.telemetry;
+        t.sync_visit_messages.fetch_add(1, Relaxed);
+        match pushed {
             Pushed::Accepted { reply, new_changes } => {
-                recorded_sync |= new_changes > 0;
+                self.recorded_sync |= new_changes > 0;
                 t.changes_accepted.fetch_add(new_changes as u64, Relaxed);
                 if let Some((changes, heads)) = reply {
-                    response.visits.push(v2::Pull {
-                        visit_id: push.visit_id,
+                    self.response.visits.push(v2::Pull {
+                        visit_id: visit,
                         changes,
                         heads: Some(heads),
                     });
@@ -258,29 +314,31 @@ fn answer_v2(state: &AppState, who: &Principal, body: &[u8]) -> ApiResult<Respon
             }
             Pushed::Refused(error) => {
                 t.messages_refused.fetch_add(1, Relaxed);
-                tracing::warn!(visit = %error.visit_id, device = %device, code = %error.code, "visit push refused");
-                response.errors.push(error.into());
+                tracing::warn!(visit = %error.visit_id, device = %self.device, code = %error.code, "visit push refused");
+                self.response.errors.push(error.into());
             }
         }
     }
-    let sent = req.visits.iter().map(|p| p.visit_id);
-    let digest = req.manifest_digest.as_deref().map(hex::encode);
-    let manifest = carers_manifest(state, who, at, sent, digest.as_deref())?;
-    response.manifest_complete = manifest.complete;
-    // Unless complete, the manifest holds only the pushed visits, whose heads the pulls carry.
-    if manifest.complete {
-        response.manifest = manifest
-            .entries
-            .into_iter()
-            .map(|e| v2::Entry {
-                visit_id: e.visit_id,
-                heads: e.heads,
-            })
-            .collect();
+
+    /// The manifest, when the phone's digest of the visits it did not push disagrees, and the
+    /// body.
+    fn finish(mut self, state: &AppState, who: &Principal, req: &v2::Request) -> ApiResult<Response> {
+        let sent = req.visits.iter().map(|p| p.visit_id);
+        let digest = req.manifest_digest.as_deref().map(hex::encode);
+        let manifest = carers_manifest(state, who, self.at, sent, digest.as_deref())?;
+        self.response.manifest_complete = manifest.complete;
+        // Unless complete, the manifest holds only the pushed visits, whose heads the pulls carry.
+        if manifest.complete {
+            self.response.manifest = manifest
+                .entries
+                .into_iter()
+                .map(|e| v2::Entry {
+                    visit_id: e.visit_id,
+                    heads: e.heads,
+                })
+                .collect();
+        }
+        self.response.server_time = now();
+        Ok(cbor(v2::encode(&self.response)))
     }
-    if !recorded_sync {
-        manifest::device_synced(state.store.as_ref(), device, at)?;
-    }
-    response.server_time = now();
-    Ok(cbor(v2::encode(&response)))
 }

@@ -79,6 +79,24 @@ enum Taken {
     Refused(VisitError),
 }
 
+/// What judging a phone's exchange decided: an answer with nothing to commit, or an answer to
+/// give once the change is committed.
+// Made once per push and moved once: boxing the larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Judged {
+    Answered(Taken),
+    Commit { taken: Taken, change: Change },
+}
+
+/// A change to commit: the document after it and its read, the heads before it, and what the
+/// commit writes besides.
+struct Change {
+    copy: VisitDocument,
+    after: Visit,
+    before: Vec<automerge::ChangeHash>,
+    extras: CommitExtras,
+}
+
 struct Cached {
     /// The stored document; `None` while it is taken for a phone's changes to be applied to it
     /// (cheaper than a fork and dropping the old document: 3 % of the server under load, and an
@@ -99,7 +117,24 @@ impl Cached {
     }
 }
 
-type Entry = Arc<Mutex<Option<Cached>>>;
+type Entry = Arc<parking_lot::Mutex<Option<Cached>>>;
+
+/// A visit's entry, locked. Owned, so that a phone's commit carries it to the store's writer
+/// thread and lets it go there once the commit is durable and the cache holds the result
+/// ([`VisitService::push_changes`]): nothing else reads or writes the visit's document between
+/// the take and the commit's outcome, and nothing has to wait on the caller to let it go.
+type Lease = parking_lot::ArcMutexGuard<parking_lot::RawMutex, Option<Cached>>;
+
+/// What is left to do once a commit is durable, outside the visit's lock.
+#[derive(Clone, Copy, Debug)]
+struct Landed {
+    visit: VisitId,
+    now: Millis,
+    /// The visit was due when committed: its alerts are reviewed.
+    due: bool,
+    /// Its chunks piled up to [`COMPACT_AFTER_CHUNKS`].
+    compact: bool,
+}
 
 /// A bounded map of recently used visit documents. Each entry has its own lock, so two phones
 /// syncing the same visit are serialised while different visits proceed in parallel.
@@ -137,7 +172,7 @@ impl DocCache {
                 .map(|(id, _)| *id);
             evicted = victim.and_then(|id| self.entries.remove(&id));
         }
-        let entry: Entry = Arc::new(Mutex::new(None));
+        let entry: Entry = Arc::new(parking_lot::Mutex::new(None));
         self.entries.insert(visit, entry.clone());
         (entry, evicted)
     }
@@ -169,8 +204,9 @@ pub struct VisitService {
     actor: ActorId,
     /// Deadlines of the alerts raised as visits are committed.
     oversight: Arc<OversightSettings>,
-    /// Carers' manifests, kept exact by every commit here.
-    manifests: ManifestCache,
+    /// Carers' manifests, kept exact by every commit here (shared with the writer thread, where
+    /// a phone's commit lands).
+    manifests: Arc<ManifestCache>,
 }
 
 /// Carers whose manifests are kept in memory (embedded store only): about 15 KiB each for a
@@ -190,7 +226,7 @@ impl VisitService {
             cache: Mutex::new(DocCache::new(cache_capacity)),
             actor: ActorId::random(),
             oversight: Arc::default(),
-            manifests: ManifestCache::new(!store.shared_by_instances(), MANIFEST_CACHE),
+            manifests: Arc::new(ManifestCache::new(!store.shared_by_instances(), MANIFEST_CACHE)),
             store,
         }
     }
@@ -221,11 +257,20 @@ impl VisitService {
         Ok(entry)
     }
 
-    /// Run `f` on the visit's document under its lock, loading it from the store if needed.
-    fn with_doc<T>(&self, visit: VisitId, f: impl FnOnce(&mut Cached) -> Result<T>) -> Result<T> {
+    /// The visit's entry, locked and holding its document: loaded from the store if the cache
+    /// let it go, caught up with other instances' chunks if it is shared.
+    fn lease(&self, visit: VisitId) -> Result<Lease> {
+        Ok(self.lease_merging(visit)?.0)
+    }
+
+    /// [`VisitService::lease`], and whether catching up merged another instance's chunks into
+    /// the cached document.
+    fn lease_merging(&self, visit: VisitId) -> Result<(Lease, bool)> {
+        let mut merged = false;
         let entry = self.entry(visit)?;
-        let mut guard = lock_visit(&entry);
-        if guard.is_none() {
+        let mut lease = lock_visit(&entry);
+        drop(entry);
+        if lease.is_none() {
             let chunks = self.store.visit_chunks(visit)?;
             if chunks.is_empty() {
                 return Err(VisitServiceError::UnknownVisit(visit));
@@ -239,20 +284,23 @@ impl VisitService {
             let read = doc
                 .read()
                 .map_err(|source| VisitServiceError::Document { visit, source })?;
-            *guard = Some(Cached {
+            *lease = Some(Cached {
                 doc: Some(doc),
                 visit: read,
                 chunk_hashes: chunks.into_iter().map(|c| c.hash).collect(),
             });
-        } else if let Some(cached) = guard.as_mut() {
+        } else if let Some(cached) = lease.as_mut() {
             // Another server instance on the same database may have written since.
-            self.catch_up(visit, cached)?;
+            merged = self.catch_up(visit, cached)?;
         }
-        let cached = guard.as_mut().ok_or(VisitServiceError::Poisoned)?;
-        let out = f(cached);
-        if guard.as_ref().is_some_and(|c| c.doc.is_none()) {
-            *guard = None;
-        }
+        Ok((lease, merged))
+    }
+
+    /// Run `f` on the visit's document under its lock, loading it from the store if needed.
+    fn with_doc<T>(&self, visit: VisitId, f: impl FnOnce(&mut Cached) -> Result<T>) -> Result<T> {
+        let mut lease = self.lease(visit)?;
+        let out = f(lease.as_mut().ok_or(VisitServiceError::Poisoned)?);
+        let_go_if_taken(&mut lease);
         out
     }
 
@@ -363,31 +411,34 @@ impl VisitService {
         edit: impl FnOnce(&mut VisitDocument, &Visit) -> Result<()>,
     ) -> Result<Visit> {
         let actor = self.actor.clone();
-        self.with_doc(visit, |cached| {
-            let before = cached.doc()?.heads();
-            let mut copy = cached.doc()?.fork().with_actor(&actor);
-            let current = cached.visit.clone();
-            edit(&mut copy, &current)?;
-            let after = copy
-                .read()
-                .map_err(|source| VisitServiceError::Document { visit, source })?;
-            // What changed keeps to the bounds; what did not is left alone, so a visit stored
-            // before the bounds existed can still be cancelled, noted and amended.
-            crate::services::validation::schedule_change(&current.schedule, &after.schedule)?;
-            let new_amendments = copy_amendments(visit, &mut copy, &before)?;
-            self.commit(
-                visit,
-                cached,
-                (copy, after.clone()),
-                &before,
-                now,
-                CommitExtras {
-                    new_amendments,
-                    ..Default::default()
-                },
-            )?;
-            Ok(after)
-        })
+        let mut lease = self.lease(visit)?;
+        let cached = lease.as_mut().ok_or(VisitServiceError::Poisoned)?;
+        let before = cached.doc()?.heads();
+        let mut copy = cached.doc()?.fork().with_actor(&actor);
+        let current = cached.visit.clone();
+        edit(&mut copy, &current)?;
+        let after = copy
+            .read()
+            .map_err(|source| VisitServiceError::Document { visit, source })?;
+        // What changed keeps to the bounds; what did not is left alone, so a visit stored
+        // before the bounds existed can still be cancelled, noted and amended.
+        crate::services::validation::schedule_change(&current.schedule, &after.schedule)?;
+        let new_amendments = copy_amendments(visit, &mut copy, &before)?;
+        let change = Change {
+            copy,
+            after: after.clone(),
+            before,
+            extras: CommitExtras {
+                new_amendments,
+                ..Default::default()
+            },
+        };
+        let (reply, landed) = std::sync::mpsc::sync_channel(1);
+        self.commit(visit, lease, change, now, move |l| {
+            let _ = reply.send(l);
+        });
+        self.after_commit(wait(&landed)?)?;
+        Ok(after)
     }
 
     /// A phone's protocol 1 sync message for one visit: judged on a copy, persisted only if every
@@ -406,14 +457,16 @@ impl VisitService {
                 )))
             }
         };
-        Ok(match self.take(who, visit, Exchange::Message(message), now)? {
-            Taken::Accepted {
-                answer: Answer::Message(reply),
-                new_changes,
-            } => Ingested::Accepted { reply, new_changes },
-            Taken::Accepted { .. } => unreachable!("a sync message is answered with one"),
-            Taken::Refused(error) => Ingested::Refused(error),
-        })
+        Ok(
+            match self.take_here(who, visit, Exchange::Message(message), now)? {
+                Taken::Accepted {
+                    answer: Answer::Message(reply),
+                    new_changes,
+                } => Ingested::Accepted { reply, new_changes },
+                Taken::Accepted { .. } => unreachable!("a sync message is answered with one"),
+                Taken::Refused(error) => Ingested::Refused(error),
+            },
+        )
     }
 
     /// A phone's protocol 2 push for one visit: its raw changes and, when they do not imply them,
@@ -428,183 +481,266 @@ impl VisitService {
         heads: Option<Heads>,
         now: Millis,
     ) -> Result<Pushed> {
-        let size: usize = changes.iter().map(Vec::len).sum();
-        if size > MAX_MESSAGE_BYTES {
-            return Ok(Pushed::Refused(too_large(visit, size)));
-        }
-        let mut parsed = Vec::with_capacity(changes.len());
-        for bytes in changes {
-            match v2::parse_change(bytes) {
-                Ok(change) => parsed.push(change),
-                Err(e) => {
-                    return Ok(Pushed::Refused(refusal(
-                        visit,
-                        "malformed_message",
-                        format!("not an Automerge change: {e}"),
-                    )))
-                }
-            }
-        }
-        let phone_heads = heads.unwrap_or_else(|| v2::implied_heads(&parsed));
-        Ok(
-            match self.take(who, visit, Exchange::Changes(parsed, phone_heads), now)? {
-                Taken::Accepted {
-                    answer: Answer::Changes(reply),
-                    new_changes,
-                } => Pushed::Accepted { reply, new_changes },
-                Taken::Accepted { .. } => unreachable!("changes are answered with changes"),
-                Taken::Refused(error) => Pushed::Refused(error),
-            },
-        )
+        Ok(match push_exchange(visit, changes, heads) {
+            Ok(exchange) => pushed(self.take_here(who, visit, exchange, now)?),
+            Err(refused) => refused,
+        })
     }
 
-    /// Both protocols' one path: apply what the phone sent to a copy of the visit, judge what it
-    /// did, answer, and commit.
-    fn take(&self, who: &Principal, visit: VisitId, mut exchange: Exchange, now: Millis) -> Result<Taken> {
-        let refuse = |code: &str, message: String| Ok(Taken::Refused(refusal(visit, code, message)));
-        let Some(device) = who.device_id else {
-            return refuse("not_a_device", "only enrolled devices sync".into());
+    /// [`VisitService::ingest_changes`] for an async caller on the embedded store: the push is
+    /// judged here, and its commit awaited while the store's writer makes it durable (with no
+    /// thread waiting on it). The phone's answer comes only once its changes are on disk. If this
+    /// future is dropped meanwhile, the commit still lands and the cache still takes it; only
+    /// what follows a commit is skipped (the alert review, which the sweep makes good, and a
+    /// compaction, which the visit's next commit does). On a store other instances write the
+    /// commit runs here, blocking: call [`VisitService::ingest_changes`] on a blocking thread.
+    pub async fn push_changes(
+        self: Arc<Self>,
+        who: &Principal,
+        visit: VisitId,
+        changes: &[Vec<u8>],
+        heads: Option<Heads>,
+        now: Millis,
+    ) -> Result<Pushed> {
+        let exchange = match push_exchange(visit, changes, heads) {
+            Ok(exchange) => exchange,
+            Err(refused) => return Ok(refused),
         };
-        let carer = who.person.id;
-        let result = self.with_doc(visit, |cached| {
-            let assigned_now = cached.visit.schedule.carers.contains(&carer);
-            if !assigned_now && !self.store.was_ever_assigned(visit, carer)? {
-                return refuse("not_assigned", "this visit is not assigned to this carer".into());
+        let (reply, landed) = tokio::sync::oneshot::channel();
+        let (taken, committing) = self.take(who, visit, exchange, now, move |l| {
+            let _ = reply.send(l);
+        })?;
+        if committing {
+            let landed = landed.await.map_err(|_| dropped_commit())??;
+            if landed.due || landed.compact || self.store.shared_by_instances() {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.after_commit(landed))
+                    .await
+                    .map_err(|e| {
+                        VisitServiceError::Store(StoreError::Conflict(format!("after a commit: {e}")))
+                    })??;
             }
-            let before = cached.doc()?.heads();
-            let mut copy = cached.doc.take().ok_or(VisitServiceError::Poisoned)?;
-            let mut sync_state = None;
-            // A push's changes the document did not hold: what the audit looks at.
-            let mut pushed_new = None;
-            let applied = match &mut exchange {
-                Exchange::Message(message) => {
-                    let mut state = match self.store.sync_state(device, visit)? {
-                        Some(bytes) => SyncState::decode(&bytes).unwrap_or_default(),
-                        None => SyncState::new(),
-                    };
-                    let applied = copy
-                        .automerge()
-                        .sync()
-                        .receive_sync_message(&mut state, message.clone())
-                        .map_err(|e| format!("changes could not be applied: {e}"));
-                    sync_state = Some(state);
-                    applied
-                }
-                Exchange::Changes(changes, _) => {
-                    apply_changes(&mut copy, std::mem::take(changes)).map(|new| pushed_new = Some(new))
-                }
-            };
-            if let Err(message) = applied {
-                let code = if message.starts_with(MISSING) {
-                    "missing_changes"
-                } else {
-                    "malformed_message"
-                };
-                return refuse(code, message);
+        }
+        Ok(pushed(taken))
+    }
+
+    /// [`VisitService::take`], waiting on this thread for the commit and what follows it.
+    fn take_here(&self, who: &Principal, visit: VisitId, exchange: Exchange, now: Millis) -> Result<Taken> {
+        let (reply, landed) = std::sync::mpsc::sync_channel(1);
+        let (taken, committing) = self.take(who, visit, exchange, now, move |l| {
+            let _ = reply.send(l);
+        })?;
+        if committing {
+            self.after_commit(wait(&landed)?)?;
+        }
+        Ok(taken)
+    }
+
+    /// Both protocols' one path: apply what the phone sent to the visit's document, judge what
+    /// it did, answer, and hand the commit to the store. Returns the answer and whether a commit
+    /// is in flight: if so, `landed` is told its outcome once it is durable (on the store's
+    /// writer thread for the embedded store), and the visit's lock goes with it until then;
+    /// otherwise `landed` is dropped. The phone may be answered only once `landed` says `Ok`.
+    fn take(
+        &self,
+        who: &Principal,
+        visit: VisitId,
+        exchange: Exchange,
+        now: Millis,
+        landed: impl FnOnce(Result<Landed>) + Send + 'static,
+    ) -> Result<(Taken, bool)> {
+        let refused =
+            |code: &str, message: String| Ok((Taken::Refused(refusal(visit, code, message)), false));
+        let Some(device) = who.device_id else {
+            return refused("not_a_device", "only enrolled devices sync".into());
+        };
+        let mut lease = match self.lease(visit) {
+            Ok(lease) => lease,
+            Err(VisitServiceError::UnknownVisit(_)) => {
+                return refused("unknown_visit", "no such visit".into())
             }
-            // The document was readable before this message, so whatever no longer reads as the
-            // schema says came with it: that visit's `invalid_entry`, never an error for the
-            // whole request (the commit_path fuzz target found both ways in).
-            let unreadable = |e: DocumentError| {
-                refuse(
-                    "invalid_entry",
-                    format!("the changes leave an entry that cannot be read: {e}"),
-                )
-            };
-            let audit = match &pushed_new {
-                Some(new) => copy.audit_changes(&before, new, Some(&cached.visit)),
-                None => copy.audit_since(&before),
-            };
-            let audit = match audit {
-                Ok(audit) => audit,
-                Err(e) => return unreadable(e),
-            };
-            // The one read of the document this message produced, for the rules and the
-            // projection alike (nothing new: the cached read stands).
-            let after = if audit.change_hashes.is_empty() {
-                cached.visit.clone()
-            } else {
-                match copy.read_after(&cached.visit, &audit) {
-                    Ok(after) => after,
-                    Err(e) => return unreadable(e),
-                }
-            };
-            let mut flagged = Vec::new();
-            if !audit.change_hashes.is_empty() {
-                match judge_device_changes(who, device, &audit, &mut copy, &after) {
-                    Ok(Judgement::Allowed { reassigned_events }) => flagged = reassigned_events,
-                    Ok(Judgement::Refused { code, reason }) => return refuse(code, reason),
-                    Err(VisitServiceError::Document { source, .. }) => return unreadable(source),
-                    Err(e) => return Err(e),
-                }
+            Err(e) => return Err(e),
+        };
+        let cached = lease.as_mut().ok_or(VisitServiceError::Poisoned)?;
+        match self.judge(who, device, visit, cached, exchange, now) {
+            Ok(Judged::Commit { taken, change }) => {
+                self.commit(visit, lease, change, now, landed);
+                Ok((taken, true))
             }
-            let answer = match (exchange, sync_state.as_mut()) {
-                (Exchange::Message(_), Some(state)) => Answer::Message(
-                    if assigned_now {
-                        copy.automerge().sync().generate_sync_message(state)
-                    } else {
-                        // Taken off the visit: what they wrote while assigned is accepted, but
-                        // nothing of the document goes back, only an acknowledgement of the heads
-                        // both sides share.
-                        acknowledgement(visit, &mut copy, state)?
-                    }
-                    .map(|m| m.encode()),
-                ),
-                (Exchange::Changes(_, phone_heads), _) => Answer::Changes(if assigned_now {
-                    changes_for(&mut copy, &phone_heads)
-                } else {
-                    // Taken off the visit: the phone hears only that its changes are held.
-                    None
-                }),
-                (Exchange::Message(_), None) => unreachable!("a sync message has a state"),
-            };
-            let new_changes = audit.change_hashes.len();
-            if new_changes == 0 && sync_state.is_none() {
-                // Protocol 2 keeps no state per device: nothing new is nothing to write.
-                cached.doc = Some(copy);
-                return Ok(Taken::Accepted { answer, new_changes });
+            Ok(Judged::Answered(taken)) => {
+                let_go_if_taken(&mut lease);
+                Ok((taken, false))
             }
-            let extras = CommitExtras {
-                sync_state: Some((device, sync_state.map(|s| s.encode()))),
-                new_events: audit.new_events,
-                reassigned: flagged,
-                new_amendments: vec![],
-                raise: alerts::concerns(
-                    &self.oversight,
-                    visit,
-                    &who.person,
-                    &audit.new_notes,
-                    &audit.new_task_outcomes,
-                    now,
-                ),
-                encoded: Some((audit.heads_after, audit.changes)),
-            };
-            self.commit(visit, cached, (copy, after), &before, now, extras)?;
-            Ok(Taken::Accepted { answer, new_changes })
-        });
-        match result {
-            Err(VisitServiceError::UnknownVisit(_)) => refuse("unknown_visit", "no such visit".into()),
-            other => other,
+            Err(e) => {
+                let_go_if_taken(&mut lease);
+                Err(e)
+            }
         }
     }
 
-    /// The one commit path: new chunk + projection + sync state in one store transaction, then
-    /// the cache takes the copy and its read (the `Visit` the caller already read from it, so
-    /// the projection does not read again). Compacts when chunks pile up.
+    /// Apply what the phone sent to the cached document (taken out of the cache meanwhile; put
+    /// back when nothing is to be committed, left out on a refusal), judge it, and say what to
+    /// answer and what to commit.
+    fn judge(
+        &self,
+        who: &Principal,
+        device: DeviceId,
+        visit: VisitId,
+        cached: &mut Cached,
+        mut exchange: Exchange,
+        now: Millis,
+    ) -> Result<Judged> {
+        let refuse =
+            |code: &str, message: String| Ok(Judged::Answered(Taken::Refused(refusal(visit, code, message))));
+        let carer = who.person.id;
+        let assigned_now = cached.visit.schedule.carers.contains(&carer);
+        if !assigned_now && !self.store.was_ever_assigned(visit, carer)? {
+            return refuse("not_assigned", "this visit is not assigned to this carer".into());
+        }
+        let before = cached.doc()?.heads();
+        let mut copy = cached.doc.take().ok_or(VisitServiceError::Poisoned)?;
+        let mut sync_state = None;
+        // A push's changes the document did not hold: what the audit looks at.
+        let mut pushed_new = None;
+        let applied = match &mut exchange {
+            Exchange::Message(message) => {
+                let mut state = match self.store.sync_state(device, visit)? {
+                    Some(bytes) => SyncState::decode(&bytes).unwrap_or_default(),
+                    None => SyncState::new(),
+                };
+                let applied = copy
+                    .automerge()
+                    .sync()
+                    .receive_sync_message(&mut state, message.clone())
+                    .map_err(|e| format!("changes could not be applied: {e}"));
+                sync_state = Some(state);
+                applied
+            }
+            Exchange::Changes(changes, _) => {
+                apply_changes(&mut copy, std::mem::take(changes)).map(|new| pushed_new = Some(new))
+            }
+        };
+        if let Err(message) = applied {
+            let code = if message.starts_with(MISSING) {
+                "missing_changes"
+            } else {
+                "malformed_message"
+            };
+            return refuse(code, message);
+        }
+        // The document was readable before this message, so whatever no longer reads as the
+        // schema says came with it: that visit's `invalid_entry`, never an error for the
+        // whole request (the commit_path fuzz target found both ways in).
+        let unreadable = |e: DocumentError| {
+            refuse(
+                "invalid_entry",
+                format!("the changes leave an entry that cannot be read: {e}"),
+            )
+        };
+        let audit = match &pushed_new {
+            Some(new) => copy.audit_changes(&before, new, Some(&cached.visit)),
+            None => copy.audit_since(&before),
+        };
+        let audit = match audit {
+            Ok(audit) => audit,
+            Err(e) => return unreadable(e),
+        };
+        // The one read of the document this message produced, for the rules and the
+        // projection alike (nothing new: the cached read stands).
+        let after = if audit.change_hashes.is_empty() {
+            cached.visit.clone()
+        } else {
+            match copy.read_after(&cached.visit, &audit) {
+                Ok(after) => after,
+                Err(e) => return unreadable(e),
+            }
+        };
+        let mut flagged = Vec::new();
+        if !audit.change_hashes.is_empty() {
+            match judge_device_changes(who, device, &audit, &mut copy, &after) {
+                Ok(Judgement::Allowed { reassigned_events }) => flagged = reassigned_events,
+                Ok(Judgement::Refused { code, reason }) => return refuse(code, reason),
+                Err(VisitServiceError::Document { source, .. }) => return unreadable(source),
+                Err(e) => return Err(e),
+            }
+        }
+        let answer = match (exchange, sync_state.as_mut()) {
+            (Exchange::Message(_), Some(state)) => Answer::Message(
+                if assigned_now {
+                    copy.automerge().sync().generate_sync_message(state)
+                } else {
+                    // Taken off the visit: what they wrote while assigned is accepted, but
+                    // nothing of the document goes back, only an acknowledgement of the heads
+                    // both sides share.
+                    acknowledgement(visit, &mut copy, state)?
+                }
+                .map(|m| m.encode()),
+            ),
+            (Exchange::Changes(_, phone_heads), _) => Answer::Changes(if assigned_now {
+                changes_for(&mut copy, &phone_heads)
+            } else {
+                // Taken off the visit: the phone hears only that its changes are held.
+                None
+            }),
+            (Exchange::Message(_), None) => unreachable!("a sync message has a state"),
+        };
+        let new_changes = audit.change_hashes.len();
+        if new_changes == 0 && sync_state.is_none() {
+            // Protocol 2 keeps no state per device: nothing new is nothing to write.
+            cached.doc = Some(copy);
+            return Ok(Judged::Answered(Taken::Accepted { answer, new_changes }));
+        }
+        let extras = CommitExtras {
+            sync_state: Some((device, sync_state.map(|s| s.encode()))),
+            new_events: audit.new_events,
+            reassigned: flagged,
+            new_amendments: vec![],
+            raise: alerts::concerns(
+                &self.oversight,
+                visit,
+                &who.person,
+                &audit.new_notes,
+                &audit.new_task_outcomes,
+                now,
+            ),
+            encoded: Some((audit.heads_after, audit.changes)),
+        };
+        Ok(Judged::Commit {
+            taken: Taken::Accepted { answer, new_changes },
+            change: Change {
+                copy,
+                after,
+                before,
+                extras,
+            },
+        })
+    }
+
+    /// The one commit path: new chunk + projection + sync state in one store transaction. Once
+    /// it is durable the cache takes the copy and its read (the `Visit` the caller already read
+    /// from it, so the projection does not read again), the carers' manifests learn of it, the
+    /// visit's lock is let go, and `landed` is told; if it fails, the cached document is let go
+    /// (to be loaded again from the store) and `landed` hears the error. What is left (catching
+    /// up with other instances, alerts, compaction) is [`VisitService::after_commit`]'s.
     fn commit(
         &self,
         visit: VisitId,
-        cached: &mut Cached,
-        (mut copy, read): (VisitDocument, Visit),
-        before: &[automerge::ChangeHash],
+        mut lease: Lease,
+        change: Change,
         now: Millis,
-        extras: CommitExtras,
-    ) -> Result<()> {
+        landed: impl FnOnce(Result<Landed>) + Send + 'static,
+    ) {
+        let Change {
+            mut copy,
+            after: read,
+            before,
+            extras,
+        } = change;
         let after = copy.heads();
         let chunk = (after != before).then(|| {
             chunk_of(match extras.encoded {
                 Some((heads, bytes)) if heads == after => bytes,
-                _ => copy.automerge().save_after(before),
+                _ => copy.automerge().save_after(&before),
             })
         });
         let row = project(visit, &read, &mut copy, now);
@@ -614,42 +750,79 @@ impl VisitService {
             .map(|e| event_row(visit, e, now, extras.reassigned.contains(&e.id)))
             .collect();
         let due = row.planned_start <= now;
+        let chunk_hash = chunk.as_ref().map(|c| c.hash.clone());
         let commit = VisitCommit {
-            visit: row,
-            chunk: chunk.clone(),
+            visit: row.clone(),
+            chunk,
             new_events: events,
             new_amendments: extras.new_amendments,
             sync_state: extras.sync_state,
         };
-        self.store.commit_visit_raising(&commit, &extras.raise)?;
-        self.manifests
-            .committed(&cached.visit.schedule.carers, &commit.visit);
-        cached.doc = Some(copy);
-        cached.visit = read;
-        if let Some(chunk) = chunk {
-            if !cached.chunk_hashes.contains(&chunk.hash) {
-                cached.chunk_hashes.push(chunk.hash);
+        let manifests = self.manifests.clone();
+        let then = move |stored: crate::store::Result<()>| {
+            let outcome = match (stored, lease.as_mut()) {
+                (Ok(()), Some(cached)) => {
+                    manifests.committed(&cached.visit.schedule.carers, &row);
+                    cached.doc = Some(copy);
+                    cached.visit = read;
+                    if let Some(hash) = chunk_hash {
+                        if !cached.chunk_hashes.contains(&hash) {
+                            cached.chunk_hashes.push(hash);
+                        }
+                    }
+                    Ok(Landed {
+                        visit,
+                        now,
+                        due,
+                        compact: cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS,
+                    })
+                }
+                (Ok(()), None) => Err(VisitServiceError::Poisoned),
+                (Err(e), _) => {
+                    *lease = None;
+                    Err(e.into())
+                }
+            };
+            // Let go before telling, so a sync of the same visit waiting on the lock goes on at
+            // once, whoever is told.
+            drop(lease);
+            landed(outcome);
+        };
+        self.store.commit_visit_then(commit, extras.raise, Box::new(then));
+    }
+
+    /// What a durable commit leaves to do, under the visit's lock again where it needs the
+    /// document: on a store other instances write, merge their chunks and project again; on a
+    /// visit already due, review its alerts; compact when its chunks pile up.
+    fn after_commit(&self, landed: Landed) -> Result<()> {
+        let Landed {
+            visit,
+            now,
+            due,
+            compact,
+        } = landed;
+        if self.store.shared_by_instances() {
+            // Another instance may have committed to this visit between our read and our write:
+            // its chunk and events are stored (chunks are keyed by hash, events insert-once), but
+            // the visit row we just wrote was projected without its change. Merge and project
+            // again until no unseen chunk remains; whoever writes the row last has seen every
+            // chunk. (Manifests are held only where no other instance writes.)
+            let (mut lease, mut merged) = self.lease_merging(visit)?;
+            let cached = lease.as_mut().ok_or(VisitServiceError::Poisoned)?;
+            for _ in 0..8 {
+                if !merged {
+                    break;
+                }
+                let doc = cached.doc.as_mut().ok_or(VisitServiceError::Poisoned)?;
+                self.store.commit_visit(&VisitCommit {
+                    visit: project(visit, &cached.visit, doc, now),
+                    chunk: None,
+                    new_events: vec![],
+                    new_amendments: vec![],
+                    sync_state: None,
+                })?;
+                merged = self.catch_up(visit, cached)?;
             }
-        }
-        // Another instance may have committed to this visit between our read and our write: its
-        // chunk and events are stored (chunks are keyed by hash, events insert-once), but the
-        // visit row we just wrote was projected without its change. Merge and project again
-        // until no unseen chunk remains; whoever writes the row last has seen every chunk.
-        for _ in 0..8 {
-            let before = cached.visit.schedule.carers.clone();
-            if !self.catch_up(visit, cached)? {
-                break;
-            }
-            let doc = cached.doc.as_mut().ok_or(VisitServiceError::Poisoned)?;
-            let row = project(visit, &cached.visit, doc, now);
-            self.store.commit_visit(&VisitCommit {
-                visit: row.clone(),
-                chunk: None,
-                new_events: vec![],
-                new_amendments: vec![],
-                sync_state: None,
-            })?;
-            self.manifests.committed(&before, &row);
         }
         // A visit already due may raise or close alerts by this change (a late clock-in closes
         // a missed alert). The change is stored whatever happens here; the sweep catches up.
@@ -658,12 +831,75 @@ impl VisitService {
                 tracing::warn!(%visit, error = %e, "alert review after a commit failed; the sweep will retry");
             }
         }
-        if cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS {
-            let snapshot = chunk_of(cached.doc()?.save());
-            self.store.compact_visit(visit, &cached.chunk_hashes, &snapshot)?;
-            cached.chunk_hashes = vec![snapshot.hash];
+        if compact {
+            let mut lease = self.lease(visit)?;
+            let cached = lease.as_mut().ok_or(VisitServiceError::Poisoned)?;
+            // Another commit may have compacted meanwhile.
+            if cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS {
+                let snapshot = chunk_of(cached.doc()?.save());
+                self.store.compact_visit(visit, &cached.chunk_hashes, &snapshot)?;
+                cached.chunk_hashes = vec![snapshot.hash];
+            }
         }
         Ok(())
+    }
+}
+
+/// Wait on this thread for a commit handed to the store.
+fn wait(landed: &std::sync::mpsc::Receiver<Result<Landed>>) -> Result<Landed> {
+    landed.recv().map_err(|_| dropped_commit())?
+}
+
+fn dropped_commit() -> VisitServiceError {
+    VisitServiceError::Store(StoreError::Conflict(
+        "the commit was dropped before its outcome was known".into(),
+    ))
+}
+
+/// A protocol 2 push's changes, parsed, with the phone's heads; or its refusal.
+fn push_exchange(
+    visit: VisitId,
+    changes: &[Vec<u8>],
+    heads: Option<Heads>,
+) -> std::result::Result<Exchange, Pushed> {
+    let size: usize = changes.iter().map(Vec::len).sum();
+    if size > MAX_MESSAGE_BYTES {
+        return Err(Pushed::Refused(too_large(visit, size)));
+    }
+    let mut parsed = Vec::with_capacity(changes.len());
+    for bytes in changes {
+        match v2::parse_change(bytes) {
+            Ok(change) => parsed.push(change),
+            Err(e) => {
+                return Err(Pushed::Refused(refusal(
+                    visit,
+                    "malformed_message",
+                    format!("not an Automerge change: {e}"),
+                )))
+            }
+        }
+    }
+    let phone_heads = heads.unwrap_or_else(|| v2::implied_heads(&parsed));
+    Ok(Exchange::Changes(parsed, phone_heads))
+}
+
+/// A push's outcome, from what its take answered.
+fn pushed(taken: Taken) -> Pushed {
+    match taken {
+        Taken::Accepted {
+            answer: Answer::Changes(reply),
+            new_changes,
+        } => Pushed::Accepted { reply, new_changes },
+        Taken::Accepted { .. } => unreachable!("changes are answered with changes"),
+        Taken::Refused(error) => Pushed::Refused(error),
+    }
+}
+
+/// Drop the cached document if it is still taken (a refusal, an error): the next use loads it
+/// again from the store, where only committed state is.
+fn let_go_if_taken(lease: &mut Lease) {
+    if lease.as_ref().is_some_and(|c| c.doc.is_none()) {
+        **lease = None;
     }
 }
 
@@ -762,16 +998,17 @@ fn acknowledgement(
 }
 
 /// Lock a visit's cache entry. A panic while it was held (a bug, or a message a library chokes
-/// on) poisons the lock; rather than refuse the visit until a restart, drop the cached document,
-/// which the next step reloads from the store (only committed state is there).
-fn lock_visit(entry: &Entry) -> std::sync::MutexGuard<'_, Option<Cached>> {
-    entry.lock().unwrap_or_else(|poisoned| {
-        tracing::warn!("a visit's lock was poisoned by a panic; reloading it from the store");
-        entry.clear_poison();
-        let mut guard = poisoned.into_inner();
-        *guard = None;
-        guard
-    })
+/// on) may have left its document taken out; rather than refuse the visit until a restart, drop
+/// the entry's contents, which are loaded again from the store (only committed state is there).
+fn lock_visit(entry: &Entry) -> Lease {
+    let mut lease = entry.lock_arc();
+    if lease.as_ref().is_some_and(|c| c.doc.is_none()) {
+        tracing::warn!(
+            "a visit's document was left out of the cache by a panic; reloading it from the store"
+        );
+        *lease = None;
+    }
+    lease
 }
 
 /// Amendments added since `before`, as rows (only office and supervisors write them, through `edit`).
@@ -875,6 +1112,193 @@ mod tests {
 
     fn visit(n: u128) -> VisitId {
         VisitId(uuid::Uuid::from_u128(n))
+    }
+
+    const NOW: Millis = 1_795_000_000_000;
+
+    /// A carer's phone with a replica of one visit the server holds (not yet due).
+    struct Phone {
+        _dir: tempfile::TempDir,
+        sqlite: Arc<crate::store::sqlite::SqliteStore>,
+        store: Arc<dyn ServerStore>,
+        visits: Arc<VisitService>,
+        carer: Principal,
+        visit: VisitId,
+        doc: VisitDocument,
+        /// The heads the server holds.
+        shared: Vec<automerge::ChangeHash>,
+    }
+
+    fn phone() -> Phone {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("server.db")).expect("open"));
+        let store: Arc<dyn ServerStore> = sqlite.clone();
+        let person = crate::store::Person {
+            id: PersonId::new(),
+            name: "Ann".into(),
+            role: Role::Carer,
+            team_id: None,
+            active: true,
+        };
+        store.create_person(&person).expect("person");
+        let visits = Arc::new(VisitService::new(store.clone(), 100));
+        let visit = VisitId::new();
+        let schedule = caresync_core::test_kit::schedule(vec![person.id], NOW + HOUR_MS);
+        visits
+            .create(visit, &schedule, PersonId::new(), NOW)
+            .expect("create");
+        let bytes: Vec<u8> = store
+            .visit_chunks(visit)
+            .expect("chunks")
+            .into_iter()
+            .flat_map(|c| c.bytes)
+            .collect();
+        let mut doc = VisitDocument::load(&bytes).expect("load");
+        let shared = doc.heads();
+        Phone {
+            _dir: dir,
+            sqlite,
+            store,
+            visits,
+            carer: Principal {
+                person,
+                device_id: Some(DeviceId::new()),
+            },
+            visit,
+            doc,
+            shared,
+        }
+    }
+
+    impl Phone {
+        /// A clock event written on the phone, and the changes since the last ones returned.
+        fn clock(&mut self, kind: ClockKind) -> (EventId, Vec<Vec<u8>>) {
+            let id = EventId::new();
+            self.doc
+                .append_event(&caresync_core::ClockEvent {
+                    id,
+                    kind,
+                    carer_id: self.carer.person.id,
+                    device_id: self.carer.device_id.expect("a device"),
+                    device_time: NOW,
+                    clock_offset_ms: Some(0),
+                    offset_measured_at: Some(NOW),
+                    method: ClockMethod::App,
+                    reason: None,
+                    location: None,
+                    tag_id: None,
+                })
+                .expect("clock");
+            let changes = self
+                .doc
+                .automerge()
+                .get_changes(&self.shared)
+                .iter()
+                .map(|c| c.raw_bytes().to_vec())
+                .collect();
+            self.shared = self.doc.heads();
+            (id, changes)
+        }
+    }
+
+    /// Poll once, as an async thread would before it goes on to other requests.
+    fn poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    fn accepted(pushed: Pushed) -> usize {
+        match pushed {
+            Pushed::Accepted { new_changes, .. } => new_changes,
+            Pushed::Refused(e) => panic!("refused: {} {}", e.code, e.message),
+        }
+    }
+
+    /// A phone that hangs up while its push's commit is in flight: the commit still lands,
+    /// the cache holds it, and nothing reads the visit in between.
+    #[test]
+    fn a_push_dropped_while_its_commit_is_in_flight_still_lands() {
+        let mut p = phone();
+        let (event, changes) = p.clock(ClockKind::ClockIn);
+        let hold = p.sqlite.hold_writer();
+        let mut push = Box::pin(
+            p.visits
+                .clone()
+                .push_changes(&p.carer, p.visit, &changes, None, NOW),
+        );
+        assert!(
+            poll_once(push.as_mut()).is_pending(),
+            "judged, and waiting on the writer"
+        );
+        drop(push);
+        drop(hold);
+        // The visit's lock went with the commit: this read waits until it has landed.
+        let read = p.visits.read(p.visit).expect("read");
+        assert!(
+            read.events.iter().any(|e| e.id == event),
+            "the cache holds the commit"
+        );
+        assert!(
+            p.store
+                .events_for_visit(p.visit)
+                .expect("events")
+                .iter()
+                .any(|e| e.event_id == event),
+            "the store holds it"
+        );
+        assert_eq!(
+            p.store.visit_row(p.visit).expect("row").expect("a row").heads,
+            Heads::from(p.shared.clone()),
+            "the visit row is the committed document's"
+        );
+    }
+
+    /// A second push to a visit whose first push is still being committed waits for it: the
+    /// clock-out's change depends on the clock-in's, so taken from a cache without it (or from
+    /// the store before it landed) it would be refused as `missing_changes`.
+    #[test]
+    fn a_push_waits_for_the_commit_in_flight_on_its_visit() {
+        let mut p = phone();
+        let (_, clock_in) = p.clock(ClockKind::ClockIn);
+        let (clock_out_event, clock_out) = p.clock(ClockKind::ClockOut);
+        let hold = p.sqlite.hold_writer();
+        let mut first = Box::pin(
+            p.visits
+                .clone()
+                .push_changes(&p.carer, p.visit, &clock_in, None, NOW),
+        );
+        assert!(
+            poll_once(first.as_mut()).is_pending(),
+            "the clock-in is in flight"
+        );
+        let second = std::thread::spawn({
+            let (visits, carer, visit) = (p.visits.clone(), p.carer.clone(), p.visit);
+            move || visits.ingest_changes(&carer, visit, &clock_out, None, NOW)
+        });
+        // Time for the clock-out to be taken, were the visit's lock let go before the clock-in
+        // landed; it cannot be answered before the writer is released.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !second.is_finished(),
+            "the clock-out waited for the clock-in's commit"
+        );
+        drop(hold);
+        assert_eq!(accepted(second.join().expect("joined").expect("pushed")), 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let first = loop {
+            if let std::task::Poll::Ready(out) = poll_once(first.as_mut()) {
+                break out;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first push never landed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!(accepted(first.expect("pushed")), 1);
+        let read = p.visits.read(p.visit).expect("read");
+        assert_eq!(read.events.len(), 2);
+        assert!(read.events.iter().any(|e| e.id == clock_out_event));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Told the outcome of [`ServerStore::commit_visit_then`].
+pub type CommitReply = Box<dyn FnOnce(Result<()>) + Send>;
+
 #[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     pub id: PersonId,
@@ -273,6 +276,14 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Commit a change and, in the same transaction, raise the alerts it gives rise to (a
     /// concern a carer wrote): each raised at most once (see [`alerts`]).
     fn commit_visit_raising(&self, commit: &VisitCommit, raise: &[alerts::AlertRecord]) -> Result<()>;
+    /// [`ServerStore::commit_visit_raising`] without waiting for it: `then` is told the outcome
+    /// once the commit is durable (or failed), on whichever thread learns it. The embedded
+    /// store queues the commit for its writer's next group and returns at once, so a caller on
+    /// an async thread need not block on the group's `fsync`; `then` runs on the writer thread
+    /// and must be quick and must not write to the store. By default, the commit runs here.
+    fn commit_visit_then(&self, commit: VisitCommit, raise: Vec<alerts::AlertRecord>, then: CommitReply) {
+        then(self.commit_visit_raising(&commit, &raise))
+    }
     /// Whether other server instances may write this store's visit documents (PostgreSQL), so a
     /// cached document must be checked against the stored chunks before each use. The embedded
     /// store belongs to one process.

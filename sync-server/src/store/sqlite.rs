@@ -712,6 +712,24 @@ impl SqliteStore {
         self
     }
 
+    /// Keep the writer inside a write of its own until the returned sender is dropped, so a
+    /// test can hold commits in flight.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (inside, is_inside) = std::sync::mpsc::channel();
+        self.writer.submit(
+            move |_: &Connection| {
+                let _ = inside.send(());
+                let _ = released.recv();
+                Ok(())
+            },
+            |_: Result<()>| {},
+        );
+        let _ = is_inside.recv();
+        release
+    }
+
     /// How many writes went through the writer and in how many transactions.
     pub fn group_commit_counts(&self) -> group_commit::Counts {
         self.writer.counts()
@@ -1255,119 +1273,15 @@ impl ServerStore for SqliteStore {
     }
 
     fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
-        // Events and amendments take the commit's planned start, so they must be its visit's.
-        let visit = c.visit.visit_id;
-        if c.new_events.iter().any(|e| e.visit_id != visit)
-            || c.new_amendments.iter().any(|a| a.visit_id != visit)
-        {
-            return Err(StoreError::Conflict(format!(
-                "a commit to visit {visit} carries another visit's rows"
-            )));
-        }
         // Handed to the writer thread and answered once its group is durable (`group_commit`).
-        let c = c.clone();
-        let raise = raise.to_vec();
-        self.writer.write(move |tx| {
-            let c = &c;
-            let v = &c.visit;
-            let id = v.visit_id.to_string();
-            if let Some(chunk) = &c.chunk {
-                tx.prepare_cached("INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (visit_id, chunk_hash) DO NOTHING")?.execute(params![id, chunk.hash, chunk.bytes],
-                )?;
-            }
-            let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
-            let joined = carers.join(",");
-            let (client, contract) = (v.client_id.to_string(), v.contract_id.to_string());
-            // The indexed columns (client, planned start) and the contract are set only when they
-            // change: SQLite rewrites the entry of every index on a column an UPDATE sets, same
-            // value or not, and each rewrite is a page in the WAL and again at the checkpoint.
-            tx.prepare_cached("INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
-                                     chargeable, heads, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (visit_id) DO UPDATE SET carers = ?4, planned_end = ?6, status = ?7, chargeable = ?8,
-                     heads = ?9, updated_at = ?10")?.execute(params![
-                    id,
-                    client,
-                    contract,
-                    joined,
-                    v.planned_start,
-                    v.planned_end,
-                    v.status.as_str(),
-                    v.chargeable,
-                    v.heads.to_text(),
-                    v.updated_at
-                ],
-            )?;
-            tx.prepare_cached("UPDATE visits SET client_id = ?2, contract_id = ?3, planned_start = ?4
-                 WHERE visit_id = ?1 AND (client_id <> ?2 OR contract_id <> ?3 OR planned_start <> ?4)")?
-                .execute(params![id, client, contract, v.planned_start])?;
-            // Only the assignments that change are written (most commits change none).
-            tx.prepare_cached("UPDATE assignments SET current = 0 WHERE visit_id = ?1 AND current = 1
-                 AND instr(',' || ?2 || ',', ',' || carer_id || ',') = 0")?.execute(params![id, joined])?;
-            for carer in &carers {
-                tx.prepare_cached("INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
-                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1 WHERE assignments.current = 0")?
-                    .execute(params![id, carer])?;
-            }
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO clock_events ({EVENT_COLS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT (event_id) DO NOTHING"
-            ))?;
-            for e in &c.new_events {
-                insert.execute(params![
-                    e.event_id.to_string(),
-                    e.visit_id.to_string(),
-                    e.carer_id.to_string(),
-                    e.device_id.to_string(),
-                    e.kind.as_str(),
-                    e.device_time,
-                    e.clock_offset_ms,
-                    e.offset_measured_at,
-                    e.trusted_time,
-                    e.received_at,
-                    e.method.as_str(),
-                    e.reason.map(|r| r.as_str()),
-                    e.location.map(|l| l.lat),
-                    e.location.map(|l| l.lon),
-                    e.location.map(|l| l.accuracy_m),
-                    e.flags.to_string(),
-                ])?;
-            }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason,
-                                         written_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (amendment_id) DO NOTHING",
-            )?;
-            for a in &c.new_amendments {
-                insert.execute(params![
-                    a.amendment_id.to_string(),
-                    a.visit_id.to_string(),
-                    a.author_id.to_string(),
-                    a.carer_id.to_string(),
-                    a.time.as_str(),
-                    a.corrected_time,
-                    a.reason.as_str(),
-                    a.written_at,
-                ])?;
-            }
-            if let Some((device, state)) = &c.sync_state {
-                if let Some(state) = state {
-                    tx.prepare_cached("INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3")?.execute(params![device.to_string(), id, state],
-                    )?;
-                }
-                // The device's last sync, in the same transaction (not a second one per request).
-                tx.prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1")?
-                    .execute(params![device.to_string(), v.updated_at])?;
-            }
-            refresh_facts(tx, v, v.updated_at, Sums::Keep)?;
-            for alert in &raise {
-                al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
-            }
-            Ok(())
-        })
+        self.writer.write(commit_work(c.clone(), raise.to_vec())?)
+    }
+
+    fn commit_visit_then(&self, c: VisitCommit, raise: Vec<al::AlertRecord>, then: super::CommitReply) {
+        match commit_work(c, raise) {
+            Ok(work) => self.writer.submit(work, then),
+            Err(e) => then(Err(e)),
+        }
     }
 
     fn compact_visit(&self, visit: VisitId, merged: &[String], snapshot: &Chunk) -> Result<()> {
@@ -1795,6 +1709,134 @@ impl ServerStore for SqliteStore {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// A visit's commit as the writer runs it (see [`group_commit`]): the chunk, the visit row, its
+/// events, amendments and facts, the device's sync state and the alerts raised, in the group's
+/// transaction. Refused before anything is queued if it carries another visit's rows.
+fn commit_work(
+    c: VisitCommit,
+    raise: Vec<al::AlertRecord>,
+) -> Result<impl FnMut(&Connection) -> Result<()> + Send + 'static> {
+    // Events and amendments take the commit's planned start, so they must be its visit's.
+    let visit = c.visit.visit_id;
+    if c.new_events.iter().any(|e| e.visit_id != visit)
+        || c.new_amendments.iter().any(|a| a.visit_id != visit)
+    {
+        return Err(StoreError::Conflict(format!(
+            "a commit to visit {visit} carries another visit's rows"
+        )));
+    }
+    Ok(move |tx: &Connection| {
+        let c = &c;
+        let v = &c.visit;
+        let id = v.visit_id.to_string();
+        if let Some(chunk) = &c.chunk {
+            tx.prepare_cached(
+                "INSERT INTO doc_chunks (visit_id, chunk_hash, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (visit_id, chunk_hash) DO NOTHING",
+            )?
+            .execute(params![id, chunk.hash, chunk.bytes])?;
+        }
+        let carers: Vec<String> = v.carers.iter().map(|c| c.to_string()).collect();
+        let joined = carers.join(",");
+        let (client, contract) = (v.client_id.to_string(), v.contract_id.to_string());
+        // The indexed columns (client, planned start) and the contract are set only when they
+        // change: SQLite rewrites the entry of every index on a column an UPDATE sets, same
+        // value or not, and each rewrite is a page in the WAL and again at the checkpoint.
+        tx.prepare_cached("INSERT INTO visits (visit_id, client_id, contract_id, carers, planned_start, planned_end, status,
+                                     chargeable, heads, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (visit_id) DO UPDATE SET carers = ?4, planned_end = ?6, status = ?7, chargeable = ?8,
+                     heads = ?9, updated_at = ?10")?.execute(params![
+                    id,
+                    client,
+                    contract,
+                    joined,
+                    v.planned_start,
+                    v.planned_end,
+                    v.status.as_str(),
+                    v.chargeable,
+                    v.heads.to_text(),
+                    v.updated_at
+                ],
+            )?;
+        tx.prepare_cached(
+            "UPDATE visits SET client_id = ?2, contract_id = ?3, planned_start = ?4
+                 WHERE visit_id = ?1 AND (client_id <> ?2 OR contract_id <> ?3 OR planned_start <> ?4)",
+        )?
+        .execute(params![id, client, contract, v.planned_start])?;
+        // Only the assignments that change are written (most commits change none).
+        tx.prepare_cached(
+            "UPDATE assignments SET current = 0 WHERE visit_id = ?1 AND current = 1
+                 AND instr(',' || ?2 || ',', ',' || carer_id || ',') = 0",
+        )?
+        .execute(params![id, joined])?;
+        for carer in &carers {
+            tx.prepare_cached("INSERT INTO assignments (visit_id, carer_id, current) VALUES (?1, ?2, 1)
+                     ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1 WHERE assignments.current = 0")?
+                    .execute(params![id, carer])?;
+        }
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO clock_events ({EVENT_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT (event_id) DO NOTHING"
+        ))?;
+        for e in &c.new_events {
+            insert.execute(params![
+                e.event_id.to_string(),
+                e.visit_id.to_string(),
+                e.carer_id.to_string(),
+                e.device_id.to_string(),
+                e.kind.as_str(),
+                e.device_time,
+                e.clock_offset_ms,
+                e.offset_measured_at,
+                e.trusted_time,
+                e.received_at,
+                e.method.as_str(),
+                e.reason.map(|r| r.as_str()),
+                e.location.map(|l| l.lat),
+                e.location.map(|l| l.lon),
+                e.location.map(|l| l.accuracy_m),
+                e.flags.to_string(),
+            ])?;
+        }
+        let mut insert = tx.prepare_cached(
+                "INSERT INTO amendments (amendment_id, visit_id, author_id, carer_id, time, corrected_time, reason,
+                                         written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (amendment_id) DO NOTHING",
+            )?;
+        for a in &c.new_amendments {
+            insert.execute(params![
+                a.amendment_id.to_string(),
+                a.visit_id.to_string(),
+                a.author_id.to_string(),
+                a.carer_id.to_string(),
+                a.time.as_str(),
+                a.corrected_time,
+                a.reason.as_str(),
+                a.written_at,
+            ])?;
+        }
+        if let Some((device, state)) = &c.sync_state {
+            if let Some(state) = state {
+                tx.prepare_cached(
+                    "INSERT INTO sync_states (device_id, visit_id, state) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (device_id, visit_id) DO UPDATE SET state = ?3",
+                )?
+                .execute(params![device.to_string(), id, state])?;
+            }
+            // The device's last sync, in the same transaction (not a second one per request).
+            tx.prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE device_id = ?1")?
+                .execute(params![device.to_string(), v.updated_at])?;
+        }
+        refresh_facts(tx, v, v.updated_at, Sums::Keep)?;
+        for alert in &raise {
+            al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use super::{Result, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -30,16 +30,18 @@ trait Pending: Send {
     fn answer(self: Box<Self>, group: std::result::Result<(), String>);
 }
 
-struct Write<T, F> {
+struct Write<T, F, R> {
     work: F,
     out: Option<Result<T>>,
-    reply: SyncSender<Result<T>>,
+    /// Told the write's fate, on the writer's thread.
+    reply: R,
 }
 
-impl<T, F> Pending for Write<T, F>
+impl<T, F, R> Pending for Write<T, F, R>
 where
     T: Send,
     F: FnMut(&Connection) -> Result<T> + Send,
+    R: FnOnce(Result<T>) + Send,
 {
     /// Runs (again, after its group was rolled back) the write; the last run's result stands.
     fn run(&mut self, conn: &Connection) -> bool {
@@ -62,8 +64,11 @@ where
             (Some(Ok(value)), Ok(())) => Ok(value),
             (None, Ok(())) => Err(StoreError::Conflict("a write was never run".into())),
         };
-        // The caller may have gone (a panicked thread); nothing to tell then.
-        let _ = self.reply.send(out);
+        // A panicking reply must not take the writer down either.
+        let reply = self.reply;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply(out))).is_err() {
+            tracing::error!("a write's reply panicked on the writer thread");
+        }
     }
 }
 
@@ -119,22 +124,44 @@ impl Writer {
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
+        self.submit(work, move |out| {
+            // The caller may have gone (a panicked thread); nothing to tell then.
+            let _ = reply.send(out);
+        });
+        answer
+            .recv()
+            .map_err(|_| StoreError::Conflict("the writer thread stopped before answering".into()))?
+    }
+
+    /// Queue `work` for the next group and return at once; `reply` is called on the writer's
+    /// thread with its result once the group is durable (or with the error that kept it from
+    /// being stored), or here if the writer has stopped. It must be quick: the rest of the group
+    /// is answered after it. Dropped unanswered only if the thread dies mid-group.
+    pub(crate) fn submit<T, F, R>(&self, work: F, reply: R)
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+        R: FnOnce(Result<T>) + Send + 'static,
+    {
         let pending: Box<dyn Pending> = Box::new(Write {
             work,
             out: None,
             reply,
         });
-        {
-            let queue = self.queue.lock().map_err(|_| StoreError::Poisoned)?;
-            let sent = queue.as_ref().map(|q| q.send(pending).is_ok()).unwrap_or(false);
-            if !sent {
-                return Err(StoreError::Conflict("the writer thread has stopped".into()));
-            }
-            self.counters.queued.fetch_add(1, Relaxed);
-        }
-        answer
-            .recv()
-            .map_err(|_| StoreError::Conflict("the writer thread stopped before answering".into()))?
+        let pending = match self.queue.lock() {
+            Ok(queue) => match queue.as_ref() {
+                Some(q) => match q.send(pending) {
+                    Ok(()) => {
+                        self.counters.queued.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(std::sync::mpsc::SendError(pending)) => pending,
+                },
+                None => pending,
+            },
+            Err(_) => pending,
+        };
+        pending.answer(Err("the writer thread has stopped".into()));
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -284,6 +311,24 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// A reply that panics on the writer's thread (a bug in what a caller does once its commit is
+    /// durable) neither stops the writer nor undoes the write.
+    #[test]
+    fn a_panicking_reply_leaves_the_writer_running() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("server.db"))?;
+        let (first, second, device) = (VisitId::new(), VisitId::new(), DeviceId::new());
+        store.commit_visit_then(
+            commit(first, device),
+            vec![],
+            Box::new(|_| panic!("a reply's bug, on purpose")),
+        );
+        store.commit_visit(&commit(second, device))?;
+        assert!(store.visit_row(first)?.is_some(), "the first write is stored");
+        assert!(store.visit_row(second)?.is_some(), "the writer went on");
+        Ok(())
     }
 
     /// Syncs that arrive while the writer is busy are committed together in one transaction,
