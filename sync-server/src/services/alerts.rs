@@ -18,8 +18,8 @@
 //! entries to append; the history is never rewritten.
 
 use crate::store::alerts::*;
-use crate::store::facts::SnapshotQuery;
-use crate::store::{Person, ServerStore, StoreError};
+use crate::store::facts::{ReportSnapshot, SnapshotQuery};
+use crate::store::{AlertWrites, Person, ServerStore, StoreError};
 use caresync_core::domain::*;
 use caresync_core::metrics::{alert_kinds, AlertKind, Attendance, UnitFacts, VisitFacts};
 use caresync_core::visit_document::{Note, TaskOutcome};
@@ -301,7 +301,7 @@ pub fn close(a: &AlertRecord, at: Millis, reason: CloseReason) -> Option<Step> {
 /// Read an alert, apply `step`, write it if nobody changed it meanwhile (else read and try
 /// again). `Ok(None)` when `step` has nothing to do.
 pub fn change<E: From<StoreError> + From<LifecycleError>>(
-    store: &dyn ServerStore,
+    store: &dyn AlertWrites,
     id: AlertId,
     step: impl Fn(&AlertRecord) -> Result<Option<Step>, E>,
 ) -> Result<Option<AlertRecord>, E> {
@@ -425,7 +425,7 @@ pub struct Reviewed {
 /// Raise the visit-state alerts the visit's facts say at `now` for each assigned carer, and
 /// close the open ones they no longer say. `open` are the visit's open alerts.
 pub fn review_facts(
-    store: &dyn ServerStore,
+    store: &dyn AlertWrites,
     settings: &OversightSettings,
     facts: &VisitFacts,
     open: &[AlertRecord],
@@ -481,23 +481,45 @@ pub fn review_visit(
     visit: VisitId,
     now: Millis,
 ) -> Result<Reviewed> {
-    let snapshot = store.report_snapshot(&SnapshotQuery {
+    let snapshot = store.report_snapshot(&one_visit(visit, now))?;
+    let open = store.alerts(&open_on(visit))?;
+    review_snapshot(store, settings, &snapshot, &open, now)
+}
+
+/// What a review of one visit reads: its facts standing at `now`, and its carers.
+pub fn one_visit(visit: VisitId, now: Millis) -> SnapshotQuery {
+    SnapshotQuery {
         from: Millis::MIN,
         to: Millis::MAX,
         as_of: now,
         visits: true,
         visit: Some(visit),
         ..SnapshotQuery::default()
-    })?;
-    let Some(facts) = snapshot.visits.first() else {
-        return Ok(Reviewed::default());
-    };
-    let open = store.alerts(&AlertQuery {
+    }
+}
+
+/// A visit's open alerts.
+pub fn open_on(visit: VisitId) -> AlertQuery {
+    AlertQuery {
         open_only: true,
         visit: Some(visit),
         ..AlertQuery::default()
-    })?;
-    review_facts(store, settings, facts, &open, &teams_of(&snapshot.people), now)
+    }
+}
+
+/// [`review_facts`] of the visit a [`one_visit`] snapshot read, given its open alerts (nothing
+/// if it has no facts).
+pub fn review_snapshot(
+    writes: &dyn AlertWrites,
+    settings: &OversightSettings,
+    snapshot: &ReportSnapshot,
+    open: &[AlertRecord],
+    now: Millis,
+) -> Result<Reviewed> {
+    let Some(facts) = snapshot.visits.first() else {
+        return Ok(Reviewed::default());
+    };
+    review_facts(writes, settings, facts, open, &teams_of(&snapshot.people), now)
 }
 
 /// What one sweep did.

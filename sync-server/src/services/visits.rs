@@ -130,7 +130,8 @@ type Lease = parking_lot::ArcMutexGuard<parking_lot::RawMutex, Option<Cached>>;
 struct Landed {
     visit: VisitId,
     now: Millis,
-    /// The visit was due when committed: its alerts are reviewed.
+    /// The visit was due when committed and its commit did not review its alerts: they are
+    /// reviewed after.
     due: bool,
     /// Its chunks piled up to [`COMPACT_AFTER_CHUNKS`].
     compact: bool,
@@ -749,7 +750,15 @@ impl VisitService {
             .iter()
             .map(|e| event_row(visit, e, now, extras.reassigned.contains(&e.id)))
             .collect();
+        // A visit already due may raise or close alerts by this change (a late clock-in closes a
+        // missed alert): reviewed in the commit's own transaction where the store can, else
+        // after it (`after_commit`).
         let due = row.planned_start <= now;
+        let review = (due && self.store.reviews_in_commit()).then(|| crate::store::CommitReview {
+            settings: self.oversight.clone(),
+            now,
+        });
+        let review_after = due && review.is_none();
         let chunk_hash = chunk.as_ref().map(|c| c.hash.clone());
         let commit = VisitCommit {
             visit: row.clone(),
@@ -773,7 +782,7 @@ impl VisitService {
                     Ok(Landed {
                         visit,
                         now,
-                        due,
+                        due: review_after,
                         compact: cached.chunk_hashes.len() >= COMPACT_AFTER_CHUNKS,
                     })
                 }
@@ -788,7 +797,8 @@ impl VisitService {
             drop(lease);
             landed(outcome);
         };
-        self.store.commit_visit_then(commit, extras.raise, Box::new(then));
+        self.store
+            .commit_visit_then(commit, extras.raise, review, Box::new(then));
     }
 
     /// What a durable commit leaves to do, under the visit's lock again where it needs the
@@ -1130,6 +1140,10 @@ mod tests {
     }
 
     fn phone() -> Phone {
+        phone_planned(NOW + HOUR_MS)
+    }
+
+    fn phone_planned(start: Millis) -> Phone {
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite =
             Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("server.db")).expect("open"));
@@ -1144,7 +1158,7 @@ mod tests {
         store.create_person(&person).expect("person");
         let visits = Arc::new(VisitService::new(store.clone(), 100));
         let visit = VisitId::new();
-        let schedule = caresync_core::test_kit::schedule(vec![person.id], NOW + HOUR_MS);
+        let schedule = caresync_core::test_kit::schedule(vec![person.id], start);
         visits
             .create(visit, &schedule, PersonId::new(), NOW)
             .expect("create");
@@ -1299,6 +1313,45 @@ mod tests {
         let read = p.visits.read(p.visit).expect("read");
         assert_eq!(read.events.len(), 2);
         assert!(read.events.iter().any(|e| e.id == clock_out_event));
+    }
+
+    /// A clock-in at a visit already due is reviewed in its own commit: the alert it ends is
+    /// closed in the same transaction, and nothing else is written.
+    #[test]
+    fn a_due_visits_alerts_are_reviewed_in_its_commit() {
+        let mut p = phone_planned(NOW - 2 * HOUR_MS);
+        let settings = OversightSettings::default();
+        let before = alerts::review_visit(p.store.as_ref(), &settings, p.visit, NOW).expect("review");
+        assert!(!before.raised.is_empty(), "a visit two hours past with no clock-in raises an alert");
+        let open = |p: &Phone| {
+            p.store
+                .alerts(&crate::store::alerts::AlertQuery {
+                    open_only: true,
+                    visit: Some(p.visit),
+                    ..Default::default()
+                })
+                .expect("alerts")
+                .into_iter()
+                .map(|a| a.alert_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(open(&p), before.raised);
+
+        let (_, changes) = p.clock(ClockKind::ClockIn);
+        let writes = p.sqlite.group_commit_counts().writes;
+        assert_eq!(
+            accepted(p.visits.ingest_changes(&p.carer, p.visit, &changes, None, NOW).expect("pushed")),
+            1
+        );
+        assert_eq!(
+            p.sqlite.group_commit_counts().writes - writes,
+            1,
+            "the review wrote in the commit's own write"
+        );
+        let now_open = open(&p);
+        for alert in &before.raised {
+            assert!(!now_open.contains(alert), "the clock-in closed {alert}");
+        }
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Told the outcome of [`ServerStore::commit_visit_then`].
 pub type CommitReply = Box<dyn FnOnce(Result<()>) + Send>;
 
+/// A due visit's alert review, run in its commit's transaction by a store that
+/// [`ServerStore::reviews_in_commit`].
+pub struct CommitReview {
+    pub settings: std::sync::Arc<crate::services::alerts::OversightSettings>,
+    /// The review's instant (the commit's).
+    pub now: Millis,
+}
+
 #[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     pub id: PersonId,
@@ -194,7 +202,25 @@ pub struct VisitCommit {
     pub sync_state: Option<(DeviceId, Option<Vec<u8>>)>,
 }
 
-pub trait ServerStore: Send + Sync + 'static {
+/// The alert reads and writes a review makes ([`crate::services::alerts::review_facts`]): the
+/// store's own, or those of a commit's transaction in progress (the embedded store reviews a due
+/// visit's alerts in the commit that changed it, [`ServerStore::reviews_in_commit`]).
+pub trait AlertWrites {
+    /// Insert an alert with its "raised" history entry, unless one with the same (visit, kind,
+    /// carer, subject) exists. True if this call raised it.
+    fn raise_alert(&self, alert: &alerts::AlertRecord, entry: &alerts::AlertEntry) -> Result<bool>;
+    fn alert(&self, id: AlertId) -> Result<Option<alerts::AlertRecord>>;
+    /// Write an alert's new standing and append its history entries, if its version is still
+    /// `expected_version`; false (nothing written) if someone else changed it first.
+    fn update_alert(
+        &self,
+        alert: &alerts::AlertRecord,
+        expected_version: u32,
+        entries: &[alerts::AlertEntry],
+    ) -> Result<bool>;
+}
+
+pub trait ServerStore: AlertWrites + Send + Sync + 'static {
     /// How many commits of the sync path went through the store's shared writer and in how many
     /// transactions, if it groups them (the embedded store does; `/metrics`).
     fn group_commits(&self) -> Option<sqlite::group_commit::Counts> {
@@ -281,8 +307,22 @@ pub trait ServerStore: Send + Sync + 'static {
     /// store queues the commit for its writer's next group and returns at once, so a caller on
     /// an async thread need not block on the group's `fsync`; `then` runs on the writer thread
     /// and must be quick and must not write to the store. By default, the commit runs here.
-    fn commit_visit_then(&self, commit: VisitCommit, raise: Vec<alerts::AlertRecord>, then: CommitReply) {
+    fn commit_visit_then(
+        &self,
+        commit: VisitCommit,
+        raise: Vec<alerts::AlertRecord>,
+        review: Option<CommitReview>,
+        then: CommitReply,
+    ) {
+        debug_assert!(review.is_none() || self.reviews_in_commit());
         then(self.commit_visit_raising(&commit, &raise))
+    }
+    /// Whether [`ServerStore::commit_visit_then`] reviews a due visit's alerts in the commit's
+    /// own transaction when given a [`CommitReview`] (the embedded store: its writer's
+    /// connection holds the pages the commit just wrote, and the alerts are raised or closed
+    /// with the change that caused them). Otherwise the caller reviews after the commit.
+    fn reviews_in_commit(&self) -> bool {
+        false
     }
     /// Whether other server instances may write this store's visit documents (PostgreSQL), so a
     /// cached document must be checked against the stored chunks before each use. The embedded
@@ -341,21 +381,9 @@ pub trait ServerStore: Send + Sync + 'static {
     fn report_snapshot(&self, query: &facts::SnapshotQuery) -> Result<facts::ReportSnapshot>;
 
     // ---- alerts (oversight) -------------------------------------------------------------------
-    /// Insert an alert with its "raised" history entry, unless one with the same (visit, kind,
-    /// carer, subject) exists. True if this call raised it.
-    fn raise_alert(&self, alert: &alerts::AlertRecord, entry: &alerts::AlertEntry) -> Result<bool>;
-    fn alert(&self, id: AlertId) -> Result<Option<alerts::AlertRecord>>;
     /// Alerts by raising time, oldest first.
     fn alerts(&self, query: &alerts::AlertQuery) -> Result<Vec<alerts::AlertRecord>>;
     fn alert_history(&self, id: AlertId) -> Result<Vec<alerts::AlertEntry>>;
-    /// Write an alert's new standing and append its history entries, if its version is still
-    /// `expected_version`; false (nothing written) if someone else changed it first.
-    fn update_alert(
-        &self,
-        alert: &alerts::AlertRecord,
-        expected_version: u32,
-        entries: &[alerts::AlertEntry],
-    ) -> Result<bool>;
     /// Take or renew a named lease until `until` (true), unless another holder has it past `now`.
     /// The time-driven alert sweep holds one so several instances do not repeat each other's work.
     fn claim_lease(&self, name: &str, holder: &str, now: Millis, until: Millis) -> Result<bool>;

@@ -1173,6 +1173,42 @@ fn device_from(r: &Row) -> Result<Device> {
     })
 }
 
+impl super::AlertWrites for PostgresStore {
+    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+        self.write_keeping_sign_ins(|tx| al_insert(tx, alert, entry))
+    }
+
+    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
+        let mut conn = self.conn()?;
+        Ok(al_alerts(
+            &mut conn,
+            "WHERE alert_id = $1",
+            vec![al::Value::Text(Some(id.to_string()))],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn update_alert(
+        &self,
+        alert: &al::AlertRecord,
+        expected_version: u32,
+        entries: &[al::AlertEntry],
+    ) -> Result<bool> {
+        self.write_keeping_sign_ins(|tx| {
+            let values = al::update_values(alert, expected_version);
+            if tx.execute(al::UPDATE_ALERT, &al_bind(&values))? != 1 {
+                return Ok(false);
+            }
+            for e in entries {
+                let values = al::entry_values(e);
+                tx.execute(al::INSERT_ENTRY, &al_bind(&values))?;
+            }
+            Ok(true)
+        })
+    }
+}
+
 impl ServerStore for PostgresStore {
     // ---- dashboard sessions ------------------------------------------------------------------
     fn create_web_session(&self, session: &WebSession, now: Millis) -> Result<()> {
@@ -1765,21 +1801,6 @@ impl ServerStore for PostgresStore {
         rows(r, event_from)
     }
 
-    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
-        self.write_keeping_sign_ins(|tx| al_insert(tx, alert, entry))
-    }
-
-    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
-        let mut conn = self.conn()?;
-        Ok(al_alerts(
-            &mut conn,
-            "WHERE alert_id = $1",
-            vec![al::Value::Text(Some(id.to_string()))],
-        )?
-        .into_iter()
-        .next())
-    }
-
     fn alerts(&self, query: &al::AlertQuery) -> Result<Vec<al::AlertRecord>> {
         let mut conn = self.conn()?;
         let (where_sql, values) = al::query_where(query);
@@ -1798,25 +1819,6 @@ impl ServerStore for PostgresStore {
             out.push(al::entry_from(&t, &i)?);
         }
         Ok(out)
-    }
-
-    fn update_alert(
-        &self,
-        alert: &al::AlertRecord,
-        expected_version: u32,
-        entries: &[al::AlertEntry],
-    ) -> Result<bool> {
-        self.write_keeping_sign_ins(|tx| {
-            let values = al::update_values(alert, expected_version);
-            if tx.execute(al::UPDATE_ALERT, &al_bind(&values))? != 1 {
-                return Ok(false);
-            }
-            for e in entries {
-                let values = al::entry_values(e);
-                tx.execute(al::INSERT_ENTRY, &al_bind(&values))?;
-            }
-            Ok(true)
-        })
     }
 
     fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {

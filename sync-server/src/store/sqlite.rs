@@ -135,6 +135,39 @@ fn al_insert(tx: &Connection, alert: &al::AlertRecord, entry: &al::AlertEntry) -
     Ok(inserted == 1)
 }
 
+fn al_get(conn: &Connection, id: AlertId) -> Result<Option<al::AlertRecord>> {
+    Ok(al_alerts(
+        conn,
+        "WHERE alert_id = $1",
+        vec![al::Value::Text(Some(id.to_string()))],
+    )?
+    .into_iter()
+    .next())
+}
+
+/// An alert's new standing and its history entries, if its version is still `expected_version`.
+fn al_update(
+    tx: &Connection,
+    alert: &al::AlertRecord,
+    expected_version: u32,
+    entries: &[al::AlertEntry],
+) -> Result<bool> {
+    let changed =
+        tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
+            .execute(rusqlite::params_from_iter(al_bind(al::update_values(
+                alert,
+                expected_version,
+            ))))?;
+    if changed != 1 {
+        return Ok(false);
+    }
+    for e in entries {
+        tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+            .execute(rusqlite::params_from_iter(al_bind(al::entry_values(e))))?;
+    }
+    Ok(true)
+}
+
 /// A row read as text and integers by column kind.
 fn al_row<const N: usize>(r: &Row<'_>, ints: &[bool; N]) -> rusqlite::Result<al::RawRow> {
     let mut t = Vec::with_capacity(N);
@@ -410,7 +443,7 @@ const AMENDMENT_COLS: &str =
 /// `None` if a row changed after `as_of` (then the fact rows answer). `p`: the range's
 /// parameters and `as_of`.
 fn reconciliation_from_sums(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     p: &[i64],
     as_of: Millis,
 ) -> Result<Option<Vec<caresync_core::metrics::DayMinutes>>> {
@@ -427,7 +460,7 @@ fn reconciliation_from_sums(
 }
 
 fn reconciliation_from_rows(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     q: &SnapshotQuery,
 ) -> Result<Vec<caresync_core::metrics::DayMinutes>> {
     let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::reconciliation_sql(&q.offsets)))?;
@@ -452,7 +485,7 @@ fn day_minutes(r: &Row<'_>, sums: usize) -> rusqlite::Result<caresync_core::metr
 /// Continuity per week from the per-client sums (the partial weeks from their days), or `None`
 /// if a row changed after `as_of`.
 fn continuity_from_sums(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     range: &cs::SumsRange,
     p: &[i64],
     as_of: Millis,
@@ -496,7 +529,7 @@ fn continuity_from_sums(
 }
 
 /// Every read of one report, inside one read transaction (one snapshot).
-fn read_snapshot(tx: &Transaction<'_>, q: &SnapshotQuery) -> Result<ReportSnapshot> {
+fn read_snapshot(tx: &Connection, q: &SnapshotQuery) -> Result<ReportSnapshot> {
     let range = params![q.from, q.to, q.as_of];
     let mut out = ReportSnapshot::default();
     let tallies = |key: TallyKey| -> Result<Vec<caresync_core::metrics::DayTally>> {
@@ -952,6 +985,50 @@ fn contract_from(r: &Row<'_>) -> rusqlite::Result<Contract> {
 const EVENT_COLS: &str = "event_id, visit_id, carer_id, device_id, kind, device_time, clock_offset_ms, \
      offset_measured_at, trusted_time, received_at, method, reason, lat, lon, accuracy_m, flags";
 
+impl super::AlertWrites for SqliteStore {
+    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+        let (alert, entry) = (alert.clone(), entry.clone());
+        self.write_keeping_sign_ins(move |tx| al_insert(tx, &alert, &entry))
+    }
+
+    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
+        al_get(&*self.lock()?, id)
+    }
+
+    fn update_alert(
+        &self,
+        alert: &al::AlertRecord,
+        expected_version: u32,
+        entries: &[al::AlertEntry],
+    ) -> Result<bool> {
+        let (alert, entries) = (alert.clone(), entries.to_vec());
+        self.write_keeping_sign_ins(move |tx| al_update(tx, &alert, expected_version, &entries))
+    }
+}
+
+/// The alert writes of the writer's transaction in progress: a due visit's review inside the
+/// commit that changed it ([`commit_work`]).
+struct InCommit<'a>(&'a Connection);
+
+impl super::AlertWrites for InCommit<'_> {
+    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
+        al_insert(self.0, alert, entry)
+    }
+
+    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
+        al_get(self.0, id)
+    }
+
+    fn update_alert(
+        &self,
+        alert: &al::AlertRecord,
+        expected_version: u32,
+        entries: &[al::AlertEntry],
+    ) -> Result<bool> {
+        al_update(self.0, alert, expected_version, entries)
+    }
+}
+
 impl ServerStore for SqliteStore {
     fn group_commits(&self) -> Option<group_commit::Counts> {
         Some(self.writer.counts())
@@ -1274,11 +1351,21 @@ impl ServerStore for SqliteStore {
 
     fn commit_visit_raising(&self, c: &VisitCommit, raise: &[al::AlertRecord]) -> Result<()> {
         // Handed to the writer thread and answered once its group is durable (`group_commit`).
-        self.writer.write(commit_work(c.clone(), raise.to_vec())?)
+        self.writer.write(commit_work(c.clone(), raise.to_vec(), None)?)
     }
 
-    fn commit_visit_then(&self, c: VisitCommit, raise: Vec<al::AlertRecord>, then: super::CommitReply) {
-        match commit_work(c, raise) {
+    fn reviews_in_commit(&self) -> bool {
+        true
+    }
+
+    fn commit_visit_then(
+        &self,
+        c: VisitCommit,
+        raise: Vec<al::AlertRecord>,
+        review: Option<super::CommitReview>,
+        then: super::CommitReply,
+    ) {
+        match commit_work(c, raise, review) {
             Ok(work) => self.writer.submit(work, then),
             Err(e) => then(Err(e)),
         }
@@ -1519,27 +1606,6 @@ impl ServerStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn raise_alert(&self, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
-        let alert = alert.clone();
-        let entry = entry.clone();
-        self.write_keeping_sign_ins(move |tx| {
-            let alert = &alert;
-            let entry = &entry;
-            al_insert(tx, alert, entry)
-        })
-    }
-
-    fn alert(&self, id: AlertId) -> Result<Option<al::AlertRecord>> {
-        let conn = self.lock()?;
-        Ok(al_alerts(
-            &conn,
-            "WHERE alert_id = $1",
-            vec![al::Value::Text(Some(id.to_string()))],
-        )?
-        .into_iter()
-        .next())
-    }
-
     fn alerts(&self, query: &al::AlertQuery) -> Result<Vec<al::AlertRecord>> {
         let conn = self.lock()?;
         let (where_sql, values) = al::query_where(query);
@@ -1559,34 +1625,6 @@ impl ServerStore for SqliteStore {
             out.push(al::entry_from(&t, &i)?);
         }
         Ok(out)
-    }
-
-    fn update_alert(
-        &self,
-        alert: &al::AlertRecord,
-        expected_version: u32,
-        entries: &[al::AlertEntry],
-    ) -> Result<bool> {
-        let alert = alert.clone();
-        let entries = entries.to_vec();
-        self.write_keeping_sign_ins(move |tx| {
-            let alert = &alert;
-            let entries = entries.as_slice();
-            let changed =
-                tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
-                    .execute(rusqlite::params_from_iter(al_bind(al::update_values(
-                        alert,
-                        expected_version,
-                    ))))?;
-            if changed != 1 {
-                return Ok(false);
-            }
-            for e in entries {
-                tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
-                    .execute(rusqlite::params_from_iter(al_bind(al::entry_values(e))))?;
-            }
-            Ok(true)
-        })
     }
 
     fn open_escalation(&self, e: &al::Escalation) -> Result<bool> {
@@ -1712,11 +1750,13 @@ impl ServerStore for SqliteStore {
 }
 
 /// A visit's commit as the writer runs it (see [`group_commit`]): the chunk, the visit row, its
-/// events, amendments and facts, the device's sync state and the alerts raised, in the group's
-/// transaction. Refused before anything is queued if it carries another visit's rows.
+/// events, amendments and facts, the device's sync state, the alerts raised and (a due visit)
+/// its alert review, in the group's transaction. Refused before anything is queued if it carries
+/// another visit's rows.
 fn commit_work(
     c: VisitCommit,
     raise: Vec<al::AlertRecord>,
+    review: Option<super::CommitReview>,
 ) -> Result<impl FnMut(&Connection) -> Result<()> + Send + 'static> {
     // Events and amendments take the commit's planned start, so they must be its visit's.
     let visit = c.visit.visit_id;
@@ -1835,8 +1875,27 @@ fn commit_work(
         for alert in &raise {
             al_insert(tx, alert, &crate::services::alerts::raised_entry(alert))?;
         }
+        if let Some(review) = &review {
+            // On the writer's connection, whose pages this commit just wrote. A failed review
+            // leaves the change stored (what it wrote before failing stands, each alert whole);
+            // the sweep makes good the rest.
+            if let Err(e) = review_in_commit(tx, review, visit) {
+                tracing::warn!(%visit, error = %e, "alert review in a commit failed; the sweep will retry");
+            }
+        }
         Ok(())
     })
+}
+
+/// A due visit's alerts reviewed by its facts as this commit leaves them
+/// ([`crate::services::alerts::review_snapshot`]), raised and closed in the same transaction.
+fn review_in_commit(tx: &Connection, review: &super::CommitReview, visit: VisitId) -> Result<()> {
+    use crate::services::alerts::{one_visit, open_on, review_snapshot};
+    let snapshot = read_snapshot(tx, &one_visit(visit, review.now))?;
+    let (where_sql, values) = al::query_where(&open_on(visit));
+    let open = al_alerts(tx, &where_sql, values)?;
+    review_snapshot(&InCommit(tx), &review.settings, &snapshot, &open, review.now)?;
+    Ok(())
 }
 
 #[cfg(test)]

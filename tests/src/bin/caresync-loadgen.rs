@@ -37,6 +37,10 @@ struct Args {
     /// Clients (each with its own contract) the visits are spread over; 1 (every visit for one
     /// client on one contract, as the earlier rounds measured) unless told.
     clients: usize,
+    /// Every visit already due when the run starts (planned within the last ten minutes), as a
+    /// carer's visit is when they clock in: each commit is then followed by the visit's alert
+    /// review. Without it, visits are an hour apart from half an hour ago, so almost none is due.
+    due: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -49,6 +53,7 @@ fn args() -> Result<Args, String> {
         rate: 0.0,
         postgres: 0,
         clients: 1,
+        due: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,10 +67,11 @@ fn args() -> Result<Args, String> {
             "--mode" => a.mode = value()?,
             "--postgres" => a.postgres = value()?.parse().map_err(|e| format!("--postgres: {e}"))?,
             "--clients" => a.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
+            "--due" => a.due = true,
             // The phones' sync protocol (the test kit reads it when it enrols a phone).
             "--protocol" => std::env::set_var("CARESYNC_TEST_PROTOCOL", value()?),
             "-h" | "--help" => {
-                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES] [--protocol 1|2] [--clients N]");
+                println!("caresync-loadgen [--phones N] [--visits N] [--seconds S] [--threads T] [--rate OPS] [--mode delta|whole|both] [--postgres INSTANCES] [--protocol 1|2] [--clients N] [--due]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -311,7 +317,13 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
     } else {
         tempfile::tempdir()?
     };
-    let start = now() - 30 * MINUTE_MS;
+    // Due: ten seconds apart from ten minutes ago, so every clock-in is on time (within the
+    // default grace) and each commit's review has little to raise.
+    let (start, apart) = if a.due {
+        (now() - 10 * MINUTE_MS, 10_000)
+    } else {
+        (now() - 30 * MINUTE_MS, HOUR_MS)
+    };
     eprintln!("setting up {} phones with {} visits each...", a.phones, a.visits);
     let mut phones = Vec::with_capacity(a.phones);
     for i in 0..a.phones {
@@ -322,8 +334,8 @@ fn run(a: &Args, whole: bool) -> TestResult<Figures> {
                 // Each carer's round goes from client to client, as a real one does.
                 let (client, contract) = &books[(i * a.visits + k) % books.len()];
                 json!({"client_id": client, "contract_id": contract, "carers": [carer],
-                       "planned_start": rfc3339(start + k as i64 * HOUR_MS),
-                       "planned_end": rfc3339(start + k as i64 * HOUR_MS + 30 * MINUTE_MS), "tasks": ["Care"]})
+                       "planned_start": rfc3339(start + k as i64 * apart),
+                       "planned_end": rfc3339(start + k as i64 * apart + 30 * MINUTE_MS), "tasks": ["Care"]})
             })
             .collect();
         let (status, body) = office.call("POST", "/api/v1/visits", Some(json!({ "visits": visits })))?;

@@ -323,6 +323,7 @@ mod tests {
         store.commit_visit_then(
             commit(first, device),
             vec![],
+            None,
             Box::new(|_| panic!("a reply's bug, on purpose")),
         );
         store.commit_visit(&commit(second, device))?;
