@@ -1322,7 +1322,10 @@ mod tests {
         let mut p = phone_planned(NOW - 2 * HOUR_MS);
         let settings = OversightSettings::default();
         let before = alerts::review_visit(p.store.as_ref(), &settings, p.visit, NOW).expect("review");
-        assert!(!before.raised.is_empty(), "a visit two hours past with no clock-in raises an alert");
+        assert!(
+            !before.raised.is_empty(),
+            "a visit two hours past with no clock-in raises an alert"
+        );
         let open = |p: &Phone| {
             p.store
                 .alerts(&crate::store::alerts::AlertQuery {
@@ -1340,7 +1343,11 @@ mod tests {
         let (_, changes) = p.clock(ClockKind::ClockIn);
         let writes = p.sqlite.group_commit_counts().writes;
         assert_eq!(
-            accepted(p.visits.ingest_changes(&p.carer, p.visit, &changes, None, NOW).expect("pushed")),
+            accepted(
+                p.visits
+                    .ingest_changes(&p.carer, p.visit, &changes, None, NOW)
+                    .expect("pushed")
+            ),
             1
         );
         assert_eq!(

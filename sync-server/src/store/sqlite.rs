@@ -126,10 +126,10 @@ fn al_bind(values: Vec<al::Value>) -> Vec<rusqlite::types::Value> {
 
 fn al_insert(tx: &Connection, alert: &al::AlertRecord, entry: &al::AlertEntry) -> Result<bool> {
     let inserted = tx
-        .prepare_cached(&al::sqlite_sql(al::INSERT_ALERT))?
+        .prepare_cached(&INSERT_ALERT)?
         .execute(rusqlite::params_from_iter(al_bind(al::alert_values(alert))))?;
     if inserted == 1 {
-        tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+        tx.prepare_cached(&INSERT_ENTRY)?
             .execute(rusqlite::params_from_iter(al_bind(al::entry_values(entry))))?;
     }
     Ok(inserted == 1)
@@ -152,17 +152,17 @@ fn al_update(
     expected_version: u32,
     entries: &[al::AlertEntry],
 ) -> Result<bool> {
-    let changed =
-        tx.prepare_cached(&al::sqlite_sql(al::UPDATE_ALERT))?
-            .execute(rusqlite::params_from_iter(al_bind(al::update_values(
-                alert,
-                expected_version,
-            ))))?;
+    let changed = tx
+        .prepare_cached(&UPDATE_ALERT)?
+        .execute(rusqlite::params_from_iter(al_bind(al::update_values(
+            alert,
+            expected_version,
+        ))))?;
     if changed != 1 {
         return Ok(false);
     }
     for e in entries {
-        tx.prepare_cached(&al::sqlite_sql(al::INSERT_ENTRY))?
+        tx.prepare_cached(&INSERT_ENTRY)?
             .execute(rusqlite::params_from_iter(al_bind(al::entry_values(e))))?;
     }
     Ok(true)
@@ -257,6 +257,16 @@ enum Sums {
 
 /// The commit path's fact statements, written once rather than formatted on every commit (the
 /// statement cache is keyed by the text, so building it was most of a cached statement's cost).
+/// A snapshot's visit rows and carer rows, for every visit of a range and for one (the alert
+/// review after each commit to a due visit reads one: built once, not on every commit).
+static VISITS_SQL: LazyLock<[String; 2]> =
+    LazyLock::new(|| [false, true].map(|one| fx::sqlite(&fx::visits_sql(one))));
+static CARERS_SQL: LazyLock<[String; 2]> =
+    LazyLock::new(|| [false, true].map(|one| fx::sqlite(&fx::carers_sql(one))));
+/// The alert statements every raised or changed alert runs, in SQLite's placeholders.
+static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| al::sqlite_sql(al::INSERT_ALERT));
+static INSERT_ENTRY: LazyLock<String> = LazyLock::new(|| al::sqlite_sql(al::INSERT_ENTRY));
+static UPDATE_ALERT: LazyLock<String> = LazyLock::new(|| al::sqlite_sql(al::UPDATE_ALERT));
 static ADD_SLOT_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::add_slot_sums_sql()));
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_visit_sql()));
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_carer_sql()));
@@ -597,7 +607,7 @@ fn read_snapshot(tx: &Connection, q: &SnapshotQuery) -> Result<ReportSnapshot> {
         if let Some(v) = &one {
             args.push(rusqlite::types::Value::Text(v.clone()));
         }
-        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::visits_sql(one.is_some())))?;
+        let mut stmt = tx.prepare_cached(&VISITS_SQL[usize::from(one.is_some())])?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
         let mut visits = Vec::new();
         let mut at: HashMap<i64, usize> = HashMap::new();
@@ -620,7 +630,7 @@ fn read_snapshot(tx: &Connection, q: &SnapshotQuery) -> Result<ReportSnapshot> {
             visits.push(row.facts);
         }
         drop(rows);
-        let mut stmt = tx.prepare_cached(&fx::sqlite(&fx::carers_sql(one.is_some())))?;
+        let mut stmt = tx.prepare_cached(&CARERS_SQL[usize::from(one.is_some())])?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
         while let Some(r) = rows.next()? {
             let unit: Vec<Option<i64>> = (0..fx::UNIT_WIDTH)
