@@ -206,19 +206,15 @@ fn al_alerts(conn: &Connection, where_sql: &str, values: Vec<al::Value>) -> Resu
 fn refresh_facts(tx: &Connection, row: &VisitRow, at: Millis, sums: Sums) -> Result<()> {
     let id = row.visit_id.to_string();
     let events: Vec<EventRow> = tx
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLS} FROM clock_events WHERE visit_id = ?1 ORDER BY rowid"
-        ))?
+        .prepare_cached(&VISIT_EVENTS)?
         .query_map([&id], event_from)?
         .collect::<rusqlite::Result<_>>()?;
     let amendments: Vec<AmendmentRow> = tx
-        .prepare_cached(&format!(
-            "SELECT {AMENDMENT_COLS} FROM amendments WHERE visit_id = ?1 ORDER BY rowid"
-        ))?
+        .prepare_cached(&VISIT_AMENDMENTS)?
         .query_map([&id], amendment_from)?
         .collect::<rusqlite::Result<_>>()?;
     let location = tx
-        .prepare_cached(&format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"))?
+        .prepare_cached(&CLIENT_BY_ID)?
         .query_row([row.client_id.to_string()], client_from)
         .optional()?
         .and_then(|c| c.location);
@@ -255,8 +251,6 @@ enum Sums {
     NotYet,
 }
 
-/// The commit path's fact statements, written once rather than formatted on every commit (the
-/// statement cache is keyed by the text, so building it was most of a cached statement's cost).
 /// A snapshot's visit rows and carer rows, for every visit of a range and for one (the alert
 /// review after each commit to a due visit reads one: built once, not on every commit).
 static VISITS_SQL: LazyLock<[String; 2]> =
@@ -267,6 +261,21 @@ static CARERS_SQL: LazyLock<[String; 2]> =
 static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| al::sqlite_sql(al::INSERT_ALERT));
 static INSERT_ENTRY: LazyLock<String> = LazyLock::new(|| al::sqlite_sql(al::INSERT_ENTRY));
 static UPDATE_ALERT: LazyLock<String> = LazyLock::new(|| al::sqlite_sql(al::UPDATE_ALERT));
+/// The commit path's fact statements, written once rather than formatted on every commit (the
+/// statement cache is keyed by the text, so building it was most of a cached statement's cost).
+static VISIT_EVENTS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {EVENT_COLS} FROM clock_events WHERE visit_id = ?1 ORDER BY rowid"));
+static VISIT_AMENDMENTS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {AMENDMENT_COLS} FROM amendments WHERE visit_id = ?1 ORDER BY rowid"));
+static CLIENT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"));
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO clock_events ({EVENT_COLS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (event_id) DO NOTHING"
+    )
+});
 static ADD_SLOT_SUMS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::add_slot_sums_sql()));
 static INSERT_VISIT_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_visit_sql()));
 static INSERT_CARER_FACTS: LazyLock<String> = LazyLock::new(|| fx::sqlite(&fx::insert_carer_sql()));
@@ -1827,11 +1836,7 @@ fn commit_work(
                      ON CONFLICT (visit_id, carer_id) DO UPDATE SET current = 1 WHERE assignments.current = 0")?
                     .execute(params![id, carer])?;
         }
-        let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO clock_events ({EVENT_COLS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT (event_id) DO NOTHING"
-        ))?;
+        let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
         for e in &c.new_events {
             insert.execute(params![
                 e.event_id.to_string(),
