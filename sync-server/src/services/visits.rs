@@ -1221,6 +1221,24 @@ mod tests {
         f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 
+    /// `changes` pushed as the sync handler does and polled once: judged, its commit in flight
+    /// (the caller holds the writer).
+    fn push_in_flight<'a>(
+        p: &'a Phone,
+        changes: &'a [Vec<u8>],
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Pushed>> + 'a>> {
+        let mut push = Box::pin(
+            p.visits
+                .clone()
+                .push_changes(&p.carer, p.visit, changes, None, NOW),
+        );
+        assert!(
+            poll_once(push.as_mut()).is_pending(),
+            "judged, and waiting on the writer"
+        );
+        push
+    }
+
     fn accepted(pushed: Pushed) -> usize {
         match pushed {
             Pushed::Accepted { new_changes, .. } => new_changes,
@@ -1235,16 +1253,7 @@ mod tests {
         let mut p = phone();
         let (event, changes) = p.clock(ClockKind::ClockIn);
         let hold = p.sqlite.hold_writer();
-        let mut push = Box::pin(
-            p.visits
-                .clone()
-                .push_changes(&p.carer, p.visit, &changes, None, NOW),
-        );
-        assert!(
-            poll_once(push.as_mut()).is_pending(),
-            "judged, and waiting on the writer"
-        );
-        drop(push);
+        drop(push_in_flight(&p, &changes));
         drop(hold);
         // The visit's lock went with the commit: this read waits until it has landed.
         let read = p.visits.read(p.visit).expect("read");
@@ -1276,15 +1285,7 @@ mod tests {
         let (_, clock_in) = p.clock(ClockKind::ClockIn);
         let (clock_out_event, clock_out) = p.clock(ClockKind::ClockOut);
         let hold = p.sqlite.hold_writer();
-        let mut first = Box::pin(
-            p.visits
-                .clone()
-                .push_changes(&p.carer, p.visit, &clock_in, None, NOW),
-        );
-        assert!(
-            poll_once(first.as_mut()).is_pending(),
-            "the clock-in is in flight"
-        );
+        let mut first = push_in_flight(&p, &clock_in);
         let second = std::thread::spawn({
             let (visits, carer, visit) = (p.visits.clone(), p.carer.clone(), p.visit);
             move || visits.ingest_changes(&carer, visit, &clock_out, None, NOW)
